@@ -1,0 +1,52 @@
+"""Patterns and validators shared by the args models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pulumi
+from pydantic import BaseModel, ConfigDict
+
+from pulumi_mlops.errors import InputError
+
+# RFC 1123 label, as Kubernetes requires for most object names.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A Kubernetes resource quantity, e.g. 250m, 1.5, 512Mi, 10Gi.
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+
+_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+class ArgsModel(BaseModel):
+    """Base of every component's args: immutable, unknown inputs rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+def check_resource_name(component: str, name: str, max_length: int = 40) -> None:
+    """Component names become Kubernetes object and DNS names, so they must be DNS labels."""
+    from pulumi_mlops.errors import ValidationError
+
+    if not isinstance(name, str) or not _NAME.match(name) or len(name) > max_length:
+        raise ValidationError.single(
+            f"{component} {name!r}",
+            "name",
+            f"must be a lowercase DNS label of at most {max_length} characters "
+            "(letters, digits and '-', starting with a letter)",
+            name,
+            "rename the component, e.g. 'fraud-registry'.",
+        )
+
+
+def is_output(value: Any) -> bool:
+    """Whether a value is only known at deployment time."""
+    return isinstance(value, pulumi.Output)
+
+
+def require_plain_or_output(value: Any) -> Any:
+    """Accept a string or a Pulumi output of one; anything else is a type error."""
+    if isinstance(value, str | pulumi.Output):
+        return value
+    raise InputError("must be a string or a Pulumi output", "pass a string or an Output[str].")

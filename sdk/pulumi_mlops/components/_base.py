@@ -1,0 +1,40 @@
+"""What every component does with its inputs before declaring anything."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic
+
+from pulumi_mlops._validation import check_resource_name
+from pulumi_mlops.errors import ValidationError
+
+A = TypeVar("A", bound=pydantic.BaseModel)
+
+
+def build_args(
+    component: str, name: str, args_type: type[A], args: A | None, kwargs: dict[str, Any]
+) -> A:
+    """Validated args from an args object or keyword arguments (exactly one of the two).
+
+    Raises:
+        ValidationError: naming the component, each bad input, the rule and the fix.
+    """
+    check_resource_name(component, name)
+    where = f"{component} {name!r}"
+    if args is not None and kwargs:
+        raise ValidationError.single(
+            where, "args", "Only one of `args` or keyword arguments can be provided",
+            sorted(kwargs), "pass either an args object or keyword arguments, not both.",
+        )
+    if args is not None:
+        if not isinstance(args, args_type):
+            raise ValidationError.single(
+                where, "args", f"must be a {args_type.__name__}", type(args).__name__,
+                f"pass {args_type.__name__}(...) or keyword arguments.",
+            )
+        return args
+    try:
+        return args_type(**kwargs)
+    except pydantic.ValidationError as exc:
+        raise ValidationError.from_pydantic(where, exc) from None

@@ -1,0 +1,51 @@
+"""Read a stack's configuration into one validated pydantic model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import pulumi
+import pydantic
+from pulumi.runtime import config as runtime_config
+
+from pulumi_mlops.errors import ValidationError
+
+__all__ = ["load_config"]
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def _stack_config(project: str) -> dict[str, Any]:
+    """Every config value of ``project`` (keys without the ``project:`` prefix)."""
+    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        namespace, _, name = key.partition(":")
+        if namespace != project:
+            continue
+        try:
+            out[name] = json.loads(value) if isinstance(value, str) else value
+        except json.JSONDecodeError:
+            out[name] = value
+        if runtime_config.is_config_secret(key):
+            out[name] = pulumi.Output.secret(value)
+    return out
+
+
+def load_config(model: type[M], project: str | None = None) -> M:
+    """The stack's config for ``project`` (default: the current one), validated by ``model``.
+
+    Unknown keys are rejected, so a typo cannot silently fall back to a default.
+
+    Raises:
+        ValidationError: naming each config key (``project:key.sub``), the rule and the fix.
+    """
+    project = project or pulumi.get_project()
+    values = _stack_config(project)
+    try:
+        return model.model_validate(values)
+    except pydantic.ValidationError as exc:
+        raise ValidationError.from_pydantic(
+            f"stack {pulumi.get_stack()!r} config", exc, prefix=f"{project}:"
+        ) from None

@@ -1,0 +1,259 @@
+"""Run a component or a whole Pulumi program under Pulumi's mock runtime and record it.
+
+No engine, no provider plugins, no cluster: `pulumi.runtime.set_mocks` stands in for the engine
+and every resource registration is recorded with its type, name, parent and inputs (secrets
+still wrapped, so they can be redacted or asserted on).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import os
+import runpy
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_in_stack
+from pulumi.runtime.sync_await import _sync_await
+
+__all__ = [
+    "ProgramConfigError",
+    "RecordedResource",
+    "Recording",
+    "record",
+    "record_program",
+    "unwrap_secrets",
+]
+
+STACK_TYPE = "pulumi:pulumi:Stack"
+
+
+@dataclass(frozen=True)
+class RecordedResource:
+    """One resource the program declared.
+
+    Attributes:
+        type: Type token, e.g. ``kubernetes:apps/v1:Deployment``.
+        name: Pulumi logical name.
+        urn: Its URN.
+        parent: The parent's URN ("" for the stack itself).
+        inputs: Inputs as the engine received them; secrets are wrapped in Pulumi's secret
+            envelope (see `unwrap_secrets`).
+        custom: Whether it is a provider resource (not a component).
+    """
+
+    type: str
+    name: str
+    urn: str
+    parent: str
+    inputs: Mapping[str, Any]
+    custom: bool
+
+
+@dataclass
+class Recording:
+    """Everything a program declared, in registration order, plus the stack's outputs."""
+
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_: str) -> list[RecordedResource]:
+        """Resources of one type token."""
+        return [r for r in self.resources if r.type == type_]
+
+    def get(self, type_: str, name: str) -> RecordedResource:
+        """The one resource with this type and name."""
+        found = [r for r in self.resources if r.type == type_ and r.name == name]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} resources of type {type_} named {name!r}")
+        return found[0]
+
+    def parent_of(self, resource: RecordedResource) -> RecordedResource | None:
+        """The resource's parent, or None when it is the stack."""
+        for r in self.resources:
+            if r.urn == resource.urn.rsplit("::", 1)[0] or r.urn == resource.parent:
+                return r
+        return None
+
+
+class ProgramConfigError(ValueError):
+    """The program directory or its stack configuration cannot be read."""
+
+
+def _fake_value(name: str, length: int) -> str:
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return (digest * (length // len(digest) + 1))[:length]
+
+
+class _Mocks(pulumi.runtime.Mocks):
+    """Outputs for resources whose state the engine would compute."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        state = dict(args.inputs)
+        if args.typ in ("random:index/randomPassword:RandomPassword",
+                        "random:index/randomString:RandomString"):
+            state["result"] = _fake_value(args.name, int(args.inputs.get("length", 16)))
+        elif args.typ == "docker:index/remoteImage:RemoteImage":
+            state["imageId"] = "sha256:" + _fake_value(args.name, 64)
+            state["repoDigest"] = f"{args.inputs.get('name')}@sha256:{_fake_value(args.name, 64)}"
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+class _RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi.runtime.Mocks, recording: Recording) -> None:
+        super().__init__(mocks)
+        self.recording = recording
+        self.stack_urn = ""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        response = super().RegisterResource(request)
+        if request.type == STACK_TYPE:
+            self.stack_urn = response.urn
+        else:
+            self.recording.resources.append(RecordedResource(
+                type=request.type,
+                name=request.name,
+                urn=response.urn,
+                parent=request.parent,
+                inputs=rpc.deserialize_properties(request.object),
+                custom=bool(request.custom),
+            ))
+        return response
+
+    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        if request.urn == self.stack_urn:
+            self.recording.outputs.update(rpc.deserialize_properties(request.outputs))
+        return super().RegisterResourceOutputs(request)
+
+
+def record(
+    program: Callable[[], Any],
+    *,
+    project: str = "mlops",
+    stack: str = "dev",
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    preview: bool = False,
+) -> Recording:
+    """Run ``program`` as a Pulumi stack under mocks and return what it declared.
+
+    Args:
+        program: Declares resources (and may call `pulumi.export`).
+        project: Project name (URNs and unqualified config keys use it).
+        stack: Stack name.
+        config: Config as the engine passes it: ``{"project:key": "value"}``, objects as JSON.
+        secret_keys: Config keys that are secrets.
+        preview: Run as a preview (``pulumi.runtime.is_dry_run()`` is true).
+
+    Raises:
+        Whatever the program raises (a `ValidationError` for bad input, for example).
+    """
+    recording = Recording()
+
+    def run() -> None:
+        settings.ROOT.set(None)
+        mocks = _Mocks()
+        pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
+                                 monitor=_RecordingMonitor(mocks, recording))
+        # set_mocks registered its own root stack; run_in_stack declares the real one.
+        settings.ROOT.set(None)
+        recording.resources.clear()
+        set_all_config(dict(config or {}), list(secret_keys or []))
+        settings.SETTINGS.rpc_manager.clear()
+        _sync_await(run_in_stack(program))
+
+    contextvars.copy_context().run(run)
+    return recording
+
+
+def _config_value(value: Any) -> tuple[str, bool]:
+    """Config as the engine passes it, and whether it is a secret."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        # Encrypted values need the engine's secrets provider; mocks get a stand-in.
+        return "mock-secret-value", True
+    if isinstance(value, str):
+        return value, False
+    return json.dumps(value), False
+
+
+def load_stack_config(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Read Pulumi.yaml and the stack's config file.
+
+    Returns:
+        The project file, the config map (``project:key`` → string) and the secret keys.
+    """
+    project_file = cwd / "Pulumi.yaml"
+    if not project_file.is_file():
+        raise ProgramConfigError(f"no Pulumi.yaml in {cwd}: pass --cwd with the project directory")
+    project = yaml.safe_load(project_file.read_text()) or {}
+    config_dir = cwd / str(project.get("stackConfigDir", "."))
+    stack_file = config_dir / f"Pulumi.{stack}.yaml"
+    if not stack_file.is_file():
+        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in config_dir.glob("Pulumi.*.yaml"))
+        raise ProgramConfigError(
+            f"no stack config {stack_file}: known stacks are {', '.join(known) or 'none'}"
+        )
+    raw = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    config: dict[str, str] = {}
+    secrets: list[str] = []
+    for key, value in raw.items():
+        full = key if ":" in key else f"{project['name']}:{key}"
+        config[full], secret = _config_value(value)
+        if secret:
+            secrets.append(full)
+    return project, config, secrets
+
+
+@contextlib.contextmanager
+def _program_dir(main: Path) -> Iterator[None]:
+    old_cwd, old_path = os.getcwd(), list(sys.path)
+    os.chdir(main)
+    sys.path.insert(0, str(main))
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        sys.path[:] = old_path
+
+
+def record_program(cwd: Path, stack: str, *, preview: bool = True) -> Recording:
+    """Run the Pulumi program in ``cwd`` with the config of ``stack`` and record it."""
+    cwd = cwd.resolve()
+    project, config, secrets = load_stack_config(cwd, stack)
+    main = cwd / str(project.get("main", "."))
+    entry = main / "__main__.py"
+    if not entry.is_file():
+        raise ProgramConfigError(f"{entry} not found: `main` in Pulumi.yaml must name a directory "
+                                 "with a __main__.py")
+
+    def program() -> None:
+        with _program_dir(main):
+            runpy.run_path(str(entry), run_name="__main__")
+
+    return record(program, project=str(project["name"]), stack=stack, config=config,
+                  secret_keys=secrets, preview=preview)
+
+
+def unwrap_secrets(value: Any) -> Any:
+    """The value with Pulumi's secret envelopes removed (for asserting on secret inputs)."""
+    if rpc.is_rpc_secret(value):
+        return unwrap_secrets(rpc.unwrap_rpc_secret(value))
+    if isinstance(value, dict):
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value

@@ -1,0 +1,165 @@
+"""Target-neutral description of one container: what runs, with which env, files and mounts.
+
+A component's plan function returns a `Workload`; the Kubernetes and Docker materializers turn
+it into their objects, and the local runner (`pulumi_mlops.local`) runs the same command on
+this machine. What CI runs is what the cluster runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pulumi_mlops._validation import QUANTITY
+
+__all__ = [
+    "ConfigFile",
+    "EnvValue",
+    "ExecCheck",
+    "HttpCheck",
+    "Mount",
+    "Resources",
+    "SecretRef",
+    "Workload",
+    "resolve",
+]
+
+# Non-root identity every workload runs as; ≥ 10000 so it can never collide with a host user.
+RUN_AS_USER = 10001
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A value that lives in the component's secret store (a Kubernetes Secret, a Pulumi secret).
+
+    Attributes:
+        key: Key of the value in the component's secret data.
+    """
+
+    key: str
+
+
+EnvValue = str | SecretRef
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A read-only file mounted into the container.
+
+    Attributes:
+        path: Absolute path in the container.
+        content: The literal content, or a reference to secret data holding it.
+    """
+
+    path: str
+    content: str | SecretRef
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A writable directory.
+
+    Attributes:
+        name: Volume name, unique within the workload.
+        path: Absolute mount path in the container.
+        kind: ``data`` persists (PersistentVolumeClaim / named volume); ``scratch`` does not
+            (emptyDir / tmpfs).
+        size: Capacity (Kubernetes quantity), for ``data`` the claim size, for ``scratch`` the
+            size limit.
+    """
+
+    name: str
+    path: str
+    kind: Literal["data", "scratch"]
+    size: str
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """Health check by HTTP GET on the container's port."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ExecCheck:
+    """Health check by running a command in the container."""
+
+    command: tuple[str, ...]
+
+
+class Resources(BaseModel):
+    """Compute requests and limits, as Kubernetes quantities.
+
+    Attributes:
+        cpu_request: CPU the scheduler reserves. Default: ``250m``.
+        memory_request: Memory the scheduler reserves. Default: ``512Mi``.
+        cpu_limit: CPU ceiling. Default: ``1``.
+        memory_limit: Memory ceiling; the container is killed above it. Default: ``1Gi``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpu_request: Annotated[str, Field(pattern=QUANTITY)] = "250m"
+    memory_request: Annotated[str, Field(pattern=QUANTITY)] = "512Mi"
+    cpu_limit: Annotated[str, Field(pattern=QUANTITY)] = "1"
+    memory_limit: Annotated[str, Field(pattern=QUANTITY)] = "1Gi"
+
+    def memory_limit_mib(self) -> int:
+        """The memory limit in MiB, for targets that take a number (Docker)."""
+        return quantity_bytes(self.memory_limit) // 2**20
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One container, described independently of where it runs.
+
+    Attributes:
+        name: Container name.
+        image: Image reference, pinned.
+        command: The full argument vector (entrypoint included).
+        env: Environment; values are literals or secret references.
+        port: The one TCP port the container listens on.
+        health: How to tell the container is healthy.
+        files: Read-only config files.
+        mounts: Writable directories.
+        resources: Requests and limits.
+        startup_seconds: Time the process may take to become healthy after start.
+    """
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, EnvValue]
+    port: int
+    health: HttpCheck | ExecCheck
+    files: tuple[ConfigFile, ...] = ()
+    mounts: tuple[Mount, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    startup_seconds: int = 120
+
+    def secret_keys(self) -> frozenset[str]:
+        """Every secret key the workload reads, from env and files."""
+        refs = [v for v in self.env.values() if isinstance(v, SecretRef)]
+        refs += [f.content for f in self.files if isinstance(f.content, SecretRef)]
+        return frozenset(r.key for r in refs)
+
+
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """Bytes in a Kubernetes memory quantity such as ``512Mi`` or ``1G``."""
+    number = quantity.rstrip("kMGTPEi")
+    return int(float(number) * _UNITS[quantity[len(number):]])
+
+
+def resolve(value: str | SecretRef, secrets: Mapping[str, str]) -> str:
+    """The literal value of an env value or file content, given the secret data."""
+    if isinstance(value, SecretRef):
+        return secrets[value.key]
+    return value
