@@ -401,6 +401,8 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX": MODEL_SOURCE_REGEX,
         # Server-side jobs execute work inside the registry; it has no use for them.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        # A registry holding a company's models does not report usage to third parties.
+        "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     mounts = [Mount("tmp", "/tmp", "scratch", "1Gi")]
     auth_db: str | SecretRef
@@ -410,7 +412,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         auth_db = f"sqlite:///{_SQLITE_PATH}/basic_auth.db"
     elif db.kind == "postgres":
         # libpq reads PGPASSWORD, so the URI itself carries no secret.
-        uri = f"postgresql://{_DB_USER}@{db_host}:{_DB_PORT}/{_DB_NAME}"
+        uri = f"postgresql+psycopg2://{_DB_USER}@{db_host}:{_DB_PORT}/{_DB_NAME}"
         env["MLFLOW_BACKEND_STORE_URI"] = uri
         env["PGPASSWORD"] = SecretRef("db-password")
         auth_db = uri

@@ -1,0 +1,191 @@
+"""Run a workload as a local process, from the command line its component rendered.
+
+The same `Workload` the Kubernetes and Docker materializers use is run here with only three
+remappings, each of which stands for something the container platform provides:
+
+- container paths (volumes, config directories) → directories under a local root;
+- the bind address → 127.0.0.1 (loopback only);
+- service DNS names → loopback addresses (``hosts``), as cluster DNS would resolve them.
+
+`make demo` and the end-to-end tests run workloads this way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pulumi_mlops.workload import HttpCheck, Workload, resolve
+
+__all__ = ["LocalCommand", "RunningWorkload", "localize", "run_workload"]
+
+_PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT", "PYTHONPATH", "VIRTUAL_ENV")
+
+
+@dataclass(frozen=True)
+class LocalCommand:
+    """A workload made runnable here.
+
+    Attributes:
+        argv: The command line.
+        env: The full process environment.
+        files: Config files to write (local path → content).
+        directories: Directories to create before start.
+        cwd: Working directory.
+    """
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    files: Mapping[Path, str]
+    directories: tuple[Path, ...]
+    cwd: Path
+
+
+def _path_map(workload: Workload, root: Path) -> dict[str, str]:
+    mapping = {m.path: str(root / m.name) for m in workload.mounts}
+    for i, directory in enumerate(sorted({posixpath.dirname(f.path) for f in workload.files})):
+        mapping.setdefault(directory, str(root / f"config-{i}"))
+    return mapping
+
+
+def _rewriter(replacements: Mapping[str, str]) -> re.Pattern[str]:
+    # One pass, longest first, so a replaced path is never rewritten again.
+    keys = sorted(replacements, key=len, reverse=True)
+    return re.compile("|".join(re.escape(k) + r"(?![A-Za-z0-9_.-])" for k in keys))
+
+
+def localize(
+    workload: Workload,
+    secrets: Mapping[str, str],
+    root: Path,
+    *,
+    hosts: Mapping[str, str] | None = None,
+) -> LocalCommand:
+    """The workload's command, env and files with container paths and names remapped.
+
+    Args:
+        workload: What the component rendered.
+        secrets: Its secret data (as the component's secret store would hold it).
+        root: Local directory standing in for the container's volumes.
+        hosts: ``"name:port"`` or ``"name"`` of services → ``"127.0.0.1:port"`` here.
+    """
+    replacements = {**_path_map(workload, root), **dict(hosts or {})}
+    pattern = _rewriter(replacements)
+
+    def remap(text: str) -> str:
+        return pattern.sub(lambda m: replacements[m.group(0)], text)
+
+    argv = [remap(a) for a in workload.command]
+    for i, arg in enumerate(argv[:-1]):
+        if arg in ("--host", "-h") and argv[i + 1] in ("0.0.0.0", "::"):
+            argv[i + 1] = "127.0.0.1"
+    # The workload's own interpreter and tools come first, as in its image.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+    env["PATH"] = path
+    env.update({k: remap(resolve(v, secrets)) for k, v in workload.env.items()})
+    files = {
+        Path(remap(f.path)): remap(resolve(f.content, secrets)) for f in workload.files
+    }
+    directories = tuple(Path(remap(m.path)) for m in workload.mounts)
+    return LocalCommand(tuple(argv), env, files, directories, root)
+
+
+@dataclass
+class RunningWorkload:
+    """A started local workload.
+
+    Attributes:
+        process: The process.
+        url: ``http://127.0.0.1:<port>``.
+        log_path: Its combined stdout/stderr.
+    """
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextlib.contextmanager
+def run_workload(
+    workload: Workload,
+    secrets: Mapping[str, str],
+    root: Path,
+    *,
+    hosts: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> Iterator[RunningWorkload]:
+    """Start the workload locally, wait until its health check passes, stop it on exit.
+
+    Raises:
+        RuntimeError: when it exits or stays unhealthy past its startup budget; the message
+            carries the tail of its log.
+    """
+    if not isinstance(workload.health, HttpCheck):
+        raise ValueError(f"{workload.name}: only HTTP health checks can be awaited locally")
+    command = localize(workload, secrets, root, hosts=hosts)
+    for directory in command.directories:
+        directory.mkdir(parents=True, exist_ok=True)
+    for path, content in command.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        path.chmod(0o600)
+    log_path = root / f"{workload.name}.log"
+    if shutil.which(command.argv[0], path=command.env["PATH"]) is None:
+        raise RuntimeError(f"{command.argv[0]!r} is not installed here")
+    url = f"http://127.0.0.1:{workload.port}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command.argv, env=dict(command.env), cwd=command.cwd, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    running = RunningWorkload(process, url, log_path)
+    try:
+        deadline = time.monotonic() + (timeout or workload.startup_seconds)
+        while not _healthy(url + workload.health.path):
+            if process.poll() is not None:
+                raise RuntimeError(f"{workload.name} exited with {process.returncode}:\n"
+                                   + running.log()[-4000:])
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{workload.name} not healthy in time:\n" + running.log()[-4000:])
+            time.sleep(0.25)
+        yield running
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
