@@ -26,19 +26,27 @@ from pulumi_mlops.workload import (
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
 
-# Checks checkov flags on every hardened workload here, each skipped for a stated reason. Kept in
-# one place so the reasons are reviewed together.
-CHECKOV_SKIPS = {
-    "CKV_K8S_43": "images are pinned by immutable version tag; pass image=...@sha256:... to pin "
-    "by digest",
-    "CKV_K8S_35": "MLflow and PostgreSQL read these credentials only from environment variables",
-}
+# Checks checkov would flag on hardened workloads here, each skipped only where it applies and
+# for a stated reason. Kept in one place so the reasons are reviewed together.
+_SKIP_TAG_PINNED = ("CKV_K8S_43", "image pinned by version tag (pulled Always); pass an image "
+                    "reference with an @sha256 digest to pin by digest")
+_SKIP_SECRET_ENV = ("CKV_K8S_35", "the program reads these credentials only from environment "
+                    "variables; they come from a Secret by secretKeyRef, never inline")
 _EXTERNAL_DB_PORTS = (5432, 3306, 1433)
 
 
-def skip_annotations(checks: Mapping[str, str] = CHECKOV_SKIPS) -> dict[str, str]:
-    """checkov's skip annotations (``checkov.io/skipN: ID=reason``)."""
-    return {f"checkov.io/skip{i}": f"{cid}={why}" for i, (cid, why) in enumerate(checks.items(), 1)}
+def _pinned_by_digest(image: str) -> bool:
+    return "@sha256:" in image
+
+
+def skip_annotations(workload: Workload) -> dict[str, str]:
+    """checkov's skip annotations (``checkov.io/skipN: ID=reason``) for the checks that apply."""
+    skips = []
+    if not _pinned_by_digest(workload.image):
+        skips.append(_SKIP_TAG_PINNED)
+    if any(isinstance(v, SecretRef) for v in workload.env.values()):
+        skips.append(_SKIP_SECRET_ENV)
+    return {f"checkov.io/skip{i}": f"{cid}={why}" for i, (cid, why) in enumerate(skips, 1)}
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -148,7 +156,9 @@ def pod_spec(
     container = {
         "name": workload.name,
         "image": workload.image,
-        "image_pull_policy": "IfNotPresent",
+        # A tag can be moved; re-resolving it on every start keeps nodes from running a stale
+        # copy. A digest cannot move, so the cached copy is the right one.
+        "image_pull_policy": "IfNotPresent" if _pinned_by_digest(workload.image) else "Always",
         "command": list(workload.command),
         "env": env,
         "ports": [{"name": "http" if isinstance(workload.health, HttpCheck) else "tcp",
@@ -263,7 +273,7 @@ def materialize_registry(
     )
     out["server"] = k8s.apps.v1.Deployment(
         name,
-        metadata=_meta(target, name, labels, skip_annotations()),
+        metadata=_meta(target, name, labels, skip_annotations(server)),
         spec={
             "replicas": plan.replicas,
             "selector": {"match_labels": selector},
@@ -272,7 +282,9 @@ def materialize_registry(
             "revision_history_limit": 5,
             "template": {"metadata": {"labels": labels}, "spec": template_spec},
         },
-        opts=opts,
+        # Pods must not start before the Secret and volumes they mount exist.
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            depends_on=[r for k, r in out.items() if k != "service_account"])),
     )
     out["service"] = k8s.core.v1.Service(
         name,
@@ -404,7 +416,7 @@ def _materialize_postgres(
     )
     out["database"] = k8s.apps.v1.StatefulSet(
         name,
-        metadata=_meta(target, name, labels, skip_annotations()),
+        metadata=_meta(target, name, labels, skip_annotations(db)),
         spec={
             "replicas": 1,
             "service_name": name,
@@ -421,7 +433,8 @@ def _materialize_postgres(
             "persistent_volume_claim_retention_policy": {"when_deleted": "Retain",
                                                          "when_scaled": "Retain"},
         },
-        opts=opts,
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            depends_on=[out["database_secret"]])),
     )
     out["database_network_policy"] = k8s.networking.v1.NetworkPolicy(
         name,
