@@ -6,9 +6,10 @@ import re
 from typing import Any
 
 import pulumi
+import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from pulumi_mlops.errors import InputError
+from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError
 
 # RFC 1123 label, as Kubernetes requires for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -16,10 +17,35 @@ LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 # A Kubernetes resource quantity, e.g. 250m, 1.5, 512Mi, 10Gi.
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 
+HOSTNAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+PATTERN_DESCRIPTIONS.update({
+    DNS_LABEL: "a lowercase DNS label: letters, digits and '-', e.g. 'ml-platform'",
+    LABEL_VALUE: "a Kubernetes label value: letters, digits, '-', '_' and '.'",
+    QUANTITY: "a Kubernetes quantity such as 500m, 2, 512Mi or 10Gi",
+    HOSTNAME: "a lowercase DNS name such as mlflow.example.com",
+})
+
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-class ArgsModel(BaseModel):
+class ValidatedModel(BaseModel):
+    """A pydantic model whose direct construction raises the project's `ValidationError`.
+
+    Nested models validated as part of a parent raise through the parent instead, which names
+    the full input path.
+    """
+
+    def __init__(self, **data: Any) -> None:
+        from pulumi_mlops.errors import ValidationError
+
+        try:
+            super().__init__(**data)
+        except pydantic.ValidationError as exc:
+            raise ValidationError.from_pydantic(type(self).__name__, exc) from None
+
+
+class ArgsModel(ValidatedModel):
     """Base of every component's args: immutable, unknown inputs rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)

@@ -95,6 +95,9 @@ def _loc_to_path(loc: tuple[int | str, ...], prefix: str) -> str:
     return prefix + ".".join(parts) if parts else prefix or "(root)"
 
 
+# Readable names of the patterns inputs are checked against (filled by `_validation`).
+PATTERN_DESCRIPTIONS: dict[str, str] = {}
+
 # Inputs whose values never appear in an error message.
 _SECRET_INPUTS = frozenset({"admin_password", "password", "uri", "backend_store_uri"})
 
@@ -113,6 +116,9 @@ def _problem(err: Any, prefix: str) -> Problem:
     if isinstance(cause, InputError):
         return Problem(path, cause.rule, value, cause.fix)
     kind = err["type"]
+    described = PATTERN_DESCRIPTIONS.get(ctx.get("pattern", ""))
+    if kind == "string_pattern_mismatch" and described:
+        return Problem(path, f"must be {described}", value, f"set `{path}` to {described}.")
     rule, fix = _RULES.get(kind, (None, None))
     if rule is None:
         return Problem(path, err["msg"][0].lower() + err["msg"][1:], value, f"correct `{path}`.")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from pulumi_mlops._validation import DNS_LABEL, LABEL_VALUE
+from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, LABEL_VALUE, ValidatedModel
 
 __all__ = ["DockerTarget", "KubernetesTarget", "Target"]
 
 
-class _TargetBase(BaseModel):
+class _TargetBase(ValidatedModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
 
@@ -37,9 +37,9 @@ class KubernetesTarget(_TargetBase):
     kind: Literal["kubernetes"] = "kubernetes"
     namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "mlops"
     provider: Any = None
-    storage_class: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
-    ingress_class: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] | None = None
-    cluster_domain: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")] = (
+    storage_class: Annotated[str, Field(pattern=HOSTNAME)] | None = None
+    ingress_class: Annotated[str, Field(pattern=HOSTNAME)] | None = None
+    cluster_domain: Annotated[str, Field(pattern=HOSTNAME)] = (
         "cluster.local"
     )
     dns_namespace: Annotated[str, Field(pattern=DNS_LABEL)] = "kube-system"

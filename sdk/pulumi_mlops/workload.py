@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from pulumi_mlops._validation import QUANTITY
+from pulumi_mlops._validation import QUANTITY, ValidatedModel
 
 __all__ = [
     "ConfigFile",
@@ -91,7 +91,7 @@ class ExecCheck:
     command: tuple[str, ...]
 
 
-class Resources(BaseModel):
+class Resources(ValidatedModel):
     """Compute requests and limits, as Kubernetes quantities.
 
     Attributes:

@@ -35,6 +35,6 @@ def build_args(
             )
         return args
     try:
-        return args_type(**kwargs)
+        return args_type.model_validate(kwargs)
     except pydantic.ValidationError as exc:
         raise ValidationError.from_pydantic(where, exc) from None

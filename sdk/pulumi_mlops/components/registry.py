@@ -19,7 +19,7 @@ import pulumi_random as random
 from pydantic import Field, field_validator
 
 from pulumi_mlops import _docker, _kubernetes
-from pulumi_mlops._validation import DNS_LABEL, QUANTITY, ArgsModel
+from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
 from pulumi_mlops.components._base import build_args
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
@@ -169,7 +169,7 @@ class RegistryIngress(ArgsModel):
             NetworkPolicy. Default: ``ingress-nginx``.
     """
 
-    host: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+    host: Annotated[str, Field(pattern=HOSTNAME, max_length=253)]
     tls_secret_name: Annotated[str, Field(pattern=DNS_LABEL)] | None = None
     controller_namespace: Annotated[str, Field(pattern=DNS_LABEL)] = "ingress-nginx"
 

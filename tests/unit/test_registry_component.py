@@ -1,0 +1,218 @@
+"""ModelRegistry under Pulumi's mocks, on both targets: recorded inputs and parentage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi
+import pytest
+
+import pulumi_mlops as mlops
+from pulumi_mlops.render import Recording, record, unwrap_secrets
+from pulumi_mlops.render.manifests import redact
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+STATEFULSET = "kubernetes:apps/v1:StatefulSet"
+SERVICE = "kubernetes:core/v1:Service"
+SECRET = "kubernetes:core/v1:Secret"
+PVC = "kubernetes:core/v1:PersistentVolumeClaim"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+INGRESS = "kubernetes:networking.k8s.io/v1:Ingress"
+CONTAINER = "docker:index/container:Container"
+VOLUME = "docker:index/volume:Volume"
+NETWORK = "docker:index/network:Network"
+COMPONENT = "mlops:index:ModelRegistry"
+
+
+def k8s(**kwargs: Any) -> Recording:
+    target = mlops.KubernetesTarget(namespace="ml", storage_class="fast")
+    return record(lambda: mlops.ModelRegistry("reg", target=target, **kwargs))
+
+
+def docker(**kwargs: Any) -> Recording:
+    return record(lambda: mlops.ModelRegistry("reg", target=mlops.DockerTarget(), **kwargs))
+
+
+def pod(rec: Recording, type_: str = DEPLOYMENT, name: str = "reg-mlflow") -> dict[str, Any]:
+    return redact(dict(rec.get(type_, name).inputs))["spec"]["template"]["spec"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_parented_to_the_component() -> None:
+    for rec in (k8s(), docker()):
+        component = rec.get(COMPONENT, "reg")
+        children = [r for r in rec.resources if r is not component]
+        assert children
+        assert all(rec.parent_of(r) is component for r in children)
+        assert all(r.name.startswith("reg-") for r in children)
+
+
+def test_kubernetes_default_runs_postgres_with_a_generated_password() -> None:
+    rec = k8s()
+    statefulset = redact(dict(rec.get(STATEFULSET, "reg-postgres").inputs))
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] == "fast"
+    db_env = env_of(pod(rec, STATEFULSET, "reg-postgres")["containers"][0])
+    assert db_env["POSTGRES_PASSWORD"] == {
+        "secretKeyRef": {"name": "reg-postgres", "key": "db-password"}}
+    server_env = env_of(pod(rec)["containers"][0])
+    assert server_env["PGPASSWORD"]["secretKeyRef"]["key"] == "db-password"
+    assert server_env["MLFLOW_BACKEND_STORE_URI"] == (
+        "postgresql+psycopg2://mlflow@reg-postgres.ml.svc.cluster.local:5432/mlflow")
+    password = rec.get("random:index/randomPassword:RandomPassword", "reg-db-password")
+    assert password.inputs["length"] >= 32
+    # Each Secret holds only the keys its pod reads.
+    assert set(unwrap_secrets(rec.get(SECRET, "reg-postgres").inputs["stringData"])) == {
+        "db-password"}
+    assert set(unwrap_secrets(rec.get(SECRET, "reg-mlflow").inputs["stringData"])) == {
+        "admin-password", "flask-secret-key", "db-password", "basic_auth.ini"}
+
+
+def test_server_command_enables_auth_artifact_proxy_and_host_allow_list() -> None:
+    command = pod(k8s())["containers"][0]["command"]
+    assert command[:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    assert command[command.index("--artifacts-destination") + 1] == "/mlflow/artifacts"
+    assert "--serve-artifacts" in command
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    assert "reg-mlflow.ml.svc.cluster.local:5000" in hosts
+    assert "*" not in hosts
+
+
+def test_pod_is_hardened_with_probes_and_resources() -> None:
+    spec = pod(k8s())
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsUser"] >= 10000
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert container["startupProbe"]["failureThreshold"] * container["startupProbe"][
+        "periodSeconds"] >= 300
+    assert container["readinessProbe"] != container["livenessProbe"]
+    assert set(container["resources"]) == {"requests", "limits"}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/mlflow/artifacts", "/etc/mlflow"} <= mounts
+
+
+def test_one_replica_recreates_and_several_replicas_share_storage_and_spread() -> None:
+    single = k8s()
+    assert redact(dict(single.get(DEPLOYMENT, "reg-mlflow").inputs))["spec"]["strategy"][
+        "type"] == "Recreate"
+    assert single.of_type(PDB) == []
+    assert single.get(PVC, "reg-artifacts").inputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    ha = k8s(replicas=3)
+    deployment = redact(dict(ha.get(DEPLOYMENT, "reg-mlflow").inputs))["spec"]
+    assert deployment["replicas"] == 3
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["template"]["spec"]["topologySpreadConstraints"]
+    assert ha.get(PVC, "reg-artifacts").inputs["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert redact(dict(ha.get(PDB, "reg-mlflow").inputs))["spec"]["maxUnavailable"] == 1
+
+
+def test_network_policies_limit_ingress_and_egress() -> None:
+    rec = k8s(allow_from=[mlops.Peer.namespace("teams")])
+    server = redact(dict(rec.get(NETPOL, "reg-mlflow").inputs))["spec"]
+    assert server["policyTypes"] == ["Ingress", "Egress"]
+    assert server["ingress"][0]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "teams"}}}]
+    egress_ports = [p["port"] for rule in server["egress"] for p in rule["ports"]]
+    assert sorted(egress_ports) == [53, 53, 5432]
+    database = redact(dict(rec.get(NETPOL, "reg-postgres").inputs))["spec"]
+    assert database["egress"] == []
+    assert database["ingress"][0]["from"][0]["podSelector"]["matchLabels"][
+        "app.kubernetes.io/component"] == "server"
+
+
+def test_external_database_uri_stays_secret_and_no_postgres_is_run() -> None:
+    uri = "postgresql://svc:s3cr3t-Pa55@db.example.com:5432/mlflow"
+    rec = k8s(database=mlops.Database.external(uri))
+    assert rec.of_type(STATEFULSET) == []
+    server_env = env_of(pod(rec)["containers"][0])
+    assert server_env["MLFLOW_BACKEND_STORE_URI"]["secretKeyRef"]["key"] == "backend-store-uri"
+    assert "s3cr3t" not in str(redact(dict(rec.get(SECRET, "reg-mlflow").inputs)))
+    data = unwrap_secrets(rec.get(SECRET, "reg-mlflow").inputs["stringData"])
+    assert data["backend-store-uri"] == uri
+    assert f"database_uri = {uri}" in data["basic_auth.ini"]
+
+
+def test_ingress_exposes_the_service_and_admits_the_controller() -> None:
+    rec = k8s(ingress=mlops.RegistryIngress(host="mlflow.example.com", tls_secret_name="tls"))
+    ingress = redact(dict(rec.get(INGRESS, "reg-mlflow").inputs))["spec"]
+    assert ingress["rules"][0]["host"] == "mlflow.example.com"
+    assert ingress["tls"] == [{"hosts": ["mlflow.example.com"], "secretName": "tls"}]
+    command = pod(rec)["containers"][0]["command"]
+    assert "mlflow.example.com" in command[command.index("--allowed-hosts") + 1].split(",")
+    peers = redact(dict(rec.get(NETPOL, "reg-mlflow").inputs))["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+
+
+def test_object_store_artifacts_need_no_volume_and_allow_https_egress() -> None:
+    rec = k8s(artifacts_destination="s3://bucket/mlflow")
+    assert rec.of_type(PVC) == []
+    command = pod(rec)["containers"][0]["command"]
+    assert command[command.index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
+    egress = redact(dict(rec.get(NETPOL, "reg-mlflow").inputs))["spec"]["egress"]
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress
+
+
+def test_docker_runs_sqlite_on_volumes_with_hardened_containers() -> None:
+    rec = docker()
+    assert {v.inputs["name"] for v in rec.of_type(VOLUME)} == {
+        "reg-mlflow-data", "reg-mlflow-artifacts", "reg-mlflow-config-0"}
+    assert rec.get(NETWORK, "reg-net").inputs["name"] == "reg-net"
+    server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
+    assert server["user"] == "10001:10001"
+    assert server["readOnly"] is True
+    assert server["capabilities"] == {"drops": ["ALL"]}
+    assert server["securityOpts"] == ["no-new-privileges:true"]
+    assert server["ports"] == [{"internal": 5000, "external": 5000, "ip": "127.0.0.1"}]
+    assert server["healthcheck"]["tests"][:2] == ["CMD", "python"]
+    assert server["envs"] == "[secret]"
+    envs = unwrap_secrets(rec.get(CONTAINER, "reg-mlflow").inputs["envs"])
+    assert "MLFLOW_BACKEND_STORE_URI=sqlite:////mlflow/data/mlflow.db" in envs
+    init = redact(dict(rec.get(CONTAINER, "reg-mlflow-init").inputs))
+    assert init["capabilities"] == {"drops": ["ALL"], "adds": ["CHOWN"]}
+    assert init["networkMode"] == "none"
+    assert "chown 10001:10001 /mlflow/data /mlflow/artifacts" in init["entrypoints"][2]
+
+
+def test_docker_postgres_is_optional() -> None:
+    rec = docker(database=mlops.Database.postgres())
+    names = {c.inputs["name"] for c in rec.of_type(CONTAINER)}
+    assert names == {"reg-postgres", "reg-postgres-init", "reg-mlflow", "reg-mlflow-init"}
+    db = redact(dict(rec.get(CONTAINER, "reg-postgres").inputs))
+    assert db["ports"] == []
+    assert db["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
+
+
+def test_outputs_expose_tracking_uri_and_admin_username() -> None:
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=mlops.KubernetesTarget(namespace="ml"))
+        pulumi.export("uri", registry.tracking_uri)
+        pulumi.export("user", registry.admin_username)
+
+    outputs = record(program).outputs
+    assert outputs == {"uri": "http://reg-mlflow.ml.svc.cluster.local:5000", "user": "admin"}
+
+
+def test_admin_password_output_is_secret() -> None:
+    rec = record(lambda: pulumi.export(
+        "pw", mlops.ModelRegistry("reg", target=mlops.DockerTarget()).admin_password))
+    assert redact(rec.outputs)["pw"] == "[secret]"
+    assert len(unwrap_secrets(rec.outputs["pw"])) == 32
+
+
+def test_args_object_and_keywords_build_the_same_registry() -> None:
+    target = mlops.DockerTarget()
+    by_kwargs = record(lambda: mlops.ModelRegistry("reg", target=target, workers=3))
+    by_args = record(lambda: mlops.ModelRegistry(
+        "reg", mlops.ModelRegistryArgs(target=target, workers=3)))
+    # Registration order is asynchronous; the set of resources is what must match.
+    assert sorted((r.type, r.name) for r in by_kwargs.resources) == sorted(
+        (r.type, r.name) for r in by_args.resources)
+    assert unwrap_secrets(by_kwargs.get(CONTAINER, "reg-mlflow").inputs["entrypoints"]) == \
+        unwrap_secrets(by_args.get(CONTAINER, "reg-mlflow").inputs["entrypoints"])

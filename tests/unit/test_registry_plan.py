@@ -1,0 +1,79 @@
+"""The registry's pure plan: properties that hold for every valid input."""
+
+from __future__ import annotations
+
+import configparser
+from urllib.parse import quote
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pulumi_mlops as mlops
+from pulumi_mlops.components.registry import (
+    ModelRegistryArgs,
+    RegistrySecrets,
+    plan_registry,
+    registry_secret_data,
+)
+from pulumi_mlops.workload import SecretRef
+
+names = st.from_regex(r"[a-z][a-z0-9]{0,10}(-[a-z0-9]{1,5})?", fullmatch=True)
+namespaces = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)
+ports = st.integers(min_value=1024, max_value=65535)
+# A marker prefix, so a secret cannot collide with a literal by chance (e.g. a path).
+secrets = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]),
+                  min_size=8, max_size=64).map(lambda s: "S3CR3T-" + s)
+
+
+@given(name=names, namespace=namespaces, port=ports, replicas=st.integers(1, 5))
+def test_server_accepts_its_own_service_names_and_nothing_wild(
+    name: str, namespace: str, port: int, replicas: int
+) -> None:
+    args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace=namespace), port=port,
+                             replicas=replicas)
+    plan = plan_registry(name, args)
+    command = plan.server.command
+    hosts = command[command.index("--allowed-hosts") + 1].split(",")
+    service = f"{name}-mlflow"
+    for host in (service, f"{service}.{namespace}", f"{service}.{namespace}.svc",
+                 f"{service}.{namespace}.svc.cluster.local"):
+        assert host in hosts and f"{host}:{port}" in hosts
+    assert not any("*" in h for h in hosts)
+    assert plan.tracking_uri == f"http://{service}.{namespace}.svc.cluster.local:{port}"
+    assert command[command.index("--port") + 1] == str(port)
+
+
+@given(admin=secrets, key=secrets, db=secrets)
+def test_secret_values_never_appear_in_command_or_env(admin: str, key: str, db: str) -> None:
+    for target in (mlops.KubernetesTarget(), mlops.DockerTarget()):
+        plan = plan_registry("reg", ModelRegistryArgs(target=target))
+        literal = " ".join(plan.server.command) + " ".join(
+            v for v in plan.server.env.values() if isinstance(v, str))
+        for value in (admin, key, db):
+            assert value not in literal
+        data = registry_secret_data(plan, RegistrySecrets(admin, key, db))
+        refs = {v.key for v in plan.server.env.values() if isinstance(v, SecretRef)}
+        assert refs <= set(data)
+        assert data["admin-password"] == admin
+
+
+@given(password=st.text(min_size=1, max_size=20))
+def test_auth_ini_round_trips_any_database_uri(password: str) -> None:
+    uri = f"postgresql://u:{quote(password, safe='')}@db:5432/mlflow"
+    plan = plan_registry("reg", ModelRegistryArgs(
+        target=mlops.KubernetesTarget(), database=mlops.Database.external(uri)))
+    ini = registry_secret_data(plan, RegistrySecrets("a" * 16, "k" * 16, "", uri))["basic_auth.ini"]
+    parser = configparser.ConfigParser()
+    parser.read_string(ini)
+    # MLflow reads the file with interpolation on; the URI must come back unchanged.
+    assert parser["mlflow"]["database_uri"] == uri
+    assert "admin_password" not in parser["mlflow"]
+
+
+def test_sqlite_plan_keeps_database_and_auth_on_the_data_volume() -> None:
+    plan = plan_registry("reg", ModelRegistryArgs(target=mlops.DockerTarget()))
+    assert plan.server.env["MLFLOW_BACKEND_STORE_URI"] == "sqlite:////mlflow/data/mlflow.db"
+    assert plan.auth_database_uri == "sqlite:////mlflow/data/basic_auth.db"
+    assert {m.path for m in plan.server.mounts if m.kind == "data"} == {
+        "/mlflow/data", "/mlflow/artifacts"}
+    assert plan.database is None
