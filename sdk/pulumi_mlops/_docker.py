@@ -16,7 +16,7 @@ import pulumi
 import pulumi_docker as docker
 
 from pulumi_mlops.targets import DockerTarget
-from pulumi_mlops.workload import RUN_AS_USER, ExecCheck, HttpCheck, Workload, resolve
+from pulumi_mlops.workload import RUN_AS_USER, ExecCheck, HttpCheck, Workload, cpu_cores, resolve
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
@@ -31,9 +31,7 @@ _HARDENING: dict[str, Any] = {
 
 def cpus(quantity: str) -> str:
     """Docker's ``--cpus`` value for a Kubernetes CPU quantity (``500m`` → ``0.5``)."""
-    if quantity.endswith("m"):
-        return f"{int(quantity[:-1]) / 1000:g}"
-    return f"{float(quantity):g}"
+    return f"{cpu_cores(quantity):g}"
 
 
 def healthcheck(workload: Workload) -> dict[str, Any]:
@@ -102,7 +100,7 @@ def materialize_workload(
     depends: list[pulumi.Resource] = []
     if init_volumes:
         files = list(workload.files)
-        init_env = pulumi.Output.secret(secret_data.apply(
+        init_env: pulumi.Output[list[str]] = pulumi.Output.secret(secret_data.apply(
             lambda d: [f"MLOPS_FILE_{i}={resolve(f.content, d)}" for i, f in enumerate(files)]
         ))
         init = docker.Container(
@@ -126,7 +124,7 @@ def materialize_workload(
         depends.append(init)
 
     env = dict(workload.env)
-    envs = pulumi.Output.secret(
+    envs: pulumi.Output[list[str]] = pulumi.Output.secret(
         secret_data.apply(lambda d: [f"{k}={resolve(v, d)}" for k, v in env.items()])
     )
     r = workload.resources

@@ -22,6 +22,12 @@ def _render(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.demo import run_demo
+
+    return run_demo(Path(ns.cwd), ns.stack, check=ns.check)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description="pulumi-mlops command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
                         "is used (default: dev)")
     render.add_argument("--out-dir", required=True, help="directory to write manifests into")
     render.set_defaults(func=_render)
+    demo = sub.add_parser(
+        "demo",
+        help="run the stack's workloads as local processes (nothing but Python)",
+        description="Run the workloads a stack declares as local processes on 127.0.0.1, from "
+        "the very commands the components render (paths remapped to a temp directory).",
+    )
+    demo.add_argument("--cwd", default=".", help="project directory with Pulumi.yaml")
+    demo.add_argument("--stack", default="dev", help="stack to run (default: dev)")
+    demo.add_argument("--check", action="store_true",
+                      help="start, smoke-test, stop and exit 0 when everything answered")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any, TypeVar
 
@@ -11,7 +13,20 @@ from pulumi.runtime import config as runtime_config
 
 from pulumi_mlops.errors import ValidationError
 
-__all__ = ["load_config"]
+__all__ = ["UNKNOWN_SECRET_CONFIG", "load_config"]
+
+# What the render harness passes for an encrypted config value it cannot decrypt.
+UNKNOWN_SECRET_CONFIG = "\x00mlops-render:unknown-secret\x00"
+
+
+def _unknown_secret() -> pulumi.Output[Any]:
+    """A secret whose value is not known, as in a preview before it is computed."""
+    loop = asyncio.get_event_loop()
+    value, known, secret = loop.create_future(), loop.create_future(), loop.create_future()
+    value.set_result(None)
+    known.set_result(False)
+    secret.set_result(True)
+    return pulumi.Output(set(), value, known, secret)
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -24,11 +39,14 @@ def _stack_config(project: str) -> dict[str, Any]:
         namespace, _, name = key.partition(":")
         if namespace != project:
             continue
-        try:
-            out[name] = json.loads(value) if isinstance(value, str) else value
-        except json.JSONDecodeError:
-            out[name] = value
-        if runtime_config.is_config_secret(key):
+        # Objects and lists arrive JSON-encoded; a plain string (even "123") stays a string.
+        if isinstance(value, str) and value[:1] in ("{", "["):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        out[name] = value
+        if value == UNKNOWN_SECRET_CONFIG:
+            out[name] = _unknown_secret()
+        elif runtime_config.is_config_secret(key):
             out[name] = pulumi.Output.secret(value)
     return out
 

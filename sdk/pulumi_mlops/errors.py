@@ -46,7 +46,8 @@ class ValidationError(ValueError):
         if len(lines) == 1:
             message = f"{where}: {lines[0]}"
         else:
-            message = f"{where}: {len(lines)} invalid inputs:\n" + "\n".join(f"  - {x}" for x in lines)
+            listed = "\n".join(f"  - {x}" for x in lines)
+            message = f"{where}: {len(lines)} invalid inputs:\n{listed}"
         super().__init__(message)
 
     @classmethod
@@ -65,19 +66,23 @@ class ValidationError(ValueError):
             exc: Pydantic's error.
             prefix: Put before every input path (e.g. ``project:`` for config keys).
         """
-        return cls(where, [_problem(err, prefix) for err in exc.errors(include_url=False)])
+        return cls(
+            where, [p for err in exc.errors(include_url=False) for p in _problems(err, prefix)]
+        )
 
 
 class InputError(ValueError):
     """Raised by a validator to state the rule and the fix for its field.
 
     Pydantic wraps it into its own ValidationError; `ValidationError.from_pydantic` unwraps it.
+    A model-level validator names the field it is about with ``field``.
     """
 
-    def __init__(self, rule: str, fix: str) -> None:
+    def __init__(self, rule: str, fix: str, field: str = "") -> None:
         super().__init__(rule)
         self.rule = rule
         self.fix = fix
+        self.field = field  # set by model-level validators: the field the rule is about
 
 
 def _show(value: Any) -> str:
@@ -101,28 +106,53 @@ PATTERN_DESCRIPTIONS: dict[str, str] = {}
 # Inputs whose values never appear in an error message.
 _SECRET_INPUTS = frozenset({"admin_password", "password", "uri", "backend_store_uri"})
 
-# Pydantic inserts the union member's type name into `loc`; those are not user input paths.
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "Output", "Output[str]", "is-instance[Output]"})
+# Pydantic inserts union members' type names and discriminator tags (the target kinds) into
+# `loc`; those are not user input paths.
+_UNION_TAGS = frozenset(
+    {"str", "int", "float", "bool", "Output", "Output[str]", "is-instance[Output]",
+     "kubernetes", "docker"}
+)
 
 
-def _problem(err: Any, prefix: str) -> Problem:
+def _join(base: str, path: str) -> str:
+    if base in ("", "(root)"):
+        return path
+    if path in ("", "(root)"):
+        return base
+    return f"{base}.{path}"
+
+
+def _problems(err: Any, prefix: str) -> list[Problem]:
     loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("is-instance[")))
     path = _loc_to_path(loc, prefix)
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, ValidationError):
+        # A nested model validated itself (its own __init__): keep its paths under ours.
+        return [Problem(_join(path, p.path), p.rule, p.value,
+                        p.fix.replace(f"`{p.path}`", f"`{_join(path, p.path)}`"))
+                for p in cause.problems]
     value = err.get("input")
     if any(isinstance(x, str) and x in _SECRET_INPUTS for x in loc):
         value = "[redacted]"
-    ctx = err.get("ctx") or {}
-    cause = ctx.get("error")
     if isinstance(cause, InputError):
-        return Problem(path, cause.rule, value, cause.fix)
+        if cause.field:
+            path = _join(path, cause.field)
+            value = value.get(cause.field) if isinstance(value, dict) else getattr(
+                value, cause.field, value)
+            if cause.field in _SECRET_INPUTS:
+                value = "[redacted]"
+        return [Problem(path, cause.rule, value, cause.fix)]
     kind = err["type"]
     described = PATTERN_DESCRIPTIONS.get(ctx.get("pattern", ""))
     if kind == "string_pattern_mismatch" and described:
-        return Problem(path, f"must be {described}", value, f"set `{path}` to {described}.")
-    rule, fix = _RULES.get(kind, (None, None))
-    if rule is None:
-        return Problem(path, err["msg"][0].lower() + err["msg"][1:], value, f"correct `{path}`.")
-    return Problem(path, rule.format(**ctx), value, fix.format(path=path, **ctx))
+        return [Problem(path, f"must be {described}", value, f"set `{path}` to {described}.")]
+    known = _RULES.get(kind)
+    if known is None:
+        message = str(err["msg"])
+        return [Problem(path, message[0].lower() + message[1:], value, f"correct `{path}`.")]
+    rule, fix = known
+    return [Problem(path, rule.format(**ctx), value, fix.format(path=path, **ctx))]
 
 
 _RULES: dict[str, tuple[str, str]] = {

@@ -171,7 +171,9 @@ def run_workload(
                 raise RuntimeError(f"{workload.name} exited with {process.returncode}:\n"
                                    + running.log()[-4000:])
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{workload.name} not healthy in time:\n" + running.log()[-4000:])
+                raise RuntimeError(
+                    f"{workload.name} not healthy in time:\n" + running.log()[-4000:]
+                )
             time.sleep(0.25)
         yield running
     finally:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from pulumi_mlops._validation import QUANTITY, ValidatedModel
+from pulumi_mlops.errors import InputError
 
 __all__ = [
     "ConfigFile",
@@ -108,6 +109,17 @@ class Resources(ValidatedModel):
     cpu_limit: Annotated[str, Field(pattern=QUANTITY)] = "1"
     memory_limit: Annotated[str, Field(pattern=QUANTITY)] = "1Gi"
 
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        if cpu_cores(self.cpu_request) > cpu_cores(self.cpu_limit):
+            raise InputError("must not exceed `cpu_limit`",
+                             "lower `cpu_request` or raise `cpu_limit`.", field="cpu_request")
+        if quantity_bytes(self.memory_request) > quantity_bytes(self.memory_limit):
+            raise InputError("must not exceed `memory_limit`",
+                             "lower `memory_request` or raise `memory_limit`.",
+                             field="memory_request")
+        return self
+
     def memory_limit_mib(self) -> int:
         """The memory limit in MiB, for targets that take a number (Docker)."""
         return quantity_bytes(self.memory_limit) // 2**20
@@ -156,6 +168,13 @@ def quantity_bytes(quantity: str) -> int:
     """Bytes in a Kubernetes memory quantity such as ``512Mi`` or ``1G``."""
     number = quantity.rstrip("kMGTPEi")
     return int(float(number) * _UNITS[quantity[len(number):]])
+
+
+def cpu_cores(quantity: str) -> float:
+    """Cores in a Kubernetes CPU quantity such as ``500m`` or ``2``."""
+    if quantity.endswith("m"):
+        return float(quantity[:-1]) / 1000
+    return float(quantity_bytes(quantity))
 
 
 def resolve(value: str | SecretRef, secrets: Mapping[str, str]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pytest
 
 import pulumi_mlops as mlops
 from pulumi_mlops.render import Recording, record, unwrap_secrets

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import pydantic
@@ -38,3 +39,14 @@ def build_args(
         return args_type.model_validate(kwargs)
     except pydantic.ValidationError as exc:
         raise ValidationError.from_pydantic(where, exc) from None
+
+
+# Components declared while a render is recording (see `pulumi_mlops.render.harness.record`).
+DECLARED: ContextVar[list[Any] | None] = ContextVar("mlops_declared_components", default=None)
+
+
+def note_declared(component: Any) -> None:
+    """Let an active recording know about a component (demo and plan read their plans)."""
+    declared = DECLARED.get()
+    if declared is not None:
+        declared.append(component)

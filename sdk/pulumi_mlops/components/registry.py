@@ -8,19 +8,19 @@ on the chosen target.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_random as random
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pulumi_mlops import _docker, _kubernetes
 from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
-from pulumi_mlops.components._base import build_args
+from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
 from pulumi_mlops.workload import (
@@ -58,7 +58,8 @@ MIN_PASSWORD_LENGTH = 16
 MLFLOW_DEFAULT_PASSWORD = "password1234"
 # Model versions may only point at artifacts the server itself proxies or at logged models and
 # runs it tracks, so nobody can register a version that makes the server read a local path or a
-# foreign bucket (MLflow's security guidance for MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX).
+# foreign bucket (MLflow's security guidance for
+# MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX).
 MODEL_SOURCE_REGEX = r"^(mlflow-artifacts:/[^.]|models:/m-[0-9a-f]+$|runs:/[0-9a-f]+/)"
 
 _DB_USER = "mlflow"
@@ -71,7 +72,7 @@ _REMOTE_ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs")
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
 
-class Permission(str, Enum):
+class Permission(StrEnum):
     """What a user who was granted nothing explicitly may do (MLflow's default_permission)."""
 
     READ = "READ"
@@ -135,6 +136,13 @@ class Database(ArgsModel):
     def _image(cls, value: str) -> str:
         check_pinned_image(value)
         return value
+
+    @model_validator(mode="after")
+    def _external_needs_uri(self) -> Database:
+        if self.kind == "external" and self.uri is None:
+            raise InputError("is required for an external database",
+                             "use Database.external(uri) with the database's URI.", field="uri")
+        return self
 
 
 class Peer(ArgsModel):
@@ -233,9 +241,11 @@ class ModelRegistryArgs(ArgsModel):
     @field_validator("artifacts_destination")
     @classmethod
     def _artifacts(cls, value: str | None) -> str | None:
-        if value is not None and urlsplit(value).scheme not in _REMOTE_ARTIFACT_SCHEMES:
+        parts = urlsplit(value) if value is not None else None
+        if parts is not None and (parts.scheme not in _REMOTE_ARTIFACT_SCHEMES or not parts.netloc):
+            schemes = ", ".join(s + "://" for s in _REMOTE_ARTIFACT_SCHEMES)
             raise InputError(
-                f"must be an object-store URI ({', '.join(s + '://' for s in _REMOTE_ARTIFACT_SCHEMES)})",
+                f"must be an object-store URI ({schemes})",
                 "use e.g. 's3://bucket/mlflow', or omit it to keep artifacts on a volume.",
             )
         return value
@@ -247,16 +257,7 @@ class ModelRegistryArgs(ArgsModel):
             return value
         if not isinstance(value, str):
             raise InputError("must be a string or a Pulumi output", "pass a secret string.")
-        if value == MLFLOW_DEFAULT_PASSWORD:
-            raise InputError(
-                "must not be MLflow's documented default password",
-                "omit `admin_password` to generate one, or set a strong one as a secret.",
-            )
-        if len(value) < MIN_PASSWORD_LENGTH:
-            raise InputError(
-                f"must be at least {MIN_PASSWORD_LENGTH} characters",
-                "omit `admin_password` to generate one, or use a longer one.",
-            )
+        check_admin_password(value)
         return value
 
     def effective_database(self) -> Database:
@@ -286,6 +287,20 @@ class ModelRegistryArgs(ArgsModel):
                                  self.ingress.host,
                                  "remove `ingress`; on Docker the port is published on the host."))
         return found
+
+
+def check_admin_password(password: str) -> None:
+    """Never MLflow's documented default, never shorter than the minimum."""
+    if password == MLFLOW_DEFAULT_PASSWORD:
+        raise InputError(
+            "must not be MLflow's documented default password",
+            "omit `admin_password` to generate one, or set a strong one as a secret.",
+        )
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InputError(
+            f"must be at least {MIN_PASSWORD_LENGTH} characters",
+            "omit `admin_password` to generate one, or use a longer one.",
+        )
 
 
 def check_pinned_image(image: str) -> None:
@@ -424,7 +439,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         mounts.append(Mount("artifacts", _ARTIFACTS_PATH, "data", args.artifacts_storage_size))
         artifacts = _ARTIFACTS_PATH
 
-    command = (
+    command: tuple[str, ...] = (
         "mlflow", "server",
         "--app-name", "basic-auth",
         "--host", "0.0.0.0",
@@ -578,6 +593,7 @@ class ModelRegistry(pulumi.ComponentResource):
         plan = plan_registry(name, args)
         super().__init__("mlops:index:ModelRegistry", name, None, opts)
         self.plan = plan
+        note_declared(self)
         child = pulumi.ResourceOptions(parent=self)
 
         if args.admin_password is None:
@@ -586,7 +602,9 @@ class ModelRegistry(pulumi.ComponentResource):
                 opts=child,
             ).result
         else:
-            admin_password = pulumi.Output.secret(args.admin_password)
+            # A secret given as an Output is only known at deployment; check it there.
+            admin_password = pulumi.Output.secret(args.admin_password).apply(
+                _deferred_check(name, "admin_password", check_admin_password))
         flask_key = random.RandomPassword(
             f"{name}-flask-secret-key", length=64, special=False, opts=child
         ).result
@@ -598,8 +616,9 @@ class ModelRegistry(pulumi.ComponentResource):
         backend_uri: pulumi.Input[str] = ""
         db = args.effective_database()
         if db.kind == "external":
-            backend_uri = pulumi.Output.from_input(db.uri).apply(_checked_external_uri(name))
-        secret_data = pulumi.Output.secret(
+            backend_uri = pulumi.Output.from_input(db.uri).apply(
+                _deferred_check(name, "database.uri", check_database_uri))
+        secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
             pulumi.Output.all(admin_password, flask_key, db_password, backend_uri).apply(
                 lambda v: registry_secret_data(plan, RegistrySecrets(*v))
             )
@@ -621,14 +640,18 @@ class ModelRegistry(pulumi.ComponentResource):
         })
 
 
-def _checked_external_uri(name: str) -> Any:
-    def check(uri: str) -> str:
+def _deferred_check(name: str, path: str, check: Callable[[str], None]) -> Callable[[str], str]:
+    """An apply callback that validates a secret input once its value is known."""
+
+    def run(value: str) -> str:
         try:
-            check_database_uri(uri)
+            if not isinstance(value, str):
+                raise InputError("must be a string", f"pass `{path}` as a string secret.")
+            check(value)
         except InputError as err:
             raise ValidationError.single(
-                f"ModelRegistry {name!r}", "database.uri", err.rule, "[secret]", err.fix
+                f"ModelRegistry {name!r}", path, err.rule, "[redacted]", err.fix
             ) from None
-        return uri
+        return value
 
-    return check
+    return run

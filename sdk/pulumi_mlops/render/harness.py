@@ -27,6 +27,9 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_in_stack
 from pulumi.runtime.sync_await import _sync_await
 
+from pulumi_mlops.components._base import DECLARED
+from pulumi_mlops.config import UNKNOWN_SECRET_CONFIG
+
 __all__ = [
     "ProgramConfigError",
     "RecordedResource",
@@ -67,6 +70,8 @@ class Recording:
 
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    components: list[Any] = field(default_factory=list)
+    """The pulumi-mlops component objects the program built (with their plans)."""
 
     def of_type(self, type_: str) -> list[RecordedResource]:
         """Resources of one type token."""
@@ -119,8 +124,8 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
         self.recording = recording
         self.stack_urn = ""
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == STACK_TYPE:
             self.stack_urn = response.urn
         else:
@@ -134,10 +139,10 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
             ))
         return response
 
-    def RegisterResourceOutputs(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+    def RegisterResourceOutputs(self, request: Any) -> Any:
         if request.urn == self.stack_urn:
             self.recording.outputs.update(rpc.deserialize_properties(request.outputs))
-        return super().RegisterResourceOutputs(request)
+        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
 def record(
@@ -174,6 +179,8 @@ def record(
         recording.resources.clear()
         set_all_config(dict(config or {}), list(secret_keys or []))
         settings.SETTINGS.rpc_manager.clear()
+        settings.SETTINGS.outputs.clear()
+        DECLARED.set(recording.components)
         _sync_await(run_in_stack(program))
 
     contextvars.copy_context().run(run)
@@ -183,8 +190,8 @@ def record(
 def _config_value(value: Any) -> tuple[str, bool]:
     """Config as the engine passes it, and whether it is a secret."""
     if isinstance(value, dict) and set(value) == {"secure"}:
-        # Encrypted values need the engine's secrets provider; mocks get a stand-in.
-        return "mock-secret-value", True
+        # Encrypted values need the engine's secrets provider: under mocks they are unknown.
+        return UNKNOWN_SECRET_CONFIG, True
     if isinstance(value, str):
         return value, False
     return json.dumps(value), False
@@ -203,7 +210,7 @@ def load_stack_config(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, 
     config_dir = cwd / str(project.get("stackConfigDir", "."))
     stack_file = config_dir / f"Pulumi.{stack}.yaml"
     if not stack_file.is_file():
-        known = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in config_dir.glob("Pulumi.*.yaml"))
+        known = sorted(p.name[7:-5] for p in config_dir.glob("Pulumi.*.yaml"))
         raise ProgramConfigError(
             f"no stack config {stack_file}: known stacks are {', '.join(known) or 'none'}"
         )

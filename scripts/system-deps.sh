@@ -1,0 +1,13 @@
+#!/bin/sh
+# System packages the tests use: promtool/Prometheus and PostgreSQL (run by end-to-end tests).
+set -eu
+need=""
+command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
+[ -z "$need" ] && exit 0
+if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "need root to install:$need (apt-get install -y$need)" >&2; exit 1
+fi
+echo "installing:$need"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $need >/dev/null
