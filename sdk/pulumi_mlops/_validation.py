@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pulumi
@@ -66,13 +67,11 @@ def check_resource_name(component: str, name: str, max_length: int = 40) -> None
         )
 
 
-def is_output(value: Any) -> bool:
-    """Whether a value is only known at deployment time."""
-    return isinstance(value, pulumi.Output)
-
-
-def require_plain_or_output(value: Any) -> Any:
-    """Accept a string or a Pulumi output of one; anything else is a type error."""
-    if isinstance(value, str | pulumi.Output):
+def check_secret_input(value: Any, check: Callable[[str], None]) -> Any:
+    """Validate a secret input: a plain string now; an Output once known (by the component)."""
+    if value is None or isinstance(value, pulumi.Output):
         return value
-    raise InputError("must be a string or a Pulumi output", "pass a string or an Output[str].")
+    if not isinstance(value, str):
+        raise InputError("must be a string or a Pulumi output", "pass a string secret.")
+    check(value)
+    return value

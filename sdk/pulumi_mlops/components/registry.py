@@ -19,7 +19,13 @@ import pulumi_random as random
 from pydantic import Field, field_validator, model_validator
 
 from pulumi_mlops import _docker, _kubernetes
-from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
+from pulumi_mlops._validation import (
+    DNS_LABEL,
+    HOSTNAME,
+    QUANTITY,
+    ArgsModel,
+    check_secret_input,
+)
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
@@ -124,12 +130,7 @@ class Database(ArgsModel):
     @field_validator("uri")
     @classmethod
     def _uri(cls, value: Any) -> Any:
-        if value is None or isinstance(value, pulumi.Output):
-            return value
-        if not isinstance(value, str):
-            raise InputError("must be a string or a Pulumi output", "pass the URI as a string.")
-        check_database_uri(value)
-        return value
+        return check_secret_input(value, check_database_uri)
 
     @field_validator("image")
     @classmethod
@@ -253,12 +254,7 @@ class ModelRegistryArgs(ArgsModel):
     @field_validator("admin_password")
     @classmethod
     def _password(cls, value: Any) -> Any:
-        if value is None or isinstance(value, pulumi.Output):
-            return value
-        if not isinstance(value, str):
-            raise InputError("must be a string or a Pulumi output", "pass a secret string.")
-        check_admin_password(value)
-        return value
+        return check_secret_input(value, check_admin_password)
 
     def effective_database(self) -> Database:
         """The database in use: the given one, or the target's default."""
