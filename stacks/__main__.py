@@ -34,6 +34,7 @@ class RegistryConfig(_Config):
     """``mlops:registry``: the ModelRegistry of the environment."""
 
     replicas: Annotated[int, Field(ge=1, le=20)] = 1
+    port: int = 5000
     database: Literal["sqlite", "postgres", "external"] | None = None
     database_storage: str = "10Gi"
     artifacts_destination: str | None = None
@@ -88,6 +89,7 @@ registry = mlops.ModelRegistry(
     "registry",
     target=target,
     replicas=reg.replicas,
+    port=reg.port,
     database=_database(cfg),
     artifacts_destination=reg.artifacts_destination,
     artifacts_storage_size=reg.artifacts_storage,

@@ -358,7 +358,7 @@ def _db_selector(plan: RegistryPlan) -> dict[str, str]:
 
 def _service_account(name: str, target: KubernetesTarget, labels: Mapping[str, str],
                      opts: pulumi.ResourceOptions) -> k8s.core.v1.ServiceAccount:
-    return k8s.core.v1.ServiceAccount(  # type: ignore[no-any-return]
+    return k8s.core.v1.ServiceAccount(
         name, metadata=_meta(target, name, labels), automount_service_account_token=False,
         opts=opts,
     )
@@ -368,7 +368,7 @@ def _secret(name: str, target: KubernetesTarget, labels: Mapping[str, str],
             secret_data: pulumi.Output[dict[str, str]], workload: Workload,
             opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
     keys = sorted(workload.secret_keys())
-    return k8s.core.v1.Secret(  # type: ignore[no-any-return]
+    return k8s.core.v1.Secret(
         name,
         metadata=_meta(target, name, labels),
         type="Opaque",
