@@ -368,11 +368,13 @@ def _secret(name: str, target: KubernetesTarget, labels: Mapping[str, str],
             secret_data: pulumi.Output[dict[str, str]], workload: Workload,
             opts: pulumi.ResourceOptions) -> k8s.core.v1.Secret:
     keys = sorted(workload.secret_keys())
+    data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+        secret_data.apply(lambda d: {k: d[k] for k in keys}))
     return k8s.core.v1.Secret(
         name,
         metadata=_meta(target, name, labels),
         type="Opaque",
-        string_data=pulumi.Output.secret(secret_data.apply(lambda d: {k: d[k] for k in keys})),
+        string_data=data,
         opts=opts,
     )
 
