@@ -360,9 +360,9 @@ class RegistryPlan:
         server_host: DNS name clients use to reach the server.
         tracking_uri: ``http://<server_host>:<port>``.
         replicas: Server replicas.
-        secret_keys: Keys of the secret data.
         auth_database_uri: Database of the basic-auth app (a secret reference when it
             carries credentials).
+        default_permission: MLflow's default_permission for the basic-auth app.
     """
 
     name: str

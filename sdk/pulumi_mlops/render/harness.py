@@ -86,10 +86,7 @@ class Recording:
 
     def parent_of(self, resource: RecordedResource) -> RecordedResource | None:
         """The resource's parent, or None when it is the stack."""
-        for r in self.resources:
-            if r.urn == resource.urn.rsplit("::", 1)[0] or r.urn == resource.parent:
-                return r
-        return None
+        return next((r for r in self.resources if r.urn == resource.parent), None)
 
 
 class ProgramConfigError(ValueError):
