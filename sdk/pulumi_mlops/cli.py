@@ -28,6 +28,16 @@ def _demo(ns: argparse.Namespace) -> int:
     return run_demo(Path(ns.cwd), ns.stack, check=ns.check)
 
 
+def _serve(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.runtime.serve.server import ServeOptions, serve
+
+    return serve(ServeOptions(
+        model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
+        max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
+        load_attempts=ns.load_attempts,
+    ))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description="pulumi-mlops command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--check", action="store_true",
                       help="start, smoke-test, stop and exit 0 when everything answered")
     demo.set_defaults(func=_demo)
+    serve = sub.add_parser(
+        "serve",
+        help="serve a registered MLflow model (MLflow scoring protocol, Prometheus metrics)",
+        description="Serve an MLflow pyfunc model on /invocations with /ping, /health, "
+        "/version and /metrics. Tracking server and credentials come from MLFLOW_TRACKING_URI, "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.",
+    )
+    serve.add_argument("--model-uri", required=True,
+                       help="models:/name/version, models:/name@alias, runs:/... or a path")
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
+                       help="larger request bodies get 413 (default: 16 MiB)")
+    serve.add_argument("--drain-seconds", type=float, default=0.0,
+                       help="after SIGTERM keep serving this long with health 503 (default: 0)")
+    serve.add_argument("--load-attempts", type=int, default=6,
+                       help="model load attempts while the registry is unreachable (default: 6)")
+    serve.set_defaults(func=_serve)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Code that runs inside the workload containers (model server, retrain job, drift); no Pulumi."""

@@ -1,0 +1,1 @@
+"""`mlops serve`: the MLflow-compatible scoring server ModelService runs."""

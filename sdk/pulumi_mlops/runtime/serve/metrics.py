@@ -1,0 +1,104 @@
+"""Prometheus metrics of the scoring server (names are a contract: MonitoringStack uses them).
+
+| metric | type | labels |
+|---|---|---|
+| ``mlops_requests_total`` | counter | ``code`` (HTTP status) |
+| ``mlops_request_duration_seconds`` | histogram | |
+| ``mlops_batch_rows`` | histogram | |
+| ``mlops_predictions_total`` | counter | ``class`` (classification outputs) |
+| ``mlops_prediction_value`` | histogram | (numeric outputs) |
+| ``mlops_model_info`` | gauge (1) | ``model_name``, ``model_version``, ``model_alias``, |
+| | | ``model_uri`` |
+
+With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set by the server and every
+worker's values are summed at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from pulumi_mlops.runtime.serve.model import ModelInfo
+
+__all__ = ["exposition", "model_info", "observe_predictions", "observe_request"]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5)
+_ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
+_VALUE_BUCKETS = (-10, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 100, 1000)
+_MAX_CLASSES = 100
+
+REQUESTS = Counter("mlops_requests", "Scoring requests by HTTP status code", ["code"],
+                   registry=REGISTRY)
+LATENCY = Histogram("mlops_request_duration_seconds", "Time to answer /invocations",
+                    buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BATCH = Histogram("mlops_batch_rows", "Rows per scoring request", buckets=_ROW_BUCKETS,
+                  registry=REGISTRY)
+CLASSES = Counter("mlops_predictions", "Predicted classes (classification models)", ["class"],
+                  registry=REGISTRY)
+VALUES = Histogram("mlops_prediction_value", "Predicted values (regression models)",
+                   buckets=_VALUE_BUCKETS, registry=REGISTRY)
+INFO = Gauge("mlops_model_info", "The model being served (value 1)",
+             ["model_name", "model_version", "model_alias", "model_uri"],
+             registry=REGISTRY, multiprocess_mode="max")
+
+
+def model_info(info: ModelInfo) -> None:
+    """Publish which model is served."""
+    INFO.labels(info.name or "", info.version or "", info.alias or "", info.uri).set(1)
+
+
+def observe_request(status: int, rows: int, seconds: float) -> None:
+    """Count one /invocations request."""
+    REQUESTS.labels(str(status)).inc()
+    LATENCY.observe(seconds)
+    if status == 200:
+        BATCH.observe(rows)
+
+
+def _observe_many(histogram: Histogram, values: np.ndarray[Any, Any]) -> None:
+    # prometheus_client observes one value at a time; a 100-row batch would pay 100 calls.
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(histogram._buckets, counts, strict=False):
+        if count:
+            bucket.inc(int(count))
+    histogram._sum.inc(float(values.sum()))
+
+
+def observe_predictions(predictions: Any) -> None:
+    """Record the prediction distribution: class counts, or a value histogram."""
+    values = np.asarray(getattr(predictions, "values", predictions))
+    if values.ndim != 1 or values.size == 0:
+        return
+    if values.dtype.kind == "f":
+        finite = values[np.isfinite(values)]
+        if finite.size:
+            _observe_many(VALUES, finite)
+        return
+    if values.dtype.kind in "iubUSO":
+        classes, counts = np.unique(values.astype(str), return_counts=True)
+        if classes.size <= _MAX_CLASSES:
+            for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
+                CLASSES.labels(cls).inc(count)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page and its content type (all worker processes when there are several)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,137 @@
+"""Run the scoring server: load once, then fork workers that share the listening socket.
+
+Loading before forking means one model load however many workers (a faster cold start, and
+copy-on-write sharing of the model's memory). uvicorn with uvloop and httptools carries HTTP.
+
+SIGTERM: ``/ping`` and ``/health`` turn 503, requests keep being served for
+``drain_seconds`` (time for the load balancer to notice), then the listener closes, in-flight
+requests finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from types import FrameType
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("mlops.serve")
+
+EXIT_LOAD_FAILED = 3
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Options of ``mlops serve``.
+
+    Attributes:
+        model_uri: ``models:/name/version``, ``models:/name@alias``, ``runs:/…`` or a path.
+        host: Bind address. Default: 127.0.0.1.
+        port: TCP port. Default: 8080.
+        workers: Worker processes. Default: 1.
+        max_body_bytes: Larger request bodies get 413. Default: 16 MiB.
+        drain_seconds: After SIGTERM, keep serving this long while health reports 503.
+        load_attempts: Model load attempts before giving up (registry unreachable).
+    """
+
+    model_uri: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    max_body_bytes: int = 16 * 2**20
+    drain_seconds: float = 0.0
+    load_attempts: int = 6
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run_worker(sock: socket.socket, options: ServeOptions, model: object) -> None:
+    import uvicorn
+
+    from pulumi_mlops import __version__  # no Pulumi import: names load lazily
+    from pulumi_mlops.runtime.serve.app import ScoringApp
+
+    app = ScoringApp(model, max_body_bytes=options.max_body_bytes,  # type: ignore[arg-type]
+                     server_version=__version__)
+    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
+                            access_log=False, log_level="warning", timeout_graceful_shutdown=60,
+                            backlog=2048)
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not app.ready or options.drain_seconds <= 0:
+                app.ready = False
+                super().handle_exit(sig, frame)
+                return
+            app.ready = False
+            log.info("draining for %.1fs before shutdown", options.drain_seconds)
+            signal.signal(signal.SIGALRM, lambda *_: super(DrainingServer, self).handle_exit(
+                sig, frame))
+            signal.setitimer(signal.ITIMER_REAL, options.drain_seconds)
+
+    DrainingServer(config).run(sockets=[sock])
+
+
+def serve(options: ServeOptions) -> int:
+    """Load the model and serve it until SIGTERM/SIGINT; the process exit code."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Must be set before prometheus_client is imported (by the app).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-metrics-")
+    from pulumi_mlops.runtime.serve.model import ModelLoadError, load_served_model
+
+    try:
+        model = load_served_model(options.model_uri, attempts=options.load_attempts)
+    except ModelLoadError as err:
+        log.error("%s", err)
+        return EXIT_LOAD_FAILED
+    sock = _listen(options.host, options.port)
+    log.info("serving %s (version %s, fast path %s) on http://%s:%d with %d worker(s)",
+             options.model_uri, model.info.version, model.fast_predict is not None,
+             options.host, options.port, options.workers)
+    if options.workers == 1:
+        _run_worker(sock, options, model)
+        return 0
+    children: list[int] = []
+    for _ in range(options.workers):
+        pid = os.fork()
+        if pid == 0:  # worker
+            code = 0
+            try:
+                _run_worker(sock, options, model)
+            except BaseException:
+                log.exception("worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(sig: int, _frame: FrameType | None) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
