@@ -79,6 +79,10 @@ class ScoringApp:
             return
         if scope["type"] != "http":
             return
+        if not self.ready:
+            # Draining: answer, then close the connection, so no idle keep-alive connection is
+            # left for the shutdown to cut while a client is about to reuse it.
+            send = _closing(send)
         path, method = scope["path"], scope["method"]
         expected = _ROUTES.get(path)
         if expected is None:
@@ -124,6 +128,15 @@ class ScoringApp:
             await _respond(send, err.status, _error(err.status, err.message))
         finally:
             metrics.observe_request(status, rows, time.perf_counter() - started)
+
+
+def _closing(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], (b"connection", b"close")]
+        await send(message)
+
+    return wrapped
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -1,0 +1,165 @@
+"""`mlops serve` as a real process: registry aliases, MLflow's client, SIGTERM under load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.pyfunc.scoring_server.client import ScoringServerClient
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local registry with model `cancer` v1 under alias `champion`."""
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root}/mlflow.db"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = LogisticRegression(max_iter=5000).fit(x, y)
+    mlflow.set_experiment("serve-e2e")
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(model, name="model", input_example=x.head(3),
+                                 registered_model_name="cancer")
+    MlflowClient().set_registered_model_alias("cancer", "champion", "1")
+    yield uri
+    mlflow.set_tracking_uri(previous)
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+
+
+def start(store: str, tmp: Path, *extra: str, uri: str = "models:/cancer@champion") -> Server:
+    port = free_port()
+    log = tmp / f"serve-{port}.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [MLOPS, "serve", "--model-uri", uri, "--port", str(port), *extra],
+            env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(log.read_text())
+        try:
+            if requests.get(url + "/ping", timeout=1).status_code == 200:
+                return Server(process, url, log)
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become ready:\n" + log.read_text())
+
+
+@pytest.fixture(scope="module")
+def server(store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = start(store, tmp_path_factory.mktemp("serve"), "--workers", "2")
+    yield running
+    running.process.terminate()
+    running.process.wait(timeout=30)
+
+
+def test_alias_is_resolved_and_reported(server: Server) -> None:
+    version = requests.get(server.url + "/version", timeout=5).json()
+    assert (version["model_name"], version["model_version"], version["model_alias"]) == (
+        "cancer", "1", "champion")
+    assert version["fast_path"] is True
+
+
+def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: str) -> None:
+    x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+    batch = x.sample(50, random_state=1)
+    port = int(server.url.rsplit(":", 1)[1])
+    client = ScoringServerClient("127.0.0.1", port)
+    predictions = client.invoke(batch).get_predictions()
+    mlflow.set_tracking_uri(store)
+    expected = mlflow.pyfunc.load_model("models:/cancer/1").predict(batch)
+    np.testing.assert_array_equal(np.asarray(predictions).ravel(), expected)
+
+
+def test_sigterm_under_load_fails_no_in_flight_request(store: str, tmp_path: Path) -> None:
+    srv = start(store, tmp_path, "--workers", "2", "--drain-seconds", "1.5")
+    x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+    payload = '{"dataframe_split": ' + x.head(10).to_json(orient="split", index=False) + "}"
+    # (started, outcome): outcome is the HTTP status or the connection error.
+    outcomes: list[tuple[float, int | str]] = []
+    stop = time.monotonic() + 20
+
+    def load() -> None:
+        session = requests.Session()
+        while time.monotonic() < stop:
+            started = time.monotonic()
+            try:
+                r = session.post(srv.url + "/invocations", data=payload, timeout=10,
+                                 headers={"Content-Type": "application/json"})
+            except requests.ConnectionError as err:
+                outcomes.append((started, repr(err)))
+                return  # the server has stopped listening
+            outcomes.append((started, r.status_code))
+
+    threads = [threading.Thread(target=load) for _ in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    sigterm_at = time.monotonic()
+    srv.process.send_signal(signal.SIGTERM)
+    health_codes: list[int] = []
+    for _ in range(5):
+        try:
+            health_codes.append(requests.get(srv.url + "/health", timeout=1).status_code)
+        except requests.ConnectionError:
+            break
+        time.sleep(0.2)
+    for t in threads:
+        t.join(timeout=30)
+    assert srv.process.wait(timeout=60) == 0
+    in_flight = [o for started, o in outcomes if started < sigterm_at]
+    after = [o for started, o in outcomes if started >= sigterm_at]
+    assert len(in_flight) > 50
+    # Every request already sent when SIGTERM arrived was answered, and answered 200.
+    assert [o for o in in_flight if o != 200] == []
+    # While draining, health reports 503 and requests are still served.
+    assert 503 in health_codes
+    assert after.count(200) > 0
+
+
+def test_unreachable_registry_gives_up_with_a_clear_error(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    result = subprocess.run(
+        [MLOPS, "serve", "--model-uri", "models:/cancer/1", "--load-attempts", "2"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": dead, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+             "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"},
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "cannot load 'models:/cancer/1' (attempt 2/2)" in result.stderr
+    assert "retrying in" in result.stderr
+    assert time.monotonic() - started < 100

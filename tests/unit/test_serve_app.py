@@ -1,0 +1,232 @@
+"""The scoring app in-process: protocol, strict inputs (4xx, never 5xx), the fast path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow.models import infer_signature
+from sklearn.linear_model import LogisticRegression
+
+from pulumi_mlops.runtime.serve.app import ScoringApp
+from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
+from pulumi_mlops.runtime.serve.payload import parse_body
+
+FEATURES = [f"f{i}" for i in range(5)]
+COLUMNS = [*FEATURES, "n"]
+JSON = "application/json"
+
+
+def call(app: ScoringApp, method: str, path: str, body: bytes = b"",
+         content_type: str | None = JSON) -> tuple[int, Any]:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type.encode()))
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    payload = b"".join(m.get("body", b"") for m in sent[1:])
+    try:
+        return sent[0]["status"], orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return sent[0]["status"], payload
+
+
+def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(rows, 5)), columns=FEATURES)
+    frame["n"] = rng.integers(0, 10, size=rows)
+    target = (frame["f0"] + frame["f1"] * 0.5 + frame["n"] * 0.1 > 0.5).astype(int)
+    return frame, target.to_numpy()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    frame, target = training_frame()
+    model = LogisticRegression(max_iter=1000).fit(frame, target)
+    path = tmp_path_factory.mktemp("model") / "model"
+    mlflow.sklearn.save_model(model, str(path),
+                              signature=infer_signature(frame, model.predict(frame)))
+    return load_served_model(str(path))
+
+
+@pytest.fixture(scope="module")
+def app(served: ServedModel) -> ScoringApp:
+    return ScoringApp(served, max_body_bytes=4096)
+
+
+def split(rows: Sequence[Sequence[Any]], columns: Sequence[str] = COLUMNS) -> bytes:
+    return orjson.dumps({"dataframe_split": {"columns": list(columns), "data": rows}})
+
+
+GOOD_ROW = [0.1, -0.2, 0.3, 1.5, 0.0, 3]
+
+
+def test_fast_path_applies_to_a_numeric_sklearn_signature(served: ServedModel) -> None:
+    assert served.fast_predict is not None
+    assert [c.type for c in served.columns or []] == ["double"] * 5 + ["long"]
+
+
+@pytest.mark.parametrize("body, content_type", [
+    (split([GOOD_ROW]), JSON),
+    (orjson.dumps({"dataframe_records": [dict(zip(COLUMNS, GOOD_ROW, strict=True))]}), JSON),
+    (orjson.dumps({"instances": [GOOD_ROW]}), JSON),
+    (orjson.dumps({"inputs": {c: [v] for c, v in zip(COLUMNS, GOOD_ROW, strict=True)}}), JSON),
+    (("," .join(COLUMNS) + "\n" + ",".join(map(str, GOOD_ROW)) + "\n").encode(), "text/csv"),
+], ids=["dataframe_split", "dataframe_records", "instances", "inputs", "csv"])
+def test_every_format_predicts_what_pyfunc_predicts(
+    app: ScoringApp, served: ServedModel, body: bytes, content_type: str
+) -> None:
+    status, answer = call(app, "POST", "/invocations", body, content_type)
+    expected = served.model.predict(pd.DataFrame([GOOD_ROW], columns=COLUMNS))
+    assert status == 200
+    assert answer == {"predictions": expected.tolist()}
+
+
+finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+rows_strategy = st.lists(
+    st.tuples(*[finite] * 5, st.integers(min_value=-1000, max_value=1000)).map(list),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows_strategy)
+def test_fast_path_returns_exactly_what_pyfunc_predict_returns(
+    served: ServedModel, rows: list[list[Any]]
+) -> None:
+    parsed = parse_body(split(rows), JSON)
+    fast = served.predict(parsed)
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    reference = served.model.predict(frame)
+    assert type(fast) is type(reference)
+    assert fast.dtype == reference.dtype
+    np.testing.assert_array_equal(fast, reference)
+
+
+MALFORMED = [
+    ("no-content-type", split([GOOD_ROW]), None, 415),
+    ("text-plain", b"hello", "text/plain", 415),
+    ("form-encoded", b"a=1", "application/x-www-form-urlencoded", 415),
+    ("malformed-json", b'{"dataframe_split": ', JSON, 400),
+    ("empty-body", b"", JSON, 400),
+    ("json-array", b"[1, 2]", JSON, 400),
+    ("unknown-format-key", orjson.dumps({"data": [GOOD_ROW]}), JSON, 400),
+    ("two-format-keys", orjson.dumps({"instances": [GOOD_ROW], "inputs": [GOOD_ROW]}), JSON, 400),
+    ("split-without-data", orjson.dumps({"dataframe_split": {"columns": COLUMNS}}), JSON, 400),
+    ("split-data-not-rows", orjson.dumps({"dataframe_split": {"columns": COLUMNS,
+                                                               "data": [1, 2]}}), JSON, 400),
+    ("split-columns-not-strings", split([GOOD_ROW], [1, 2, 3, 4, 5, 6]), JSON, 400),  # type: ignore[list-item]
+    ("row-width-mismatch", split([GOOD_ROW[:-1]]), JSON, 400),
+    ("unknown-column", split([[*GOOD_ROW, 1.0]], [*COLUMNS, "extra"]), JSON, 400),
+    ("missing-column", split([GOOD_ROW[1:]], COLUMNS[1:]), JSON, 400),
+    ("duplicate-column", split([[*GOOD_ROW, 1.0]], [*COLUMNS, "f0"]), JSON, 400),
+    ("string-for-double", split([["0.1", *GOOD_ROW[1:]]]), JSON, 400),
+    ("bool-for-double", split([[True, *GOOD_ROW[1:]]]), JSON, 400),
+    ("null-in-required", split([[None, *GOOD_ROW[1:]]]), JSON, 400),
+    ("overflow-to-infinity", split([GOOD_ROW]).replace(b"0.1", b"1e400"), JSON, 400),
+    ("fraction-for-long", split([[*GOOD_ROW[:-1], 2.9]]), JSON, 400),
+    ("string-for-long", split([[*GOOD_ROW[:-1], "3"]]), JSON, 400),
+    ("bool-for-long", split([[*GOOD_ROW[:-1], False]]), JSON, 400),
+    ("long-out-of-range", split([[*GOOD_ROW[:-1], 777]]).replace(
+        b"777", b"1180591620717411303424"), JSON, 400),
+    ("object-for-double", split([[{"x": 1}, *GOOD_ROW[1:]]]), JSON, 400),
+    ("params-not-object", orjson.dumps({"instances": [GOOD_ROW], "params": [1]}), JSON, 400),
+    ("records-with-different-keys", orjson.dumps({"dataframe_records": [
+        dict(zip(COLUMNS, GOOD_ROW, strict=True)), {"f0": 1.0}]}), JSON, 400),
+    ("instances-wrong-width", orjson.dumps({"instances": [[1.0, 2.0]]}), JSON, 400),
+    ("csv-wrong-field-count", b"f0,f1\n1.0\n", "text/csv", 400),
+    ("csv-not-a-number", ("," .join(COLUMNS) + "\nabc,1,1,1,1,1\n").encode(), "text/csv", 400),
+    ("csv-not-utf8", b"\xff\xfe\x00", "text/csv", 400),
+    ("body-over-limit", split([GOOD_ROW] * 200), JSON, 413),
+]
+
+
+@pytest.mark.parametrize("body, content_type, expected",
+                         [pytest.param(b, c, e, id=i) for i, b, c, e in MALFORMED])
+def test_malformed_payloads_get_a_client_error_never_a_server_error(
+    app: ScoringApp, body: bytes, content_type: str | None, expected: int
+) -> None:
+    status, answer = call(app, "POST", "/invocations", body, content_type)
+    assert status == expected, answer
+    assert answer["error_code"] and answer["message"]
+
+
+def test_errors_name_the_offending_column(app: ScoringApp) -> None:
+    _, answer = call(app, "POST", "/invocations", split([[*GOOD_ROW[:-1], 2.9]]))
+    assert "'n'" in answer["message"] and "fraction" in answer["message"]
+
+
+@pytest.mark.parametrize("method, path, expected", [
+    ("GET", "/invocations", 405), ("POST", "/ping", 405), ("PUT", "/version", 405),
+    ("GET", "/nope", 404), ("GET", "/ping", 200), ("GET", "/health", 200),
+])
+def test_routes_and_methods(app: ScoringApp, method: str, path: str, expected: int) -> None:
+    assert call(app, method, path)[0] == expected
+
+
+def test_health_is_503_while_draining(served: ServedModel) -> None:
+    draining = ScoringApp(served)
+    draining.ready = False
+    assert call(draining, "GET", "/health")[0] == 503
+    assert call(draining, "GET", "/ping")[0] == 503
+
+
+def test_version_names_the_model(app: ScoringApp) -> None:
+    status, answer = call(app, "GET", "/version")
+    assert status == 200
+    assert answer["server"] == "pulumi-mlops" and answer["fast_path"] is True
+    assert set(answer) >= {"model_uri", "model_name", "model_version", "run_id"}
+
+
+def test_metrics_count_requests_batches_and_classes(app: ScoringApp) -> None:
+    call(app, "POST", "/invocations", split([GOOD_ROW] * 3))
+    call(app, "POST", "/invocations", b"{", JSON)
+    status, text = call(app, "GET", "/metrics")
+    page = text.decode()
+    assert status == 200
+    assert 'mlops_requests_total{code="200"}' in page
+    assert 'mlops_requests_total{code="400"}' in page
+    assert "mlops_batch_rows_bucket" in page and "mlops_request_duration_seconds_bucket" in page
+    assert "mlops_predictions_total{class=" in page
+    assert "mlops_model_info{" in page
+
+
+class Exploding(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    # No type hints: MLflow would try to derive a signature from them.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+
+def test_a_model_that_raises_gets_500_with_a_logged_request_id(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame, _ = training_frame(5)
+    path = tmp_path / "exploding"
+    mlflow.pyfunc.save_model(str(path), python_model=Exploding(),
+                             signature=infer_signature(frame, np.zeros(5)))
+    exploding = ScoringApp(load_served_model(str(path)))
+    with caplog.at_level(logging.ERROR, logger="mlops.serve"):
+        status, answer = call(exploding, "POST", "/invocations", split([GOOD_ROW]))
+    assert status == 500
+    assert answer["request_id"] in caplog.text
+    assert "boom" in caplog.text  # the traceback is logged, not sent to the client
+    assert "boom" not in answer["message"]
