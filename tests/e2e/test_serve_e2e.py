@@ -14,7 +14,6 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pandas as pd
 import pytest
 import requests
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient

@@ -90,7 +90,7 @@ def test_fast_path_applies_to_a_numeric_sklearn_signature(served: ServedModel) -
     (orjson.dumps({"dataframe_records": [dict(zip(COLUMNS, GOOD_ROW, strict=True))]}), JSON),
     (orjson.dumps({"instances": [GOOD_ROW]}), JSON),
     (orjson.dumps({"inputs": {c: [v] for c, v in zip(COLUMNS, GOOD_ROW, strict=True)}}), JSON),
-    (("," .join(COLUMNS) + "\n" + ",".join(map(str, GOOD_ROW)) + "\n").encode(), "text/csv"),
+    ((",".join(COLUMNS) + "\n" + ",".join(map(str, GOOD_ROW)) + "\n").encode(), "text/csv"),
 ], ids=["dataframe_split", "dataframe_records", "instances", "inputs", "csv"])
 def test_every_format_predicts_what_pyfunc_predicts(
     app: ScoringApp, served: ServedModel, body: bytes, content_type: str
@@ -108,7 +108,8 @@ rows_strategy = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows_strategy)
 def test_fast_path_returns_exactly_what_pyfunc_predict_returns(
     served: ServedModel, rows: list[list[Any]]
@@ -154,7 +155,7 @@ MALFORMED = [
         dict(zip(COLUMNS, GOOD_ROW, strict=True)), {"f0": 1.0}]}), JSON, 400),
     ("instances-wrong-width", orjson.dumps({"instances": [[1.0, 2.0]]}), JSON, 400),
     ("csv-wrong-field-count", b"f0,f1\n1.0\n", "text/csv", 400),
-    ("csv-not-a-number", ("," .join(COLUMNS) + "\nabc,1,1,1,1,1\n").encode(), "text/csv", 400),
+    ("csv-not-a-number", (",".join(COLUMNS) + "\nabc,1,1,1,1,1\n").encode(), "text/csv", 400),
     ("csv-not-utf8", b"\xff\xfe\x00", "text/csv", 400),
     ("body-over-limit", split([GOOD_ROW] * 200), JSON, 413),
 ]
