@@ -1,0 +1,506 @@
+"""Drift profile format and online drift statistics (pulumi_mlops.runtime.drift)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pulumi_mlops.runtime.drift import (
+    PROFILE_ARTIFACT_PATH,
+    PROFILE_FORMAT,
+    PSI_EPSILON,
+    CategoricalFeature,
+    DriftMonitor,
+    NumericFeature,
+    ProfileError,
+    build_profile,
+    load_profile,
+)
+
+
+def _training_frame(rows: int = 5000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "age": rng.normal(40.0, 10.0, rows),
+            "colour": rng.choice(["red", "green", "blue"], rows, p=[0.5, 0.3, 0.2]),
+            "income": rng.lognormal(10.0, 1.0, rows),
+            "member": rng.random(rows) < 0.3,
+        }
+    )
+
+
+def _numeric_profile(rows: int = 20_000, features: int = 3, seed: int = 1) -> Any:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({f"x{i}": rng.normal(size=rows) for i in range(features)})
+    return load_profile(build_profile(frame))
+
+
+def _naive_psi(p: np.ndarray, q: np.ndarray) -> float:
+    k = len(p)
+    ps = (p + PSI_EPSILON) / (1 + k * PSI_EPSILON)
+    qs = (q + PSI_EPSILON) / (1 + k * PSI_EPSILON)
+    return float(np.sum((qs - ps) * np.log(qs / ps)))
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def test_profile_round_trips_through_json() -> None:
+    built = build_profile(_training_frame())
+    text = json.dumps(built)
+    profile = load_profile(text)
+    assert profile.to_dict() == built
+    assert load_profile(text.encode()).to_dict() == built
+    assert json.loads(json.dumps(profile.to_dict())) == built
+    assert built["format"] == PROFILE_FORMAT == "mlops-drift-profile/v1"
+    assert built["rows"] == 5000
+    assert PROFILE_ARTIFACT_PATH == "drift/profile.json"
+
+
+def test_profile_kinds_follow_dtypes_in_column_order() -> None:
+    profile = load_profile(build_profile(_training_frame()))
+    assert list(profile.features) == ["age", "colour", "income", "member"]
+    assert profile.numeric_features == ("age", "income")
+    assert profile.categorical_features == ("colour", "member")
+    member = profile.features["member"]
+    assert isinstance(member, CategoricalFeature)
+    assert set(member.frequencies) == {"True", "False"}
+    assert member.frequencies["True"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_numeric_profile_has_quantile_bins() -> None:
+    profile = load_profile(build_profile(_training_frame(), bins=4))
+    age = profile.features["age"]
+    assert isinstance(age, NumericFeature)
+    assert len(age.edges) == 3
+    assert age.edges[1] == pytest.approx(40.0, abs=1.0)
+    assert age.proportions == pytest.approx([0.25] * 4, abs=1e-3)
+
+
+def test_profile_of_constant_all_nan_and_tied_columns_is_valid() -> None:
+    frame = pd.DataFrame(
+        {
+            "constant": [3.0] * 50,
+            "empty": [np.nan] * 50,
+            "empty_text": pd.Series([None] * 50, dtype=object),
+            "mostly_zero": [0.0] * 45 + [1.0, 2.0, 3.0, 4.0, 5.0],
+            "nullable": pd.array([1, None] * 25, dtype="Int64"),
+        }
+    )
+    profile = load_profile(build_profile(frame))
+    assert profile.features["constant"] == NumericFeature(edges=(3.0,), proportions=(1.0, 0.0))
+    assert profile.features["empty"] == NumericFeature(edges=(), proportions=(1.0,))
+    assert profile.features["empty_text"] == CategoricalFeature(frequencies={})
+    tied = profile.features["mostly_zero"]
+    assert isinstance(tied, NumericFeature)
+    assert tied.edges[0] == 0.0 and list(tied.edges) == sorted(set(tied.edges))
+    assert tied.proportions[0] == pytest.approx(0.9)
+    assert profile.features["nullable"] == NumericFeature(edges=(1.0,), proportions=(1.0, 0.0))
+
+
+def test_numeric_bins_are_closed_on_the_right() -> None:
+    profile = load_profile(
+        {
+            "format": PROFILE_FORMAT,
+            "rows": 1,
+            "features": {"x": {"kind": "numeric", "edges": [0.0, 1.0], "proportions": [0, 1, 0]}},
+        }
+    )
+    monitor = DriftMonitor(profile, window=10)
+    monitor.observe_matrix(np.array([[-np.inf], [0.0], [0.5], [1.0], [1.0000001], [np.inf]]))
+    # (-inf, 0] gets -inf and 0; (0, 1] gets 0.5 and 1; (1, inf) the rest.
+    assert monitor.window_counts("x").tolist() == [2, 2, 2]
+
+
+def test_monitor_bins_training_data_exactly_as_the_profile() -> None:
+    frame = _training_frame(rows=3000)
+    profile = load_profile(build_profile(frame))
+    monitor = DriftMonitor(profile, window=3000)
+    monitor.observe_columns(frame)
+    for name in profile.numeric_features:
+        reference = profile.features[name]
+        assert isinstance(reference, NumericFeature)
+        counts = monitor.window_counts(name)
+        assert (counts / counts.sum()).tolist() == pytest.approx(list(reference.proportions))
+    assert all(v == pytest.approx(0.0, abs=1e-12) for v in monitor.scores().values())
+
+
+def test_monitor_bins_profiles_with_hundreds_of_bins() -> None:
+    rng = np.random.default_rng(11)
+    profile = load_profile(build_profile(pd.DataFrame({"x": rng.normal(size=20_000)}), bins=400))
+    reference = profile.features["x"]
+    assert isinstance(reference, NumericFeature)
+    assert len(reference.edges) > 255  # beyond what one byte per bin index can count
+    values = rng.normal(size=(3000, 1))
+    monitor = DriftMonitor(profile, window=3000)
+    monitor.observe_matrix(values)
+    expected = np.bincount(
+        np.searchsorted(reference.edges, values[:, 0], side="left"),
+        minlength=len(reference.edges) + 1,
+    )
+    assert monitor.window_counts("x").tolist() == expected.tolist()
+
+
+def test_build_profile_rejects_unsupported_dtypes_and_bins() -> None:
+    dated = pd.DataFrame({"when": pd.date_range("2024-01-01", periods=3)})
+    with pytest.raises(ValueError, match="`when`"):
+        build_profile(dated)
+    with pytest.raises(ValueError, match="`bins`"):
+        build_profile(_training_frame(), bins=0)
+
+
+def _valid() -> dict[str, Any]:
+    return {
+        "format": PROFILE_FORMAT,
+        "rows": 10,
+        "features": {
+            "num": {"kind": "numeric", "edges": [0.0, 1.0], "proportions": [0.2, 0.5, 0.3]},
+            "cat": {"kind": "categorical", "frequencies": {"a": 0.75, "b": 0.25}},
+        },
+    }
+
+
+def _set(path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(_valid())
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    if value is _DELETE:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return data
+
+
+_DELETE = object()
+_NUM = ("features", "num")
+_CAT = ("features", "cat")
+
+
+@pytest.mark.parametrize(
+    ("data", "feature", "rule"),
+    [
+        (_set((*_NUM, "kind"), "ordinal"), "num", "`kind` must be"),
+        (_set((*_NUM, "edges"), [1.0, 0.0]), "num", "strictly increasing"),
+        (_set((*_NUM, "edges"), [0.0, 0.0]), "num", "strictly increasing"),
+        (_set((*_NUM, "edges"), [0.0, math.inf]), "num", "finite numbers"),
+        (_set((*_NUM, "edges"), [0.0, "1"]), "num", "finite numbers"),
+        (_set((*_NUM, "edges"), "0,1"), "num", "must be a list"),
+        (_set((*_NUM, "proportions"), [0.5, 0.5]), "num", "len(edges) + 1"),
+        (_set((*_NUM, "proportions"), [0.2, 0.5, 0.4]), "num", "sum to 1"),
+        (_set((*_NUM, "proportions"), [-0.2, 0.9, 0.3]), "num", "non-negative"),
+        (_set((*_NUM, "proportions"), [0.2, math.nan, 0.3]), "num", "finite numbers"),
+        (_set((*_NUM, "proportions"), _DELETE), "num", "missing key"),
+        (_set((*_NUM, "extra"), 1), "num", "unknown key"),
+        (_set((*_CAT, "frequencies"), {"a": 0.5, "b": 0.4}), "cat", "sum to 1"),
+        (_set((*_CAT, "frequencies"), {"a": 1.5, "b": -0.5}), "cat", "non-negative"),
+        (_set((*_CAT, "frequencies"), [0.5, 0.5]), "cat", "must be an object"),
+        (_set((*_CAT, "frequencies"), {"a": True}), "cat", "finite numbers"),
+        (_set(_CAT, [1, 2]), "cat", "must be an object"),
+    ],
+)
+def test_load_profile_rejects_malformed_feature(data: Any, feature: str, rule: str) -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile(data)
+    assert caught.value.feature == feature
+    assert f"feature `{feature}`" in str(caught.value)
+    assert rule in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "rule"),
+    [
+        (_set(("format",), "mlops-drift-profile/v2"), "`format` must be"),
+        (_set(("rows",), -1), "`rows` must be"),
+        (_set(("rows",), True), "`rows` must be"),
+        (_set(("features",), []), "`features` must be an object"),
+        (_set(("extra",), 1), "unknown key"),
+        (_set(("format",), _DELETE), "missing key"),
+        ("{not json", "valid JSON"),
+        ("[1, 2]", "JSON object"),
+    ],
+)
+def test_load_profile_rejects_malformed_document(data: Any, rule: str) -> None:
+    with pytest.raises(ProfileError) as caught:
+        load_profile(data)
+    assert caught.value.feature is None
+    assert rule in str(caught.value)
+
+
+def test_load_profile_accepts_the_valid_variant() -> None:
+    profile = load_profile(_valid())
+    assert profile.numeric_features == ("num",)
+    assert profile.categorical_features == ("cat",)
+    assert isinstance(ProfileError(None, "r", 1), ValueError)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def test_psi_is_small_for_the_training_distribution_and_large_for_a_shift() -> None:
+    profile = _numeric_profile()
+    rng = np.random.default_rng(7)
+    same = DriftMonitor(profile, window=2000)
+    same.observe_matrix(rng.normal(size=(2000, 3)))
+    assert all(score < 0.05 for score in same.scores().values())
+
+    shifted = DriftMonitor(profile, window=2000)
+    shifted.observe_matrix(rng.normal(loc=1.0, size=(2000, 3)))
+    assert all(score > 0.25 for score in shifted.scores().values())
+
+
+def test_psi_of_an_empty_bin_is_finite() -> None:
+    profile = _numeric_profile(features=1)
+    monitor = DriftMonitor(profile, window=100)
+    monitor.observe_matrix(np.full((100, 1), 50.0))
+    score = monitor.scores()["x0"]
+    assert math.isfinite(score) and score > 5.0
+
+
+def _categorical_profile(frequencies: dict[str, float]) -> Any:
+    return load_profile(
+        {
+            "format": PROFILE_FORMAT,
+            "rows": 100,
+            "features": {"c": {"kind": "categorical", "frequencies": frequencies}},
+        }
+    )
+
+
+def test_js_distance_is_zero_for_identical_and_one_for_disjoint_distributions() -> None:
+    profile = _categorical_profile({"a": 0.5, "b": 0.25, "c": 0.25})
+    identical = DriftMonitor(profile, window=4)
+    identical.observe_columns({"c": ["a", "b", "a", "c"]})
+    assert identical.scores()["c"] == pytest.approx(0.0, abs=1e-7)
+
+    disjoint = DriftMonitor(profile, window=4)
+    disjoint.observe_columns({"c": ["x", "y", "z", "x"]})
+    assert disjoint.scores()["c"] == pytest.approx(1.0)
+    assert disjoint.window_counts("c").tolist() == [0, 0, 0, 4]  # all in "other"
+
+
+def test_js_distance_matches_the_definition_for_a_partial_overlap() -> None:
+    profile = _categorical_profile({"a": 0.5, "b": 0.5})
+    monitor = DriftMonitor(profile, window=4)
+    monitor.observe_columns({"c": ["a", "a", "a", "new"]})
+    p, q = np.array([0.5, 0.5, 0.0]), np.array([0.75, 0.0, 0.25])
+    m = (p + q) / 2
+    kl = lambda a: sum(x * math.log2(x / y) for x, y in zip(a, m, strict=True) if x > 0)  # noqa: E731
+    assert monitor.scores()["c"] == pytest.approx(math.sqrt(0.5 * kl(p) + 0.5 * kl(q)))
+
+
+def test_categories_compare_as_strings() -> None:
+    profile = load_profile(build_profile(pd.DataFrame({"flag": [True, False, True, True]})))
+    monitor = DriftMonitor(profile, window=4)
+    monitor.observe_columns({"flag": np.array([True, True, False, True])})
+    assert monitor.scores()["flag"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_sliding_window_forgets_rows_older_than_the_window() -> None:
+    profile = _numeric_profile()
+    rng = np.random.default_rng(3)
+    shifted_rows = rng.normal(loc=2.0, size=(500, 3))
+    monitor = DriftMonitor(profile, window=500, flush_rows=64)
+    for row in rng.normal(size=(2000, 3)):
+        monitor.observe_matrix(row[None, :])
+    assert all(score < 0.1 for score in monitor.scores().values())
+    for row in shifted_rows:
+        monitor.observe_matrix(row[None, :])
+
+    only_shifted = DriftMonitor(profile, window=500)
+    only_shifted.observe_matrix(shifted_rows)
+    assert monitor.window_rows() == 500
+    assert monitor.scores() == only_shifted.scores()
+    assert all(score > 0.25 for score in monitor.scores().values())
+
+
+def test_missing_values_are_excluded_from_counts() -> None:
+    frame = _training_frame(rows=2000)
+    profile = load_profile(build_profile(frame))
+    monitor = DriftMonitor(profile, window=100)
+    ages = np.full(10, np.nan)
+    ages[:3] = [20.0, 40.0, 60.0]
+    monitor.observe_columns(
+        {"age": ages, "colour": ["red", None, np.nan, *["blue"] * 7], "member": [True] * 10}
+    )
+    assert monitor.window_rows() == 10
+    assert monitor.window_counts("age").sum() == 3
+    assert monitor.window_counts("colour").sum() == 8
+    assert monitor.window_counts("income").sum() == 0  # absent column: missing
+    scores = monitor.scores()
+    assert math.isnan(scores["income"])
+    assert not math.isnan(scores["age"])
+    assert list(scores) == ["age", "colour", "income", "member"]
+
+
+def test_features_without_values_score_nan() -> None:
+    monitor = DriftMonitor(load_profile(build_profile(_training_frame())), window=10)
+    assert monitor.window_rows() == 0
+    assert all(math.isnan(v) for v in monitor.scores().values())
+    monitor.observe_matrix(np.array([[np.nan, 1e4]]))
+    scores = monitor.scores()
+    assert math.isnan(scores["age"]) and math.isnan(scores["colour"])
+    assert scores["income"] > 0.25
+
+
+def test_observe_rejects_wrong_shapes_and_types() -> None:
+    monitor = DriftMonitor(_numeric_profile(), window=10)
+    with pytest.raises(ValueError, match=r"shape \(rows, 3\)"):
+        monitor.observe_matrix(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match=r"shape \(rows, 3\)"):
+        monitor.observe_matrix(np.zeros(3))
+    with pytest.raises(TypeError, match="numeric array"):
+        monitor.observe_matrix(np.array([["a", "b", "c"]]))
+    with pytest.raises(ValueError, match="equal length"):
+        monitor.observe_columns({"x0": [1.0], "x1": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="`x0` must be numeric"):
+        monitor.observe_columns({"x0": ["a"]})
+    with pytest.raises(ValueError, match="`window`"):
+        DriftMonitor(_numeric_profile(), window=0)
+    with pytest.raises(KeyError):
+        monitor.window_counts("nope")
+    assert monitor.window_rows() == 0
+
+
+def test_monitor_lists_features_in_profile_order() -> None:
+    monitor = DriftMonitor(load_profile(build_profile(_training_frame())))
+    assert monitor.numeric_features == ("age", "income")
+    assert monitor.categorical_features == ("colour", "member")
+    assert monitor.window == 1000
+
+
+# --------------------------------------------------------------------------- property
+
+
+_EDGES = {"a": [0.0, 1.0, 2.0], "b": [], "c": [-1.5, 0.5]}
+_CATEGORIES = {"k": {"x": 0.5, "y": 0.5}}
+_PROPERTY_PROFILE = load_profile(
+    {
+        "format": PROFILE_FORMAT,
+        "rows": 1,
+        "features": {
+            "a": {"kind": "numeric", "edges": _EDGES["a"], "proportions": [0.25] * 4},
+            "k": {"kind": "categorical", "frequencies": _CATEGORIES["k"]},
+            "b": {"kind": "numeric", "edges": _EDGES["b"], "proportions": [1.0]},
+            "c": {"kind": "numeric", "edges": _EDGES["c"], "proportions": [0.2, 0.3, 0.5]},
+        },
+    }
+)
+# Edge values themselves, ties and infinities exercise the closed side of the bins.
+_values = st.sampled_from([-3.0, -1.5, 0.0, 0.25, 0.5, 1.0, 2.0, 7.0, np.inf, -np.inf, np.nan])
+_categories = st.sampled_from(["x", "y", "z", "other", None])
+_row = st.tuples(_values, _values, _values, _categories)
+_kinds = st.sampled_from(["matrix", "lists", "arrays", "partial", "scrape"])
+_batch = st.tuples(_kinds, st.lists(_row, max_size=12))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    window=st.integers(1, 30),
+    flush_rows=st.integers(1, 40),
+    batches=st.lists(_batch, max_size=25),
+)
+def test_window_counts_equal_a_recount_of_the_last_rows(
+    window: int, flush_rows: int, batches: list[tuple[str, list[tuple[Any, ...]]]]
+) -> None:
+    monitor = DriftMonitor(_PROPERTY_PROFILE, window=window, flush_rows=flush_rows)
+    history: list[dict[str, Any]] = []
+    for kind, rows in batches:
+        if kind == "scrape":
+            monitor.scores()
+            continue
+        if not rows:
+            continue
+        if kind == "matrix":
+            monitor.observe_matrix(np.array([r[:3] for r in rows], dtype=np.float64))
+            history += [{"a": r[0], "b": r[1], "c": r[2], "k": None} for r in rows]
+        elif kind == "lists":
+            monitor.observe_columns({n: [r[i] for r in rows] for i, n in enumerate("abck")})
+            history += [dict(zip("abck", r, strict=True)) for r in rows]
+        elif kind == "arrays":
+            columns: dict[str, Any] = {
+                n: np.array([r[i] for r in rows], dtype=np.float64) for i, n in enumerate("abc")
+            }
+            columns["k"] = np.array([r[3] for r in rows], dtype=object)
+            monitor.observe_columns(columns)
+            history += [dict(zip("abck", r, strict=True)) for r in rows]
+        else:  # "b" and "k" absent: missing for these rows
+            monitor.observe_columns({"a": [r[0] for r in rows], "c": [r[2] for r in rows]})
+            history += [{"a": r[0], "b": math.nan, "c": r[2], "k": None} for r in rows]
+
+    recent = history[-window:]
+    assert monitor.window_rows() == len(recent)
+    scores = monitor.scores()
+    for name, edges in _EDGES.items():
+        values = np.array([r[name] for r in recent], dtype=np.float64)
+        values = values[~np.isnan(values)]
+        bins = np.searchsorted(edges, values, side="left")
+        expected = np.bincount(bins, minlength=len(edges) + 1)
+        assert monitor.window_counts(name).tolist() == expected.tolist()
+        if values.size:
+            reference = _PROPERTY_PROFILE.features[name]
+            assert isinstance(reference, NumericFeature)
+            naive = _naive_psi(np.array(reference.proportions), expected / values.size)
+            assert scores[name] == pytest.approx(naive)
+        else:
+            assert math.isnan(scores[name])
+    known = list(_CATEGORIES["k"])
+    observed = [r["k"] for r in recent if r["k"] is not None]
+    expected_k = [observed.count(c) for c in known] + [sum(c not in known for c in observed)]
+    assert monitor.window_counts("k").tolist() == expected_k
+
+
+# --------------------------------------------------------------------------- threads
+
+
+@pytest.mark.parametrize("window", [100_000, 777])
+def test_concurrent_observers_lose_no_rows(window: int) -> None:
+    profile = load_profile(build_profile(_training_frame()))
+    monitor = DriftMonitor(profile, window=window, flush_rows=50)
+    threads, per_thread = 8, 2000
+    rng = np.random.default_rng(5)
+    matrix = np.column_stack([rng.normal(40, 10, per_thread), rng.lognormal(10, 1, per_thread)])
+    start = threading.Barrier(threads + 1)
+
+    def observe(index: int) -> None:
+        start.wait()
+        for i in range(per_thread):
+            if index % 2:
+                monitor.observe_matrix(matrix[i : i + 1])
+            else:
+                monitor.observe_columns({"age": matrix[i : i + 1, 0], "colour": ["red"]})
+            if i % 100 == 0:
+                monitor.scores()
+
+    workers = [threading.Thread(target=observe, args=(n,)) for n in range(threads)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that races have a chance to show
+    try:
+        for worker in workers:
+            worker.start()
+        start.wait()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    expected = min(window, threads * per_thread)
+    assert monitor.window_rows() == expected
+    assert monitor.window_counts("age").sum() == expected
+    if window >= threads * per_thread:
+        assert monitor.window_counts("income").sum() == expected // 2
+        colour = profile.features["colour"]
+        assert isinstance(colour, CategoricalFeature)
+        red = list(colour.frequencies).index("red")
+        assert monitor.window_counts("colour")[red] == expected // 2
+        assert monitor.window_counts("colour").sum() == expected // 2
