@@ -34,7 +34,7 @@ def _serve(ns: argparse.Namespace) -> int:
     return serve(ServeOptions(
         model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
         max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
-        load_attempts=ns.load_attempts,
+        load_attempts=ns.load_attempts, drift_window=ns.drift_window,
     ))
 
 
@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="after SIGTERM keep serving this long with health 503 (default: 0)")
     serve.add_argument("--load-attempts", type=int, default=6,
                        help="model load attempts while the registry is unreachable (default: 6)")
+    serve.add_argument("--drift-window", type=int, default=1000,
+                       help="recent input rows the drift gauges cover (default: 1000)")
     serve.set_defaults(func=_serve)
     return parser
 

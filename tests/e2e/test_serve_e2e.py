@@ -21,6 +21,8 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
+from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -45,6 +47,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with mlflow.start_run():
         mlflow.sklearn.log_model(model, name="model", input_example=x.head(3),
                                  registered_model_name="cancer")
+        # The training-data profile the server computes drift against (as RetrainSchedule
+        # logs it).
+        mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
     MlflowClient().set_registered_model_alias("cancer", "champion", "1")
     yield uri
     mlflow.set_tracking_uri(previous)
@@ -102,6 +107,35 @@ def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: 
     mlflow.set_tracking_uri(store)
     expected = mlflow.pyfunc.load_model("models:/cancer/1").predict(batch)
     np.testing.assert_array_equal(np.asarray(predictions).ravel(), expected)
+
+
+def test_drift_gauges_follow_the_inputs(store: str, tmp_path: Path) -> None:
+    srv = start(store, tmp_path, "--drift-window", "200")
+    try:
+        x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+
+        def send(frame: object) -> None:
+            body = '{"dataframe_split": ' + frame.to_json(orient="split", index=False) + "}"  # type: ignore[attr-defined]
+            r = requests.post(srv.url + "/invocations", data=body, timeout=10,
+                              headers={"Content-Type": "application/json"})
+            assert r.status_code == 200
+
+        def psi() -> dict[str, float]:
+            page = requests.get(srv.url + "/metrics", timeout=5).text
+            return {line.split('feature="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                    for line in page.splitlines()
+                    if line.startswith("mlops_feature_drift{") and 'statistic="psi"' in line}
+
+        send(x.sample(200, random_state=3))
+        calm = psi()
+        assert set(calm) == set(x.columns)
+        send(x.sample(200, random_state=4) * 3)  # every feature tripled: far out of profile
+        shifted = psi()
+        assert max(calm.values()) < 0.5
+        assert min(shifted.values()) > 1.0
+    finally:
+        srv.process.terminate()
+        srv.process.wait(timeout=30)
 
 
 def test_sigterm_under_load_fails_no_in_flight_request(store: str, tmp_path: Path) -> None:

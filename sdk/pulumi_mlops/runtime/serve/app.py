@@ -98,6 +98,8 @@ class ScoringApp:
         elif path == "/version":
             await _respond(send, 200, self._version)
         else:
+            if self.model.drift is not None:
+                metrics.publish_drift(self.model.drift)
             body, content_type = metrics.exposition()
             await _respond(send, 200, body, [(b"content-type", content_type.encode())])
 

@@ -7,6 +7,7 @@
 | ``mlops_batch_rows`` | histogram | |
 | ``mlops_predictions_total`` | counter | ``class`` (classification outputs) |
 | ``mlops_prediction_value`` | histogram | (numeric outputs) |
+| ``mlops_feature_drift`` | gauge | ``feature``, ``statistic`` (``psi`` / ``js_distance``) |
 | ``mlops_model_info`` | gauge (1) | ``model_name``, ``model_version``, ``model_alias``, |
 | | | ``model_uri`` |
 
@@ -30,6 +31,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.serve.model import ModelInfo
 
 __all__ = ["exposition", "model_info", "observe_predictions", "observe_request"]
@@ -50,6 +52,9 @@ CLASSES = Counter("mlops_predictions", "Predicted classes (classification models
                   registry=REGISTRY)
 VALUES = Histogram("mlops_prediction_value", "Predicted values (regression models)",
                    buckets=_VALUE_BUCKETS, registry=REGISTRY)
+DRIFT = Gauge("mlops_feature_drift",
+              "Drift of an input feature: PSI (numeric) or Jensen-Shannon distance (categorical)",
+              ["feature", "statistic"], registry=REGISTRY, multiprocess_mode="mostrecent")
 INFO = Gauge("mlops_model_info", "The model being served (value 1)",
              ["model_name", "model_version", "model_alias", "model_uri"],
              registry=REGISTRY, multiprocess_mode="max")
@@ -93,6 +98,13 @@ def observe_predictions(predictions: Any) -> None:
         if classes.size <= _MAX_CLASSES:
             for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
                 CLASSES.labels(cls).inc(count)
+
+
+def publish_drift(monitor: DriftMonitor) -> None:
+    """Set the drift gauges from the monitor's current window (called at scrape time)."""
+    numeric = set(monitor.numeric_features)
+    for feature, value in monitor.scores().items():
+        DRIFT.labels(feature, "psi" if feature in numeric else "js_distance").set(value)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
 from pulumi_mlops.runtime.serve.payload import ColumnSpec, Parsed, numeric_matrix, validate_columns
 
 __all__ = ["ModelInfo", "ModelLoadError", "ServedModel", "load_served_model"]
@@ -56,11 +57,13 @@ class ModelInfo:
 
 
 class ServedModel:
-    """A loaded pyfunc model with its signature and, when possible, the fast path."""
+    """A loaded pyfunc model with its signature, the fast path when possible, and drift."""
 
-    def __init__(self, pyfunc_model: Any, info: ModelInfo) -> None:
+    def __init__(self, pyfunc_model: Any, info: ModelInfo,
+                 drift: DriftMonitor | None = None) -> None:
         self.model = pyfunc_model
         self.info = info
+        self.drift = drift
         schema = pyfunc_model.metadata.get_input_schema()
         self.columns: list[ColumnSpec] | None = None
         if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
@@ -68,6 +71,12 @@ class ServedModel:
                 ColumnSpec(c.name, c.type.name, c.required) for c in schema.inputs
             ]
         self.fast_predict = self._fast_predict_fn()
+        # Columns of the validated rows that feed the drift monitor's numeric matrix.
+        self._drift_index: list[int] | None = None
+        if drift is not None and self.columns is not None and not drift.categorical_features:
+            names = [c.name for c in self.columns]
+            if set(drift.numeric_features) <= set(names):
+                self._drift_index = [names.index(f) for f in drift.numeric_features]
 
     def _fast_predict_fn(self) -> Callable[[Any], Any] | None:
         impl = getattr(self.model, "_model_impl", None)
@@ -90,6 +99,8 @@ class ServedModel:
         names, rows = validate_columns(parsed, self.columns)
         if self.fast_predict is not None and not parsed.params:
             matrix = numeric_matrix(rows)
+            if self._drift_index is not None and self.drift is not None:
+                self.drift.observe_matrix(matrix[:, self._drift_index])
             with warnings.catch_warnings():
                 # Fitted on a DataFrame, the estimator notes that a matrix has no feature
                 # names; the columns were just checked to be the fitted ones, in order.
@@ -98,6 +109,8 @@ class ServedModel:
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=names)
+        if self.drift is not None:
+            self.drift.observe_columns(frame)
         return self.model.predict(frame, params=parsed.params)
 
 
@@ -129,8 +142,26 @@ def _permanent(err: BaseException) -> bool:
     return any(p in str(code) for p in _PERMANENT)
 
 
+def load_drift_monitor(run_id: str | None, window: int) -> DriftMonitor | None:
+    """The drift monitor for the run's training-data profile, if the run logged one."""
+    if run_id is None:
+        return None
+    import mlflow.artifacts
+
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id,
+                                                   artifact_path=PROFILE_ARTIFACT_PATH)
+    except Exception as err:  # no profile means no drift gauges, not a failure
+        log.info("no drift profile on run %s (%s): drift gauges disabled", run_id,
+                 type(err).__name__)
+        return None
+    with open(path, "rb") as f:
+        return DriftMonitor(load_profile(f.read()), window=window)
+
+
 def load_served_model(
-    uri: str, *, attempts: int = 6, first_delay: float = 1.0, max_delay: float = 30.0
+    uri: str, *, attempts: int = 6, first_delay: float = 1.0, max_delay: float = 30.0,
+    drift_window: int = 1000,
 ) -> ServedModel:
     """Load the model, retrying connection failures with exponential backoff.
 
@@ -148,7 +179,7 @@ def load_served_model(
             if info.run_id is None:
                 info = ModelInfo(info.uri, info.name, info.version, info.alias,
                                  model.metadata.run_id)
-            return ServedModel(model, info)
+            return ServedModel(model, info, load_drift_monitor(info.run_id, drift_window))
         except Exception as err:
             if _permanent(err) or attempt == attempts:
                 raise ModelLoadError(

@@ -39,6 +39,7 @@ class ServeOptions:
         max_body_bytes: Larger request bodies get 413. Default: 16 MiB.
         drain_seconds: After SIGTERM, keep serving this long while health reports 503.
         load_attempts: Model load attempts before giving up (registry unreachable).
+        drift_window: Recent input rows the drift gauges are computed over.
     """
 
     model_uri: str
@@ -48,6 +49,7 @@ class ServeOptions:
     max_body_bytes: int = 16 * 2**20
     drain_seconds: float = 0.0
     load_attempts: int = 6
+    drift_window: int = 1000
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -97,7 +99,8 @@ def serve(options: ServeOptions) -> int:
     from pulumi_mlops.runtime.serve.model import ModelLoadError, load_served_model
 
     try:
-        model = load_served_model(options.model_uri, attempts=options.load_attempts)
+        model = load_served_model(options.model_uri, attempts=options.load_attempts,
+                                  drift_window=options.drift_window)
     except ModelLoadError as err:
         log.error("%s", err)
         return EXIT_LOAD_FAILED
