@@ -35,6 +35,7 @@ def _serve(ns: argparse.Namespace) -> int:
         model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
         max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
         load_attempts=ns.load_attempts, drift_window=ns.drift_window,
+        prediction_log_rate=ns.prediction_log_rate,
     ))
 
 
@@ -84,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="model load attempts while the registry is unreachable (default: 6)")
     serve.add_argument("--drift-window", type=int, default=1000,
                        help="recent input rows the drift gauges cover (default: 1000)")
+    serve.add_argument("--prediction-log-rate", type=float, default=0.0,
+                       help="share of requests logged as JSON lines on stdout: request id, "
+                       "model version, inputs, outputs, latency (default: 0, off)")
     serve.set_defaults(func=_serve)
     return parser
 

@@ -231,3 +231,25 @@ def test_a_model_that_raises_gets_500_with_a_logged_request_id(
     assert answer["request_id"] in caplog.text
     assert "boom" in caplog.text  # the traceback is logged, not sent to the client
     assert "boom" not in answer["message"]
+
+
+def test_sampled_prediction_log_writes_one_json_line_per_request(
+    served: ServedModel, capfd: pytest.CaptureFixture[str]
+) -> None:
+    logging_app = ScoringApp(served, prediction_log_rate=1.0)
+    call(logging_app, "POST", "/invocations", split([GOOD_ROW, GOOD_ROW]))
+    call(logging_app, "POST", "/invocations", b"{", JSON)  # errors are not predictions
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1
+    record = orjson.loads(lines[0])
+    assert record["inputs"] == {"columns": COLUMNS, "data": [GOOD_ROW, GOOD_ROW]}
+    assert len(record["outputs"]["predictions"]) == 2
+    assert record["latency_ms"] >= 0 and len(record["request_id"]) == 32
+    assert set(record) >= {"ts", "model_name", "model_version", "model_uri"}
+
+
+def test_prediction_log_is_off_by_default(
+    app: ScoringApp, capfd: pytest.CaptureFixture[str]
+) -> None:
+    call(app, "POST", "/invocations", split([GOOD_ROW]))
+    assert capfd.readouterr().out == ""

@@ -8,6 +8,8 @@ model that raises answers 500 with a request id that is also in the log, with th
 from __future__ import annotations
 
 import logging
+import random
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -17,7 +19,7 @@ import orjson
 
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.model import ServedModel
-from pulumi_mlops.runtime.serve.payload import PayloadError, parse_body
+from pulumi_mlops.runtime.serve.payload import Parsed, PayloadError, parse_body
 
 __all__ = ["ScoringApp", "to_json_predictions"]
 
@@ -59,9 +61,10 @@ class ScoringApp:
     """
 
     def __init__(self, model: ServedModel, *, max_body_bytes: int = 16 * 2**20,
-                 server_version: str = "") -> None:
+                 server_version: str = "", prediction_log_rate: float = 0.0) -> None:
         self.model = model
         self.max_body_bytes = max_body_bytes
+        self.prediction_log_rate = prediction_log_rate
         self.ready = True
         info = model.info
         self._version = orjson.dumps({
@@ -103,6 +106,11 @@ class ScoringApp:
             body, content_type = metrics.exposition()
             await _respond(send, 200, body, [(b"content-type", content_type.encode())])
 
+    def _log_prediction(self, parsed: Parsed, payload: bytes, seconds: float) -> None:
+        # One JSON line per sampled request on stdout, for any log shipper.
+        sys.stdout.buffer.write(_prediction_record(self, parsed, payload, seconds))
+        sys.stdout.buffer.flush()
+
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status, rows = 200, 0
@@ -125,6 +133,8 @@ class ScoringApp:
             payload = to_json_predictions(predictions)
             metrics.observe_predictions(predictions)
             await _respond(send, 200, payload)
+            if self.prediction_log_rate and random.random() < self.prediction_log_rate:
+                self._log_prediction(parsed, payload, time.perf_counter() - started)
         except PayloadError as err:
             status = err.status
             await _respond(send, err.status, _error(err.status, err.message))
@@ -139,6 +149,17 @@ def _closing(send: Send) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _prediction_record(app: ScoringApp, parsed: Parsed, payload: bytes,
+                       seconds: float) -> bytes:
+    info = app.model.info
+    return orjson.dumps({
+        "ts": time.time(), "request_id": uuid.uuid4().hex, "model_name": info.name,
+        "model_version": info.version, "model_uri": info.uri,
+        "inputs": {"columns": parsed.columns, "data": parsed.rows},
+        "outputs": orjson.Fragment(payload), "latency_ms": round(seconds * 1000, 3),
+    }) + b"\n"
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -40,6 +40,7 @@ class ServeOptions:
         drain_seconds: After SIGTERM, keep serving this long while health reports 503.
         load_attempts: Model load attempts before giving up (registry unreachable).
         drift_window: Recent input rows the drift gauges are computed over.
+        prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
     """
 
     model_uri: str
@@ -50,6 +51,7 @@ class ServeOptions:
     drain_seconds: float = 0.0
     load_attempts: int = 6
     drift_window: int = 1000
+    prediction_log_rate: float = 0.0
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -69,7 +71,8 @@ def _run_worker(sock: socket.socket, options: ServeOptions, model: object) -> No
     from pulumi_mlops.runtime.serve.app import ScoringApp
 
     app = ScoringApp(model, max_body_bytes=options.max_body_bytes,  # type: ignore[arg-type]
-                     server_version=__version__)
+                     server_version=__version__,
+                     prediction_log_rate=options.prediction_log_rate)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
                             access_log=False, log_level="warning", timeout_graceful_shutdown=60,
                             backlog=2048)
