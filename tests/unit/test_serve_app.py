@@ -158,6 +158,7 @@ MALFORMED = [
     ("csv-not-a-number", (",".join(COLUMNS) + "\nabc,1,1,1,1,1\n").encode(), "text/csv", 400),
     ("csv-not-utf8", b"\xff\xfe\x00", "text/csv", 400),
     ("body-over-limit", split([GOOD_ROW] * 200), JSON, 413),
+    ("no-rows", split([]), JSON, 400),
 ]
 
 
@@ -231,6 +232,26 @@ def test_a_model_that_raises_gets_500_with_a_logged_request_id(
     assert answer["request_id"] in caplog.text
     assert "boom" in caplog.text  # the traceback is logged, not sent to the client
     assert "boom" not in answer["message"]
+
+
+class Tensor(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        return np.asarray(model_input).sum(axis=1)
+
+
+def test_a_tensor_model_rejects_the_wrong_shape_with_400(tmp_path: Path) -> None:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    path = tmp_path / "tensor"
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 3))]))
+    mlflow.pyfunc.save_model(str(path), python_model=Tensor(), signature=signature)
+    tensor_app = ScoringApp(load_served_model(str(path)))
+    status, answer = call(tensor_app, "POST", "/invocations",
+                          orjson.dumps({"instances": [[1.0, 2.0, 3.0]]}))
+    assert (status, answer) == (200, {"predictions": [6.0]})
+    status, _ = call(tensor_app, "POST", "/invocations", orjson.dumps({"instances": [[1.0, 2.0]]}))
+    assert status == 400
 
 
 def test_sampled_prediction_log_writes_one_json_line_per_request(

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
-from pulumi_mlops.runtime.serve.payload import ColumnSpec, Parsed, numeric_matrix, validate_columns
+from pulumi_mlops.runtime.serve.payload import (
+    ColumnSpec,
+    Parsed,
+    PayloadError,
+    numeric_matrix,
+    validate_columns,
+)
 
 __all__ = ["ModelInfo", "ModelLoadError", "ServedModel", "load_served_model"]
 
@@ -94,8 +100,10 @@ class ServedModel:
 
     def predict(self, parsed: Parsed) -> Any:
         """Predictions for a parsed request (validated against the signature when there is one)."""
+        if not parsed.rows:
+            raise PayloadError(400, "the request has no rows")
         if self.columns is None:
-            return self.model.predict(_general_input(parsed), params=parsed.params)
+            return self._pyfunc_predict(_general_input(parsed), parsed.params)
         names, rows = validate_columns(parsed, self.columns)
         if self.fast_predict is not None and not parsed.params:
             matrix = numeric_matrix(rows)
@@ -111,7 +119,16 @@ class ServedModel:
         frame = pd.DataFrame(rows, columns=names)
         if self.drift is not None:
             self.drift.observe_columns(frame)
-        return self.model.predict(frame, params=parsed.params)
+        return self._pyfunc_predict(frame, parsed.params)
+
+    def _pyfunc_predict(self, data: Any, params: dict[str, Any] | None) -> Any:
+        try:
+            return self.model.predict(data, params=params)
+        except Exception as err:
+            # pyfunc's own input enforcement (e.g. a tensor signature) rejects client input.
+            if getattr(err, "error_code", None) == "INVALID_PARAMETER_VALUE":
+                raise PayloadError(400, str(err)) from None
+            raise
 
 
 def _general_input(parsed: Parsed) -> Any:
