@@ -215,3 +215,10 @@ def test_args_object_and_keywords_build_the_same_registry() -> None:
         (r.type, r.name) for r in by_args.resources)
     assert unwrap_secrets(by_kwargs.get(CONTAINER, "reg-mlflow").inputs["entrypoints"]) == \
         unwrap_secrets(by_args.get(CONTAINER, "reg-mlflow").inputs["entrypoints"])
+
+
+def test_recording_works_after_asyncio_run_unset_the_event_loop() -> None:
+    import asyncio
+
+    asyncio.run(asyncio.sleep(0))  # leaves the main thread without a current loop
+    assert k8s().of_type(DEPLOYMENT)

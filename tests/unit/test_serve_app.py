@@ -42,7 +42,12 @@ def call(app: ScoringApp, method: str, path: str, body: bytes = b"",
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    # A private loop: asyncio.run() would leave the thread without one for later tests.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(app(scope, receive, send))
+    finally:
+        loop.close()
     payload = b"".join(m.get("body", b"") for m in sent[1:])
     try:
         return sent[0]["status"], orjson.loads(payload)

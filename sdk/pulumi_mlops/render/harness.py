@@ -7,6 +7,7 @@ still wrapped, so they can be redacted or asserted on).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import hashlib
@@ -167,6 +168,7 @@ def record(
     recording = Recording()
 
     def run() -> None:
+        _ensure_event_loop()
         settings.ROOT.set(None)
         mocks = _Mocks()
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
@@ -182,6 +184,17 @@ def record(
 
     contextvars.copy_context().run(run)
     return recording
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime needs a current event loop; asyncio.run() elsewhere may have unset it."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+        if not loop.is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _config_value(value: Any) -> tuple[str, bool]:
