@@ -109,6 +109,17 @@ def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: 
     np.testing.assert_array_equal(np.asarray(predictions).ravel(), expected)
 
 
+def test_runs_uri_loads_the_logged_model(store: str) -> None:
+    from pulumi_mlops.runtime.serve.model import load_served_model
+
+    mlflow.set_tracking_uri(store)
+    run_id = MlflowClient().get_model_version("cancer", "1").run_id
+    served = load_served_model(f"runs:/{run_id}/model")
+    assert served.info.run_id == run_id and served.info.name is None
+    assert served.fast_predict is not None
+    assert served.drift is not None  # the profile logged on the same run
+
+
 def test_drift_gauges_follow_the_inputs(store: str, tmp_path: Path) -> None:
     srv = start(store, tmp_path, "--drift-window", "200")
     try:

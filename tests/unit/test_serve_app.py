@@ -279,3 +279,16 @@ def test_prediction_log_is_off_by_default(
 ) -> None:
     call(app, "POST", "/invocations", split([GOOD_ROW]))
     assert capfd.readouterr().out == ""
+
+
+def test_a_model_without_signature_is_served_through_pyfunc(tmp_path: Path) -> None:
+    frame, target = training_frame()
+    model = LogisticRegression(max_iter=1000).fit(frame, target)
+    path = tmp_path / "unsigned"
+    mlflow.sklearn.save_model(model, str(path))
+    unsigned = load_served_model(str(path))
+    assert unsigned.columns is None and unsigned.fast_predict is None
+    status, answer = call(ScoringApp(unsigned), "POST", "/invocations", split([GOOD_ROW]))
+    assert status == 200
+    assert answer["predictions"] == model.predict(
+        pd.DataFrame([GOOD_ROW], columns=COLUMNS)).tolist()
