@@ -160,21 +160,25 @@ class Workload:
         return frozenset(r.key for r in refs)
 
 
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_UNITS = {"m": 1e-3, "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "E": 10**18, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+          "Ei": 2**60}
+
+
+def quantity_value(quantity: str) -> float:
+    """The number a Kubernetes quantity stands for (``500m`` → 0.5, ``1Ki`` → 1024)."""
+    number = quantity.rstrip("mkMGTPEi")
+    return float(number) * _UNITS[quantity[len(number):]]
 
 
 def quantity_bytes(quantity: str) -> int:
     """Bytes in a Kubernetes memory quantity such as ``512Mi`` or ``1G``."""
-    number = quantity.rstrip("kMGTPEi")
-    return int(float(number) * _UNITS[quantity[len(number):]])
+    return int(quantity_value(quantity))
 
 
 def cpu_cores(quantity: str) -> float:
     """Cores in a Kubernetes CPU quantity such as ``500m`` or ``2``."""
-    if quantity.endswith("m"):
-        return float(quantity[:-1]) / 1000
-    return float(quantity_bytes(quantity))
+    return quantity_value(quantity)
 
 
 def resolve(value: str | SecretRef, secrets: Mapping[str, str]) -> str:

@@ -1,0 +1,26 @@
+"""Kubernetes quantities as the materializers and the requests <= limits rule read them."""
+
+from __future__ import annotations
+
+import pytest
+
+from pulumi_mlops._docker import cpus
+from pulumi_mlops.workload import cpu_cores, quantity_bytes
+
+
+@pytest.mark.parametrize("quantity, cores", [
+    ("500m", 0.5), ("250m", 0.25), ("1", 1.0), ("1.5", 1.5), ("2", 2.0), ("0.1", 0.1),
+])
+def test_cpu_quantities_keep_their_fraction(quantity: str, cores: float) -> None:
+    assert cpu_cores(quantity) == pytest.approx(cores)
+
+
+@pytest.mark.parametrize("quantity, expected", [
+    ("512Mi", 512 * 2**20), ("1Gi", 2**30), ("1.5Gi", 3 * 2**29), ("1G", 10**9), ("100", 100),
+])
+def test_memory_quantities_in_bytes(quantity: str, expected: int) -> None:
+    assert quantity_bytes(quantity) == expected
+
+
+def test_docker_cpus_of_a_fractional_limit() -> None:
+    assert (cpus("1.5"), cpus("500m"), cpus("2")) == ("1.5", "0.5", "2")
