@@ -10,7 +10,7 @@ import pulumi
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError
+from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError, ValidationError
 
 # RFC 1123 label, as Kubernetes requires for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -38,8 +38,6 @@ class ValidatedModel(BaseModel):
     """
 
     def __init__(self, **data: Any) -> None:
-        from pulumi_mlops.errors import ValidationError
-
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
@@ -54,8 +52,6 @@ class ArgsModel(ValidatedModel):
 
 def check_resource_name(component: str, name: str, max_length: int = 40) -> None:
     """Component names become Kubernetes object and DNS names, so they must be DNS labels."""
-    from pulumi_mlops.errors import ValidationError
-
     if not isinstance(name, str) or not _NAME.match(name) or len(name) > max_length:
         raise ValidationError.single(
             f"{component} {name!r}",

@@ -74,20 +74,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--model-uri", required=True,
                        help="models:/name/version, models:/name@alias, runs:/... or a path")
-    serve.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    serve.add_argument("--max-body-bytes", type=int, default=16 * 2**20,
-                       help="larger request bodies get 413 (default: 16 MiB)")
-    serve.add_argument("--drain-seconds", type=float, default=0.0,
-                       help="after SIGTERM keep serving this long with health 503 (default: 0)")
-    serve.add_argument("--load-attempts", type=int, default=6,
-                       help="model load attempts while the registry is unreachable (default: 6)")
-    serve.add_argument("--drift-window", type=int, default=1000,
-                       help="recent input rows the drift gauges cover (default: 1000)")
-    serve.add_argument("--prediction-log-rate", type=float, default=0.0,
+    # One source for the defaults: ServeOptions (the runtime's own, importing nothing heavy).
+    from pulumi_mlops.runtime.serve.server import ServeOptions
+
+    d = ServeOptions(model_uri="")
+    serve.add_argument("--host", default=d.host, help="bind address (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=d.port, help="port (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=d.workers,
+                       help="worker processes (default: %(default)s)")
+    serve.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                       help="larger request bodies get 413 (default: %(default)s bytes)")
+    serve.add_argument("--drain-seconds", type=float, default=d.drain_seconds,
+                       help="after SIGTERM keep serving this long with health 503 "
+                       "(default: %(default)s)")
+    serve.add_argument("--load-attempts", type=int, default=d.load_attempts,
+                       help="model load attempts while the registry is unreachable "
+                       "(default: %(default)s)")
+    serve.add_argument("--drift-window", type=int, default=d.drift_window,
+                       help="recent input rows the drift gauges cover (default: %(default)s)")
+    serve.add_argument("--prediction-log-rate", type=float, default=d.prediction_log_rate,
                        help="share of requests logged as JSON lines on stdout: request id, "
-                       "model version, inputs, outputs, latency (default: 0, off)")
+                       "model version, inputs, outputs, latency (default: %(default)s, off)")
     serve.set_defaults(func=_serve)
     return parser
 

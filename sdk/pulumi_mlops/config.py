@@ -43,11 +43,12 @@ def _stack_config(project: str) -> dict[str, Any]:
         if isinstance(value, str) and value[:1] in ("{", "["):
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
-        out[name] = value
         if value == UNKNOWN_SECRET_CONFIG:
             out[name] = _unknown_secret()
         elif runtime_config.is_config_secret(key):
             out[name] = pulumi.Output.secret(value)
+        else:
+            out[name] = value
     return out
 
 

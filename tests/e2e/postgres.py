@@ -15,7 +15,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,8 @@ from urllib.parse import quote
 
 import psycopg2
 from psycopg2 import sql
+
+from tests.e2e.ports import free_port
 
 __all__ = [
     "PostgresNotInstalledError",
@@ -161,7 +162,7 @@ def running_postgres(
         _initdb(runner, bindir, root, data_dir, password)
         initialised = True
         for attempt in range(1, START_ATTEMPTS + 1):
-            port = _free_port()
+            port = free_port()
             try:
                 _start(runner, bindir, root, data_dir, log_file, port, startup_timeout)
                 break
@@ -342,13 +343,6 @@ def _stop(runner: _Runner, bindir: Path, root: Path, data_dir: Path) -> None:
             cwd=root,
             what="pg_ctl stop -m immediate",
         )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _port_was_taken(log_file: Path) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pulumi_mlops.demo import run_demo
+from tests.e2e.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -25,9 +25,7 @@ def test_demo_check_starts_the_registry_and_answers(
     (project / "stacks" / "__main__.py").write_text(
         (REPO / "stacks" / "__main__.py").read_text())
     config = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config["config"]["mlops:registry"]["port"] = port
     (project / "stacks" / "Pulumi.dev.yaml").write_text(yaml.safe_dump(config))
 

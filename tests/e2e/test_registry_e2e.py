@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import socket
 from collections.abc import Iterator
 
 import mlflow
@@ -24,17 +23,13 @@ from pulumi_mlops.components.registry import (
     registry_secret_data,
 )
 from pulumi_mlops.local import RunningWorkload, run_workload
+from tests.e2e.ports import free_port
 from tests.e2e.postgres import running_postgres
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Registry:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,16 +21,12 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+from tests.e2e.ports import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 MLOPS = str(Path(sys.executable).parent / "mlops")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

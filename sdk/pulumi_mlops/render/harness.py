@@ -7,7 +7,6 @@ still wrapped, so they can be redacted or asserted on).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import hashlib
@@ -26,7 +25,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_in_stack
-from pulumi.runtime.sync_await import _sync_await
+from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from pulumi_mlops.components._base import DECLARED
 from pulumi_mlops.config import UNKNOWN_SECRET_CONFIG
@@ -168,7 +167,8 @@ def record(
     recording = Recording()
 
     def run() -> None:
-        _ensure_event_loop()
+        # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
+        _ensure_event_loop()  # type: ignore[no-untyped-call]
         settings.ROOT.set(None)
         mocks = _Mocks()
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
@@ -184,17 +184,6 @@ def record(
 
     contextvars.copy_context().run(run)
     return recording
-
-
-def _ensure_event_loop() -> None:
-    """Pulumi's runtime needs a current event loop; asyncio.run() elsewhere may have unset it."""
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-        if not loop.is_closed():
-            return
-    except RuntimeError:
-        pass
-    asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def _config_value(value: Any) -> tuple[str, bool]:

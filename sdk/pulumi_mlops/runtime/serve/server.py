@@ -19,6 +19,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pulumi_mlops.runtime.serve.model import ServedModel
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -64,13 +68,13 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _run_worker(sock: socket.socket, options: ServeOptions, model: object) -> None:
+def _run_worker(sock: socket.socket, options: ServeOptions, model: ServedModel) -> None:
     import uvicorn
 
     from pulumi_mlops import __version__  # no Pulumi import: names load lazily
     from pulumi_mlops.runtime.serve.app import ScoringApp
 
-    app = ScoringApp(model, max_body_bytes=options.max_body_bytes,  # type: ignore[arg-type]
+    app = ScoringApp(model, max_body_bytes=options.max_body_bytes,
                      server_version=__version__,
                      prediction_log_rate=options.prediction_log_rate)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
