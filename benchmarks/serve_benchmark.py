@@ -2,7 +2,8 @@
 
 Both serve the same registered model version, ``models:/bench/1``: a scikit-learn
 LogisticRegression on 20 numeric features, logged with an input example (so it has a signature) into
-a throwaway MLflow store in a temp directory. For each server the script measures cold start
+a throwaway MLflow store in a temp directory, behind a local ``mlflow server`` by default
+(``--store sqlite`` opens the store directly). For each server the script measures cold start
 (process start to the first 200 from ``GET /ping``), then drives ``POST /invocations`` with 1-row
 and 100-row ``dataframe_split`` payloads from the same load generator: ``wrk`` when it is on PATH,
 otherwise a small asyncio generator over raw keep-alive HTTP/1.1 connections. Before any server it
@@ -208,11 +209,36 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, started: float, timeout
 # Reference model and payloads
 
 
-def train_reference_model(tmp: Path) -> tuple[str, list[list[float]]]:
-    """Train, log and register the reference model as ``bench`` version 1 in a store under ``tmp``.
+def start_tracking_server(procs: Processes, tmp: Path, env: dict[str, str], mlflow_cmd: str,
+                          timeout_s: float) -> str:
+    """Run ``mlflow server`` on a throwaway SQLite store with proxied artifacts, as a deployed
+    registry serves models; returns its tracking URI."""
+    port = _free_port()
+    log = tmp / "tracking-server.log"
+    argv = [*shlex.split(mlflow_cmd), "server", "--host", HOST, "--port", str(port),
+            "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
+            "--artifacts-destination", str(tmp / "artifacts"), "--workers", "1"]
+    proc = procs.start(argv, env=env, log=log, cwd=tmp)
+    url = f"http://{HOST}:{port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchmarkError(f"the tracking server exited ({proc.returncode}):\n{_tail(log)}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                if resp.status == 200:
+                    return url
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise BenchmarkError(f"the tracking server did not answer /health:\n{_tail(log)}")
+
+
+def train_reference_model(tmp: Path, tracking_uri: str) -> list[list[float]]:
+    """Train, log and register the reference model as ``bench`` version 1 in the store.
 
     Returns:
-        The tracking URI of the store, and the feature rows payloads are cut from.
+        The feature rows payloads are cut from.
     """
     import mlflow
     import mlflow.sklearn
@@ -221,10 +247,10 @@ def train_reference_model(tmp: Path) -> tuple[str, list[list[float]]]:
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    tracking_uri = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(tracking_uri)
-    experiment_id = mlflow.create_experiment(
-        "serve-benchmark", artifact_location=(tmp / "artifacts").as_uri())
+    # A local store keeps artifacts in a directory; a server proxies them (its default).
+    location = None if tracking_uri.startswith("http") else (tmp / "artifacts").as_uri()
+    experiment_id = mlflow.create_experiment("serve-benchmark", artifact_location=location)
     features, labels = make_classification(n_samples=5000, n_features=N_FEATURES, random_state=0)
     frame = pd.DataFrame(features, columns=COLUMNS)
     model = LogisticRegression(max_iter=1000).fit(frame, labels)
@@ -234,7 +260,7 @@ def train_reference_model(tmp: Path) -> tuple[str, list[list[float]]]:
     version = MlflowClient(tracking_uri).get_model_version(MODEL_NAME, "1")
     if version.status != "READY":
         raise BenchmarkError(f"registered {MODEL_URI} is {version.status}, not READY")
-    return tracking_uri, frame.head(max(PAYLOAD_ROWS)).to_numpy().tolist()
+    return frame.head(max(PAYLOAD_ROWS)).to_numpy().tolist()
 
 
 def payload(rows: list[list[float]], n: int) -> bytes:
@@ -690,6 +716,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ours-cmd", default=f"{VENV_BIN / 'mlops'} serve",
                         help="our serve command, before its options (default: "
                         "'<venv bin>/mlops serve')")
+    parser.add_argument("--store", choices=("server", "sqlite"), default="server",
+                        help="where the model is registered: a local `mlflow server` with "
+                        "proxied artifacts, as deployed servers fetch models (default), or a "
+                        "SQLite store both servers open directly")
     parser.add_argument("--ready-timeout", type=float, default=180.0,
                         help="seconds to wait for a 200 from /ping (default: 180)")
     parser.add_argument("--skip-ceiling", action="store_true",
@@ -745,8 +775,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling: LoadResult | None = None
     try:
         with _terminate_as_interrupt():
-            print(f"training and registering {MODEL_URI} in {tmp}", flush=True)
-            tracking_uri, rows = train_reference_model(tmp)
+            if ns.store == "server":
+                tracking_uri = start_tracking_server(procs, tmp, env, ns.mlflow_cmd,
+                                                     ns.ready_timeout)
+            else:
+                tracking_uri = f"sqlite:///{tmp}/mlflow.db"
+            print(f"training and registering {MODEL_URI} at {tracking_uri}", flush=True)
+            rows = train_reference_model(tmp, tracking_uri)
             env["MLFLOW_TRACKING_URI"] = tracking_uri
             # `mlflow models serve` execs `uvicorn` from PATH: put the venv's bin first, as an
             # activated venv would.
@@ -784,6 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ns.json.parent.mkdir(parents=True, exist_ok=True)
                 ns.json.write_text(json.dumps({
                     "model_uri": MODEL_URI,
+                    "store": ns.store,
                     "generator": generator,
                     "config": asdict(cfg) | {"workers": ns.workers, "cpus": os.cpu_count()},
                     "ceiling": asdict(ceiling) if ceiling else None,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import secrets
 from collections.abc import Iterator
 
 import mlflow
@@ -15,16 +13,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-import pulumi_mlops as mlops
-from pulumi_mlops.components.registry import (
-    ModelRegistryArgs,
-    RegistrySecrets,
-    plan_registry,
-    registry_secret_data,
-)
-from pulumi_mlops.local import RunningWorkload, run_workload
-from tests.e2e.ports import free_port
-from tests.e2e.postgres import running_postgres
+from tests.e2e.registry import BACKENDS, Registry, running_registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -32,47 +21,16 @@ SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 
 
 
-class Registry:
-    """A running registry and the admin credentials its secret data holds."""
-
-    def __init__(self, running: RunningWorkload, password: str) -> None:
-        self.running = running
-        self.url = running.url
-        self.password = password
-
-
-@pytest.fixture(scope="module", params=["sqlite-docker", "postgres-kubernetes"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def registry(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
     """One server per backend, shared by the module's tests (each uses its own model names)."""
-    tmp_path = tmp_path_factory.mktemp(request.param)
-    stack = contextlib.ExitStack()
-    port = free_port()
-    admin_password = secrets.token_urlsafe(24)
-    values = {"admin_password": admin_password, "flask_secret_key": secrets.token_hex(32)}
-    hosts: dict[str, str] = {}
-    if request.param == "sqlite-docker":
-        args = ModelRegistryArgs(target=mlops.DockerTarget(), port=port)
-    else:
-        # The Kubernetes plan with its own in-cluster PostgreSQL; cluster DNS is stood in for by
-        # mapping the database Service's name to the local server.
-        pg = stack.enter_context(running_postgres())
-        db_password = secrets.token_urlsafe(24)
-        # The role and database the plan's PostgreSQL container would create on first start.
-        pg.create_database("mlflow", "mlflow", db_password)
-        args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port)
-        values["db_password"] = db_password
-        hosts = {"reg-postgres.ml.svc.cluster.local:5432": f"127.0.0.1:{pg.port}"}
-    plan = plan_registry("reg", args)
-    secret_data = registry_secret_data(plan, RegistrySecrets(**values))
-    running = stack.enter_context(run_workload(plan.server, secret_data, tmp_path, hosts=hosts))
-    monkeypatch = stack.enter_context(pytest.MonkeyPatch.context())
-    with stack:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", running.url)
-        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
-        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin_password)
-        yield Registry(running, admin_password)
+    with running_registry(tmp_path_factory.mktemp(request.param), request.param) as running, \
+            pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        yield running
 
 
 def test_unauthenticated_api_call_is_rejected(registry: Registry) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 from tests.e2e.ports import free_port
+from tests.e2e.registry import Registry, running_registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -30,24 +32,27 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A local registry with model `cancer` v1 under alias `champion`."""
-    root = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{root}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = LogisticRegression(max_iter=5000).fit(x, y)
-    mlflow.set_experiment("serve-e2e")
-    with mlflow.start_run():
-        mlflow.sklearn.log_model(model, name="model", input_example=x.head(3),
-                                 registered_model_name="cancer")
-        # The training-data profile the server computes drift against (as RetrainSchedule
-        # logs it).
-        mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
-    MlflowClient().set_registered_model_alias("cancer", "champion", "1")
-    yield uri
-    mlflow.set_tracking_uri(previous)
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A registry run from ModelRegistry's rendered command, with model `cancer` v1 under
+    alias `champion`, logged through the registry's artifact proxy with a drift profile."""
+    with running_registry(tmp_path_factory.mktemp("registry")) as registry, \
+            pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in registry.env().items():
+            monkeypatch.setenv(key, value)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(registry.url)
+        x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+        model = LogisticRegression(max_iter=5000).fit(x, y)
+        mlflow.set_experiment("serve-e2e")
+        with mlflow.start_run():
+            mlflow.sklearn.log_model(model, name="model", input_example=x.head(3),
+                                     registered_model_name="cancer")
+            # The training-data profile the server computes drift against (as RetrainSchedule
+            # logs it).
+            mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
+        MlflowClient().set_registered_model_alias("cancer", "champion", "1")
+        yield registry
+        mlflow.set_tracking_uri(previous)
 
 
 class Server:
@@ -55,10 +60,11 @@ class Server:
         self.process, self.url, self.log = process, url, log
 
 
-def start(store: str, tmp: Path, *extra: str, uri: str = "models:/cancer@champion") -> Server:
+def start(store: Registry, tmp: Path, *extra: str, uri: str = "models:/cancer@champion",
+          ) -> Server:
     port = free_port()
     log = tmp / f"serve-{port}.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    env = {**os.environ, **store.env()}
     with log.open("wb") as out:
         process = subprocess.Popen(
             [MLOPS, "serve", "--model-uri", uri, "--port", str(port), *extra],
@@ -79,7 +85,7 @@ def start(store: str, tmp: Path, *extra: str, uri: str = "models:/cancer@champio
 
 
 @pytest.fixture(scope="module")
-def server(store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(store: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     running = start(store, tmp_path_factory.mktemp("serve"), "--workers", "2")
     yield running
     running.process.terminate()
@@ -93,21 +99,47 @@ def test_alias_is_resolved_and_reported(server: Server) -> None:
     assert version["fast_path"] is True
 
 
-def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: str) -> None:
+def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: Registry) -> None:
     x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
     batch = x.sample(50, random_state=1)
     port = int(server.url.rsplit(":", 1)[1])
     client = ScoringServerClient("127.0.0.1", port)
     predictions = client.invoke(batch).get_predictions()
-    mlflow.set_tracking_uri(store)
     expected = mlflow.pyfunc.load_model("models:/cancer/1").predict(batch)
     np.testing.assert_array_equal(np.asarray(predictions).ravel(), expected)
 
 
-def test_runs_uri_loads_the_logged_model(store: str) -> None:
+def test_the_deployed_path_loads_without_importing_mlflow(store: Registry) -> None:
+    # models:/ over HTTP with proxied artifacts and a plain scikit-learn model: the REST client
+    # and a direct deserialization, which is what keeps the cold start short.
+    probe = (
+        "import json, sys\n"
+        "from pulumi_mlops.runtime.serve.model import load_served_model\n"
+        "m = load_served_model('models:/cancer@champion')\n"
+        "print(json.dumps({'version': m.info.version, 'run_id': m.info.run_id,\n"
+        "  'fast': m.fast_predict is not None, 'drift': m.drift is not None,\n"
+        "  'mlflow': sorted(k for k in sys.modules if k.split('.')[0] == 'mlflow')}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **store.env()},
+                            capture_output=True, text=True, timeout=120, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    expected_run = MlflowClient().get_model_version("cancer", "1").run_id
+    assert loaded == {"version": "1", "run_id": expected_run, "fast": True, "drift": True,
+                      "mlflow": []}
+
+
+def test_wrong_credentials_fail_at_once_without_retrying(store: Registry) -> None:
+    env = {**os.environ, **store.env(), "MLFLOW_TRACKING_PASSWORD": "not-the-password"}
+    result = subprocess.run([MLOPS, "serve", "--model-uri", "models:/cancer@champion"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3
+    assert "UNAUTHENTICATED" in result.stderr and "attempt 1/6" in result.stderr
+    assert "not-the-password" not in result.stderr
+
+
+def test_runs_uri_loads_the_logged_model(store: Registry) -> None:
     from pulumi_mlops.runtime.serve.model import load_served_model
 
-    mlflow.set_tracking_uri(store)
     run_id = MlflowClient().get_model_version("cancer", "1").run_id
     served = load_served_model(f"runs:/{run_id}/model")
     assert served.info.run_id == run_id and served.info.name is None
@@ -115,7 +147,7 @@ def test_runs_uri_loads_the_logged_model(store: str) -> None:
     assert served.drift is not None  # the profile logged on the same run
 
 
-def test_drift_gauges_follow_the_inputs(store: str, tmp_path: Path) -> None:
+def test_drift_gauges_follow_the_inputs(store: Registry, tmp_path: Path) -> None:
     srv = start(store, tmp_path, "--drift-window", "200")
     try:
         x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
@@ -144,7 +176,7 @@ def test_drift_gauges_follow_the_inputs(store: str, tmp_path: Path) -> None:
         srv.process.wait(timeout=30)
 
 
-def test_sigterm_under_load_fails_no_in_flight_request(store: str, tmp_path: Path) -> None:
+def test_sigterm_under_load_fails_no_in_flight_request(store: Registry, tmp_path: Path) -> None:
     srv = start(store, tmp_path, "--workers", "2", "--drain-seconds", "1.5")
     x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
     payload = '{"dataframe_split": ' + x.head(10).to_json(orient="split", index=False) + "}"

@@ -504,3 +504,48 @@ def test_concurrent_observers_lose_no_rows(window: int) -> None:
         red = list(colour.frequencies).index("red")
         assert monitor.window_counts("colour")[red] == expected // 2
         assert monitor.window_counts("colour").sum() == expected // 2
+
+
+def test_a_shared_window_holds_the_rows_of_every_forked_worker() -> None:
+    import os
+
+    profile = _numeric_profile()
+    rng = np.random.default_rng(7)
+    batches = [rng.normal(size=(120, 3)), rng.normal(loc=2.0, size=(90, 3))]
+    shared = DriftMonitor(profile, window=500)
+    shared.share_across_processes(flush_rows=16)
+    workers = []
+    for batch in batches:
+        pid = os.fork()
+        if pid == 0:  # a worker: observe one row at a time, as 1-row requests do
+            code = 1
+            try:
+                for row in batch:
+                    shared.observe_matrix(row[None, :])
+                shared.window_rows()  # flush what is pending, as a scrape would
+                code = 0
+            finally:
+                os._exit(code)
+        workers.append(pid)
+    for pid in workers:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    # The parent saw no request itself, yet its window holds both workers' rows.
+    alone = DriftMonitor(profile, window=500)
+    alone.observe_matrix(np.concatenate(batches))
+    assert shared.window_rows() == 210
+    for feature in profile.numeric_features:
+        np.testing.assert_array_equal(shared.window_counts(feature), alone.window_counts(feature))
+    assert shared.scores() == pytest.approx(alone.scores())
+
+
+def test_a_shared_window_still_slides() -> None:
+    profile = _numeric_profile()
+    monitor = DriftMonitor(profile, window=50)
+    monitor.observe_matrix(np.full((30, 3), 5.0))
+    monitor.share_across_processes(flush_rows=8)
+    assert monitor.window_rows() == 30  # rows observed before sharing are kept
+    monitor.observe_matrix(np.zeros((60, 3)))
+    reference = DriftMonitor(profile, window=50)
+    reference.observe_matrix(np.zeros((50, 3)))
+    assert monitor.window_rows() == 50
+    assert monitor.scores() == pytest.approx(reference.scores())

@@ -64,13 +64,24 @@ def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame, target = training_frame()
     model = LogisticRegression(max_iter=1000).fit(frame, target)
     path = tmp_path_factory.mktemp("model") / "model"
     mlflow.sklearn.save_model(model, str(path),
                               signature=infer_signature(frame, model.predict(frame)))
-    return load_served_model(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def served(model_path: Path) -> ServedModel:
+    return load_served_model(str(model_path))
+
+
+@pytest.fixture(scope="module")
+def pyfunc_model(model_path: Path) -> Any:
+    """The reference: the same model loaded by MLflow itself."""
+    return mlflow.pyfunc.load_model(str(model_path))
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +97,7 @@ GOOD_ROW = [0.1, -0.2, 0.3, 1.5, 0.0, 3]
 
 
 def test_fast_path_applies_to_a_numeric_sklearn_signature(served: ServedModel) -> None:
-    assert served.fast_predict is not None
+    assert served.fast_predict is not None and served.model is None
     assert [c.type for c in served.columns or []] == ["double"] * 5 + ["long"]
 
 
@@ -98,10 +109,10 @@ def test_fast_path_applies_to_a_numeric_sklearn_signature(served: ServedModel) -
     ((",".join(COLUMNS) + "\n" + ",".join(map(str, GOOD_ROW)) + "\n").encode(), "text/csv"),
 ], ids=["dataframe_split", "dataframe_records", "instances", "inputs", "csv"])
 def test_every_format_predicts_what_pyfunc_predicts(
-    app: ScoringApp, served: ServedModel, body: bytes, content_type: str
+    app: ScoringApp, pyfunc_model: Any, body: bytes, content_type: str
 ) -> None:
     status, answer = call(app, "POST", "/invocations", body, content_type)
-    expected = served.model.predict(pd.DataFrame([GOOD_ROW], columns=COLUMNS))
+    expected = pyfunc_model.predict(pd.DataFrame([GOOD_ROW], columns=COLUMNS))
     assert status == 200
     assert answer == {"predictions": expected.tolist()}
 
@@ -117,12 +128,12 @@ rows_strategy = st.lists(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows_strategy)
 def test_fast_path_returns_exactly_what_pyfunc_predict_returns(
-    served: ServedModel, rows: list[list[Any]]
+    served: ServedModel, pyfunc_model: Any, rows: list[list[Any]]
 ) -> None:
     parsed = parse_body(split(rows), JSON)
     fast = served.predict(parsed)
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    reference = served.model.predict(frame)
+    reference = pyfunc_model.predict(frame)
     assert type(fast) is type(reference)
     assert fast.dtype == reference.dtype
     np.testing.assert_array_equal(fast, reference)
@@ -292,3 +303,75 @@ def test_a_model_without_signature_is_served_through_pyfunc(tmp_path: Path) -> N
     assert status == 200
     assert answer["predictions"] == model.predict(
         pd.DataFrame([GOOD_ROW], columns=COLUMNS)).tolist()
+
+
+@pytest.fixture(scope="module")
+def tensor_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scikit-learn model logged from numpy arrays: a (-1, 6) float64 tensor signature."""
+    frame, target = training_frame()
+    matrix = frame.to_numpy(dtype=np.float64)
+    model = LogisticRegression(max_iter=1000).fit(matrix, target)
+    path = tmp_path_factory.mktemp("tensor") / "model"
+    mlflow.sklearn.save_model(model, str(path), pyfunc_predict_fn="predict_proba",
+                              signature=infer_signature(matrix, model.predict_proba(matrix)))
+    return path
+
+
+def test_a_sklearn_tensor_signature_takes_the_fast_path(tensor_model_path: Path) -> None:
+    served = load_served_model(str(tensor_model_path))
+    assert served.signature.tensor is not None and served.signature.tensor.shape == (-1, 6)
+    assert served.fast_predict is not None and served.model is None
+    app = ScoringApp(served)
+    status, answer = call(app, "POST", "/invocations", orjson.dumps({"inputs": [GOOD_ROW]}))
+    reference = mlflow.pyfunc.load_model(str(tensor_model_path)).predict(
+        np.asarray([GOOD_ROW], dtype=np.float64))
+    assert status == 200 and answer == {"predictions": reference.tolist()}
+    for bad in ([GOOD_ROW[:5]], [[*GOOD_ROW[:5], True]], [[*GOOD_ROW[:5], None]],
+                [[*GOOD_ROW[:5], "3"]]):
+        status, answer = call(app, "POST", "/invocations", orjson.dumps({"inputs": bad}))
+        assert status == 400, (bad, answer)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=rows_strategy)
+def test_tensor_fast_path_returns_exactly_what_pyfunc_predict_returns(
+    tensor_served: ServedModel, tensor_pyfunc: Any, rows: list[list[Any]]
+) -> None:
+    fast = tensor_served.predict(parse_body(orjson.dumps({"instances": rows}), JSON))
+    reference = tensor_pyfunc.predict(np.asarray(rows, dtype=np.float64))
+    assert fast.dtype == reference.dtype
+    np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.fixture(scope="module")
+def tensor_served(tensor_model_path: Path) -> ServedModel:
+    return load_served_model(str(tensor_model_path))
+
+
+@pytest.fixture(scope="module")
+def tensor_pyfunc(tensor_model_path: Path) -> Any:
+    return mlflow.pyfunc.load_model(str(tensor_model_path))
+
+
+def test_params_without_a_params_schema_are_ignored_with_a_warning(
+    app: ScoringApp, pyfunc_model: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = orjson.dumps({"dataframe_split": {"columns": COLUMNS, "data": [GOOD_ROW]},
+                         "params": {"threshold": 0.9}})
+    with caplog.at_level(logging.WARNING, logger="mlops.serve"):
+        status, answer = call(app, "POST", "/invocations", body)
+    assert status == 200
+    assert answer["predictions"] == pyfunc_model.predict(
+        pd.DataFrame([GOOD_ROW], columns=COLUMNS)).tolist()
+    assert "ignoring request params ['threshold']" in caplog.text
+
+
+def test_deserialization_can_be_disallowed_like_mlflow_does(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pulumi_mlops.runtime.serve.model import ModelLoadError
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(ModelLoadError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
+        load_served_model(str(model_path), attempts=3, first_delay=0.01)

@@ -64,11 +64,13 @@ profile:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import threading
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, cast
@@ -499,10 +501,38 @@ class DriftMonitor:
         self._pending: list[_Pending] = []
         self._pending_rows = 0
         self._pending_batches = 0  # how many pending items are observe_columns batches
+        # The window: ring, counts and (next ring row to write, valid ring rows ending just
+        # before it). `share_across_processes` moves them to shared memory.
         self._ring = np.zeros((window, n_features), dtype=np.int32)
-        self._head = 0  # next ring row to write
-        self._filled = 0  # valid ring rows, ending just before _head
         self._counts = np.zeros(self._n_slots, dtype=np.int64)
+        self._cursor = np.zeros(2, dtype=np.int64)
+        self._window_lock: AbstractContextManager[Any] = contextlib.nullcontext()
+
+    def share_across_processes(self, flush_rows: int = 64) -> None:
+        """Keep the window in shared memory, for worker processes forked after this call.
+
+        Every worker observes its own requests, and binned rows land in one window that all
+        of them update under a process-shared lock, so any worker's `scores` describe the most
+        recent rows of all workers. A worker's rows join the window when it flushes, so the
+        flush threshold drops to ``flush_rows``: at most that many rows per worker are not yet
+        in the window at a scrape. Call it before forking.
+
+        Args:
+            flush_rows: Pending rows that trigger binning. Default: 64.
+        """
+        import mmap
+        import multiprocessing
+
+        ring_bytes = -(-self._ring.nbytes // 8) * 8  # keep the counts 8-byte aligned
+        buffer = mmap.mmap(-1, ring_bytes + self._counts.nbytes + self._cursor.nbytes)
+        ring = np.frombuffer(buffer, np.int32, self._ring.size).reshape(self._ring.shape)
+        counts = np.frombuffer(buffer, np.int64, self._n_slots, ring_bytes)
+        cursor = np.frombuffer(buffer, np.int64, 2, ring_bytes + self._counts.nbytes)
+        with self._lock:
+            ring[:], counts[:], cursor[:] = self._ring, self._counts, self._cursor
+            self._ring, self._counts, self._cursor = ring, counts, cursor
+            self._window_lock = multiprocessing.get_context("fork").Lock()
+            self._flush_rows = flush_rows
 
     @property
     def profile(self) -> Profile:
@@ -620,9 +650,7 @@ class DriftMonitor:
             Feature name to PSI (numeric) or Jensen-Shannon distance (categorical); NaN for a
             feature with no value in the window yet.
         """
-        with self._lock:
-            self._flush()
-            counts = self._counts.copy()
+        counts = self._window_counts()
         result: dict[str, float] = {}
         if self._n_numeric:
             observed = counts[self._num_gather].astype(np.float64)
@@ -649,7 +677,8 @@ class DriftMonitor:
         """Number of rows currently in the window (at most ``window``)."""
         with self._lock:
             self._flush()
-            return self._filled
+        with self._window_lock:
+            return int(self._cursor[1])
 
     def window_counts(self, feature: str) -> npt.NDArray[np.int64]:
         """Non-missing values of a feature in the window, per bucket.
@@ -664,9 +693,7 @@ class DriftMonitor:
         Raises:
             KeyError: ``feature`` is not in the profile.
         """
-        with self._lock:
-            self._flush()
-            counts = self._counts.copy()
+        counts = self._window_counts()
         selected: npt.NDArray[np.int64]
         if feature in self._numeric:
             i = self._numeric.index(feature)
@@ -677,7 +704,15 @@ class DriftMonitor:
             return selected
         raise KeyError(f"drift: `{feature}` is not a feature of the profile.")
 
-    # ----------------------------------------------------------------- internals (lock held)
+    # ----------------------------------------------------------------- internals
+
+    def _window_counts(self) -> npt.NDArray[np.int64]:
+        with self._lock:
+            self._flush()
+        with self._window_lock:
+            return self._counts.copy()
+
+    # The methods below run with self._lock held.
 
     def _flush(self) -> None:
         pending = self._pending
@@ -792,22 +827,23 @@ class DriftMonitor:
         return out
 
     def _apply(self, slots: npt.NDArray[np.int32]) -> None:
-        rows, window = slots.shape[0], self._window
-        if rows >= window:
-            self._ring[:] = slots[rows - window :]
-            self._counts = np.bincount(self._ring.ravel(), minlength=self._n_slots)
-            self._head, self._filled = 0, window
-            return
-        positions = (self._head + np.arange(rows)) % window
-        empty = window - self._filled
-        if rows > empty:
-            # The ring fills from its start, so after the empty rows come the oldest ones.
-            evicted = self._ring[positions[empty:]]
-            self._counts -= np.bincount(evicted.ravel(), minlength=self._n_slots)
-        self._ring[positions] = slots
-        self._counts += np.bincount(slots.ravel(), minlength=self._n_slots)
-        self._head = (self._head + rows) % window
-        self._filled = min(window, self._filled + rows)
+        with self._window_lock:
+            rows, window = slots.shape[0], self._window
+            head, filled = int(self._cursor[0]), int(self._cursor[1])
+            if rows >= window:
+                self._ring[:] = slots[rows - window :]
+                self._counts[:] = np.bincount(self._ring.ravel(), minlength=self._n_slots)
+                self._cursor[:] = (0, window)
+                return
+            positions = (head + np.arange(rows)) % window
+            empty = window - filled
+            if rows > empty:
+                # The ring fills from its start, so after the empty rows come the oldest ones.
+                evicted = self._ring[positions[empty:]]
+                self._counts -= np.bincount(evicted.ravel(), minlength=self._n_slots)
+            self._ring[positions] = slots
+            self._counts += np.bincount(slots.ravel(), minlength=self._n_slots)
+            self._cursor[:] = ((head + rows) % window, min(window, filled + rows))
 
 
 def _numeric_column(name: str, values: Any) -> npt.NDArray[np.float64]:

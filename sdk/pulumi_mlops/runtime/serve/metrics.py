@@ -12,7 +12,8 @@
 | | | ``model_uri`` |
 
 With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set by the server and every
-worker's values are summed at scrape time.
+worker's values are summed at scrape time; the drift gauges come from the window the workers
+share, as computed by the worker answering the scrape.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["ColumnSpec", "Parsed", "PayloadError", "parse_body", "validate_columns"]
+__all__ = ["ColumnSpec", "Parsed", "PayloadError", "TensorSpec", "parse_body", "tensor_matrix",
+           "validate_columns"]
 
 _JSON_TYPES = ("application/json",)
 _CSV_TYPES = ("text/csv",)
@@ -51,6 +52,19 @@ class ColumnSpec:
     name: str
     type: str
     required: bool = True
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """The input tensor of a tensor signature.
+
+    Attributes:
+        dtype: numpy dtype name (``float64`` …).
+        shape: Shape, -1 for a free dimension.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -273,3 +287,21 @@ def validate_columns(
 def numeric_matrix(rows: list[list[Any]]) -> np.ndarray[Any, np.dtype[np.float64]]:
     """Validated numeric rows as a float64 matrix."""
     return np.asarray(rows, dtype=np.float64)
+
+
+def tensor_matrix(parsed: Parsed, spec: TensorSpec) -> np.ndarray[Any, np.dtype[Any]]:
+    """Rows checked against a ``(-1, n)`` float tensor signature, as a matrix of its dtype.
+
+    Values follow the column rules for ``double``: numbers only, finite, no nulls; CSV text
+    must parse as a number.
+    """
+    width = spec.shape[1]
+    from_csv = parsed.format == "csv"
+    cells = [ColumnSpec(f"input[{j}]", "double") for j in range(width)]
+    for i, row in enumerate(parsed.rows):
+        if len(row) != width:
+            raise PayloadError(400, f"row {i} has {len(row)} values; the model expects "
+                               f"{width} per row (tensor of shape {list(spec.shape)})")
+    rows = [[_check_value(c, v, from_csv) for c, v in zip(cells, row, strict=True)]
+            for row in parsed.rows]
+    return np.asarray(rows, dtype=spec.dtype)

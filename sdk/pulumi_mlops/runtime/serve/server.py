@@ -1,7 +1,9 @@
 """Run the scoring server: load once, then fork workers that share the listening socket.
 
 Loading before forking means one model load however many workers (a faster cold start, and
-copy-on-write sharing of the model's memory). uvicorn with uvloop and httptools carries HTTP.
+copy-on-write sharing of the model's memory). The drift window is shared by the workers, so
+the drift gauges describe the recent inputs of all of them. uvicorn with uvloop and httptools
+carries HTTP.
 
 SIGTERM: ``/ping`` and ``/health`` turn 503, requests keep being served for
 ``drain_seconds`` (time for the load balancer to notice), then the listener closes, in-flight
@@ -11,6 +13,7 @@ requests finish, and the process exits 0.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -105,12 +108,21 @@ def serve(options: ServeOptions) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-metrics-")
     from pulumi_mlops.runtime.serve.model import ModelLoadError, load_served_model
 
+    # Start-up allocates much and frees little: collections would only cost cold-start time.
+    gc.disable()
     try:
         model = load_served_model(options.model_uri, attempts=options.load_attempts,
                                   drift_window=options.drift_window)
     except ModelLoadError as err:
         log.error("%s", err)
         return EXIT_LOAD_FAILED
+    finally:
+        gc.enable()
+    # The loaded objects go to a permanent generation, so forked workers keep sharing their
+    # memory pages instead of dirtying them when a collection walks them.
+    gc.freeze()
+    if options.workers > 1 and model.drift is not None:
+        model.drift.share_across_processes()
     sock = _listen(options.host, options.port)
     log.info("serving %s (version %s, fast path %s) on http://%s:%d with %d worker(s)",
              options.model_uri, model.info.version, model.fast_predict is not None,

@@ -1,0 +1,67 @@
+"""A real MLflow registry started from the command ModelRegistry renders, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pulumi_mlops as mlops
+from pulumi_mlops.components.registry import (
+    ModelRegistryArgs,
+    RegistrySecrets,
+    plan_registry,
+    registry_secret_data,
+)
+from pulumi_mlops.local import RunningWorkload, run_workload
+from tests.e2e.ports import free_port
+from tests.e2e.postgres import running_postgres
+
+BACKENDS = ("sqlite-docker", "postgres-kubernetes")
+
+
+class Registry:
+    """A running registry and the admin credentials its secret data holds."""
+
+    def __init__(self, running: RunningWorkload, password: str) -> None:
+        self.running = running
+        self.url = running.url
+        self.username = "admin"
+        self.password = password
+
+    def env(self) -> dict[str, str]:
+        """The standard MLflow client variables for this registry."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.username,
+                "MLFLOW_TRACKING_PASSWORD": self.password}
+
+
+@contextlib.contextmanager
+def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator[Registry]:
+    """Run the registry the Docker plan (SQLite) or the Kubernetes plan (PostgreSQL) declares.
+
+    For the Kubernetes plan, cluster DNS is stood in for by mapping the database Service's name
+    to a local PostgreSQL server holding the role and database the plan's container would
+    create on first start.
+    """
+    with contextlib.ExitStack() as stack:
+        port = free_port()
+        admin_password = secrets.token_urlsafe(24)
+        values = {"admin_password": admin_password, "flask_secret_key": secrets.token_hex(32)}
+        hosts: dict[str, str] = {}
+        if backend == "sqlite-docker":
+            args = ModelRegistryArgs(target=mlops.DockerTarget(), port=port)
+        elif backend == "postgres-kubernetes":
+            pg = stack.enter_context(running_postgres())
+            db_password = secrets.token_urlsafe(24)
+            pg.create_database("mlflow", "mlflow", db_password)
+            args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port)
+            values["db_password"] = db_password
+            hosts = {"reg-postgres.ml.svc.cluster.local:5432": f"127.0.0.1:{pg.port}"}
+        else:
+            raise ValueError(f"unknown backend {backend!r}; one of {BACKENDS}")
+        plan = plan_registry("reg", args)
+        secret_data = registry_secret_data(plan, RegistrySecrets(**values))
+        running = stack.enter_context(run_workload(plan.server, secret_data, tmp_path,
+                                                   hosts=hosts))
+        yield Registry(running, admin_password)
