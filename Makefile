@@ -1,7 +1,8 @@
 # Two commands do all the set-up on a fresh machine:
 #   make up    deploy the dev stack to local Docker with `pulumi up` (local file state backend)
 #   make test  install what the tests need and run the whole suite
-# Also: make demo (run the dev stack's workloads as local processes), make render, make lint.
+# Also: make demo (run the dev stack's workloads as local processes), make render, make lint,
+# make lock-runtime (re-pin requirements/runtime.txt, the runtime image's requirements, to .venv).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,14 +13,15 @@ STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: up test demo render lint preflight system-deps clean
+.PHONY: up test demo render lint lock-runtime preflight system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+# Constrained by the runtime image's pins, so the tests run the versions the image installs.
+$(STAMP): pyproject.toml requirements/runtime.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -c requirements/runtime.txt -e '.[dev]'
 	touch $(STAMP)
 
 preflight:
@@ -50,6 +52,12 @@ render: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sdk tests stacks examples
 	$(BIN)/mypy
+
+# Re-pin the runtime image's requirements to what .venv has (after changing pyproject.toml or
+# requirements/runtime.in, or upgrading a package in .venv); tests/unit/test_image.py fails when
+# they drift.
+lock-runtime: | $(BIN)/python
+	$(BIN)/python scripts/lock_runtime_requirements.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -341,3 +341,48 @@ def run_checkov(directory: Path) -> CheckovResult:
             + ", ".join(sorted(str(p) for p in missed))
         )
     return result
+
+
+def run_checkov_dockerfile(dockerfile: Path) -> CheckovResult:
+    """Scan one Dockerfile with checkov's ``dockerfile`` framework.
+
+    Checks are skipped in the Dockerfile itself (``# checkov:skip=<id>:<reason>``), so the
+    reason sits next to the instruction it excuses.
+
+    Args:
+        dockerfile: The Dockerfile.
+
+    Returns:
+        The failed, passed and skipped checks.
+
+    Raises:
+        CheckovError: checkov could not be installed or run, or it scanned nothing.
+    """
+    if not dockerfile.is_file():
+        raise CheckovError(f"not a file: {dockerfile}")
+    args = [
+        str(ensure_checkov()),
+        "--file",
+        str(dockerfile),
+        "--framework",
+        "dockerfile",
+        "--output",
+        "json",
+        "--compact",
+        "--skip-download",
+        "--soft-fail",
+    ]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=_RUN_TIMEOUT_S,
+        check=False,
+        env=_checkov_env(),
+        cwd=dockerfile.parent,
+    )
+    if proc.returncode != 0:
+        raise CheckovError(
+            f"checkov exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return parse_checkov_json(proc.stdout)

@@ -16,6 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pulumi_mlops.components.image import RuntimeImage, RuntimeImageArgs
     from pulumi_mlops.components.registry import (
         Database,
         ModelRegistry,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         RegistryIngress,
     )
     from pulumi_mlops.errors import ValidationError
+    from pulumi_mlops.image_registry import ImageRegistry
     from pulumi_mlops.targets import DockerTarget, KubernetesTarget, Target
     from pulumi_mlops.workload import Resources
 
@@ -36,6 +38,7 @@ except PackageNotFoundError:  # running from a source tree
 _EXPORTS = {
     "Database": "pulumi_mlops.components.registry",
     "DockerTarget": "pulumi_mlops.targets",
+    "ImageRegistry": "pulumi_mlops.image_registry",
     "KubernetesTarget": "pulumi_mlops.targets",
     "ModelRegistry": "pulumi_mlops.components.registry",
     "ModelRegistryArgs": "pulumi_mlops.components.registry",
@@ -43,6 +46,8 @@ _EXPORTS = {
     "Permission": "pulumi_mlops.components.registry",
     "RegistryIngress": "pulumi_mlops.components.registry",
     "Resources": "pulumi_mlops.workload",
+    "RuntimeImage": "pulumi_mlops.components.image",
+    "RuntimeImageArgs": "pulumi_mlops.components.image",
     "Target": "pulumi_mlops.targets",
     "ValidationError": "pulumi_mlops.errors",
 }
@@ -50,6 +55,7 @@ _EXPORTS = {
 __all__ = [
     "Database",
     "DockerTarget",
+    "ImageRegistry",
     "KubernetesTarget",
     "ModelRegistry",
     "ModelRegistryArgs",
@@ -57,6 +63,8 @@ __all__ = [
     "Permission",
     "RegistryIngress",
     "Resources",
+    "RuntimeImage",
+    "RuntimeImageArgs",
     "Target",
     "ValidationError",
 ]

@@ -8,6 +8,7 @@ import pulumi
 from pydantic import ConfigDict, Field, field_validator
 
 from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, LABEL_VALUE, ValidatedModel
+from pulumi_mlops.image_registry import ImageRegistry
 
 __all__ = ["DockerTarget", "KubernetesTarget", "Target"]
 
@@ -32,6 +33,9 @@ class KubernetesTarget(_TargetBase):
             Default: ``kube-system``.
         dns_pod_labels: Labels of the cluster DNS pods. Default: ``{"k8s-app": "kube-dns"}``.
         labels: Extra labels put on every object. Default: none.
+        image_registry: Registry that images built for this target (`RuntimeImage`) are
+            pushed to and that the cluster pulls them from. Default: none; a `RuntimeImage`
+            then needs its own ``registry``.
     """
 
     kind: Literal["kubernetes"] = "kubernetes"
@@ -47,6 +51,7 @@ class KubernetesTarget(_TargetBase):
         default_factory=lambda: {"k8s-app": "kube-dns"}
     )
     labels: dict[str, Annotated[str, Field(pattern=LABEL_VALUE)]] = Field(default_factory=dict)
+    image_registry: ImageRegistry | None = None
 
     @field_validator("provider")
     @classmethod
@@ -71,11 +76,15 @@ class DockerTarget(_TargetBase):
             Docker daemon).
         publish_host: Host address that published ports bind to. Default: ``127.0.0.1``, so
             nothing is reachable from other machines unless you choose so.
+        image_registry: Registry that images built for this target (`RuntimeImage`) are
+            pushed to. Default: none; images are built on the target's Docker engine and
+            used from there without a push.
     """
 
     kind: Literal["docker"] = "docker"
     provider: Any = None
     publish_host: Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+$")] = "127.0.0.1"
+    image_registry: ImageRegistry | None = None
 
     @field_validator("provider")
     @classmethod
