@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pulumi_mlops.errors import ValidationError
+from pulumi_mlops.errors import PlanFormatError, ProgramConfigError, ValidationError
 
 __all__ = ["main"]
 
@@ -20,6 +23,44 @@ def _render(ns: argparse.Namespace) -> int:
     print(f"rendered stack {ns.stack!r}: {len(recording.resources)} resources, "
           f"{len(written)} Kubernetes manifests -> {ns.out_dir}")
     return 0
+
+
+def _plan(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.render import dump_plan, plan_program
+
+    # Whatever the program prints must not end up inside a plan written to stdout.
+    with contextlib.redirect_stdout(sys.stderr):
+        plan = plan_program(Path(ns.cwd), ns.stack)
+    text = dump_plan(plan)
+    if ns.out == "-":
+        sys.stdout.write(text)
+    else:
+        out = Path(ns.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"planned stack {ns.stack!r}: {len(plan['resources'])} resources -> {out}")
+    return 0
+
+
+def _diff(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.render import diff_plans, format_markdown, format_text, load_plan
+    from pulumi_mlops.render.diff import diff_json
+
+    diff = diff_plans(load_plan(Path(ns.old)), load_plan(Path(ns.new)))
+    if ns.format == "json":
+        sys.stdout.write(json.dumps(diff_json(diff), indent=2, sort_keys=True) + "\n")
+    elif ns.format == "markdown":
+        sys.stdout.write(format_markdown(diff, width=ns.width))
+    else:
+        sys.stdout.write(format_text(diff, width=ns.width))
+    return 1 if ns.exit_code and diff.has_changes else 0
+
+
+def _width(text: str) -> int:
+    value = int(text)
+    if value < 10:
+        raise argparse.ArgumentTypeError(f"must be at least 10 characters, got {value}")
+    return value
 
 
 def _demo(ns: argparse.Namespace) -> int:
@@ -54,6 +95,39 @@ def _parser() -> argparse.ArgumentParser:
                         "is used (default: dev)")
     render.add_argument("--out-dir", required=True, help="directory to write manifests into")
     render.set_defaults(func=_render)
+    plan = sub.add_parser(
+        "plan",
+        help="write what a stack declares as a plan (JSON) for `mlops diff`",
+        description="Run the Pulumi program under mocks with the stack's config (no engine, no "
+        "cluster, no registry, no state) and write a plan: every resource keyed by "
+        "type::name, with its parent and its inputs, secrets shown as [secret]. Two plans of "
+        "the same program and config are byte-identical.",
+    )
+    plan.add_argument("--cwd", default=".", help="project directory with Pulumi.yaml "
+                      "(default: .)")
+    plan.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml config "
+                      "is used (default: dev)")
+    plan.add_argument("--out", default="-", help="file to write the plan to (default: stdout)")
+    plan.set_defaults(func=_plan)
+    diff = sub.add_parser(
+        "diff",
+        help="compare two plans: resources added, removed, changed; model versions first",
+        description="Compare two plans written by `mlops plan` (say, of the base and the head "
+        "of a pull request): resources added, removed and changed, each changed field with its "
+        "old and new value, and a summary of the model versions that move. Exit status: 0, or "
+        "with --exit-code 1 when anything changed; 2 when a plan cannot be read.",
+    )
+    diff.add_argument("old", help="plan before (e.g. of the base branch)")
+    diff.add_argument("new", help="plan after (e.g. of the pull request's head)")
+    diff.add_argument("--format", choices=["text", "markdown", "json"], default="text",
+                      help="text for a terminal, markdown for a pull-request comment (one "
+                      "collapsed section per resource), json for tools (default: text)")
+    diff.add_argument("--exit-code", action="store_true",
+                      help="exit 1 when the plans differ, like `git diff --exit-code`")
+    diff.add_argument("--width", type=_width, default=80,
+                      help="cut values longer than this many characters in text and markdown "
+                      "(default: %(default)s)")
+    diff.set_defaults(func=_diff)
     demo = sub.add_parser(
         "demo",
         help="run the stack's workloads as local processes (nothing but Python)",
@@ -101,14 +175,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mlops`` console script."""
-    from pulumi_mlops.render import ProgramConfigError
-
     ns = _parser().parse_args(argv)
     try:
-        return int(ns.func(ns))
-    except (ValidationError, ProgramConfigError) as err:
+        code = int(ns.func(ns))
+        sys.stdout.flush()
+        return code
+    except (ValidationError, ProgramConfigError, PlanFormatError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`mlops diff a b | head`): no traceback, and none at exit when
+        # Python flushes stdout again. 141 is what a shell reports for a process ended by
+        # SIGPIPE; 1 would read as "plans differ" for `mlops diff --exit-code`.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

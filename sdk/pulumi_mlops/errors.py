@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 
-__all__ = ["InputError", "Problem", "ValidationError"]
+__all__ = ["InputError", "PlanFormatError", "Problem", "ProgramConfigError", "ValidationError"]
 
 
 @dataclass(frozen=True)
@@ -203,3 +203,11 @@ _RULES: dict[str, tuple[str, str]] = {
     ),
     "is_instance_of": ("has the wrong type", "pass a {class} for `{path}`."),
 }
+
+
+class ProgramConfigError(ValueError):
+    """The program directory or its stack configuration cannot be read."""
+
+
+class PlanFormatError(ValueError):
+    """A file is not a plan this version of ``mlops`` can read."""

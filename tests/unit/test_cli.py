@@ -1,16 +1,21 @@
-"""`mlops render` and the shipped examples, as a user runs them."""
+"""`mlops render`, `mlops plan`, `mlops diff` and the shipped examples, as a user runs them."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pulumi.runtime import rpc
 
 from pulumi_mlops.cli import main
-from pulumi_mlops.render import record_program
+from pulumi_mlops.render import Recording, record_program
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -67,3 +72,246 @@ def test_quickstart_example_declares_a_registry() -> None:
     recording = record_program(REPO / "examples" / "quickstart", "dev")
     assert recording.get("mlops:index:ModelRegistry", "registry")
     assert set(recording.outputs) == {"tracking_uri", "admin_username", "admin_password"}
+
+
+# --- mlops plan / mlops diff -------------------------------------------------------------------
+
+STACKS = ["dev", "staging", "prod"]
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """`mlops plan` of every shipped stack, written once for the module."""
+    out = tmp_path_factory.mktemp("plans")
+    for stack in STACKS:
+        assert main(["plan", "--cwd", str(REPO), "--stack", stack,
+                     "--out", str(out / f"{stack}.json")]) == 0
+    return {stack: out / f"{stack}.json" for stack in STACKS}
+
+
+def _secret_values(recording: Recording) -> set[str]:
+    """Every string that travelled as a Pulumi secret, long enough to be meaningful."""
+    found: set[str] = set()
+
+    def walk(value: Any, secret: bool) -> None:
+        if rpc.is_rpc_secret(value):
+            walk(rpc.unwrap_rpc_secret(value), True)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v, secret)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, secret)
+        elif secret and isinstance(value, str) and len(value) >= 8:
+            found.add(value)
+
+    for resource in recording.resources:
+        walk(dict(resource.inputs), False)
+    walk(recording.outputs, False)
+    return found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_of_a_shipped_stack_is_byte_identical_every_time(
+    stack: str, plans: dict[str, Path], tmp_path: Path
+) -> None:
+    again = tmp_path / "again.json"
+
+    assert main(["plan", "--cwd", str(REPO), "--stack", stack, "--out", str(again)]) == 0
+
+    assert again.read_bytes() == plans[stack].read_bytes()
+    plan = json.loads(again.read_text())
+    assert plan["format"] == "mlops-plan/v1" and plan["stack"] == stack
+    assert plan["resources"]["mlops:index:ModelRegistry::registry"]["parent"] is None
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_plan_of_a_shipped_stack_holds_no_secret_value(
+    stack: str, plans: dict[str, Path]
+) -> None:
+    secrets = _secret_values(record_program(REPO, stack))
+    text = plans[stack].read_text()
+
+    # The generated admin password and Flask key are among them (the mock derives them).
+    assert len(secrets) >= 2
+    for value in secrets:
+        for line in value.splitlines():
+            if len(line) >= 8:
+                assert line not in text, f"secret leaked: {line[:4]}..."
+    assert '"[secret]"' in text
+
+
+def test_plan_goes_to_stdout_by_default_and_nothing_else_does(
+    capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    assert main(["plan", "--cwd", str(REPO), "--stack", "dev"]) == 0
+
+    assert capsys.readouterr().out == plans["dev"].read_text()
+
+
+def test_diff_of_staging_and_prod_shows_what_prod_adds(
+    capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    assert main(["diff", str(plans["staging"]), str(plans["prod"])]) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("mlops diff: stack staging -> prod\n")
+    assert "Resources: 1 to add, 0 to remove," in out
+    assert "+ kubernetes:networking.k8s.io/v1:Ingress::registry-mlflow\n" in out
+    deployment = out.split("~ kubernetes:apps/v1:Deployment::registry-mlflow\n")[1]
+    deployment = deployment.split("\n~ ")[0]
+    assert "    ~ spec.replicas: 2 -> 3\n" in deployment
+    assert ('    ~ spec.template.spec.containers[name=mlflow].resources.limits.memory: '
+            '"2Gi" -> "4Gi"') in deployment
+    assert '~ spec.volumeClaimTemplates[0].spec.resources.requests.storage: "20Gi" -> "100Gi"' \
+        in out
+    assert '~ metadata.namespace: "mlops-staging" -> "mlops"' in out
+    assert "Model versions" not in out
+
+
+def test_diff_exit_code_says_whether_anything_changed(
+    capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    assert main(["diff", "--exit-code", str(plans["staging"]), str(plans["prod"])]) == 1
+    assert main(["diff", "--exit-code", str(plans["prod"]), str(plans["prod"])]) == 0
+
+    count = len(json.loads(plans["prod"].read_text())["resources"])
+    assert capsys.readouterr().out.endswith(
+        f"mlops diff: stack prod\nNo changes ({count} resources unchanged).\n")
+
+
+def test_diff_as_markdown_and_as_json(
+    capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    assert main(["diff", "--format", "markdown", str(plans["staging"]),
+                 str(plans["prod"])]) == 0
+    markdown = capsys.readouterr().out
+    assert main(["diff", "--format", "json", str(plans["staging"]), str(plans["prod"])]) == 0
+    doc = json.loads(capsys.readouterr().out)
+
+    assert markdown.startswith("### mlops diff: `staging` → `prod`\n")
+    assert ("<details><summary><code>~</code> change Deployment <code>registry-mlflow</code>"
+            in markdown)
+    assert "- spec.replicas: 2\n+ spec.replicas: 3\n" in markdown
+    staging = json.loads(plans["staging"].read_text())
+    assert (doc["summary"]["add"], doc["summary"]["remove"]) == (1, 0)
+    assert doc["summary"]["change"] + doc["summary"]["unchanged"] == len(staging["resources"])
+    assert [r["key"] for r in doc["added"]] == [
+        "kubernetes:networking.k8s.io/v1:Ingress::registry-mlflow"]
+
+
+def test_diff_of_a_plan_in_an_unknown_format_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    future = tmp_path / "future.json"
+    future.write_text(json.dumps({"format": "mlops-plan/v2", "stack": "prod", "resources": {}}))
+
+    assert main(["diff", str(future), str(plans["prod"])]) == 2
+    assert main(["diff", str(plans["prod"]), str(tmp_path / "missing.json")]) == 2
+
+    err = capsys.readouterr().err
+    assert f"error: {future}: plan format 'mlops-plan/v2' is not supported" in err
+    assert "missing.json: cannot read the plan" in err
+
+
+def test_a_secret_set_again_in_stack_config_shows_in_the_diff_but_not_its_ciphertext(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "stacks", project / "stacks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Pulumi.yaml", project)
+    ciphertexts = {"before": "v1:AAAAAAAAAAAAAAAA:BBBBBBBBBBBBBBBBBBBBBBBBBBBB",
+                   "after": "v1:CCCCCCCCCCCCCCCC:DDDDDDDDDDDDDDDDDDDDDDDDDDDD"}
+    for stack, ciphertext in ciphertexts.items():
+        (project / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": {
+            "mlops:target": "kubernetes", "mlops:registry": {"database": "external"},
+            "mlops:databaseUri": {"secure": ciphertext}}}))
+        assert main(["plan", "--cwd", str(project), "--stack", stack,
+                     "--out", str(tmp_path / f"{stack}.json")]) == 0
+        assert ciphertext not in (tmp_path / f"{stack}.json").read_text()
+    capsys.readouterr()
+
+    assert main(["diff", "--exit-code", str(tmp_path / "before.json"),
+                 str(tmp_path / "after.json")]) == 1
+
+    out = capsys.readouterr().out
+    assert "Encrypted config:\n    mlops:databaseUri: set again" in out
+    assert "DDDD" not in out
+
+
+def test_what_the_program_prints_does_not_end_up_in_a_plan_on_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(REPO / "stacks", tmp_path / "stacks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "Pulumi.yaml", tmp_path)
+    main_py = tmp_path / "stacks" / "__main__.py"
+    main_py.write_text(main_py.read_text() + '\nprint("hello from the program")\n')
+
+    assert main(["plan", "--cwd", str(tmp_path), "--stack", "dev"]) == 0
+
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["stack"] == "dev"
+    assert "hello from the program" in captured.err
+
+
+@pytest.mark.slow
+def test_the_pull_request_workflow_comments_the_diff_of_every_stack(tmp_path: Path) -> None:
+    """Runs the workflow's plan-and-diff script on a base and a head checkout, as CI does."""
+    workflow = yaml.safe_load((REPO / "examples" / "ci" / "pull-request.yml").read_text())
+    job = workflow["jobs"]["plan-diff"]
+    step = next(s for s in job["steps"] if s.get("name") == "Plan and diff every stack")
+    for side in ("base", "head"):
+        shutil.copytree(REPO / "stacks", tmp_path / side / "stacks",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "Pulumi.yaml", tmp_path / side)
+        # Stands in for the side's virtual environment, with this checkout's mlops.
+        mlops = tmp_path / side / ".venv" / "bin" / "mlops"
+        mlops.parent.mkdir(parents=True)
+        mlops.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m pulumi_mlops.cli "$@"\n')
+        mlops.chmod(0o755)
+    (tmp_path / "base" / "stacks" / "Pulumi.dev.yaml").unlink()
+    prod = tmp_path / "head" / "stacks" / "Pulumi.prod.yaml"
+    prod.write_text(prod.read_text().replace("replicas: 3", "replicas: 4"))
+    summary = tmp_path / "summary.md"
+
+    subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+                   cwd=tmp_path, check=True, capture_output=True, text=True,
+                   env={**os.environ, **job["env"], "GITHUB_STEP_SUMMARY": str(summary)})
+
+    comment = (tmp_path / "comment.md").read_text()
+    count = {stack: len(json.loads((tmp_path / "plans" / f"head-{stack}.json").read_text())
+                        ["resources"]) for stack in ("staging", "prod")}
+    assert "### mlops diff: `dev`\n\nNew stack: nothing to compare with." in comment
+    assert (f"### mlops diff: `staging`\n\nNo changes ({count['staging']} resources "
+            "unchanged).") in comment
+    prod_section = comment.split("### mlops diff: `prod`")[1]
+    assert f"**0 to add, 0 to remove, 1 to change** ({count['prod'] - 1} unchanged)" \
+        in prod_section
+    assert "- spec.replicas: 3\n+ spec.replicas: 4\n" in prod_section
+    assert summary.read_text() == comment
+
+
+def _doc_block(doc: str, after: str, lang: str) -> str:
+    """The first ```lang block after the line ``after`` in a docs page."""
+    rest = doc.split(after, 1)[1]
+    return rest.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_plan_and_diff_docs_show_real_output(
+    capsys: pytest.CaptureFixture[str], plans: dict[str, Path]
+) -> None:
+    doc = (REPO / "docs" / "plan-and-diff.md").read_text()
+    shown = _doc_block(doc, "mlops diff plans/staging.json plans/prod.json", "text")
+    example = json.loads(_doc_block(doc, "## `mlops plan`", "json"))
+
+    assert main(["diff", str(plans["staging"]), str(plans["prod"])]) == 0
+
+    assert capsys.readouterr().out.startswith(shown)
+    real = json.loads(plans["prod"].read_text())
+    assert example.keys() == real.keys()
+    [(key, resource)] = example["resources"].items()
+    assert real["resources"][key]["parent"] == resource["parent"]
+    assert real["resources"][key]["inputs"]["spec"]["replicas"] == 3
+    assert real["outputs"]["tracking_uri"] == example["outputs"]["tracking_uri"]

@@ -29,11 +29,13 @@ from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
 from pulumi_mlops.components._base import DECLARED
 from pulumi_mlops.config import UNKNOWN_SECRET_CONFIG
+from pulumi_mlops.errors import ProgramConfigError
 
 __all__ = [
     "ProgramConfigError",
     "RecordedResource",
     "Recording",
+    "load_secure_config",
     "record",
     "record_program",
     "unwrap_secrets",
@@ -87,10 +89,6 @@ class Recording:
     def parent_of(self, resource: RecordedResource) -> RecordedResource | None:
         """The resource's parent, or None when it is the stack."""
         return next((r for r in self.resources if r.urn == resource.parent), None)
-
-
-class ProgramConfigError(ValueError):
-    """The program directory or its stack configuration cannot be read."""
 
 
 def _fake_value(name: str, length: int) -> str:
@@ -196,12 +194,8 @@ def _config_value(value: Any) -> tuple[str, bool]:
     return json.dumps(value), False
 
 
-def load_stack_config(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
-    """Read Pulumi.yaml and the stack's config file.
-
-    Returns:
-        The project file, the config map (``project:key`` → string) and the secret keys.
-    """
+def _read_stack(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pulumi.yaml and the stack file's ``config`` map, keys qualified as ``project:key``."""
     project_file = cwd / "Pulumi.yaml"
     if not project_file.is_file():
         raise ProgramConfigError(f"no Pulumi.yaml in {cwd}: pass --cwd with the project directory")
@@ -214,14 +208,39 @@ def load_stack_config(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, 
             f"no stack config {stack_file}: known stacks are {', '.join(known) or 'none'}"
         )
     raw = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    return project, {
+        key if ":" in key else f"{project['name']}:{key}": value for key, value in raw.items()
+    }
+
+
+def load_stack_config(cwd: Path, stack: str) -> tuple[dict[str, Any], dict[str, str], list[str]]:
+    """Read Pulumi.yaml and the stack's config file.
+
+    Returns:
+        The project file, the config map (``project:key`` → string) and the secret keys.
+    """
+    project, raw = _read_stack(cwd, stack)
     config: dict[str, str] = {}
     secrets: list[str] = []
-    for key, value in raw.items():
-        full = key if ":" in key else f"{project['name']}:{key}"
+    for full, value in raw.items():
         config[full], secret = _config_value(value)
         if secret:
             secrets.append(full)
     return project, config, secrets
+
+
+def load_secure_config(cwd: Path, stack: str) -> dict[str, str]:
+    """The stack's encrypted config values as written in its file: ``project:key`` → ciphertext.
+
+    Under mocks these cannot be decrypted (the program sees them as unknown secrets); the
+    ciphertext is what is committed, so a plan can tell that a secret was re-set without
+    knowing it.
+    """
+    _project, raw = _read_stack(cwd.resolve(), stack)
+    return {
+        key: str(value["secure"]) for key, value in raw.items()
+        if isinstance(value, dict) and set(value) == {"secure"}
+    }
 
 
 @contextlib.contextmanager

@@ -1,0 +1,187 @@
+"""The plan document: what a stack declares, rendered under mocks, in a stable diffable form.
+
+A plan lists every resource of a stack under a key that does not depend on the stack or the
+project (``type::name``), with its parent's key and its inputs, secrets redacted. Two plans of
+the same program and config are byte-identical (`dump_plan` sorts every mapping), so a plan of
+the base branch and one of the head branch can be compared by `pulumi_mlops.render.diff`.
+
+Secrets and what a plan can say about them:
+    Every value that travels as a Pulumi secret is written as ``[secret]`` (a secret mapping
+    keeps its keys), never as plaintext and never as a hash of its value. Under the mock runtime
+    a hash would not even describe the deployed value: encrypted config cannot be decrypted
+    without the stack's secrets provider (the program sees an unknown secret), and generated
+    secrets (``RandomPassword``) are computed by the engine, so the mock's stand-ins would be
+    hashed. Where a literal secret does reach an input, an unkeyed hash of a low-entropy value
+    (a short password, a database URI) can be reversed by guessing, and a keyed hash needs a key
+    the credential-less CI that runs `mlops plan` does not have. What stays visible is therefore:
+    a value becoming or ceasing to be secret, the keys of a secret mapping, the non-secret inputs
+    that drive generated secrets (length, keepers), and, for encrypted stack config, a digest of
+    the *ciphertext* committed in ``Pulumi.<stack>.yaml`` (``secretConfig``). The ciphertext is
+    public in the repository already and its digest says nothing about the value; it changes
+    whenever the secret is set again (the nonce is fresh), even to the same value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pulumi_mlops.errors import PlanFormatError
+from pulumi_mlops.render.harness import Recording, load_secure_config, record_program
+from pulumi_mlops.render.manifests import redact
+
+__all__ = [
+    "PLAN_FORMAT",
+    "PlanFormatError",
+    "build_plan",
+    "dump_plan",
+    "load_plan",
+    "parse_plan",
+    "plan_program",
+    "resource_key",
+]
+
+PLAN_FORMAT = "mlops-plan/v1"
+"""The ``format`` of the documents this version writes and reads."""
+
+_URN_PREFIX = "urn:pulumi:"
+
+
+def resource_key(type_: str, name: str) -> str:
+    """The key of a resource in a plan: ``type::name`` (the URN without stack and project)."""
+    return f"{type_}::{name}"
+
+
+def _urn_parts(urn: str) -> tuple[str, str, str, str]:
+    """``urn:pulumi:<stack>::<project>::<qualified type>::<name>`` split into its four parts."""
+    head, project, qualified_type, name = urn.split("::", 3)
+    return head.removeprefix(_URN_PREFIX), project, qualified_type, name
+
+
+def _keys(recording: Recording) -> dict[str, str]:
+    """URN → plan key. ``type::name`` unless two resources share it (children of different
+    components may); those are told apart by their URN's type chain (parent types included),
+    which is unique within a stack and, like the plain key, independent of stack and project."""
+    counts = Counter((r.type, r.name) for r in recording.resources)
+    keys: dict[str, str] = {}
+    for r in recording.resources:
+        if counts[(r.type, r.name)] == 1:
+            keys[r.urn] = resource_key(r.type, r.name)
+        else:
+            keys[r.urn] = resource_key(_urn_parts(r.urn)[2], r.name)
+    return keys
+
+
+def _fingerprint(ciphertext: str) -> str:
+    return "sha256:" + hashlib.sha256(ciphertext.encode()).hexdigest()[:16]
+
+
+def build_plan(
+    recording: Recording,
+    *,
+    stack: str | None = None,
+    project: str | None = None,
+    secure_config: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The plan document of a recording.
+
+    Args:
+        recording: What the program declared (`record` / `record_program`).
+        stack: Stack name. Default: read from the resources' URNs ("" when there are none).
+        project: Project name. Default: read from the URNs like ``stack``.
+        secure_config: Encrypted stack config, ``project:key`` → ciphertext
+            (`load_secure_config`); only a digest of each ciphertext is kept.
+
+    Returns:
+        A JSON-ready mapping: ``format``, ``project``, ``stack``, ``resources`` (key →
+        ``type``, ``name``, ``parent`` key or None for the stack, ``custom``, redacted
+        ``inputs``), redacted stack ``outputs`` and ``secretConfig`` (key → ciphertext digest).
+    """
+    if recording.resources and (stack is None or project is None):
+        urn_stack, urn_project, _, _ = _urn_parts(recording.resources[0].urn)
+        stack = urn_stack if stack is None else stack
+        project = urn_project if project is None else project
+    keys = _keys(recording)
+    resources = {
+        keys[r.urn]: {
+            "type": r.type,
+            "name": r.name,
+            "parent": keys.get(r.parent),
+            "custom": r.custom,
+            "inputs": redact(dict(r.inputs)),
+        }
+        for r in recording.resources
+    }
+    # Round-trip through JSON so that the document is exactly what `load_plan` reads back
+    # (tuples become lists, every key a string).
+    plan: dict[str, Any] = json.loads(json.dumps({
+        "format": PLAN_FORMAT,
+        "project": project or "",
+        "stack": stack or "",
+        "resources": resources,
+        "outputs": redact(dict(recording.outputs)),
+        "secretConfig": {k: _fingerprint(v) for k, v in (secure_config or {}).items()},
+    }))
+    return plan
+
+
+def plan_program(cwd: Path, stack: str) -> dict[str, Any]:
+    """Run the program in ``cwd`` with ``stack``'s config under mocks and return its plan."""
+    recording = record_program(cwd, stack)
+    return build_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
+
+
+def dump_plan(plan: Mapping[str, Any]) -> str:
+    """The plan as JSON text: sorted keys, two-space indent, ASCII only, final newline."""
+    return json.dumps(plan, indent=2, sort_keys=True) + "\n"
+
+
+def _require(condition: bool, source: str, problem: str) -> None:
+    if not condition:
+        raise PlanFormatError(f"{source}: {problem}")
+
+
+def parse_plan(text: str, source: str = "plan") -> dict[str, Any]:
+    """Read a plan document and check its format and shape.
+
+    Raises:
+        PlanFormatError: not JSON, not a plan, a plan of another format version, or malformed;
+            the message names ``source`` and what to do.
+    """
+    try:
+        doc: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlanFormatError(f"{source}: not a plan (invalid JSON: {err}); write plans with "
+                              "`mlops plan --stack <stack> --out <file>`") from None
+    _require(isinstance(doc, dict) and "format" in doc, source,
+             "not a plan (no `format` field); write plans with `mlops plan`")
+    if doc["format"] != PLAN_FORMAT:
+        raise PlanFormatError(
+            f"{source}: plan format {doc['format']!r} is not supported (this mlops reads "
+            f"{PLAN_FORMAT!r}); write both plans with the same version of mlops"
+        )
+    _require(isinstance(doc.get("stack"), str), source, "`stack` must be a string")
+    resources: Any = doc.get("resources")
+    _require(isinstance(resources, dict), source, "`resources` must be a mapping")
+    for key, entry in resources.items():
+        _require(isinstance(entry, dict) and isinstance(entry.get("type"), str)
+                 and isinstance(entry.get("name"), str) and isinstance(entry.get("inputs"), dict)
+                 and (entry.get("parent") is None or isinstance(entry.get("parent"), str)),
+                 source, f"resource {key!r} needs `type`, `name`, `parent` and `inputs`")
+    for section in ("outputs", "secretConfig"):
+        _require(isinstance(doc.setdefault(section, {}), dict), source,
+                 f"`{section}` must be a mapping")
+    return doc
+
+
+def load_plan(path: Path) -> dict[str, Any]:
+    """Read and check the plan in ``path`` (see `parse_plan`)."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise PlanFormatError(f"{path}: cannot read the plan: {err.strerror}") from None
+    return parse_plan(text, str(path))
