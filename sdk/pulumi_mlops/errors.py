@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pydantic
+if TYPE_CHECKING:
+    import pydantic
 
 __all__ = ["InputError", "PlanFormatError", "Problem", "ProgramConfigError", "ValidationError"]
 

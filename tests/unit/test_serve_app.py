@@ -370,7 +370,7 @@ def test_params_without_a_params_schema_are_ignored_with_a_warning(
 def test_deserialization_can_be_disallowed_like_mlflow_does(
     model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pulumi_mlops.runtime.serve.model import ModelLoadError
+    from pulumi_mlops.runtime.serve.fetch import ModelLoadError
 
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with pytest.raises(ModelLoadError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):

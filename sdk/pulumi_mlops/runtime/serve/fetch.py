@@ -1,4 +1,7 @@
-"""Fetch a registered model's files over the MLflow REST API, without importing mlflow.
+"""Fetch the model to serve into a local directory, with bounded retries.
+
+A ``models:/`` URI against an HTTP(S) tracking server is fetched over the MLflow REST API,
+without importing mlflow.
 
 Importing mlflow and its client stores costs the server about a second of cold start, and the
 server needs only a few calls: resolve the version, list its artifacts, download them. This
@@ -10,10 +13,15 @@ or the download functions return None and the caller falls back to mlflow's own 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
+import logging
 import os
+import re
 import shutil
+import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -22,12 +30,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RegistryError", "RestRegistry"]
+__all__ = ["ModelInfo", "ModelLoadError", "RegistryError", "RestRegistry", "fetch_model",
+           "read_mlmodel", "scratch_dir"]
+
+log = logging.getLogger("mlops.serve")
 
 _API = "/api/2.0/mlflow"
 _ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
 _PROXY_SCHEME = "mlflow-artifacts:/"
 _TRUE = ("true", "1", "yes")
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
+# Errors that retrying cannot fix.
+_PERMANENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED",
+              "UNAUTHENTICATED")
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded (after retries, or for a reason retries cannot fix)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What is being served.
+
+    Attributes:
+        uri: The model URI as given.
+        name: Registered model name (None for runs:/ and local paths).
+        version: Resolved registered version.
+        alias: The alias the URI named, if any.
+        run_id: The run that logged the model.
+    """
+
+    uri: str
+    name: str | None
+    version: str | None
+    alias: str | None
+    run_id: str | None
 
 
 class RegistryError(Exception):
@@ -185,3 +223,87 @@ def _registry_error(err: urllib.error.HTTPError) -> RegistryError:
     elif err.code == 403:
         code = "PERMISSION_DENIED"
     return RegistryError(err.code, code, message)
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def scratch_dir() -> Path:
+    """A temporary directory removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="mlops-model-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def read_mlmodel(path: Path) -> dict[str, Any]:
+    """The MLmodel document of a model directory."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path / "MLmodel", encoding="utf-8") as f:
+        doc: dict[str, Any] = yaml.load(f, Loader=loader)
+    return doc
+
+
+def _fetch_once(uri: str) -> tuple[Path, ModelInfo]:
+    match = _MODELS_URI.match(uri)
+    rest = RestRegistry.from_env()
+    if match is not None and rest is not None:
+        name, alias = match["name"], match["alias"]
+        mv = rest.model_version(name, version=match["version"], alias=alias)
+        info = ModelInfo(uri, name, str(mv["version"]), alias, mv.get("run_id") or None)
+        path = rest.download_model_version(name, str(mv["version"]), scratch_dir())
+        if path is not None:
+            return path, info
+    if match is None and Path(uri).is_dir():
+        return Path(uri), ModelInfo(uri, None, None, None, None)
+    import mlflow.artifacts
+
+    pinned, info = _resolve_with_mlflow(uri, match)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(scratch_dir()))
+    return Path(local), info
+
+
+def _resolve_with_mlflow(uri: str, match: re.Match[str] | None) -> tuple[str, ModelInfo]:
+    """Pin ``models:/name@alias`` to its current version; other URIs load as given."""
+    if match is None:
+        return uri, ModelInfo(uri, None, None, None, None)
+    from mlflow.tracking import MlflowClient
+
+    name, version, alias = match["name"], match["version"], match["alias"]
+    client = MlflowClient()
+    mv = (client.get_model_version_by_alias(name, alias) if alias
+          else client.get_model_version(name, version))
+    return f"models:/{name}/{mv.version}", ModelInfo(uri, name, str(mv.version), alias,
+                                                     mv.run_id)
+
+
+def _permanent(err: BaseException) -> bool:
+    code = getattr(err, "error_code", "")
+    return any(p in str(code) for p in _PERMANENT)
+
+
+def fetch_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,
+                max_delay: float = 30.0) -> tuple[Path, ModelInfo]:
+    """The model's files in a local directory, and what they are.
+
+    ``models:/`` URIs are pinned to a version (an alias is resolved). Connection failures are
+    retried with exponential backoff.
+
+    Raises:
+        ModelLoadError: after ``attempts`` failures, or at once for errors retries cannot fix
+            (model, version or alias missing, bad credentials).
+    """
+    delay = first_delay
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_once(uri)
+        except Exception as err:
+            if _permanent(err) or attempt == attempts:
+                raise ModelLoadError(
+                    f"cannot load {uri!r} (attempt {attempt}/{attempts}): {err}") from err
+            log.warning("loading %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                        uri, attempt, attempts, err, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+    raise AssertionError("unreachable")

@@ -33,7 +33,7 @@ from prometheus_client import (
 )
 
 from pulumi_mlops.runtime.drift import DriftMonitor
-from pulumi_mlops.runtime.serve.model import ModelInfo
+from pulumi_mlops.runtime.serve.fetch import ModelInfo
 
 __all__ = ["exposition", "model_info", "observe_predictions", "observe_request"]
 

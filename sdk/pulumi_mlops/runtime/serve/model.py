@@ -15,15 +15,10 @@ exactly what ``pyfunc.predict`` returns (property-tested).
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import pickle
-import re
-import shutil
-import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +28,14 @@ from typing import Any
 import numpy as np
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
-from pulumi_mlops.runtime.serve.fetch import RestRegistry
+from pulumi_mlops.runtime.serve.fetch import (
+    ModelInfo,
+    ModelLoadError,
+    RestRegistry,
+    fetch_model,
+    read_mlmodel,
+    scratch_dir,
+)
 from pulumi_mlops.runtime.serve.payload import (
     ColumnSpec,
     Parsed,
@@ -44,39 +46,12 @@ from pulumi_mlops.runtime.serve.payload import (
     validate_columns,
 )
 
-__all__ = ["ModelInfo", "ModelLoadError", "ServedModel", "Signature", "load_served_model"]
+__all__ = ["ServedModel", "Signature", "load_served_model", "open_model"]
 
 log = logging.getLogger("mlops.serve")
 
 _NUMERIC = frozenset({"double", "float", "long", "integer"})
 _FLOAT_TENSORS = frozenset({"float64", "float32"})
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>\d+)|@(?P<alias>[\w-]+))$")
-# Errors that retrying cannot fix.
-_PERMANENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "PERMISSION_DENIED",
-              "UNAUTHENTICATED")
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded (after retries, or for a reason retries cannot fix)."""
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What is being served.
-
-    Attributes:
-        uri: The model URI as given.
-        name: Registered model name (None for runs:/ and local paths).
-        version: Resolved registered version.
-        alias: The alias the URI named, if any.
-        run_id: The run that logged the model.
-    """
-
-    uri: str
-    name: str | None
-    version: str | None
-    alias: str | None
-    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -203,57 +178,13 @@ def _general_input(parsed: Parsed) -> Any:
     return np.asarray(parsed.rows)
 
 
-# --------------------------------------------------------------------------- fetching
-
-
-def _scratch_dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="mlops-model-"))
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-def fetch_model(uri: str) -> tuple[Path, ModelInfo]:
-    """The model's files in a local directory, and what they are."""
-    match = _MODELS_URI.match(uri)
-    rest = RestRegistry.from_env()
-    if match is not None and rest is not None:
-        name, alias = match["name"], match["alias"]
-        mv = rest.model_version(name, version=match["version"], alias=alias)
-        info = ModelInfo(uri, name, str(mv["version"]), alias, mv.get("run_id") or None)
-        path = rest.download_model_version(name, info.version or "", _scratch_dir())
-        if path is not None:
-            return path, info
-    if match is None and Path(uri).is_dir():
-        return Path(uri), ModelInfo(uri, None, None, None, None)
-    import mlflow.artifacts
-
-    pinned, info = resolve_model_uri(uri)
-    local = mlflow.artifacts.download_artifacts(artifact_uri=pinned, dst_path=str(_scratch_dir()))
-    return Path(local), info
-
-
-def resolve_model_uri(uri: str) -> tuple[str, ModelInfo]:
-    """Pin ``models:/name@alias`` to its current version; other URIs load as given."""
-    match = _MODELS_URI.match(uri)
-    if match is None:
-        return uri, ModelInfo(uri, None, None, None, None)
-    from mlflow.tracking import MlflowClient
-
-    name, version, alias = match["name"], match["version"], match["alias"]
-    client = MlflowClient()
-    mv = (client.get_model_version_by_alias(name, alias) if alias
-          else client.get_model_version(name, version))
-    return f"models:/{name}/{mv.version}", ModelInfo(uri, name, str(mv.version), alias,
-                                                     mv.run_id)
-
-
 def load_drift_monitor(run_id: str | None, window: int) -> DriftMonitor | None:
     """The drift monitor for the run's training-data profile, if the run logged one."""
     if run_id is None:
         return None
     try:
         rest = RestRegistry.from_env()
-        path = (rest.download_run_file(run_id, PROFILE_ARTIFACT_PATH, _scratch_dir())
+        path = (rest.download_run_file(run_id, PROFILE_ARTIFACT_PATH, scratch_dir())
                 if rest is not None else None)
         if path is None:
             import mlflow.artifacts
@@ -268,15 +199,6 @@ def load_drift_monitor(run_id: str | None, window: int) -> DriftMonitor | None:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def _read_mlmodel(path: Path) -> dict[str, Any]:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with open(path / "MLmodel", encoding="utf-8") as f:
-        doc: dict[str, Any] = yaml.load(f, Loader=loader)
-    return doc
 
 
 def _sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
@@ -308,8 +230,21 @@ def _sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
 
 
 def open_model(path: Path, info: ModelInfo, drift_window: int) -> ServedModel:
-    """Load a downloaded model directory: the fast path when it applies, pyfunc otherwise."""
-    mlmodel = _read_mlmodel(path)
+    """Load a fetched model directory: the fast path when it applies, pyfunc otherwise.
+
+    Raises:
+        ModelLoadError: the model cannot be deserialized or loaded.
+    """
+    try:
+        return _open(path, info, drift_window)
+    except ModelLoadError:
+        raise
+    except Exception as err:
+        raise ModelLoadError(f"cannot load the model in {path} ({info.uri}): {err}") from err
+
+
+def _open(path: Path, info: ModelInfo, drift_window: int) -> ServedModel:
+    mlmodel = read_mlmodel(path)
     if info.run_id is None:
         info = ModelInfo(info.uri, info.name, info.version, info.alias, mlmodel.get("run_id"))
     signature = Signature.from_mlmodel(mlmodel)
@@ -329,32 +264,13 @@ def open_model(path: Path, info: ModelInfo, drift_window: int) -> ServedModel:
                        drift=drift)
 
 
-def _permanent(err: BaseException) -> bool:
-    code = getattr(err, "error_code", "")
-    return isinstance(err, ModelLoadError) or any(p in str(code) for p in _PERMANENT)
-
-
-def load_served_model(
-    uri: str, *, attempts: int = 6, first_delay: float = 1.0, max_delay: float = 30.0,
-    drift_window: int = 1000,
-) -> ServedModel:
-    """Fetch and load the model, retrying connection failures with exponential backoff.
+def load_served_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,
+                      max_delay: float = 30.0, drift_window: int = 1000) -> ServedModel:
+    """Fetch (with retries, see `fetch_model`) and open the model.
 
     Raises:
-        ModelLoadError: after ``attempts`` failures, or at once for errors retries cannot fix
-            (model or version missing, bad credentials, deserialization disallowed).
+        ModelLoadError: the model could not be fetched or opened.
     """
-    delay = first_delay
-    for attempt in range(1, attempts + 1):
-        try:
-            path, info = fetch_model(uri)
-            return open_model(path, info, drift_window)
-        except Exception as err:
-            if _permanent(err) or attempt == attempts:
-                raise ModelLoadError(
-                    f"cannot load {uri!r} (attempt {attempt}/{attempts}): {err}") from err
-            log.warning("loading %s failed (attempt %d/%d): %s; retrying in %.1fs",
-                        uri, attempt, attempts, err, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, max_delay)
-    raise AssertionError("unreachable")
+    path, info = fetch_model(uri, attempts=attempts, first_delay=first_delay,
+                             max_delay=max_delay)
+    return open_model(path, info, drift_window)

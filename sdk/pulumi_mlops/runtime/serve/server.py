@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
 import os
 import signal
 import socket
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -106,13 +108,21 @@ def serve(options: ServeOptions) -> int:
     if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is imported (by the app).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-metrics-")
-    from pulumi_mlops.runtime.serve.model import ModelLoadError, load_served_model
+    from pulumi_mlops.runtime.serve.fetch import ModelLoadError, fetch_model, read_mlmodel
 
     # Start-up allocates much and frees little: collections would only cost cold-start time.
     gc.disable()
     try:
-        model = load_served_model(options.model_uri, attempts=options.load_attempts,
-                                  drift_window=options.drift_window)
+        path, info = fetch_model(options.model_uri, attempts=options.load_attempts)
+        # Most of a cold start is importing what deserializes the model (skops imports all of
+        # scikit-learn); a thread starts on it while this one imports the serving code.
+        flavors = read_mlmodel(path).get("flavors") or {}
+        if (flavors.get("sklearn") or {}).get("serialization_format") == "skops":
+            threading.Thread(target=importlib.import_module, args=("skops.io",),
+                             daemon=True).start()
+        from pulumi_mlops.runtime.serve.model import open_model
+
+        model = open_model(path, info, options.drift_window)
     except ModelLoadError as err:
         log.error("%s", err)
         return EXIT_LOAD_FAILED
