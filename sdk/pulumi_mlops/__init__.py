@@ -25,9 +25,17 @@ if TYPE_CHECKING:
         Permission,
         RegistryIngress,
     )
+    from pulumi_mlops.components.service import (
+        Autoscaling,
+        ModelService,
+        ModelServiceArgs,
+        RegistryEndpoint,
+        Rollout,
+        registry_resolver,
+    )
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.image_registry import ImageRegistry
-    from pulumi_mlops.targets import DockerTarget, KubernetesTarget, Target
+    from pulumi_mlops.targets import DockerTarget, GatewayRef, KubernetesTarget, Target
     from pulumi_mlops.workload import Resources
 
 try:
@@ -36,37 +44,51 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 _EXPORTS = {
+    "Autoscaling": "pulumi_mlops.components.service",
     "Database": "pulumi_mlops.components.registry",
     "DockerTarget": "pulumi_mlops.targets",
+    "GatewayRef": "pulumi_mlops.targets",
     "ImageRegistry": "pulumi_mlops.image_registry",
     "KubernetesTarget": "pulumi_mlops.targets",
     "ModelRegistry": "pulumi_mlops.components.registry",
     "ModelRegistryArgs": "pulumi_mlops.components.registry",
+    "ModelService": "pulumi_mlops.components.service",
+    "ModelServiceArgs": "pulumi_mlops.components.service",
     "Peer": "pulumi_mlops.components.registry",
     "Permission": "pulumi_mlops.components.registry",
+    "RegistryEndpoint": "pulumi_mlops.components.service",
     "RegistryIngress": "pulumi_mlops.components.registry",
     "Resources": "pulumi_mlops.workload",
+    "Rollout": "pulumi_mlops.components.service",
     "RuntimeImage": "pulumi_mlops.components.image",
     "RuntimeImageArgs": "pulumi_mlops.components.image",
     "Target": "pulumi_mlops.targets",
     "ValidationError": "pulumi_mlops.errors",
+    "registry_resolver": "pulumi_mlops.components.service",
 }
 
 __all__ = [
+    "Autoscaling",
     "Database",
     "DockerTarget",
+    "GatewayRef",
     "ImageRegistry",
     "KubernetesTarget",
     "ModelRegistry",
     "ModelRegistryArgs",
+    "ModelService",
+    "ModelServiceArgs",
     "Peer",
     "Permission",
+    "RegistryEndpoint",
     "RegistryIngress",
     "Resources",
+    "Rollout",
     "RuntimeImage",
     "RuntimeImageArgs",
     "Target",
     "ValidationError",
+    "registry_resolver",
 ]
 
 

@@ -20,6 +20,7 @@ from pulumi_mlops.workload import RUN_AS_USER, ExecCheck, HttpCheck, Workload, c
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
+    from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 _HARDENING: dict[str, Any] = {
     "user": f"{RUN_AS_USER}:{RUN_AS_USER}",
@@ -186,4 +187,36 @@ def materialize_registry(
     )
     out.update(server)
     out["server"] = server["container"]
+    return out
+
+
+def materialize_service(
+    parent: pulumi.ComponentResource,
+    plan: ServicePlan,
+    args: ModelServiceArgs,
+    secret_data: pulumi.Output[dict[str, str]],
+    network: pulumi.Resource | None,
+) -> dict[str, pulumi.Resource]:
+    """Declare the service's container on the registry's network (or its own) under ``parent``.
+
+    Docker runs one track (rolling updates only); the port is published on the target's
+    ``publish_host``.
+    """
+    target = args.target
+    assert isinstance(target, DockerTarget)
+    opts = target.resource_options(parent)
+    out: dict[str, pulumi.Resource] = {}
+    if network is None:
+        network = docker.Network(f"{plan.name}-net", name=f"{plan.name}-net",
+                                 labels=_labels(plan.labels), opts=opts)
+        out["network"] = network
+    assert isinstance(network, docker.Network)
+    (track,) = plan.tracks
+    created = materialize_workload(
+        track.object_name, track.workload, target=target, network=network,
+        aliases=[plan.name], labels=track.labels, secret_data=secret_data, opts=opts,
+        publish=True,
+    )
+    out.update(created)
+    out[f"deployment_{track.track}"] = created["container"]
     return out

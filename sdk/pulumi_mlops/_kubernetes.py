@@ -25,6 +25,7 @@ from pulumi_mlops.workload import (
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
+    from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 # Checks checkov would flag on hardened workloads here, each skipped only where it applies and
 # for a stated reason. Kept in one place so the reasons are reviewed together.
@@ -35,8 +36,9 @@ _SKIP_SECRET_ENV = ("CKV_K8S_35", "the program reads these credentials only from
 _EXTERNAL_DB_PORTS = (5432, 3306, 1433)
 
 
-def _pinned_by_digest(image: str) -> bool:
-    return "@sha256:" in image
+def _pinned_by_digest(image: Any) -> bool:
+    # An output (a built image) is only known at deployment: treated as pinned by tag.
+    return isinstance(image, str) and "@sha256:" in image
 
 
 def skip_annotations(workload: Workload) -> dict[str, str]:
@@ -84,13 +86,14 @@ def _check(health: HttpCheck | ExecCheck) -> dict[str, Any]:
 def probes(workload: Workload) -> dict[str, Any]:
     """Startup probe whose budget covers `startup_seconds`; distinct readiness and liveness."""
     check = _check(workload.health)
+    live = _check(workload.liveness or workload.health)
     period = 5
     return {
         "startup_probe": {**check, "period_seconds": period, "timeout_seconds": 3,
                           "failure_threshold": math.ceil(workload.startup_seconds / period)},
         "readiness_probe": {**check, "period_seconds": 10, "timeout_seconds": 3,
                             "failure_threshold": 3},
-        "liveness_probe": {**check, "period_seconds": 20, "timeout_seconds": 5,
+        "liveness_probe": {**live, "period_seconds": 20, "timeout_seconds": 5,
                            "failure_threshold": 3},
     }
 
@@ -453,3 +456,178 @@ def _materialize_postgres(
     )
     return out
 
+
+
+# --------------------------------------------------------------------------- ModelService
+
+
+def _registry_egress(args: ModelServiceArgs, target: KubernetesTarget) -> dict[str, Any]:
+    """Egress to the registry: its server pods when it is a component, else its port."""
+    from urllib.parse import urlsplit
+
+    from pulumi_mlops.components.registry import ModelRegistry
+
+    registry = args.registry
+    if isinstance(registry, ModelRegistry):
+        reg_target = registry.args.target
+        assert isinstance(reg_target, KubernetesTarget)
+        labels = registry.plan.labels
+        return {
+            "to": [{
+                "namespace_selector": {"match_labels": {
+                    "kubernetes.io/metadata.name": reg_target.namespace}},
+                "pod_selector": {"match_labels": {
+                    "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
+                    "app.kubernetes.io/instance": labels["app.kubernetes.io/instance"],
+                    "app.kubernetes.io/component": "server"}},
+            }],
+            "ports": [{"protocol": "TCP", "port": registry.args.port}],
+        }
+    uri = registry.tracking_uri
+    if isinstance(uri, str):
+        parts = urlsplit(uri)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return {"ports": [{"protocol": "TCP", "port": port}]}
+    # Only known at deployment (a stack reference): the usual registry ports.
+    return {"ports": [{"protocol": "TCP", "port": p} for p in (80, 443, 5000)]}
+
+
+def materialize_service(
+    parent: pulumi.ComponentResource,
+    plan: ServicePlan,
+    args: ModelServiceArgs,
+    secret_data: pulumi.Output[dict[str, str]],
+) -> dict[str, pulumi.Resource]:
+    """Declare the service's Kubernetes objects under ``parent``."""
+    from pulumi_mlops.components.service import pod_lifecycle
+
+    target = args.target
+    assert isinstance(target, KubernetesTarget)
+    opts = target.resource_options(parent)
+    name, labels = plan.name, plan.labels
+    out: dict[str, pulumi.Resource] = {}
+    first = plan.tracks[0].workload
+    out["service_account"] = _service_account(name, target, labels, opts)
+    if first.secret_keys():
+        out["secret"] = _secret(name, target, labels, secret_data, first, opts)
+    pre_stop, grace = pod_lifecycle()
+    # A rollout that never becomes ready fails `pulumi up` (the old pods keep serving).
+    deadline = first.startup_seconds + 120
+    timeouts = pulumi.CustomTimeouts(create=f"{deadline + 60}s", update=f"{deadline + 60}s")
+    for t in plan.tracks:
+        spec = pod_spec(t.workload, secret_name=name, config_map_name=f"{name}-files",
+                        service_account=name, claims={},
+                        spread_labels=t.selector if (t.replicas or 2) >= 2 else None)
+        spec["termination_grace_period_seconds"] = grace
+        spec["containers"][0]["lifecycle"] = {
+            "pre_stop": {"exec_": {"command": ["sleep", str(pre_stop)]}}}
+        deployment_spec: dict[str, Any] = {
+            "selector": {"match_labels": dict(t.selector)},
+            "strategy": {"type": "RollingUpdate",
+                         "rolling_update": {"max_unavailable": 0, "max_surge": 1}},
+            "min_ready_seconds": 5,
+            "progress_deadline_seconds": deadline,
+            "revision_history_limit": 5,
+            "template": {"metadata": {"labels": dict(t.labels),
+                                      "annotations": dict(t.annotations)},
+                         "spec": spec},
+        }
+        if t.replicas is not None:
+            deployment_spec["replicas"] = t.replicas
+        out[f"deployment_{t.track}"] = k8s.apps.v1.Deployment(
+            t.object_name,
+            metadata=_meta(target, t.object_name, t.labels, skip_annotations(t.workload)),
+            spec=deployment_spec,
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[r for k, r in out.items() if k == "secret"],
+                custom_timeouts=timeouts)),
+        )
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
+              "prometheus.io/path": "/metrics"}
+    services = {name: plan.endpoint_selector, **plan.extra_services}
+    for service_name, selector in services.items():
+        role = "service" if service_name == name else f"service_{service_name[len(name) + 1:]}"
+        out[role] = k8s.core.v1.Service(
+            service_name,
+            metadata=_meta(target, service_name,
+                           {**labels, "mlops.dev/scrape": "true"}, scrape),
+            spec={"type": "ClusterIP", "selector": dict(selector),
+                  "ports": [{"name": "http", "port": 80, "target_port": "http",
+                             "protocol": "TCP"}]},
+            opts=opts,
+        )
+    stable = plan.tracks[0]
+    if args.autoscaling is not None:
+        a = args.autoscaling
+        out["autoscaler"] = k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            name,
+            metadata=_meta(target, name, labels),
+            spec={
+                "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment",
+                                     "name": stable.object_name},
+                "min_replicas": a.min_replicas,
+                "max_replicas": a.max_replicas,
+                "metrics": [{"type": "Resource", "resource": {
+                    "name": "cpu", "target": {"type": "Utilization",
+                                              "average_utilization": a.target_cpu}}}],
+            },
+            opts=opts,
+        )
+    if (args.autoscaling.min_replicas if args.autoscaling else args.replicas) >= 2:
+        out["disruption_budget"] = k8s.policy.v1.PodDisruptionBudget(
+            name,
+            metadata=_meta(target, name, labels),
+            spec={"max_unavailable": 1, "selector": {"match_labels": dict(stable.selector)}},
+            opts=opts,
+        )
+    peers = [_peer(p) for p in args.allow_from]
+    peers.append({"namespace_selector": {"match_labels": {
+        "kubernetes.io/metadata.name": args.monitoring_namespace}}})
+    if plan.route and target.gateway is not None:
+        peers.append({"namespace_selector": {"match_labels": {
+            "kubernetes.io/metadata.name": target.gateway.namespace}}})
+    out["network_policy"] = k8s.networking.v1.NetworkPolicy(
+        name,
+        metadata=_meta(target, name, labels),
+        spec={
+            "pod_selector": {"match_labels": dict(plan.selector)},
+            "policy_types": ["Ingress", "Egress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": args.port}]}],
+            "egress": [dns_egress(target), _registry_egress(args, target)],
+        },
+        opts=opts,
+    )
+    if plan.route and target.gateway is not None:
+        out["route"] = http_route(plan, args, target, opts)
+    return out
+
+
+def http_route(plan: ServicePlan, args: ModelServiceArgs, target: KubernetesTarget,
+               opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
+    """The Gateway API HTTPRoute: weighted backends (canary), a request mirror (shadow)."""
+    gateway = target.gateway
+    assert gateway is not None
+    parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                              "name": gateway.name, "namespace": gateway.namespace}
+    if gateway.section_name:
+        parent["sectionName"] = gateway.section_name
+    rule: dict[str, Any] = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "backendRefs": [{"name": service, "port": 80, "weight": weight}
+                        for service, weight in plan.route],
+    }
+    if plan.mirror is not None:
+        service, percent = plan.mirror
+        rule["filters"] = [{"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": service, "port": 80}, "percent": percent}}]
+    spec: dict[str, Any] = {"parentRefs": [parent], "rules": [rule]}
+    if args.hostname:
+        spec["hostnames"] = [args.hostname]
+    return k8s.apiextensions.CustomResource(
+        plan.name,
+        api_version="gateway.networking.k8s.io/v1",
+        kind="HTTPRoute",
+        metadata=_meta(target, plan.name, plan.labels),
+        spec=spec,
+        opts=opts,
+    )

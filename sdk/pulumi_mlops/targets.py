@@ -10,11 +10,26 @@ from pydantic import ConfigDict, Field, field_validator
 from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, LABEL_VALUE, ValidatedModel
 from pulumi_mlops.image_registry import ImageRegistry
 
-__all__ = ["DockerTarget", "KubernetesTarget", "Target"]
+__all__ = ["DockerTarget", "GatewayRef", "KubernetesTarget", "Target"]
 
 
 class _TargetBase(ValidatedModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class GatewayRef(ValidatedModel):
+    """A Gateway API ``Gateway`` that routes to components (for exact traffic splits).
+
+    Attributes:
+        name: The Gateway's name.
+        namespace: Its namespace (its listeners must allow routes from the target's).
+        section_name: The listener to attach to. Default: every listener that allows it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)]
+    namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+    section_name: Annotated[str, Field(pattern=DNS_LABEL, max_length=253)] | None = None
 
 
 class KubernetesTarget(_TargetBase):
@@ -36,6 +51,8 @@ class KubernetesTarget(_TargetBase):
         image_registry: Registry that images built for this target (`RuntimeImage`) are
             pushed to and that the cluster pulls them from. Default: none; a `RuntimeImage`
             then needs its own ``registry``.
+        gateway: Gateway (Gateway API) that routes to services: exact canary weights and
+            shadow traffic need one. Default: none; canaries split by replica count.
     """
 
     kind: Literal["kubernetes"] = "kubernetes"
@@ -52,6 +69,7 @@ class KubernetesTarget(_TargetBase):
     )
     labels: dict[str, Annotated[str, Field(pattern=LABEL_VALUE)]] = Field(default_factory=dict)
     image_registry: ImageRegistry | None = None
+    gateway: GatewayRef | None = None
 
     @field_validator("provider")
     @classmethod

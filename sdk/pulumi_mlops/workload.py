@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -131,11 +131,13 @@ class Workload:
 
     Attributes:
         name: Container name.
-        image: Image reference, pinned.
+        image: Image reference, pinned (a string, or a Pulumi output such as a built image's
+            digest reference).
         command: The full argument vector (entrypoint included).
         env: Environment; values are literals or secret references.
         port: The one TCP port the container listens on.
-        health: How to tell the container is healthy.
+        health: How to tell the container is ready to serve (startup and readiness).
+        liveness: How to tell it is alive. Default: ``health``.
         files: Read-only config files.
         mounts: Writable directories.
         resources: Requests and limits.
@@ -143,11 +145,12 @@ class Workload:
     """
 
     name: str
-    image: str
+    image: Any
     command: tuple[str, ...]
     env: Mapping[str, EnvValue]
     port: int
     health: HttpCheck | ExecCheck
+    liveness: HttpCheck | ExecCheck | None = None
     files: tuple[ConfigFile, ...] = ()
     mounts: tuple[Mount, ...] = ()
     resources: Resources = field(default_factory=Resources)

@@ -562,6 +562,8 @@ class ModelRegistry(pulumi.ComponentResource):
     """Password of the admin user (a Pulumi secret)."""
     plan: RegistryPlan
     """The target-neutral plan the component was built from."""
+    args: ModelRegistryArgs
+    """The validated inputs."""
     server: pulumi.Resource
     """The server: its Deployment on Kubernetes, its Container on Docker."""
     resources: dict[str, pulumi.Resource]
@@ -589,6 +591,7 @@ class ModelRegistry(pulumi.ComponentResource):
         plan = plan_registry(name, args)
         super().__init__("mlops:index:ModelRegistry", name, None, opts)
         self.plan = plan
+        self.args = args
         note_declared(self)
         child = pulumi.ResourceOptions(parent=self)
 

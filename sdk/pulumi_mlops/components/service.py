@@ -1,0 +1,776 @@
+"""ModelService: a registered model version behind a stable endpoint, with rollouts.
+
+Args are validated on construction. Aliases are resolved at program time when the registry can
+be reached (`registry_resolver`), so the version is pinned into the pod spec and moving an alias
+shows up in the next preview. `plan_service` is the pure function that decides every name,
+label, command line and environment variable; the component materializes that plan on the
+chosen target.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import pulumi
+from pydantic import Field, field_validator, model_validator
+
+from pulumi_mlops import __version__, _docker, _kubernetes
+from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
+from pulumi_mlops.components._base import build_args, note_declared
+from pulumi_mlops.components.image import check_runtime_image
+from pulumi_mlops.components.registry import ModelRegistry, Peer
+from pulumi_mlops.errors import InputError, Problem, ValidationError
+from pulumi_mlops.targets import DockerTarget, KubernetesTarget
+from pulumi_mlops.workload import EnvValue, HttpCheck, Mount, Resources, SecretRef, Workload
+
+__all__ = [
+    "DEFAULT_RUNTIME_IMAGE",
+    "Autoscaling",
+    "ModelRef",
+    "ModelResolver",
+    "ModelService",
+    "ModelServiceArgs",
+    "RegistryEndpoint",
+    "Rollout",
+    "RolloutKind",
+    "ServicePlan",
+    "TrackPlan",
+    "parse_model_uri",
+    "plan_service",
+    "registry_resolver",
+]
+
+# The runtime image built from this repository's Dockerfile, at this package's version.
+DEFAULT_RUNTIME_IMAGE = f"ghcr.io/pulumi-mlops/mlops-runtime:{__version__}"
+MODEL_URI = re.compile(
+    r"^models:/(?P<name>[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
+    r"(/(?P<version>[1-9][0-9]{0,8})|@(?P<alias>[A-Za-z_][A-Za-z0-9_-]{0,62}))$"
+)
+_MODEL_URI_RULE = "must be models:/<name>/<version> or models:/<name>@<alias>"
+_MODEL_URI_FIX = "use e.g. 'models:/fraud/7' or 'models:/fraud@champion'."
+_LABEL_PREFIX = "mlops.dev"
+_PRE_STOP_SECONDS = 5
+_DRAIN_SECONDS = 10
+_IN_FLIGHT_SECONDS = 30
+
+ModelResolver = Callable[[str, str], str | None]
+"""Resolves ``(model name, alias)`` to a version; None when the registry cannot be reached."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed ``models:/`` URI, pinned to a version when it could be.
+
+    Attributes:
+        uri: The URI as given.
+        name: Registered model name.
+        version: The version (given, or resolved from the alias); None if unresolved.
+        alias: The alias the URI named, if any.
+    """
+
+    uri: str
+    name: str
+    version: str | None
+    alias: str | None
+
+    @property
+    def serving_uri(self) -> str:
+        """What the server is told to load: the pinned version when known."""
+        return f"models:/{self.name}/{self.version}" if self.version else self.uri
+
+    @property
+    def key(self) -> str:
+        """A DNS-label-safe key: ``v<version>``, or the alias when unresolved."""
+        return f"v{self.version}" if self.version else re.sub(
+            r"[^a-z0-9-]", "-", (self.alias or "").lower()).strip("-")[:20]
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    """Parse ``models:/name/version`` or ``models:/name@alias``.
+
+    Raises:
+        InputError: for any other URI.
+    """
+    match = MODEL_URI.match(uri) if isinstance(uri, str) else None
+    if match is None:
+        raise InputError(_MODEL_URI_RULE, _MODEL_URI_FIX)
+    return ModelRef(uri, match["name"], match["version"], match["alias"])
+
+
+def _check_model_uri(value: str | None) -> str | None:
+    if value is not None:
+        parse_model_uri(value)
+    return value
+
+
+class Autoscaling(ArgsModel):
+    """Horizontal autoscaling on CPU (a HorizontalPodAutoscaler; Kubernetes only).
+
+    Attributes:
+        min_replicas: Fewest replicas. Default: 2.
+        max_replicas: Most replicas.
+        target_cpu: Average CPU utilization to hold, percent of the CPU request. Default: 70.
+    """
+
+    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    max_replicas: Annotated[int, Field(ge=1, le=1000)]
+    target_cpu: Annotated[int, Field(ge=1, le=100)] = 70
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise InputError("must not exceed `max_replicas`",
+                             "lower `min_replicas` or raise `max_replicas`.",
+                             field="min_replicas")
+        return self
+
+
+class RolloutKind(StrEnum):
+    """How a new model version reaches traffic."""
+
+    ROLLING = "rolling"
+    CANARY = "canary"
+    BLUE_GREEN = "blue_green"
+    SHADOW = "shadow"
+
+
+class Rollout(ArgsModel):
+    """The rollout strategy; build it with a factory method.
+
+    Attributes:
+        kind: The strategy.
+        model_uri: The candidate model (canary, shadow).
+        weight: Percent of requests the canary answers.
+        percent: Percent of requests mirrored to the shadow.
+        active: The model serving traffic (blue/green).
+        preview: The model deployed beside it, reachable on the preview Service (blue/green).
+    """
+
+    kind: RolloutKind = RolloutKind.ROLLING
+    model_uri: str | None = None
+    weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    percent: Annotated[int, Field(ge=1, le=100)] | None = None
+    active: str | None = None
+    preview: str | None = None
+
+    _uris = field_validator("model_uri", "active", "preview")(_check_model_uri)
+
+    @classmethod
+    def rolling(cls) -> Rollout:
+        """Replace pods in place, one at a time, never below the desired count (the default)."""
+        return cls()
+
+    @classmethod
+    def canary(cls, model_uri: str, weight: int = 10) -> Rollout:
+        """Run ``model_uri`` beside the stable model and send it ``weight`` percent of requests.
+
+        With a Gateway on the target the split is exact (weighted HTTPRoute backends);
+        without one it is approximated by replica counts behind the one Service.
+        """
+        return cls(kind=RolloutKind.CANARY, model_uri=model_uri, weight=weight)
+
+    @classmethod
+    def blue_green(cls, active: str | None = None, preview: str | None = None) -> Rollout:
+        """Keep one Deployment per model version; the Service selects the ``active`` one.
+
+        ``active`` defaults to the service's ``model_uri``. Switching ``active`` and
+        ``preview`` only switches Service selectors: cut-over and rollback are instant.
+        """
+        return cls(kind=RolloutKind.BLUE_GREEN, active=active, preview=preview)
+
+    @classmethod
+    def shadow(cls, model_uri: str, percent: int = 100) -> Rollout:
+        """Mirror ``percent`` of requests to ``model_uri``; its answers are discarded (needs a
+        Gateway on the target)."""
+        return cls(kind=RolloutKind.SHADOW, model_uri=model_uri, percent=percent)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> Rollout:
+        allowed = {
+            RolloutKind.ROLLING: set(),
+            RolloutKind.CANARY: {"model_uri", "weight"},
+            RolloutKind.BLUE_GREEN: {"active", "preview"},
+            RolloutKind.SHADOW: {"model_uri", "percent"},
+        }[self.kind]
+        for name in ("model_uri", "weight", "percent", "active", "preview"):
+            if getattr(self, name) is not None and name not in allowed:
+                raise InputError(f"is not an input of a {self.kind.value} rollout",
+                                 f"build the rollout with Rollout.{self.kind.value}(...).",
+                                 field=name)
+        if self.kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and self.model_uri is None:
+            raise InputError(f"is required for a {self.kind.value} rollout",
+                             f"pass the candidate: Rollout.{self.kind.value}(model_uri=...).",
+                             field="model_uri")
+        return self
+
+
+class RegistryEndpoint(ArgsModel):
+    """A registry given by address, e.g. from a platform stack's `StackReference` outputs.
+
+    Attributes:
+        tracking_uri: URI the service reaches the registry at.
+        username: User the service authenticates as. Default: none (no auth).
+        password: Its password (a Pulumi secret). Default: none.
+    """
+
+    tracking_uri: Any
+    username: Any = None
+    password: Any = None
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _uri(cls, value: Any) -> Any:
+        if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
+            raise InputError("must be an http(s) URI", "use e.g. 'http://registry-mlflow:5000'.")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> RegistryEndpoint:
+        if (self.username is None) != (self.password is None):
+            raise InputError("needs both `username` and `password`, or neither",
+                             "pass both, or neither for a registry without auth.",
+                             field="password")
+        return self
+
+
+class ModelServiceArgs(ArgsModel):
+    """Inputs of `ModelService`.
+
+    Attributes:
+        registry: The registry serving the model: a `ModelRegistry`, or a `RegistryEndpoint`
+            (tracking URI and credentials, e.g. from a `StackReference`).
+        target: Where it runs: a `KubernetesTarget` or a `DockerTarget`.
+        model_uri: ``models:/name/version`` or ``models:/name@alias`` of the stable model.
+            Required except with ``Rollout.blue_green(active=...)``.
+        rollout: How new versions reach traffic. Default: ``Rollout.rolling()``.
+        replicas: Replicas of the stable track. Default: 1. Ignored when ``autoscaling`` is
+            set.
+        autoscaling: CPU autoscaling (Kubernetes). Default: none, a fixed replica count.
+        image: The runtime image (e.g. ``RuntimeImage(...).image_ref``), pinned by tag or
+            digest. Default: the project's published runtime image at this version.
+        port: Container port of ``mlops serve``. On Docker also the published host port.
+            Default: 8080.
+        workers: Server worker processes per replica. Default: 1.
+        resources: Requests and limits per replica. Default: 250m/512Mi requested, 1 CPU/1Gi
+            limit.
+        scratch_size: Size of the writable ``/tmp`` the model is downloaded to. Default: 2Gi.
+        model_load_timeout: Seconds a replica may take to download and load the model before
+            it counts as failed; the startup probe and the rollout deadline cover it.
+            Default: 300.
+        hostname: Host name the Gateway route matches (Kubernetes with a Gateway). Default:
+            none; required for canary and shadow rollouts through a Gateway.
+        allow_from: Who may call the service (NetworkPolicy). Default: pods in the same
+            namespace.
+        monitoring_namespace: Namespace whose Prometheus may scrape ``/metrics``. Default:
+            ``monitoring``.
+        resolver: Resolves an alias to a version at program time. Default:
+            `registry_resolver()`, which asks the registry at ``MLFLOW_TRACKING_URI`` (with
+            ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) of the environment running Pulumi; when
+            that is unset or unreachable the alias is kept and resolved at start-up, with a
+            warning.
+    """
+
+    registry: Any
+    target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
+    model_uri: str | None = None
+    rollout: Rollout = Field(default_factory=Rollout.rolling)
+    replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    autoscaling: Autoscaling | None = None
+    image: Any = DEFAULT_RUNTIME_IMAGE
+    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    resources: Resources = Field(default_factory=Resources)
+    scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
+    model_load_timeout: Annotated[int, Field(ge=10, le=3600)] = 300
+    hostname: Annotated[str, Field(pattern=HOSTNAME, max_length=253)] | None = None
+    allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
+    monitoring_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "monitoring"
+    resolver: Any = None
+
+    _uri = field_validator("model_uri")(_check_model_uri)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: Any) -> Any:
+        if not isinstance(value, ModelRegistry | RegistryEndpoint):
+            raise InputError("must be a ModelRegistry or a RegistryEndpoint",
+                             "pass the registry component, or RegistryEndpoint(tracking_uri="
+                             "..., username=..., password=...).")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        return check_runtime_image(value)
+
+    @field_validator("resolver")
+    @classmethod
+    def _resolver(cls, value: Any) -> Any:
+        if value is not None and not callable(value):
+            raise InputError("must be callable as resolver(name, alias) -> version | None",
+                             "pass a function, or omit it to ask the registry.")
+        return value
+
+    def stable_uri(self) -> str:
+        """The model the main Service serves (``model_uri``, or the blue/green ``active``)."""
+        uri = self.rollout.active or self.model_uri
+        assert uri is not None
+        return uri
+
+    def problems(self) -> list[Problem]:
+        """Rules that span several inputs."""
+        found: list[Problem] = []
+        kind = self.rollout.kind
+        if kind == RolloutKind.BLUE_GREEN and self.rollout.active and self.model_uri:
+            found.append(Problem("model_uri",
+                                 "Only one of `model_uri` or `rollout.active` can be provided",
+                                 self.model_uri, "drop one of the two."))
+        elif self.model_uri is None and not self.rollout.active:
+            found.append(Problem("model_uri", "is required", None,
+                                 "pass model_uri='models:/<name>@<alias>' (or /<version>)."))
+        if isinstance(self.target, DockerTarget):
+            if kind != RolloutKind.ROLLING:
+                found.append(Problem(
+                    "rollout", f"{kind.value} rollouts need the Kubernetes target", kind.value,
+                    "use Rollout.rolling() on Docker, or deploy to a KubernetesTarget."))
+            if self.autoscaling is not None:
+                found.append(Problem("autoscaling", "is only supported on the Kubernetes target",
+                                     self.autoscaling.max_replicas, "remove `autoscaling`."))
+            if self.replicas > 1:
+                found.append(Problem("replicas", "must be 1 on the Docker target",
+                                     self.replicas, "set `replicas` to 1, or use Kubernetes."))
+        else:
+            gateway = self.target.gateway is not None
+            if kind == RolloutKind.SHADOW and not gateway:
+                found.append(Problem(
+                    "rollout", "shadow traffic needs a Gateway on the target", kind.value,
+                    "set KubernetesTarget(gateway=GatewayRef(...)), or use Rollout.canary()."))
+            if gateway and kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and not self.hostname:
+                found.append(Problem(
+                    "hostname", f"is required for a {kind.value} rollout through the Gateway",
+                    None, "set `hostname` to the name clients call the service by."))
+        registry_kind = (self.registry.args.target.kind
+                         if isinstance(self.registry, ModelRegistry) else self.target.kind)
+        if registry_kind != self.target.kind:
+            found.append(Problem("registry", "must run on the same kind of target",
+                                 registry_kind,
+                                 "use a registry on the same target, or a RegistryEndpoint."))
+        return found
+
+
+# --------------------------------------------------------------------------- alias resolution
+
+
+def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
+                      environ: Mapping[str, str] | None = None) -> ModelResolver:
+    """A resolver asking a registry over its REST API.
+
+    Args:
+        tracking_uri: The registry, reachable from where Pulumi runs. Default:
+            ``MLFLOW_TRACKING_URI`` of the environment.
+        timeout: Seconds per request.
+        environ: Where ``MLFLOW_TRACKING_*`` come from. Default: ``os.environ``.
+
+    Returns:
+        ``resolve(name, alias)``: the version, or None when the registry cannot be reached.
+        An alias or model the registry does not know raises `InputError`.
+    """
+    import os
+
+    from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
+
+    env = dict(os.environ if environ is None else environ)
+    if tracking_uri is not None:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+
+    def resolve(name: str, alias: str) -> str | None:
+        client = RestRegistry.from_env(env)
+        if client is None:
+            return None
+        client = RestRegistry(client.base_url, client.headers, client.context, timeout)
+        try:
+            return str(client.model_version(name, alias=alias)["version"])
+        except RegistryError as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise InputError(f"names alias {alias!r} of model {name!r}, which the registry "
+                                 "does not have", "set the alias in the registry, or pin a "
+                                 "version: 'models:/<name>/<version>'.") from None
+            return None
+        except OSError:
+            return None
+
+    return resolve
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class TrackPlan:
+    """One Deployment of the service.
+
+    Attributes:
+        track: ``stable``, ``canary``, ``shadow``, ``active`` or ``preview``.
+        object_name: Name of its Deployment (and container on Docker).
+        model: The model it serves.
+        replicas: Its replica count; None when an autoscaler owns it.
+        workload: What runs.
+        labels: Pod labels (selector labels included).
+        selector: Labels that select exactly this track's pods.
+        annotations: Pod annotations (scrape hints, the alias).
+    """
+
+    track: str
+    object_name: str
+    model: ModelRef
+    replicas: int | None
+    workload: Workload
+    labels: Mapping[str, str]
+    selector: Mapping[str, str]
+    annotations: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ServicePlan:
+    """Everything the service declares, independent of the target.
+
+    Attributes:
+        name: Component name; the stable endpoint's Service name.
+        tracks: The Deployments, stable (or active) first.
+        labels: Labels shared by every object.
+        selector: Labels shared by every pod of the service (all tracks).
+        endpoint_selector: Labels of the pods the main Service sends traffic to.
+        extra_services: Further Services by name: their pod selector (canary, shadow, preview).
+        route: Gateway route backends as (Service name, weight), when split by a Gateway.
+        mirror: (Service name, percent) mirrored by the Gateway route, for shadow.
+        effective_canary_weight: Percent of traffic the canary gets (replica-proportional
+            without a Gateway).
+        warnings: What the user should know about the plan.
+        env_secrets: Secret keys the workloads read.
+    """
+
+    name: str
+    tracks: tuple[TrackPlan, ...]
+    labels: Mapping[str, str]
+    selector: Mapping[str, str]
+    endpoint_selector: Mapping[str, str]
+    extra_services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    route: tuple[tuple[str, int], ...] = ()
+    mirror: tuple[str, int] | None = None
+    effective_canary_weight: float | None = None
+    warnings: tuple[str, ...] = ()
+
+    def track(self, name: str) -> TrackPlan:
+        """The track called ``name``."""
+        return next(t for t in self.tracks if t.track == name)
+
+
+def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: EnvValue,
+                   username: EnvValue | None, has_password: bool) -> Workload:
+    """The ``mlops serve`` container for one model: command, env, probes, scratch space."""
+    env: dict[str, EnvValue] = {
+        "HOME": "/tmp",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLOPS_MODEL_NAME": model.name,
+        "MLOPS_MODEL_VERSION": model.version or "",
+        "MLOPS_MODEL_ALIAS": model.alias or "",
+    }
+    if username is not None:
+        env["MLFLOW_TRACKING_USERNAME"] = username
+    if has_password:
+        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
+    command = (
+        "mlops", "serve",
+        "--model-uri", model.serving_uri,
+        "--host", "0.0.0.0",
+        "--port", str(args.port),
+        "--workers", str(args.workers),
+        "--drain-seconds", str(_DRAIN_SECONDS),
+    )
+    return Workload(
+        name="server",
+        image=args.image,
+        command=command,
+        env=env,
+        port=args.port,
+        health=HttpCheck("/health"),
+        liveness=HttpCheck("/ping"),
+        mounts=(Mount("tmp", "/tmp", "scratch", args.scratch_size),),
+        resources=args.resources,
+        startup_seconds=args.model_load_timeout,
+    )
+
+
+def plan_service(
+    name: str,
+    args: ModelServiceArgs,
+    models: Mapping[str, ModelRef],
+    *,
+    tracking_uri: EnvValue,
+    username: EnvValue | None = None,
+    has_password: bool = False,
+) -> ServicePlan:
+    """The service's Deployments, labels, commands and traffic split: one pure function.
+
+    Args:
+        name: Component name.
+        args: Validated inputs.
+        models: The (resolved) model of every track: ``stable`` plus ``canary``,
+            ``shadow`` or ``preview`` as the rollout needs.
+        tracking_uri: The registry URI the containers use (a literal or a secret reference).
+        username: The registry user, if any.
+        has_password: Whether the containers read ``tracking-password`` from secret data.
+    """
+    kind = args.rollout.kind
+    gateway = isinstance(args.target, KubernetesTarget) and args.target.gateway is not None
+    base = {
+        "app.kubernetes.io/name": "model-service",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "pulumi-mlops",
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+    if isinstance(args.target, KubernetesTarget):
+        base.update(args.target.labels)
+    selector = {k: base[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    stable_replicas = args.autoscaling.min_replicas if args.autoscaling else args.replicas
+    warnings: list[str] = []
+
+    blue_green = kind == RolloutKind.BLUE_GREEN
+
+    def track(track_name: str, object_name: str, model: ModelRef,
+              replicas: int | None) -> TrackPlan:
+        # Blue/green pods are told apart by model version, not by role, so switching roles
+        # only switches Service selectors and leaves both Deployments as they are.
+        distinct = ({f"{_LABEL_PREFIX}/model-key": model.key} if blue_green
+                    else {f"{_LABEL_PREFIX}/track": track_name})
+        track_selector = {**selector, **distinct}
+        labels = {**base, **track_selector, f"{_LABEL_PREFIX}/model-name": model.name,
+                  f"{_LABEL_PREFIX}/model-version": model.version or "unresolved"}
+        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
+                       "prometheus.io/path": "/metrics", f"{_LABEL_PREFIX}/model-uri": model.uri}
+        if model.alias:
+            annotations[f"{_LABEL_PREFIX}/model-alias"] = model.alias
+        workload = serve_workload(model, args, tracking_uri=tracking_uri, username=username,
+                                  has_password=has_password)
+        return TrackPlan(track_name, object_name, model, replicas, workload, labels,
+                         track_selector, annotations)
+
+    stable = models["stable"]
+    tracks: list[TrackPlan] = []
+    extra: dict[str, Mapping[str, str]] = {}
+    route: tuple[tuple[str, int], ...] = ()
+    mirror: tuple[str, int] | None = None
+    effective: float | None = None
+    hpa_owned = None if args.autoscaling else stable_replicas
+    if blue_green:
+        tracks.append(track("active", f"{name}-{stable.key}", stable, hpa_owned))
+        endpoint = dict(tracks[0].selector)
+        if "preview" in models:
+            preview = models["preview"]
+            tracks.append(track("preview", f"{name}-{preview.key}", preview, stable_replicas))
+            extra[f"{name}-preview"] = dict(tracks[1].selector)
+    else:
+        tracks.append(track("stable", name, stable, hpa_owned))
+        endpoint = dict(tracks[0].selector)
+        if kind == RolloutKind.CANARY:
+            weight = args.rollout.weight if args.rollout.weight is not None else 10
+            if gateway:
+                canary = track("canary", f"{name}-canary", models["canary"], 1)
+                extra[f"{name}-canary"] = dict(canary.selector)
+                route = ((name, 100 - weight), (f"{name}-canary", weight))
+                effective = float(weight)
+            else:
+                canary_replicas = _canary_replicas(stable_replicas, weight)
+                canary = track("canary", f"{name}-canary", models["canary"], canary_replicas)
+                # One Service over both tracks: traffic follows the replica counts.
+                endpoint = {**selector, f"{_LABEL_PREFIX}/serving": "true"}
+                effective = round(100 * canary_replicas / (stable_replicas + canary_replicas), 1)
+                if canary_replicas and effective != weight:
+                    warnings.append(
+                        f"no Gateway on the target: the canary gets {canary_replicas} of "
+                        f"{stable_replicas + canary_replicas} replicas, about {effective:g}% of "
+                        f"requests instead of {weight}%. Add a Gateway for an exact split.")
+            tracks.append(canary)
+        elif kind == RolloutKind.SHADOW:
+            shadow = track("shadow", f"{name}-shadow", models["shadow"], 1)
+            tracks.append(shadow)
+            extra[f"{name}-shadow"] = dict(shadow.selector)
+            route = ((name, 100),)
+            mirror = (f"{name}-shadow", args.rollout.percent or 100)
+        elif gateway and args.hostname:
+            route = ((name, 100),)
+    if endpoint.get(f"{_LABEL_PREFIX}/serving") == "true":
+        tracks = [_serving(t) for t in tracks]
+    return ServicePlan(
+        name=name, tracks=tuple(tracks), labels=base, selector=selector,
+        endpoint_selector=endpoint, extra_services=extra, route=route, mirror=mirror,
+        effective_canary_weight=effective, warnings=tuple(warnings),
+    )
+
+
+def _serving(t: TrackPlan) -> TrackPlan:
+    serving = {f"{_LABEL_PREFIX}/serving": "true"}
+    return TrackPlan(t.track, t.object_name, t.model, t.replicas, t.workload,
+                     {**t.labels, **serving}, t.selector, t.annotations)
+
+
+def _canary_replicas(stable: int, weight: int) -> int:
+    """Canary replicas so that canary / (stable + canary) comes closest to ``weight``%."""
+    if weight == 0:
+        return 0
+    best = min(range(1, max(stable, 1) * 100 + 1),
+               key=lambda c: (abs(c / (stable + c) - weight / 100), c))
+    return best
+
+
+def pod_lifecycle() -> tuple[int, int]:
+    """(preStop sleep, termination grace) in seconds: the grace outlasts the preStop sleep,
+    the server's drain and in-flight requests."""
+    return _PRE_STOP_SECONDS, _PRE_STOP_SECONDS + _DRAIN_SECONDS + _IN_FLIGHT_SECONDS
+
+
+# --------------------------------------------------------------------------- component
+
+
+class ModelService(pulumi.ComponentResource):
+    """A registered model served by ``mlops serve`` behind a stable endpoint.
+
+    Example:
+        >>> svc = mlops.ModelService("fraud", registry=reg, model_uri="models:/fraud@champion",
+        ...                          target=k8s, rollout=mlops.Rollout.canary(
+        ...                              model_uri="models:/fraud/8", weight=10))
+        >>> pulumi.export("endpoint", svc.endpoint)
+    """
+
+    endpoint: pulumi.Output[str]
+    """URL of the stable endpoint inside the cluster / Docker network (or the Gateway host)."""
+    models: pulumi.Output[dict[str, dict[str, str | None]]]
+    """Per track: the model name, version (None when unresolved), alias and URI."""
+    plan: ServicePlan
+    """The target-neutral plan the component was built from."""
+    deployments: dict[str, pulumi.Resource]
+    """Each track's Deployment (Kubernetes) or Container (Docker), by track name."""
+    deployment: pulumi.Resource
+    """The stable (or active) track's Deployment or Container."""
+    service: pulumi.Resource | None
+    """The stable endpoint's Service (Kubernetes); None on Docker."""
+    resources: dict[str, pulumi.Resource]
+    """Every child by role."""
+
+    def __init__(
+        self,
+        name: str,
+        args: ModelServiceArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Declare a model service.
+
+        Args:
+            name: Component name; also the prefix of every child's name (a DNS label).
+            args: The inputs as one object; or pass them as keyword arguments.
+            opts: Pulumi resource options.
+            **kwargs: The fields of `ModelServiceArgs`.
+        """
+        args = build_args("ModelService", name, ModelServiceArgs, args, kwargs)
+        where = f"ModelService {name!r}"
+        problems = args.problems()
+        if problems:
+            raise ValidationError(where, problems)
+        models = _resolve_models(where, args)
+        registry = args.registry
+        password: Any = None
+        if isinstance(registry, ModelRegistry):
+            tracking_uri: EnvValue = registry.plan.tracking_uri
+            username: EnvValue | None = registry.args.admin_username
+            password = registry.admin_password
+        else:
+            tracking_uri = (registry.tracking_uri if isinstance(registry.tracking_uri, str)
+                            else SecretRef("tracking-uri"))
+            username = (None if registry.username is None else registry.username
+                        if isinstance(registry.username, str) else SecretRef("tracking-username"))
+            password = registry.password
+        plan = plan_service(name, args, models, tracking_uri=tracking_uri, username=username,
+                            has_password=password is not None)
+        super().__init__("mlops:index:ModelService", name, None, opts)
+        self.plan = plan
+        note_declared(self)
+        for warning in plan.warnings:
+            pulumi.log.warn(f"{where}: {warning}", self)
+        for t in plan.tracks:
+            if t.model.version is None:
+                pulumi.log.warn(
+                    f"{where}: could not reach the registry to resolve {t.model.uri!r}; the "
+                    f"{t.track} track keeps the alias and resolves it at start-up, so moving "
+                    "the alias will not show in previews. Set MLFLOW_TRACKING_URI (and "
+                    "credentials) where Pulumi runs to pin the version.", self)
+
+        secret_values: dict[str, Any] = {}
+        if password is not None:
+            secret_values["tracking-password"] = password
+        if isinstance(tracking_uri, SecretRef):
+            secret_values["tracking-uri"] = registry.tracking_uri
+        if isinstance(username, SecretRef):
+            secret_values["tracking-username"] = registry.username
+        keys = sorted(secret_values)
+        secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+            pulumi.Output.all(*[secret_values[k] for k in keys]).apply(
+                lambda values: dict(zip(keys, values, strict=True))))
+
+        if isinstance(args.target, KubernetesTarget):
+            self.resources = _kubernetes.materialize_service(self, plan, args, secret_data)
+            self.service = self.resources["service"]
+            host = args.target.service_host(name)
+            endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
+                        else f"http://{host}")
+        else:
+            network = (registry.resources.get("network") if isinstance(registry, ModelRegistry)
+                       else None)
+            self.resources = _docker.materialize_service(self, plan, args, secret_data, network)
+            self.service = None
+            endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
+        self.deployments = {t.track: self.resources[f"deployment_{t.track}"]
+                            for t in plan.tracks}
+        self.deployment = self.deployments[plan.tracks[0].track]
+        self.endpoint = pulumi.Output.from_input(endpoint)
+        self.models = pulumi.Output.from_input({
+            t.track: {"name": t.model.name, "version": t.model.version, "alias": t.model.alias,
+                      "uri": t.model.uri} for t in plan.tracks})
+        self.register_outputs({"endpoint": self.endpoint, "models": self.models})
+
+
+def _resolve_models(where: str, args: ModelServiceArgs) -> dict[str, ModelRef]:
+    uris = {"stable": args.stable_uri()}
+    rollout = args.rollout
+    if rollout.kind in (RolloutKind.CANARY, RolloutKind.SHADOW):
+        assert rollout.model_uri is not None
+        uris[rollout.kind.value] = rollout.model_uri
+    elif rollout.kind == RolloutKind.BLUE_GREEN and rollout.preview:
+        uris["preview"] = rollout.preview
+    resolver: ModelResolver = args.resolver or registry_resolver()
+    out: dict[str, ModelRef] = {}
+    for track_name, uri in uris.items():
+        ref = parse_model_uri(uri)
+        if ref.alias is not None:
+            try:
+                version = resolver(ref.name, ref.alias)
+            except InputError as err:
+                path = "model_uri" if track_name == "stable" else f"rollout.{track_name}"
+                raise ValidationError.single(where, path, err.rule, uri, err.fix) from None
+            ref = ModelRef(ref.uri, ref.name, version, ref.alias)
+        out[track_name] = ref
+    if (rollout.kind == RolloutKind.BLUE_GREEN and "preview" in out
+            and out["preview"].key == out["stable"].key):
+        raise ValidationError.single(where, "rollout.preview",
+                                     "must be another model version than the active one",
+                                     rollout.preview, "preview a different version, or drop it.")
+    return out
