@@ -1,19 +1,32 @@
 """Reference environment: one Pulumi stack per environment (dev, staging, prod).
 
 The stack's config is read into one validated model (`EnvironmentConfig`) before anything is
-declared, so a typo or a bad value fails the preview with the config key and the fix.
+declared, so a typo or a bad value fails the preview with the config key and the fix. Rules a
+component checks itself (a canary on Docker, a bound on replicas) are reported under the config
+key the value came from, too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 import pulumi_mlops as mlops
 from pulumi_mlops.config import load_config
+from pulumi_mlops.errors import InputError, Problem
 
 
 class _Config(BaseModel):
@@ -45,6 +58,87 @@ class RegistryConfig(_Config):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
 
+class AutoscalingConfig(_Config):
+    """``autoscaling`` of a service: a HorizontalPodAutoscaler on CPU (Kubernetes only)."""
+
+    min_replicas: int = 2
+    max_replicas: int
+    target_cpu: int = 70
+
+
+# The settings each rollout kind takes (camelCase, as written in the stack file).
+_ROLLOUT_SETTINGS = {
+    "rolling": (),
+    "canary": ("modelUri", "weight"),
+    "blueGreen": ("active", "preview"),
+    "shadow": ("modelUri", "percent"),
+}
+
+
+class RolloutConfig(_Config):
+    """``rollout`` of a service: how a new model version reaches traffic."""
+
+    kind: Literal["rolling", "canary", "blueGreen", "shadow"] = "rolling"
+    model_uri: str | None = None
+    weight: int | None = None
+    percent: int | None = None
+    active: str | None = None
+    preview: str | None = None
+
+    @model_validator(mode="after")
+    def _settings_of_kind(self) -> RolloutConfig:
+        allowed = _ROLLOUT_SETTINGS[self.kind]
+        for name in ("model_uri", "weight", "percent", "active", "preview"):
+            key = to_camel(name)
+            if getattr(self, name) is not None and key not in allowed:
+                kinds = " or ".join(k for k, keys in _ROLLOUT_SETTINGS.items() if key in keys)
+                raise InputError(f"is not a setting of a {self.kind} rollout",
+                                 f"remove it, or set `kind` to {kinds}.", field=key)
+        if self.kind in ("canary", "shadow") and self.model_uri is None:
+            raise InputError(f"is required for a {self.kind} rollout",
+                             "set it to the candidate model, e.g. 'models:/cancer@challenger'.",
+                             field="modelUri")
+        return self
+
+    def build(self) -> mlops.Rollout:
+        """The component's rollout."""
+        if self.kind == "canary":
+            assert self.model_uri is not None
+            return mlops.Rollout.canary(self.model_uri, *_given(self.weight))
+        if self.kind == "shadow":
+            assert self.model_uri is not None
+            return mlops.Rollout.shadow(self.model_uri, *_given(self.percent))
+        if self.kind == "blueGreen":
+            return mlops.Rollout.blue_green(active=self.active, preview=self.preview)
+        return mlops.Rollout.rolling()
+
+
+class ServiceConfig(_Config):
+    """One entry of ``mlops:services``: a ModelService, keyed by its name."""
+
+    # Default: ``models:/<service name>@champion``.
+    model_uri: str | None = None
+    replicas: int = 1
+    autoscaling: AutoscalingConfig | None = None
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    workers: int = 1
+    port: int = 8080
+    hostname: str | None = None
+    wait_ready: bool = True
+
+
+class GatewayConfig(_Config):
+    """``mlops:gateway``: the Gateway API Gateway that routes to services (Kubernetes)."""
+
+    name: str
+    namespace: str
+    section_name: str | None = None
+
+
+_SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
 class EnvironmentConfig(_Config):
     """The whole stack config (keys under the ``mlops:`` namespace)."""
 
@@ -53,15 +147,46 @@ class EnvironmentConfig(_Config):
     storage_class: str | None = None
     ingress_class: str | None = None
     publish_host: str = "127.0.0.1"
+    gateway: GatewayConfig | None = None
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
     # Set with `pulumi config set --secret databaseUri ...` when registry.database is external.
     database_uri: object | None = None
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
+        for name in services:
+            # The name prefixes Kubernetes objects and DNS names (`<name>-canary` …).
+            if not _SERVICE_NAME.match(name) or len(name) > 40:
+                raise InputError(
+                    "must be named by a lowercase DNS label of at most 40 characters "
+                    "(letters, digits and '-', starting with a letter)",
+                    f"rename the service key {name!r}, e.g. to 'fraud'.", field=name)
+        return services
+
+    @field_validator("gateway")
+    @classmethod
+    def _gateway_needs_kubernetes(cls, gateway: GatewayConfig | None,
+                                  info: ValidationInfo) -> GatewayConfig | None:
+        if gateway is not None and info.data.get("target") != "kubernetes":
+            raise InputError("is only supported with `mlops:target` kubernetes",
+                             "remove `mlops:gateway` from this stack.")
+        return gateway
+
+
+def _given(value: int | None) -> tuple[int, ...]:
+    """A factory's optional argument when set, so its documented default applies otherwise."""
+    return () if value is None else (value,)
 
 
 def _target(cfg: EnvironmentConfig) -> mlops.Target:
     if cfg.target == "kubernetes":
+        gateway = (mlops.GatewayRef(name=cfg.gateway.name, namespace=cfg.gateway.namespace,
+                                    section_name=cfg.gateway.section_name)
+                   if cfg.gateway else None)
         return mlops.KubernetesTarget(namespace=cfg.namespace, storage_class=cfg.storage_class,
-                                      ingress_class=cfg.ingress_class)
+                                      ingress_class=cfg.ingress_class, gateway=gateway)
     return mlops.DockerTarget(publish_host=cfg.publish_host)
 
 
@@ -102,3 +227,76 @@ registry = mlops.ModelRegistry(
 pulumi.export("tracking_uri", registry.tracking_uri)
 pulumi.export("registry_admin_username", registry.admin_username)
 pulumi.export("registry_admin_password", registry.admin_password)
+
+
+# The ModelService input that a nested args object, validated on its own, stands for.
+_NESTED_INPUTS = {"Rollout": "rollout", "Autoscaling": "autoscaling", "Resources": "resources"}
+# An input name in backticks, as components write them in rules and fixes.
+_INPUT_NAME = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)`")
+
+
+def _config_key(service: str, path: str) -> str:
+    """The config key of a ModelService input path (``autoscaling.min_replicas`` …)."""
+    if path == "target":
+        return "mlops:target"
+    return f"mlops:services.{service}." + ".".join(to_camel(p) for p in path.split("."))
+
+
+def _config_problem(service: str, base: str, problem: Problem) -> Problem:
+    path = f"{base}.{problem.path}" if base else problem.path
+    # Inputs named in the rule or the fix are siblings of the one the problem is about.
+    parent = path.rpartition(".")[0]
+
+    def keys(text: str) -> str:
+        return _INPUT_NAME.sub(
+            lambda m: f"`{_config_key(service, f'{parent}.{m[1]}' if parent else m[1])}`",
+            text)
+
+    fix = keys(problem.fix)
+    if path == "rollout":
+        # The component's fix speaks Python; say it in the stack file's words.
+        fix = ("set `kind` to rolling on Docker, or deploy the stack with `mlops:target` "
+               "kubernetes." if cfg.target == "docker" else
+               "set `mlops:gateway` to the Gateway's name and namespace, or use a canary.")
+    return Problem(_config_key(service, path), keys(problem.rule), problem.value, fix)
+
+
+@contextlib.contextmanager
+def _config_keys(service: str) -> Iterator[None]:
+    """Report a component's input error under the config key the value came from."""
+    try:
+        yield
+    except mlops.ValidationError as err:
+        base = _NESTED_INPUTS.get(err.where, "")
+        raise mlops.ValidationError(
+            f"stack {pulumi.get_stack()!r} config",
+            [_config_problem(service, base, p) for p in err.problems],
+        ) from None
+
+
+def _service(name: str, svc: ServiceConfig) -> mlops.ModelService:
+    with _config_keys(name):
+        rollout = svc.rollout.build()
+        # Blue/green names its active model in the rollout; otherwise the alias `champion`
+        # of the model called like the service is served.
+        model_uri = svc.model_uri or (None if rollout.active else f"models:/{name}@champion")
+        return mlops.ModelService(
+            name,
+            registry=registry,
+            target=target,
+            model_uri=model_uri,
+            rollout=rollout,
+            replicas=svc.replicas,
+            autoscaling=mlops.Autoscaling(**svc.autoscaling.model_dump())
+            if svc.autoscaling else None,
+            resources=mlops.Resources(**svc.resources.model_dump()),
+            workers=svc.workers,
+            port=svc.port,
+            hostname=svc.hostname,
+            wait_ready=svc.wait_ready,
+        )
+
+
+services = {name: _service(name, svc) for name, svc in cfg.services.items()}
+pulumi.export("endpoints", {name: s.endpoint for name, s in services.items()})
+pulumi.export("models", {name: s.models for name, s in services.items()})

@@ -1,16 +1,32 @@
 """A team's stack: the platform stack owns the registry; the team reads its outputs.
 
 The registry's tracking URI and credentials cross stacks as StackReference outputs; the
-password stays a Pulumi secret on the way. Model services and retrain schedules of the team are
-declared here against that registry.
+password stays a Pulumi secret on the way. The team's model service is declared here against
+that registry, on the platform's Kubernetes namespace.
 """
 
 import pulumi
 
+import pulumi_mlops as mlops
+
 config = pulumi.Config()
 platform = pulumi.StackReference(config.require("platformStack"))
 
-tracking_uri = platform.require_output("tracking_uri")
-admin_password = platform.require_output("registry_admin_password")  # arrives as a secret
+registry = mlops.RegistryEndpoint(
+    tracking_uri=platform.require_output("tracking_uri"),
+    username=platform.require_output("registry_admin_username"),
+    password=platform.require_output("registry_admin_password"),  # arrives as a secret
+)
+target = mlops.KubernetesTarget(namespace=config.get("namespace") or "mlops")
 
-pulumi.export("registry", tracking_uri)
+fraud = mlops.ModelService(
+    "fraud",
+    registry=registry,
+    target=target,
+    model_uri="models:/fraud@champion",
+    autoscaling=mlops.Autoscaling(min_replicas=2, max_replicas=10, target_cpu=70),
+    rollout=mlops.Rollout.canary(model_uri="models:/fraud@challenger", weight=10),
+)
+
+pulumi.export("fraud_endpoint", fraud.endpoint)
+pulumi.export("fraud_models", fraud.models)

@@ -16,7 +16,15 @@ import pulumi
 import pulumi_docker as docker
 
 from pulumi_mlops.targets import DockerTarget
-from pulumi_mlops.workload import RUN_AS_USER, ExecCheck, HttpCheck, Workload, cpu_cores, resolve
+from pulumi_mlops.workload import (
+    RUN_AS_USER,
+    ExecCheck,
+    HttpCheck,
+    Workload,
+    cpu_cores,
+    quantity_bytes,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
@@ -75,8 +83,12 @@ def materialize_workload(
     secret_data: pulumi.Output[dict[str, str]],
     opts: pulumi.ResourceOptions,
     publish: bool,
+    wait: bool = True,
 ) -> dict[str, pulumi.Resource]:
-    """Declare volumes, the init container and the container of one workload."""
+    """Declare volumes, the init container and the container of one workload.
+
+    With ``wait``, `pulumi up` waits for the container's healthcheck to pass.
+    """
     out: dict[str, pulumi.Resource] = {}
     image = docker.RemoteImage(f"{object_name}-image", name=workload.image, keep_locally=True,
                                opts=opts)
@@ -140,8 +152,9 @@ def materialize_workload(
         entrypoints=list(workload.command),
         envs=envs,
         **_HARDENING,
-        tmpfs={m.path: f"rw,noexec,nosuid,size={m.size}" for m in workload.mounts
-               if m.kind == "scratch"},
+        # The kernel's tmpfs takes a byte count (or k/m/g), not a quantity such as 2Gi.
+        tmpfs={m.path: f"rw,noexec,nosuid,size={quantity_bytes(m.size)}"
+               for m in workload.mounts if m.kind == "scratch"},
         volumes=volumes,
         networks_advanced=[{"name": network.name, "aliases": aliases}],
         ports=ports,
@@ -149,7 +162,7 @@ def materialize_workload(
         memory=r.memory_limit_mib(),
         cpus=cpus(r.cpu_limit),
         restart="unless-stopped",
-        wait=True,
+        wait=wait,
         wait_timeout=workload.startup_seconds,
         labels=_labels(labels),
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
@@ -215,7 +228,7 @@ def materialize_service(
     created = materialize_workload(
         track.object_name, track.workload, target=target, network=network,
         aliases=[plan.name], labels=track.labels, secret_data=secret_data, opts=opts,
-        publish=True,
+        publish=True, wait=args.wait_ready,
     )
     out.update(created)
     out[f"deployment_{track.track}"] = created["container"]

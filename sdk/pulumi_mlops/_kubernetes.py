@@ -513,8 +513,13 @@ def materialize_service(
     pre_stop, grace = pod_lifecycle()
     # A rollout that never becomes ready fails `pulumi up` (the old pods keep serving).
     deadline = first.startup_seconds + 120
-    timeouts = pulumi.CustomTimeouts(create=f"{deadline + 60}s", update=f"{deadline + 60}s")
     for t in plan.tracks:
+        # With maxSurge 1 an update replaces pods one after another, each within the progress
+        # deadline; a stuck rollout still fails at that deadline, long before this timeout.
+        pods = t.replicas if t.replicas is not None else (
+            args.autoscaling.max_replicas if args.autoscaling else 1)
+        timeouts = pulumi.CustomTimeouts(create=f"{deadline + 60}s",
+                                         update=f"{deadline * max(pods, 1) + 60}s")
         spec = pod_spec(t.workload, secret_name=name, config_map_name=f"{name}-files",
                         service_account=name, claims={},
                         spread_labels=t.selector if (t.replicas or 2) >= 2 else None)
@@ -536,7 +541,11 @@ def materialize_service(
             deployment_spec["replicas"] = t.replicas
         out[f"deployment_{t.track}"] = k8s.apps.v1.Deployment(
             t.object_name,
-            metadata=_meta(target, t.object_name, t.labels, skip_annotations(t.workload)),
+            # The version label stays on the pods: a new version changes only the template.
+            metadata=_meta(target, t.object_name,
+                           {k: v for k, v in t.labels.items() if k != "mlops.dev/model-version"},
+                           {**skip_annotations(t.workload),
+                            **({} if args.wait_ready else {"pulumi.com/skipAwait": "true"})}),
             spec=deployment_spec,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[r for k, r in out.items() if k == "secret"],

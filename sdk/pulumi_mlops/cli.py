@@ -76,7 +76,7 @@ def _serve(ns: argparse.Namespace) -> int:
         model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
         max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
         load_attempts=ns.load_attempts, drift_window=ns.drift_window,
-        prediction_log_rate=ns.prediction_log_rate,
+        prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
     ))
 
 
@@ -166,6 +166,9 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: %(default)s)")
     serve.add_argument("--drift-window", type=int, default=d.drift_window,
                        help="recent input rows the drift gauges cover (default: %(default)s)")
+    serve.add_argument("--model-alias", default=None,
+                       help="for a pinned models:/name/version, the alias it was resolved from "
+                       "(reported by /version and mlops_model_info)")
     serve.add_argument("--prediction-log-rate", type=float, default=d.prediction_log_rate,
                        help="share of requests logged as JSON lines on stdout: request id, "
                        "model version, inputs, outputs, latency (default: %(default)s, off)")

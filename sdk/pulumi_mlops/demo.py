@@ -1,21 +1,65 @@
-"""`mlops demo`: run a stack's workloads as local processes, from the commands they render."""
+"""`mlops demo`: run a stack's workloads as local processes, from the commands they render.
+
+The registries start first. When the stack declares model services, a small scikit-learn model
+is trained, logged with its input example and drift profile and registered under every alias the
+services name; the program is then rendered again with ``MLFLOW_TRACKING_URI`` pointing at the
+running registry, as `pulumi preview` would be run, so each alias is pinned to the version it
+names. Each service's rendered ``mlops serve`` command is started and sent predictions.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import secrets
 import signal
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-from pulumi_mlops.components.registry import ModelRegistry, RegistrySecrets, registry_secret_data
+from pulumi_mlops.components.registry import (
+    ModelRegistry,
+    RegistryPlan,
+    RegistrySecrets,
+    registry_secret_data,
+)
+from pulumi_mlops.components.service import ModelService, TrackPlan
 from pulumi_mlops.local import run_workload
-from pulumi_mlops.render import record_program
+from pulumi_mlops.render import Recording, record_program
 
 __all__ = ["run_demo"]
+
+_SAMPLE_ROWS = 5
+_EXPERIMENT = "mlops-demo"
+
+
+@dataclass(frozen=True)
+class _Registry:
+    """A registry the demo started: its plan, local URL and admin credentials."""
+
+    plan: RegistryPlan
+    url: str
+    username: str
+    password: str
+
+    def env(self) -> dict[str, str]:
+        """The MLflow client variables for this registry, as seen from this machine."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": self.username,
+                "MLFLOW_TRACKING_PASSWORD": self.password}
+
+    def hosts(self) -> dict[str, str]:
+        """The registry's in-network ``host:port`` → its local address (the target's DNS)."""
+        return {urlsplit(self.plan.tracking_uri).netloc: urlsplit(self.url).netloc}
 
 
 def _authenticated_status(url: str, user: str, password: str) -> int:
@@ -28,39 +72,258 @@ def _authenticated_status(url: str, user: str, password: str) -> int:
         return int(response.status)
 
 
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables for the duration of the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence logged warnings (Pulumi's, under the mock runtime) for the block."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+_NO_REGISTRY = {"MLFLOW_TRACKING_URI": None, "MLFLOW_TRACKING_USERNAME": None,
+                "MLFLOW_TRACKING_PASSWORD": None}
+
+
+def _services(recording: Recording) -> list[ModelService]:
+    return [c for c in recording.components if isinstance(c, ModelService)]
+
+
+def _registry_of(track: TrackPlan, registries: Mapping[str, _Registry]) -> _Registry | None:
+    """The running registry a track's server reads models from, if the demo runs it."""
+    return registries.get(str(track.workload.env.get("MLFLOW_TRACKING_URI")))
+
+
+def _train_and_register(registry: _Registry, name: str, aliases: set[str], log: Path) -> str:
+    """Train a classifier on scikit-learn's breast cancer data, log it with an input example
+    and the training-data drift profile on the same run, register it as a new version of
+    ``name`` and point ``aliases`` at it. Returns the version; MLflow's output goes to
+    ``log``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
+    previous = mlflow.get_tracking_uri()
+    # MLflow prints progress and hints; they go to the log, the demo prints its own summary.
+    with _environ(registry.env()), log.open("a") as out, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(out):
+        try:
+            mlflow.set_tracking_uri(registry.url)
+            mlflow.set_experiment(_EXPERIMENT)
+            with mlflow.start_run(run_name=f"{name}-demo"):
+                info = mlflow.sklearn.log_model(
+                    model, name="model", input_example=x.head(3), registered_model_name=name,
+                    # Stated rather than inferred: inference loads the model in a subprocess
+                    # (seconds), and these are the flavor's own requirements for its default
+                    # (skops) format.
+                    pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                        include_skops=True))
+                # The reference profile the server scores drift against (as retraining logs
+                # it).
+                mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
+            version = str(info.registered_model_version)
+            client = MlflowClient(registry.url)
+            for alias in sorted(aliases):
+                client.set_registered_model_alias(name, alias, version)
+        finally:
+            mlflow.set_tracking_uri(previous)
+    return version
+
+
+def _sample_payload() -> tuple[bytes, int]:
+    from sklearn.datasets import load_breast_cancer
+
+    x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+    rows = x.sample(_SAMPLE_ROWS, random_state=0)
+    split = json.loads(rows.to_json(orient="split", index=False))
+    return json.dumps({"dataframe_split": split}).encode(), len(rows)
+
+
+def _request(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"} if data else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _smoke_test(url: str) -> tuple[list[str], dict[str, Any], list[Any]]:
+    """Problems found, the server's /version and the predictions for a few rows."""
+    problems: list[str] = []
+    payload, rows = _sample_payload()
+    status, body = _request(url + "/invocations", payload)
+    predictions: list[Any] = []
+    if status != 200:
+        problems.append(f"/invocations answered {status}: {body[:300]!r}")
+    else:
+        predictions = list(json.loads(body)["predictions"])
+        if len(predictions) != rows:
+            problems.append(f"/invocations gave {len(predictions)} predictions for {rows} rows")
+    status, body = _request(url + "/version")
+    version: dict[str, Any] = json.loads(body) if status == 200 else {}
+    if status != 200:
+        problems.append(f"/version answered {status}")
+    status, body = _request(url + "/metrics")
+    if status != 200 or b"mlops_model_info{" not in body:
+        problems.append(f"/metrics answered {status} without mlops_model_info")
+    return problems, version, predictions
+
+
+def _start_registries(recording: Recording, stack: ExitStack, root: Path) -> dict[str, _Registry]:
+    """Start every SQLite registry of the recording; by in-network tracking URI."""
+    running_registries: dict[str, _Registry] = {}
+    for registry in (c for c in recording.components if isinstance(c, ModelRegistry)):
+        plan = registry.plan
+        if plan.database is not None:
+            print(f"{plan.name}: skipped, its database runs in the target; the demo runs "
+                  "SQLite registries (use the dev stack)")
+            continue
+        password = secrets.token_urlsafe(24)
+        data = registry_secret_data(plan, RegistrySecrets(password, secrets.token_hex(32)))
+        running = stack.enter_context(run_workload(plan.server, data, root / plan.name))
+        user = str(plan.server.env["MLFLOW_AUTH_ADMIN_USERNAME"])
+        status = _authenticated_status(running.url, user, password)
+        print(f"{plan.name}: MLflow registry up at {running.url} (healthy, API {status})\n"
+              f"  command: {' '.join(plan.server.command[:4])} ...\n"
+              f"  export MLFLOW_TRACKING_URI={running.url}\n"
+              f"  export MLFLOW_TRACKING_USERNAME={user}\n"
+              f"  export MLFLOW_TRACKING_PASSWORD={password}\n"
+              f"  data and logs: {root / plan.name}")
+        running_registries[plan.tracking_uri] = _Registry(plan, running.url, user, password)
+    return running_registries
+
+
+def _register_models(services: list[ModelService], registries: Mapping[str, _Registry],
+                     root: Path) -> dict[tuple[str, str], str]:
+    """Train and register one version of every model the services serve; (registry URI,
+    model name) → version."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for service in services:
+        for track in service.plan.tracks:
+            registry = _registry_of(track, registries)
+            if registry is not None:
+                aliases = wanted.setdefault((registry.plan.tracking_uri, track.model.name), set())
+                if track.model.alias:
+                    aliases.add(track.model.alias)
+    registered: dict[tuple[str, str], str] = {}
+    for (uri, name), aliases in sorted(wanted.items()):
+        registry = registries[uri]
+        log = root / f"train-{name}.log"
+        version = _train_and_register(registry, name, aliases, log)
+        registered[(uri, name)] = version
+        named = "".join(f", alias {a}" for a in sorted(aliases))
+        print(f"{registry.plan.name}: registered {name} version {version}{named}\n"
+              "  trained: scaled LogisticRegression on scikit-learn's breast_cancer data, "
+              "logged with an input example and its drift profile\n"
+              f"  log: {log}")
+    return registered
+
+
+def _serve(service: ModelService, registries: Mapping[str, _Registry],
+           registered: Mapping[tuple[str, str], str], stack: ExitStack, root: Path,
+           ports: set[int]) -> list[str]:
+    """Start each track of the service from its rendered command and send it predictions;
+    the problems found."""
+    problems: list[str] = []
+    for track in service.plan.tracks:
+        label = f"{service.plan.name}/{track.track}" if len(service.plan.tracks) > 1 else (
+            service.plan.name)
+        registry = _registry_of(track, registries)
+        workload = track.workload
+        if registry is None:
+            print(f"{label}: skipped, its registry ({workload.env.get('MLFLOW_TRACKING_URI')}) "
+                  "is not one the demo runs")
+            continue
+        known = registered.get((registry.plan.tracking_uri, track.model.name))
+        if track.model.alias is None and track.model.version != known:
+            print(f"{label}: skipped, it pins {track.model.uri} and the demo registered "
+                  f"version {known} only")
+            continue
+        if workload.port in ports:
+            print(f"{label}: skipped, port {workload.port} is taken by another demo workload "
+                  "(tracks share the port; locally only one can listen)")
+            continue
+        running = stack.enter_context(run_workload(
+            workload, {"tracking-password": registry.password}, root / track.object_name,
+            hosts=registry.hosts()))
+        ports.add(workload.port)
+        found, version, predictions = _smoke_test(running.url)
+        pinned = ("pinned at render" if track.model.version
+                  else "alias resolved at start-up")
+        command = " ".join(workload.command)
+        print(f"{label}: model server up at {running.url} (healthy)\n"
+              f"  command, as rendered (bound to 127.0.0.1 here): {command}\n"
+              f"  model: {version.get('model_name')} version {version.get('model_version')} "
+              f"({track.model.uri}, {pinned})\n"
+              f"  endpoint: POST {running.url}/invocations "
+              "(MLflow payloads; also /version, /metrics)\n"
+              f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}\n"
+              f"  logs: {running.log_path}")
+        problems += [f"{label}: {p}" for p in found]
+    return problems
+
+
 def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool = False) -> int:
-    """Start every registry of the stack locally; with ``check``, smoke-test and stop.
+    """Start the stack's registries, then train and register a model and serve it from each
+    model service's rendered command; with ``check``, smoke-test and stop.
 
     Secrets are generated afresh for the demo (the stack's real ones live in its Pulumi state).
     """
-    recording = record_program(cwd, stack, preview=True)
-    registries = [c for c in recording.components if isinstance(c, ModelRegistry)]
-    if not registries:
+    # This first render only finds the registries: aliases cannot be resolved before one runs.
+    with _environ(_NO_REGISTRY), _quiet():
+        recording = record_program(cwd, stack, preview=True)
+    if not any(isinstance(c, ModelRegistry) for c in recording.components):
         print(f"stack {stack!r} declares no ModelRegistry: nothing to run")
         return 1
     root = workdir or Path(tempfile.mkdtemp(prefix=f"mlops-demo-{stack}-"))
+    problems: list[str] = []
     with ExitStack() as stack_:
-        for registry in registries:
-            plan = registry.plan
-            if plan.database is not None:
-                print(f"{plan.name}: skipped, its database runs in the target; the demo runs "
-                      "SQLite registries (use the dev stack)")
-                continue
-            password = secrets.token_urlsafe(24)
-            data = registry_secret_data(
-                plan, RegistrySecrets(password, secrets.token_hex(32)))
-            running = stack_.enter_context(
-                run_workload(plan.server, data, root / plan.name))
-            user = str(plan.server.env["MLFLOW_AUTH_ADMIN_USERNAME"])
-            status = _authenticated_status(running.url, user, password)
-            print(f"{plan.name}: MLflow registry up at {running.url} (healthy, API {status})\n"
-                  f"  command: {' '.join(plan.server.command[:4])} ...\n"
-                  f"  export MLFLOW_TRACKING_URI={running.url}\n"
-                  f"  export MLFLOW_TRACKING_USERNAME={user}\n"
-                  f"  export MLFLOW_TRACKING_PASSWORD={password}\n"
-                  f"  data and logs: {root / plan.name}")
+        registries = _start_registries(recording, stack_, root)
+        services = _services(recording)
+        if services and registries:
+            registered = _register_models(services, registries, root)
+            if len(registries) == 1:
+                # Rendered as `pulumi preview` would be with the registry reachable: every
+                # alias is pinned to the version it names now.
+                (registry,) = registries.values()
+                with _environ(registry.env()):
+                    services = _services(record_program(cwd, stack, preview=True))
+            ports = {urlsplit(r.url).port or 0 for r in registries.values()}
+            for service in services:
+                problems += _serve(service, registries, registered, stack_, root, ports)
+        for problem in problems:
+            print(f"smoke test failed: {problem}")
         if check:
-            return 0
+            return 1 if problems else 0
         print("running; Ctrl-C stops everything")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         try:
@@ -68,4 +331,4 @@ def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool 
                 time.sleep(3600)
         except KeyboardInterrupt:
             print("stopping")
-    return 0
+    return 1 if problems else 0

@@ -246,6 +246,20 @@ def test_a_model_version_bump_is_summarised_once_per_resource() -> None:
     assert len(diff.changed[0].fields) == 3
 
 
+def test_a_pinned_alias_moving_is_summarised_once_per_resource() -> None:
+    """ModelService pins the alias's version and keeps the alias in a pod annotation."""
+    def pinned(version: str) -> dict[str, Any]:
+        service = _service(version)
+        service["spec"]["template"]["metadata"]["annotations"] = {
+            "mlops.dev/model-uri": "models:/fraud@champion"}
+        return service
+
+    diff = diff_plans(_plan_of({"fraud": pinned("7")}), _plan_of({"fraud": pinned("8")}))
+
+    assert [(v.model, v.old, v.new) for v in diff.model_versions] == [
+        ("fraud", "7, @champion", "8, @champion")]
+
+
 def test_new_and_removed_services_show_their_model_versions() -> None:
     diff = diff_plans(_plan_of({"fraud-canary": _service("7")}),
                       _plan_of({"fraud-stable": _service("8")}))

@@ -53,9 +53,17 @@ def write_stack(project: Path, config: dict[str, Any], stack: str = "bad") -> st
 
 
 K8S = {"mlops:target": "kubernetes"}
+DOCKER = {"mlops:target": "docker"}
+GATEWAY = {"mlops:gateway": {"name": "public", "namespace": "gateway-system"}}
 
 
+def services(**service: Any) -> dict[str, Any]:
+    """``mlops:services`` with one service, ``cancer``, configured by ``service``."""
+    return {"mlops:services": {"cancer": service}}
 
+
+def svc_key(key: str) -> str:
+    return f"mlops:services.cancer.{key}"
 
 
 # (config, accepted input paths, a secret that must not be echoed). Where the value is checked
@@ -108,9 +116,66 @@ CASES = [
         {**K8S, "mlops:registry": {"database": "external"},
          "mlops:databaseUri": f"postgresql://mlflow:{URI_PASSWORD}@:5432/mlflow"},
         ("mlops:databaseUri", "uri"), URI_PASSWORD, id="plaintext-database-uri-without-host"),
+    # mlops:services: what the config model checks ...
+    pytest.param({**K8S, "mlops:services": ["cancer"]}, ("mlops:services",), None,
+                 id="services-not-a-mapping"),
+    pytest.param({**K8S, "mlops:services": {"Cancer_1": {}}}, ("mlops:services.Cancer_1",),
+                 None, id="service-name-not-dns-label"),
+    pytest.param({**K8S, **services(replica=2)}, (svc_key("replica"),), None,
+                 id="service-unknown-key-typo"),
+    pytest.param({**K8S, **services(replicas="two")}, (svc_key("replicas"),), None,
+                 id="service-replicas-not-a-number"),
+    pytest.param({**K8S, **services(autoscaling={"minReplicas": 2})},
+                 (svc_key("autoscaling.maxReplicas"),), None,
+                 id="autoscaling-without-max-replicas"),
+    pytest.param({**K8S, **services(rollout={"kind": "blue_green"})}, (svc_key("rollout.kind"),),
+                 None, id="rollout-kind-unknown"),
+    pytest.param({**K8S, **services(rollout={"kind": "canary"})},
+                 (svc_key("rollout.modelUri"),), None, id="canary-without-model-uri"),
+    pytest.param({**K8S, **services(rollout={"kind": "canary", "modelUri": "models:/cancer/2",
+                                             "percent": 10})},
+                 (svc_key("rollout.percent"),), None, id="canary-with-shadow-percent"),
+    pytest.param({**K8S, **services(rollout={"weight": 10})}, (svc_key("rollout.weight"),),
+                 None, id="rolling-with-weight"),
+    pytest.param({**DOCKER, **GATEWAY}, ("mlops:gateway",), None, id="gateway-on-docker"),
+    pytest.param({**K8S, "mlops:gateway": {"name": "public"}}, ("mlops:gateway.namespace",),
+                 None, id="gateway-without-namespace"),
+    # ... and what the component checks, reported under the config key too.
+    pytest.param({**K8S, **services(replicas=0)}, (svc_key("replicas"),), None,
+                 id="service-replicas-zero"),
+    pytest.param({**K8S, **services(modelUri="s3://models/cancer")}, (svc_key("modelUri"),),
+                 None, id="model-uri-not-models-scheme"),
+    pytest.param({**K8S, **services(autoscaling={"minReplicas": 5, "maxReplicas": 3})},
+                 (svc_key("autoscaling.minReplicas"),), None, id="autoscaling-min-above-max"),
+    pytest.param({**K8S, **services(rollout={"kind": "canary",
+                                             "modelUri": "models:/cancer/2", "weight": 101})},
+                 (svc_key("rollout.weight"),), None, id="canary-weight-above-100"),
+    pytest.param({**K8S, **services(rollout={"kind": "shadow",
+                                             "modelUri": "models:/cancer/2"})},
+                 (svc_key("rollout"),), None, id="shadow-without-gateway"),
+    pytest.param({**K8S, **GATEWAY, **services(rollout={"kind": "shadow",
+                                                        "modelUri": "models:/cancer/2"})},
+                 (svc_key("hostname"),), None, id="shadow-through-gateway-without-hostname"),
+    pytest.param({**K8S, **services(modelUri="models:/cancer/1", rollout={
+        "kind": "blueGreen", "active": "models:/cancer/2"})}, (svc_key("modelUri"),), None,
+                 id="blue-green-with-model-uri-and-active"),
+    pytest.param({**K8S, **services(resources={"cpuRequest": "2", "cpuLimit": "1"})},
+                 (svc_key("resources.cpuRequest"),), None, id="service-cpu-request-above-limit"),
+    pytest.param({**K8S, **services(port=80)}, (svc_key("port"),), None,
+                 id="service-port-privileged"),
+    pytest.param({**K8S, **services(hostname="Cancer Example")}, (svc_key("hostname"),), None,
+                 id="service-hostname-not-dns-name"),
+    pytest.param({**DOCKER, **services(replicas=2)}, (svc_key("replicas"),), None,
+                 id="service-replicas-2-on-docker"),
+    pytest.param({**DOCKER, **services(autoscaling={"maxReplicas": 3})},
+                 (svc_key("autoscaling"),), None, id="autoscaling-on-docker"),
+    pytest.param({**DOCKER, **services(rollout={"kind": "canary",
+                                                "modelUri": "models:/cancer/2"})},
+                 (svc_key("rollout"),), None, id="canary-on-docker"),
 ]
 
 
+@pytest.mark.usefixtures("forget_failed_outputs")
 @pytest.mark.parametrize(("config", "paths", "secret"), CASES)
 def test_malformed_stack_config_is_rejected_with_the_key(
     project: Path, config: dict[str, Any], paths: tuple[str, ...], secret: str | None
@@ -135,6 +200,9 @@ def test_shipped_stacks_record_and_declare_resources(project: Path, stack: str) 
     assert recording.resources
     assert recording.of_type("mlops:index:ModelRegistry")
     assert "tracking_uri" in recording.outputs
+    [service] = recording.of_type("mlops:index:ModelService")
+    assert service.name == "cancer"
+    assert set(recording.outputs["endpoints"]) == set(recording.outputs["models"]) == {"cancer"}
 
 
 def test_unknown_stack_lists_the_known_ones(project: Path) -> None:
@@ -161,3 +229,76 @@ def test_numeric_namespace_is_a_namespace(project: Path) -> None:
     recording = record_program(project, stack)
 
     assert recording.of_type("mlops:index:ModelRegistry")
+
+
+def _component(recording: Any, name: str) -> Any:
+    return next(c for c in recording.components if getattr(c, "plan", None) is not None
+                and c.plan.name == name)
+
+
+def test_a_component_rule_names_the_config_keys_in_rule_and_fix(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **services(
+        autoscaling={"minReplicas": 5, "maxReplicas": 3})})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    assert str(raised.value) == (
+        "stack 'bad' config: `mlops:services.cancer.autoscaling.minReplicas` must not exceed "
+        "`mlops:services.cancer.autoscaling.maxReplicas` (got 5). Fix: lower "
+        "`mlops:services.cancer.autoscaling.minReplicas` or raise "
+        "`mlops:services.cancer.autoscaling.maxReplicas`.")
+
+
+def test_a_service_serves_the_champion_of_its_name_by_default(project: Path) -> None:
+    stack = write_stack(project, {**K8S, "mlops:services": {"fraud": {}}})
+
+    recording = record_program(project, stack)
+
+    plan = _component(recording, "fraud").plan
+    assert [(t.track, t.model.uri, t.replicas) for t in plan.tracks] == [
+        ("stable", "models:/fraud@champion", 1)]
+
+
+def test_a_canary_through_the_gateway_declares_a_weighted_route(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **GATEWAY, **services(
+        hostname="cancer.example.com",
+        rollout={"kind": "canary", "modelUri": "models:/cancer/2", "weight": 20})})
+
+    recording = record_program(project, stack)
+
+    [route] = recording.of_type("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute")
+    backends = route.inputs["spec"]["rules"][0]["backendRefs"]
+    assert [(b["name"], b["weight"]) for b in backends] == [("cancer", 80), ("cancer-canary", 20)]
+    assert recording.outputs["endpoints"]["cancer"] == "http://cancer.example.com"
+
+
+def test_blue_green_serves_the_active_model_without_a_model_uri(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **services(rollout={
+        "kind": "blueGreen", "active": "models:/cancer/3", "preview": "models:/cancer/4"})})
+
+    recording = record_program(project, stack)
+
+    plan = _component(recording, "cancer").plan
+    assert [(t.track, t.object_name) for t in plan.tracks] == [
+        ("active", "cancer-v3"), ("preview", "cancer-v4")]
+
+
+def test_a_stack_without_services_declares_none(project: Path) -> None:
+    stack = write_stack(project, K8S)
+
+    recording = record_program(project, stack)
+
+    assert recording.of_type("mlops:index:ModelService") == []
+    assert recording.outputs["endpoints"] == {}
+
+
+def test_the_docs_stack_config_example_renders(project: Path) -> None:
+    doc = (PROJECT / "docs" / "model-service.md").read_text()
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    stack = write_stack(project, {**K8S, **yaml.safe_load(example)})
+
+    recording = record_program(project, stack)
+
+    plan = _component(recording, "cancer").plan
+    assert [t.track for t in plan.tracks] == ["stable", "canary"]

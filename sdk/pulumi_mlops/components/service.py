@@ -9,6 +9,7 @@ chosen target.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -89,8 +90,11 @@ class ModelRef:
     @property
     def key(self) -> str:
         """A DNS-label-safe key: ``v<version>``, or the alias when unresolved."""
-        return f"v{self.version}" if self.version else re.sub(
-            r"[^a-z0-9-]", "-", (self.alias or "").lower()).strip("-")[:20]
+        if self.version:
+            return f"v{self.version}"
+        # Cut before stripping, so that the key never ends with '-'.
+        key = re.sub(r"[^a-z0-9-]", "-", (self.alias or "").lower())[:20].strip("-")
+        return key or "alias"
 
 
 def parse_model_uri(uri: str) -> ModelRef:
@@ -271,6 +275,10 @@ class ModelServiceArgs(ArgsModel):
             namespace.
         monitoring_namespace: Namespace whose Prometheus may scrape ``/metrics``. Default:
             ``monitoring``.
+        wait_ready: Whether `pulumi up` waits for the new pods (Docker: the container) to be
+            ready, and fails when they are not in time. Default: true. Turn it off only where
+            the model may not be registered yet (a fresh dev registry): the server then keeps
+            retrying until it is.
         resolver: Resolves an alias to a version at program time. Default:
             `registry_resolver()`, which asks the registry at ``MLFLOW_TRACKING_URI`` (with
             ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) of the environment running Pulumi; when
@@ -293,6 +301,7 @@ class ModelServiceArgs(ArgsModel):
     hostname: Annotated[str, Field(pattern=HOSTNAME, max_length=253)] | None = None
     allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
     monitoring_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "monitoring"
+    wait_ready: bool = True
     resolver: Any = None
 
     _uri = field_validator("model_uri")(_check_model_uri)
@@ -384,6 +393,7 @@ def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
         An alias or model the registry does not know raises `InputError`.
     """
     import os
+    from http.client import HTTPException
 
     from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
 
@@ -404,7 +414,9 @@ def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
                                  "does not have", "set the alias in the registry, or pin a "
                                  "version: 'models:/<name>/<version>'.") from None
             return None
-        except OSError:
+        except (OSError, HTTPException, ValueError, KeyError):
+            # Not reachable, or not an MLflow server answering (a proxy's login page, another
+            # service on that port): as good as unreachable.
             return None
 
     return resolve
@@ -488,7 +500,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         env["MLFLOW_TRACKING_USERNAME"] = username
     if has_password:
         env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
-    command = (
+    command: tuple[str, ...] = (
         "mlops", "serve",
         "--model-uri", model.serving_uri,
         "--host", "0.0.0.0",
@@ -496,6 +508,9 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         "--workers", str(args.workers),
         "--drain-seconds", str(_DRAIN_SECONDS),
     )
+    if model.alias and model.version:
+        # Pinned from an alias: the server still reports which alias it serves.
+        command += ("--model-alias", model.alias)
     return Workload(
         name="server",
         image=args.image,
@@ -578,6 +593,8 @@ def plan_service(
             preview = models["preview"]
             tracks.append(track("preview", f"{name}-{preview.key}", preview, stable_replicas))
             extra[f"{name}-preview"] = dict(tracks[1].selector)
+        if gateway and args.hostname:
+            route = ((name, 100),)  # to the Service, whose selector picks the active version
     else:
         tracks.append(track("stable", name, stable, hpa_owned))
         endpoint = dict(tracks[0].selector)
@@ -624,12 +641,17 @@ def _serving(t: TrackPlan) -> TrackPlan:
 
 
 def _canary_replicas(stable: int, weight: int) -> int:
-    """Canary replicas so that canary / (stable + canary) comes closest to ``weight``%."""
+    """Canary replicas so that canary / (stable + canary) comes closest to ``weight``%.
+
+    At most as many as the stable track has: beyond half of the traffic, a canary is a new
+    stable version, and without a Gateway it would cost ever more replicas.
+    """
     if weight == 0:
         return 0
-    best = min(range(1, max(stable, 1) * 100 + 1),
-               key=lambda c: (abs(c / (stable + c) - weight / 100), c))
-    return best
+    stable = max(stable, 1)
+    exact = stable * weight / (100 - weight) if weight < 100 else float(stable)
+    candidates = {min(max(c, 1), stable) for c in (math.floor(exact), math.ceil(exact))}
+    return min(candidates, key=lambda c: (abs(c / (stable + c) - weight / 100), c))
 
 
 def pod_lifecycle() -> tuple[int, int]:
@@ -709,7 +731,8 @@ class ModelService(pulumi.ComponentResource):
         for t in plan.tracks:
             if t.model.version is None:
                 pulumi.log.warn(
-                    f"{where}: could not reach the registry to resolve {t.model.uri!r}; the "
+                    f"{where}: could not resolve {t.model.uri!r} (no registry configured, "
+                    "unreachable, or credentials refused); the "
                     f"{t.track} track keeps the alias and resolves it at start-up, so moving "
                     "the alias will not show in previews. Set MLFLOW_TRACKING_URI (and "
                     "credentials) where Pulumi runs to pin the version.", self)
@@ -764,7 +787,8 @@ def _resolve_models(where: str, args: ModelServiceArgs) -> dict[str, ModelRef]:
             try:
                 version = resolver(ref.name, ref.alias)
             except InputError as err:
-                path = "model_uri" if track_name == "stable" else f"rollout.{track_name}"
+                path = {"stable": "rollout.active" if rollout.active else "model_uri",
+                        "preview": "rollout.preview"}.get(track_name, "rollout.model_uri")
                 raise ValidationError.single(where, path, err.rule, uri, err.fix) from None
             ref = ModelRef(ref.uri, ref.name, version, ref.alias)
         out[track_name] = ref

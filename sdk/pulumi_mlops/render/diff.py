@@ -389,6 +389,12 @@ def model_refs(value: Any, path: tuple[Segment, ...] = ()) -> set[tuple[str, str
     return refs
 
 
+def _pinned(versions: str | None) -> str | None:
+    """A move's side without its aliases (``"7, @champion"`` → ``"7"``)."""
+    kept = [v for v in (versions or "").split(", ") if v and not v.startswith("@")]
+    return ", ".join(kept) or None
+
+
 def _model_version_changes(key: str, type_: str, name: str, old: Any,
                            new: Any) -> list[ModelVersionChange]:
     old_refs, new_refs = model_refs(old), model_refs(new)
@@ -401,8 +407,9 @@ def _model_version_changes(key: str, type_: str, name: str, old: Any,
         after = sorted(v for m, v in new_refs if m == model)
         if before != after:
             moves.append((model, ", ".join(before) or None, ", ".join(after) or None))
-    # A version label that moves exactly like a URI of the same resource says nothing more.
-    uri_moves = {(o, n) for m, o, n in moves if not _version_field((m,))}
+    # A version label that moves exactly like a URI of the same resource says nothing more;
+    # an alias the URIs keep naming on both sides (a pod annotation) does not make it differ.
+    uri_moves = {(_pinned(o), _pinned(n)) for m, o, n in moves if not _version_field((m,))}
     return [
         ModelVersionChange(key, type_, name, model, o, n) for model, o, n in moves
         if not (_version_field((model,)) and (o, n) in uri_moves)

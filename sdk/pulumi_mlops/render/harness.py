@@ -56,6 +56,8 @@ class RecordedResource:
         inputs: Inputs as the engine received them; secrets are wrapped in Pulumi's secret
             envelope (see `unwrap_secrets`).
         custom: Whether it is a provider resource (not a component).
+        custom_timeouts: The ``custom_timeouts`` resource option (``create``, ``update``,
+            ``delete``) as the engine received it; only the ones that were set.
     """
 
     type: str
@@ -64,6 +66,7 @@ class RecordedResource:
     parent: str
     inputs: Mapping[str, Any]
     custom: bool
+    custom_timeouts: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -131,6 +134,11 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent=request.parent,
                 inputs=rpc.deserialize_properties(request.object),
                 custom=bool(request.custom),
+                custom_timeouts={
+                    op: getattr(request.customTimeouts, op)
+                    for op in ("create", "update", "delete")
+                    if getattr(request.customTimeouts, op)
+                },
             ))
         return response
 

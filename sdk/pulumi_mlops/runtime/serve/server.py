@@ -13,6 +13,7 @@ requests finish, and the process exits 0.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import importlib
 import logging
@@ -50,6 +51,8 @@ class ServeOptions:
         load_attempts: Model load attempts before giving up (registry unreachable).
         drift_window: Recent input rows the drift gauges are computed over.
         prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
+        model_alias: For a pinned ``models:/name/version``, the alias it was resolved from
+            (reported by ``/version`` and ``mlops_model_info``). Default: none.
     """
 
     model_uri: str
@@ -61,6 +64,7 @@ class ServeOptions:
     load_attempts: int = 6
     drift_window: int = 1000
     prediction_log_rate: float = 0.0
+    model_alias: str | None = None
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -114,6 +118,8 @@ def serve(options: ServeOptions) -> int:
     gc.disable()
     try:
         path, info = fetch_model(options.model_uri, attempts=options.load_attempts)
+        if options.model_alias and info.alias is None:
+            info = dataclasses.replace(info, alias=options.model_alias)
         # Most of a cold start is importing what deserializes the model (skops imports all of
         # scikit-learn); a thread starts on it while this one imports the serving code.
         flavors = read_mlmodel(path).get("flavors") or {}
