@@ -24,8 +24,9 @@ fraud = mlops.ModelService(
     registry=registry,
     target=target,
     model_uri="models:/fraud@champion",
-    autoscaling=mlops.Autoscaling(min_replicas=2, max_replicas=10, target_cpu=70),
-    rollout=mlops.Rollout.canary(model_uri="models:/fraud@challenger", weight=10),
+    autoscaling=mlops.Autoscaling(min_replicas=3, max_replicas=10, target_cpu=70),
+    # Without a Gateway the split follows replica counts: 1 canary beside 3 stable pods is 25%.
+    rollout=mlops.Rollout.canary(model_uri="models:/fraud@challenger", weight=25),
 )
 
 pulumi.export("fraud_endpoint", fraud.endpoint)

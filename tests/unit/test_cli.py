@@ -74,6 +74,30 @@ def test_quickstart_example_declares_a_registry() -> None:
     assert set(recording.outputs) == {"tracking_uri", "admin_username", "admin_password"}
 
 
+def test_team_stack_example_serves_through_the_platform_registry() -> None:
+    from pulumi_mlops.render import SecretOutput, unwrap_secrets
+
+    platform = {"tracking_uri": "http://registry-mlflow.mlops.svc.cluster.local:5000",
+                "registry_admin_username": "admin",
+                "registry_admin_password": SecretOutput("platform-password-0123456789")}
+    recording = record_program(REPO / "examples" / "team-stack", "dev",
+                               stack_outputs={"organization/mlops/dev": platform})
+    deployment = recording.get("kubernetes:apps/v1:Deployment", "fraud")
+    canary = recording.get("kubernetes:apps/v1:Deployment", "fraud-canary")
+    assert deployment and canary and recording.get(
+        "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "fraud")
+    # The URI and credentials arrive as outputs: the pods read them from the service's Secret.
+    env = {e["name"]: e for e in
+           unwrap_secrets(deployment.inputs)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == \
+        "tracking-password"
+    secret = recording.get("kubernetes:core/v1:Secret", "fraud")
+    assert rpc.is_rpc_secret(secret.inputs["stringData"])  # still a secret in the state
+    assert unwrap_secrets(secret.inputs)["stringData"]["tracking-password"] == \
+        "platform-password-0123456789"
+    assert set(recording.outputs) == {"fraud_endpoint", "fraud_models"}
+
+
 # --- mlops plan / mlops diff -------------------------------------------------------------------
 
 STACKS = ["dev", "staging", "prod"]

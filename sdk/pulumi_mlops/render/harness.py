@@ -35,6 +35,7 @@ __all__ = [
     "ProgramConfigError",
     "RecordedResource",
     "Recording",
+    "SecretOutput",
     "load_secure_config",
     "record",
     "record_program",
@@ -99,12 +100,32 @@ def _fake_value(name: str, length: int) -> str:
     return (digest * (length // len(digest) + 1))[:length]
 
 
+@dataclass(frozen=True)
+class SecretOutput:
+    """A stack output that a `pulumi.StackReference` reads as a secret (see `record`).
+
+    Attributes:
+        value: The output's value.
+    """
+
+    value: Any
+
+
 class _Mocks(pulumi.runtime.Mocks):
     """Outputs for resources whose state the engine would compute."""
 
+    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.stack_outputs = stack_outputs or {}
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ in ("random:index/randomPassword:RandomPassword",
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = self.stack_outputs.get(args.name, {})
+            state["outputs"] = {k: v.value if isinstance(v, SecretOutput) else v
+                                for k, v in outputs.items()}
+            state["secretOutputNames"] = sorted(
+                k for k, v in outputs.items() if isinstance(v, SecretOutput))
+        elif args.typ in ("random:index/randomPassword:RandomPassword",
                         "random:index/randomString:RandomString"):
             state["result"] = _fake_value(args.name, int(args.inputs.get("length", 16)))
         elif args.typ == "docker:index/remoteImage:RemoteImage":
@@ -156,6 +177,7 @@ def record(
     config: Mapping[str, str] | None = None,
     secret_keys: list[str] | None = None,
     preview: bool = False,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Recording:
     """Run ``program`` as a Pulumi stack under mocks and return what it declared.
 
@@ -166,6 +188,8 @@ def record(
         config: Config as the engine passes it: ``{"project:key": "value"}``, objects as JSON.
         secret_keys: Config keys that are secrets.
         preview: Run as a preview (``pulumi.runtime.is_dry_run()`` is true).
+        stack_outputs: Outputs of the stacks the program reads with `pulumi.StackReference`,
+            by stack name; wrap a value in `SecretOutput` to make it a secret output.
 
     Raises:
         Whatever the program raises (a `ValidationError` for bad input, for example).
@@ -176,7 +200,7 @@ def record(
         # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
         _ensure_event_loop()  # type: ignore[no-untyped-call]
         settings.ROOT.set(None)
-        mocks = _Mocks()
+        mocks = _Mocks(stack_outputs)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
                                  monitor=_RecordingMonitor(mocks, recording))
         # set_mocks registered its own root stack; run_in_stack declares the real one.
@@ -263,8 +287,12 @@ def _program_dir(main: Path) -> Iterator[None]:
         sys.path[:] = old_path
 
 
-def record_program(cwd: Path, stack: str, *, preview: bool = True) -> Recording:
-    """Run the Pulumi program in ``cwd`` with the config of ``stack`` and record it."""
+def record_program(cwd: Path, stack: str, *, preview: bool = True,
+                   stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Recording:
+    """Run the Pulumi program in ``cwd`` with the config of ``stack`` and record it.
+
+    ``stack_outputs`` stand in for the outputs of stacks it references (see `record`).
+    """
     cwd = cwd.resolve()
     project, config, secrets = load_stack_config(cwd, stack)
     main = cwd / str(project.get("main", "."))
@@ -278,7 +306,7 @@ def record_program(cwd: Path, stack: str, *, preview: bool = True) -> Recording:
             runpy.run_path(str(entry), run_name="__main__")
 
     return record(program, project=str(project["name"]), stack=stack, config=config,
-                  secret_keys=secrets, preview=preview)
+                  secret_keys=secrets, preview=preview, stack_outputs=stack_outputs)
 
 
 def unwrap_secrets(value: Any) -> Any:
