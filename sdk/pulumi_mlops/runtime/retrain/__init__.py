@@ -1,0 +1,1 @@
+"""`mlops retrain`: train → evaluate → compare with the champion → register → promote."""
