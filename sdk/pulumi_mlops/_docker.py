@@ -28,6 +28,7 @@ from pulumi_mlops.workload import (
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
+    from pulumi_mlops.components.retrain import RetrainPlan, RetrainScheduleArgs
     from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 _HARDENING: dict[str, Any] = {
@@ -209,15 +210,18 @@ def materialize_service(
     args: ModelServiceArgs,
     secret_data: pulumi.Output[dict[str, str]],
     network: pulumi.Resource | None,
+    after: list[pulumi.Resource],
 ) -> dict[str, pulumi.Resource]:
-    """Declare the service's container on the registry's network (or its own) under ``parent``.
+    """Declare the service's container on the registry's network (or its own) under ``parent``,
+    started after ``after`` (the registry's container, when it is on the same engine).
 
     Docker runs one track (rolling updates only); the port is published on the target's
     ``publish_host``.
     """
     target = args.target
     assert isinstance(target, DockerTarget)
-    opts = target.resource_options(parent)
+    opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
+                                        pulumi.ResourceOptions(depends_on=after))
     out: dict[str, pulumi.Resource] = {}
     if network is None:
         network = docker.Network(f"{plan.name}-net", name=f"{plan.name}-net",
@@ -232,4 +236,30 @@ def materialize_service(
     )
     out.update(created)
     out[f"deployment_{track.track}"] = created["container"]
+    return out
+
+
+def materialize_retrain(
+    parent: pulumi.ComponentResource,
+    plan: RetrainPlan,
+    args: RetrainScheduleArgs,
+    secret_data: pulumi.Output[dict[str, str]],
+    network: pulumi.Resource | None,
+) -> dict[str, pulumi.Resource]:
+    """Declare the scheduler container (``mlops schedule`` around the retrain job) on the
+    registry's network (or its own) under ``parent``; it publishes no port."""
+    target = args.target
+    assert isinstance(target, DockerTarget)
+    opts = target.resource_options(parent)
+    out: dict[str, pulumi.Resource] = {}
+    if network is None:
+        network = docker.Network(f"{plan.object_name}-net", name=f"{plan.object_name}-net",
+                                 labels=_labels(plan.labels), opts=opts)
+        out["network"] = network
+    assert isinstance(network, docker.Network)
+    out.update(materialize_workload(
+        plan.object_name, plan.scheduler, target=target, network=network,
+        aliases=[plan.object_name], labels=plan.labels, secret_data=secret_data, opts=opts,
+        publish=False,
+    ))
     return out

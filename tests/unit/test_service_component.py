@@ -670,6 +670,8 @@ def test_docker_runs_one_hardened_container_on_the_registry_network() -> None:
                if e.startswith("MLFLOW_AUTH_ADMIN_PASSWORD=")]
     assert f"MLFLOW_TRACKING_PASSWORD={admin}" in envs
     assert rec.outputs["endpoint"] == "http://fraud:8081"
+    # Started after the registry's container, so its first load attempt finds the registry.
+    assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, "fraud").dependencies
     [svc] = built
     assert svc.service is None
     assert svc.deployment is svc.resources["container"]

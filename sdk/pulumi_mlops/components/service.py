@@ -756,9 +756,10 @@ class ModelService(pulumi.ComponentResource):
             endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
                         else f"http://{host}")
         else:
-            network = (registry.resources.get("network") if isinstance(registry, ModelRegistry)
-                       else None)
-            self.resources = _docker.materialize_service(self, plan, args, secret_data, network)
+            network, after = ((registry.resources.get("network"), [registry.server])
+                              if isinstance(registry, ModelRegistry) else (None, []))
+            self.resources = _docker.materialize_service(self, plan, args, secret_data, network,
+                                                         after)
             self.service = None
             endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
         self.deployments = {t.track: self.resources[f"deployment_{t.track}"]

@@ -59,6 +59,7 @@ class RecordedResource:
         custom: Whether it is a provider resource (not a component).
         custom_timeouts: The ``custom_timeouts`` resource option (``create``, ``update``,
             ``delete``) as the engine received it; only the ones that were set.
+        dependencies: URNs of the resources it depends on (``depends_on`` and inputs).
     """
 
     type: str
@@ -68,6 +69,7 @@ class RecordedResource:
     inputs: Mapping[str, Any]
     custom: bool
     custom_timeouts: Mapping[str, str] = field(default_factory=dict)
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -160,6 +162,7 @@ class _RecordingMonitor(pulumi_mocks.MockMonitor):
                     for op in ("create", "update", "delete")
                     if getattr(request.customTimeouts, op)
                 },
+                dependencies=tuple(request.dependencies),
             ))
         return response
 
