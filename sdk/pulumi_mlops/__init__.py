@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Permission,
         RegistryIngress,
     )
+    from pulumi_mlops.components.retrain import RetrainSchedule, RetrainScheduleArgs
     from pulumi_mlops.components.service import (
         Autoscaling,
         ModelService,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.image_registry import ImageRegistry
+    from pulumi_mlops.runtime.retrain.config import Gates
     from pulumi_mlops.targets import DockerTarget, GatewayRef, KubernetesTarget, Target
     from pulumi_mlops.workload import Resources
 
@@ -47,6 +49,7 @@ _EXPORTS = {
     "Autoscaling": "pulumi_mlops.components.service",
     "Database": "pulumi_mlops.components.registry",
     "DockerTarget": "pulumi_mlops.targets",
+    "Gates": "pulumi_mlops.runtime.retrain.config",
     "GatewayRef": "pulumi_mlops.targets",
     "ImageRegistry": "pulumi_mlops.image_registry",
     "KubernetesTarget": "pulumi_mlops.targets",
@@ -59,6 +62,8 @@ _EXPORTS = {
     "RegistryEndpoint": "pulumi_mlops.components.service",
     "RegistryIngress": "pulumi_mlops.components.registry",
     "Resources": "pulumi_mlops.workload",
+    "RetrainSchedule": "pulumi_mlops.components.retrain",
+    "RetrainScheduleArgs": "pulumi_mlops.components.retrain",
     "Rollout": "pulumi_mlops.components.service",
     "RuntimeImage": "pulumi_mlops.components.image",
     "RuntimeImageArgs": "pulumi_mlops.components.image",
@@ -71,6 +76,7 @@ __all__ = [
     "Autoscaling",
     "Database",
     "DockerTarget",
+    "Gates",
     "GatewayRef",
     "ImageRegistry",
     "KubernetesTarget",
@@ -83,6 +89,8 @@ __all__ = [
     "RegistryEndpoint",
     "RegistryIngress",
     "Resources",
+    "RetrainSchedule",
+    "RetrainScheduleArgs",
     "Rollout",
     "RuntimeImage",
     "RuntimeImageArgs",

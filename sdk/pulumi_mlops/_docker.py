@@ -245,12 +245,15 @@ def materialize_retrain(
     args: RetrainScheduleArgs,
     secret_data: pulumi.Output[dict[str, str]],
     network: pulumi.Resource | None,
+    after: list[pulumi.Resource],
 ) -> dict[str, pulumi.Resource]:
     """Declare the scheduler container (``mlops schedule`` around the retrain job) on the
-    registry's network (or its own) under ``parent``; it publishes no port."""
+    registry's network (or its own) under ``parent``, started after ``after`` (the registry's
+    container, when it is on the same engine); it publishes no port."""
     target = args.target
     assert isinstance(target, DockerTarget)
-    opts = target.resource_options(parent)
+    opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
+                                        pulumi.ResourceOptions(depends_on=after))
     out: dict[str, pulumi.Resource] = {}
     if network is None:
         network = docker.Network(f"{plan.object_name}-net", name=f"{plan.object_name}-net",

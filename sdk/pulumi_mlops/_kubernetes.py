@@ -25,6 +25,7 @@ from pulumi_mlops.workload import (
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
+    from pulumi_mlops.components.retrain import RetrainPlan, RetrainScheduleArgs
     from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 # Checks checkov would flag on hardened workloads here, each skipped only where it applies and
@@ -115,6 +116,7 @@ def pod_spec(
     service_account: str,
     claims: Mapping[str, str],
     spread_labels: Mapping[str, str] | None = None,
+    batch: bool = False,
 ) -> dict[str, Any]:
     """The hardened pod spec of one workload.
 
@@ -126,6 +128,8 @@ def pod_spec(
         claims: Data mount name → PersistentVolumeClaim name. Data mounts missing here are
             expected to come from a StatefulSet's volumeClaimTemplates.
         spread_labels: When given, spread pods with these labels across nodes.
+        batch: A run-to-completion container (a Job's): it listens on no port and has no
+            probes; its exit status is its health.
     """
     env = [
         {"name": k, "value_from": {"secret_key_ref": {"name": secret_name, "key": v.key}}}
@@ -156,7 +160,7 @@ def pod_spec(
         volumes.append({"name": name, "projected": {"sources": sources, "default_mode": 0o440}})
         mounts.append({"name": name, "mount_path": directory, "read_only": True})
     r = workload.resources
-    container = {
+    container: dict[str, Any] = {
         "name": workload.name,
         "image": workload.image,
         # A tag can be moved; re-resolving it on every start keeps nodes from running a stale
@@ -175,6 +179,10 @@ def pod_spec(
         "termination_message_policy": "FallbackToLogsOnError",
         **probes(workload),
     }
+    if batch:
+        del container["ports"]
+        for probe in ("startup_probe", "readiness_probe", "liveness_probe"):
+            del container[probe]
     spec: dict[str, Any] = {
         "service_account_name": service_account,
         "automount_service_account_token": False,
@@ -461,13 +469,13 @@ def _materialize_postgres(
 # --------------------------------------------------------------------------- ModelService
 
 
-def _registry_egress(args: ModelServiceArgs, target: KubernetesTarget) -> dict[str, Any]:
-    """Egress to the registry: its server pods when it is a component, else its port."""
+def _registry_egress(registry: Any, target: KubernetesTarget) -> dict[str, Any]:
+    """Egress to the registry (a ModelRegistry or a RegistryEndpoint): its server pods when it
+    is a component, else its port."""
     from urllib.parse import urlsplit
 
     from pulumi_mlops.components.registry import ModelRegistry
 
-    registry = args.registry
     if isinstance(registry, ModelRegistry):
         reg_target = registry.args.target
         assert isinstance(reg_target, KubernetesTarget)
@@ -602,7 +610,7 @@ def materialize_service(
             "pod_selector": {"match_labels": dict(plan.selector)},
             "policy_types": ["Ingress", "Egress"],
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": args.port}]}],
-            "egress": [dns_egress(target), _registry_egress(args, target)],
+            "egress": [dns_egress(target), _registry_egress(args.registry, target)],
         },
         opts=opts,
     )
@@ -640,3 +648,73 @@ def http_route(plan: ServicePlan, args: ModelServiceArgs, target: KubernetesTarg
         spec=spec,
         opts=opts,
     )
+
+
+# --------------------------------------------------------------------------- RetrainSchedule
+
+
+def materialize_retrain(
+    parent: pulumi.ComponentResource,
+    plan: RetrainPlan,
+    args: RetrainScheduleArgs,
+    secret_data: pulumi.Output[dict[str, str]],
+) -> dict[str, pulumi.Resource]:
+    """Declare the schedule's CronJob, its ServiceAccount, Secret, ConfigMap and NetworkPolicy."""
+    from pulumi_mlops.components.retrain import TTL_AFTER_FINISHED, dataset_port
+
+    target = args.target
+    assert isinstance(target, KubernetesTarget)
+    opts = target.resource_options(parent)
+    name, labels, job = plan.object_name, plan.labels, plan.job
+    out: dict[str, pulumi.Resource] = {}
+    out["service_account"] = _service_account(name, target, labels, opts)
+    if job.secret_keys():
+        out["secret"] = _secret(name, target, labels, secret_data, job, opts)
+    _files_config_map(name, target, labels, job, opts, out)
+    spec = pod_spec(job, secret_name=name, config_map_name=f"{name}-files",
+                    service_account=name, claims={}, batch=True)
+    # The job retries as a new pod (backoffLimit), so a failed pod stays for its logs.
+    spec["restart_policy"] = "Never"
+    out["cron_job"] = k8s.batch.v1.CronJob(
+        name,
+        metadata=_meta(target, name, labels, skip_annotations(job)),
+        spec={
+            "schedule": args.schedule,
+            # The scheduler in the Docker target reads the expression in UTC too.
+            "time_zone": "Etc/UTC",
+            "concurrency_policy": "Forbid",
+            "starting_deadline_seconds": args.starting_deadline,
+            "suspend": args.suspend,
+            "successful_jobs_history_limit": args.successful_jobs_history,
+            "failed_jobs_history_limit": args.failed_jobs_history,
+            "job_template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "backoff_limit": args.retries,
+                    "active_deadline_seconds": args.timeout,
+                    "ttl_seconds_after_finished": TTL_AFTER_FINISHED,
+                    "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+                },
+            },
+        },
+        # Pods must not start before the Secret and ConfigMap they mount exist.
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            depends_on=[r for k, r in out.items() if k in ("secret", "config_map")])),
+    )
+    egress = [dns_egress(target), _registry_egress(args.registry, target)]
+    port = dataset_port(args.dataset)
+    if port is not None:
+        egress.append({"ports": [{"protocol": "TCP", "port": port}]})
+    out["network_policy"] = k8s.networking.v1.NetworkPolicy(
+        name,
+        metadata=_meta(target, name, labels),
+        spec={
+            "pod_selector": {"match_labels": dict(plan.selector)},
+            "policy_types": ["Ingress", "Egress"],
+            # A batch job serves nothing: no ingress rule admits anyone.
+            "ingress": [],
+            "egress": egress,
+        },
+        opts=opts,
+    )
+    return out

@@ -80,6 +80,56 @@ def _serve(ns: argparse.Namespace) -> int:
     ))
 
 
+def _schedule(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.runtime.scheduler import (
+        ScheduleOptions,
+        Scheduler,
+        check_heartbeat,
+        parse_cron,
+    )
+
+    heartbeat = Path(ns.heartbeat)
+    if ns.check:
+        if check_heartbeat(heartbeat, ns.max_age):
+            return 0
+        print(f"unhealthy: no heartbeat in {heartbeat} within {ns.max_age:g}s", file=sys.stderr)
+        return 1
+    command = list(ns.run)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if ns.cron is None or not command:
+        print("error: --cron and a command after `--` are required (or --check)",
+              file=sys.stderr)
+        return 2
+    try:
+        cron = parse_cron(ns.cron)
+    except ValueError as err:
+        print(f"error: --cron: {err}", file=sys.stderr)
+        return 2
+    return Scheduler(ScheduleOptions(
+        cron=cron, command=tuple(command), timeout=ns.timeout, retries=ns.retries,
+        starting_deadline=ns.starting_deadline, suspend=ns.suspend, heartbeat=heartbeat,
+        heartbeat_interval=ns.heartbeat_interval,
+    )).run()
+
+
+def _retrain(ns: argparse.Namespace) -> int:
+    import logging
+
+    from pulumi_mlops.runtime.retrain.job import EXIT_BAD_CONFIG, ConfigFileError, load_config
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_config(ns.config)
+    except ConfigFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    from pulumi_mlops.runtime.retrain.job import run
+
+    return run(config)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlops", description="pulumi-mlops command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +223,58 @@ def _parser() -> argparse.ArgumentParser:
                        help="share of requests logged as JSON lines on stdout: request id, "
                        "model version, inputs, outputs, latency (default: %(default)s, off)")
     serve.set_defaults(func=_serve)
+    schedule = sub.add_parser(
+        "schedule",
+        help="run a command on a cron schedule (the Docker target's CronJob)",
+        description="Run COMMAND at every slot of a five-field cron expression (UTC), one run "
+        "at a time: slots that pass during a run are skipped. Each run gets "
+        "MLOPS_SCHEDULE_SLOT (the slot, ISO 8601). A heartbeat file is kept fresh; "
+        "`mlops schedule --check` exits 1 when it is stale (a container healthcheck).",
+        usage="mlops schedule --cron EXPR [options] -- COMMAND...  |  mlops schedule --check",
+    )
+    schedule.add_argument("--cron", help="five-field cron expression, e.g. '0 3 * * *'")
+    schedule.add_argument("--timeout", type=float, default=None,
+                          help="seconds a run may take before it is killed (default: none)")
+    schedule.add_argument("--retries", type=int, default=0,
+                          help="further attempts after a failed run (default: %(default)s)")
+    schedule.add_argument("--starting-deadline", type=float, default=600.0,
+                          help="skip a slot noticed more than this many seconds late "
+                          "(default: %(default)s)")
+    schedule.add_argument("--suspend", action="store_true",
+                          help="run nothing; keep the schedule and the heartbeat")
+    schedule.add_argument("--heartbeat", default="/tmp/mlops-scheduler.heartbeat",
+                          help="heartbeat file (default: %(default)s)")
+    schedule.add_argument("--heartbeat-interval", type=float, default=30.0,
+                          help="seconds between heartbeats (default: %(default)s)")
+    schedule.add_argument("--check", action="store_true",
+                          help="exit 0 when the heartbeat is fresh, 1 when not; run nothing")
+    schedule.add_argument("--max-age", type=float, default=120.0,
+                          help="with --check: the oldest heartbeat that counts as fresh, in "
+                          "seconds (default: %(default)s)")
+    schedule.add_argument("run", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                          help="the command to run at every slot")
+    schedule.set_defaults(func=_schedule)
+    retrain = sub.add_parser(
+        "retrain",
+        help="train, evaluate, compare with the champion, register, promote if every gate passes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run one retrain job from a mlops-retrain/v1 config file (the file "
+        "RetrainSchedule renders): load and split the data, train, evaluate on the holdout, "
+        "evaluate the current champion on the same holdout, apply the gates, register a new "
+        "version with lineage tags and the drift profile, set the challenger alias on it and "
+        "move the promote alias only when every gate passed. A retried run for the same "
+        "schedule slot (MLOPS_SCHEDULE_SLOT, else from the config's schedule) registers "
+        "nothing. Registry from MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD; lineage from MLOPS_CODE_VERSION (or GIT_SHA) and "
+        "MLOPS_IMAGE_DIGEST.",
+        epilog="exit status:\n"
+        "  0   promoted\n"
+        "  10  registered as challenger, not promoted: a gate failed\n"
+        "  1   failed: a stage raised (data, training, evaluation, registry); no alias moved\n"
+        "  2   bad config file (the message names the field)",
+    )
+    retrain.add_argument("--config", required=True, help="the job's config file (JSON)")
+    retrain.set_defaults(func=_retrain)
     return parser
 
 

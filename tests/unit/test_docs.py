@@ -58,3 +58,13 @@ def test_the_documented_defaults_are_the_code_defaults() -> None:
 def test_relative_links_in_docs_resolve(page: Path) -> None:
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_every_retrain_schedule_input_is_documented() -> None:
+    from pulumi_mlops.components.retrain import RetrainScheduleArgs
+
+    doc = (DOCS / "retrain-schedule.md").read_text()
+
+    assert _table_inputs(doc, "## Inputs (`RetrainScheduleArgs`)") == set(
+        RetrainScheduleArgs.model_fields)
+    assert "kubectl -n <namespace> create job --from=cronjob/<name>-retrain" in doc

@@ -1,0 +1,418 @@
+"""RetrainSchedule: train, evaluate, compare, register and promote a model on a cron schedule.
+
+Args are validated on construction, the job's config file (`RetrainConfig`) included, so a bad
+estimator, dataset or gate fails the preview rather than the 3 a.m. run. `plan_retrain` is the
+pure function that decides the config file, the job's command line and environment; on
+Kubernetes it becomes a CronJob, on Docker a scheduler container (``mlops schedule``) running the
+very same command on the same schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, replace
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import pulumi
+import pydantic
+from pydantic import Field, field_validator
+
+from pulumi_mlops import _docker, _kubernetes
+from pulumi_mlops._validation import QUANTITY, ArgsModel
+from pulumi_mlops.components._base import build_args, note_declared
+from pulumi_mlops.components.image import check_runtime_image
+from pulumi_mlops.components.registry import ModelRegistry
+from pulumi_mlops.components.service import DEFAULT_RUNTIME_IMAGE, RegistryEndpoint
+from pulumi_mlops.errors import InputError, Problem, ValidationError
+from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
+from pulumi_mlops.runtime.scheduler import parse_cron
+from pulumi_mlops.targets import DockerTarget, KubernetesTarget
+from pulumi_mlops.workload import (
+    ConfigFile,
+    EnvValue,
+    ExecCheck,
+    Mount,
+    Resources,
+    SecretRef,
+    Workload,
+)
+
+__all__ = [
+    "CONFIG_PATH",
+    "TTL_AFTER_FINISHED",
+    "Gates",
+    "RetrainPlan",
+    "RetrainSchedule",
+    "RetrainScheduleArgs",
+    "plan_retrain",
+]
+
+CONFIG_PATH = "/etc/mlops/retrain.json"
+"""Where the job's config file is mounted."""
+TTL_AFTER_FINISHED = 7 * 24 * 3600
+"""Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
+_HEARTBEAT_INTERVAL = 30
+_HEARTBEAT_MAX_AGE = 120
+# The config fields that are inputs of the component under the same name.
+_CONFIG_INPUTS = ("model_name", "dataset", "target_column", "estimator", "params", "trainer",
+                  "search", "search_iterations", "task", "gates", "promote_alias")
+
+
+def _default_resources() -> Resources:
+    return Resources(cpu_request="500m", memory_request="1Gi", cpu_limit="2",
+                     memory_limit="2Gi")
+
+
+class RetrainScheduleArgs(ArgsModel):
+    """Inputs of `RetrainSchedule`.
+
+    Attributes:
+        registry: The registry the job registers versions in and moves the alias of: a
+            `ModelRegistry`, or a `RegistryEndpoint` (e.g. from a `StackReference`).
+        target: Where it runs: a `KubernetesTarget` (a CronJob) or a `DockerTarget` (a
+            scheduler container).
+        schedule: Five-field cron expression, in UTC, e.g. ``"0 3 * * *"``.
+        model_name: Registered model the job registers versions of.
+        dataset: ``sklearn:<name>`` (breast_cancer, diabetes, wine, iris, digits, linnerud), or
+            a CSV or Parquet path or http(s) URL.
+        target_column: Label column of a CSV or Parquet dataset. Default: none (required for
+            CSV and Parquet).
+        estimator: Import path of a scikit-learn estimator class, e.g.
+            ``sklearn.ensemble.GradientBoostingClassifier``. Only one of ``estimator`` or
+            ``trainer`` can be provided.
+        params: Constructor parameters of ``estimator``. Default: none.
+        trainer: ``pkg.module:function`` returning a fitted estimator, instead of ``estimator``.
+        search: Parameter distributions (lists of values) for a randomized search on the
+            training split. Default: none, no search.
+        search_iterations: Candidates the search tries. Default: 10.
+        task: ``classification``, ``regression``, or ``auto`` (inferred from the label).
+            Default: ``auto``.
+        gates: What a new version must pass before the alias moves to it. Default: no gate
+            (every new version is promoted).
+        promote_alias: Alias moved to a version that passes every gate. Default: ``champion``.
+        image: The runtime image holding ``mlops retrain``, pinned by tag or digest. Default:
+            the project's published runtime image at this version.
+        resources: Requests and limits of the job. Default: 500m/1Gi requested, 2 CPU/2Gi
+            limit.
+        scratch_size: Size of the writable ``/tmp`` (dataset download, model files).
+            Default: 2Gi.
+        timeout: Seconds one run may take before it is killed (``activeDeadlineSeconds``).
+            Default: 3600.
+        retries: Further attempts after a failed run (``backoffLimit``). Default: 1.
+        starting_deadline: Seconds after its slot within which a missed run may still start;
+            later the slot is skipped (``startingDeadlineSeconds``). Default: 600.
+        suspend: Keep the schedule but run nothing. Default: false.
+        successful_jobs_history: Finished successful Jobs kept for inspection (Kubernetes).
+            Default: 3.
+        failed_jobs_history: Failed Jobs kept for inspection (Kubernetes). Default: 3.
+    """
+
+    registry: Any
+    target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
+    schedule: str
+    model_name: str
+    dataset: str
+    target_column: str | None = None
+    estimator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: str | None = None
+    search: dict[str, list[Any]] | None = None
+    search_iterations: Annotated[int, Field(ge=1, le=1000)] = 10
+    task: str = "auto"
+    gates: Gates = Field(default_factory=Gates)
+    promote_alias: str = "champion"
+    image: Any = DEFAULT_RUNTIME_IMAGE
+    resources: Resources = Field(default_factory=_default_resources)
+    scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
+    timeout: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    starting_deadline: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
+    suspend: bool = False
+    successful_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
+    failed_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: Any) -> Any:
+        if not isinstance(value, ModelRegistry | RegistryEndpoint):
+            raise InputError("must be a ModelRegistry or a RegistryEndpoint",
+                             "pass the registry component, or RegistryEndpoint(tracking_uri="
+                             "..., username=..., password=...).")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        try:
+            return parse_cron(value)
+        except ValueError:
+            raise InputError("must be a five-field cron expression (minute hour day-of-month "
+                             "month day-of-week)",
+                             "use e.g. '0 3 * * *' (03:00 UTC daily).") from None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        return check_runtime_image(value)
+
+    def config(self) -> RetrainConfig:
+        """The job's config file (raises pydantic's error; `problems` reports it readably)."""
+        values = {k: getattr(self, k) for k in _CONFIG_INPUTS}
+        return RetrainConfig.model_validate({**values, "gates": self.gates.model_dump(),
+                                             "schedule": self.schedule})
+
+    def problems(self) -> list[Problem]:
+        """Rules that span several inputs, the job's config file's included."""
+        found: list[Problem] = []
+        if self.estimator is not None and self.trainer is not None:
+            found.append(Problem("estimator", "Only one of `estimator` or `trainer` can be "
+                                 "provided", self.estimator, "drop `estimator` or `trainer`."))
+        elif self.estimator is None and self.trainer is None:
+            found.append(Problem("estimator", "is required (or `trainer`)", None,
+                                 "set estimator='sklearn.ensemble.RandomForestClassifier' (an "
+                                 "import path) or trainer='pkg.module:function'."))
+        if not self.dataset.startswith("sklearn:") and not self.target_column:
+            found.append(Problem("target_column", "is required for a CSV or Parquet dataset",
+                                 None, "name the label column: target_column='label'."))
+        try:
+            self.config()
+        except pydantic.ValidationError as exc:
+            # The cross-field rules above already said what the config's own would say.
+            reported = {p.path for p in found}
+            for err in exc.errors(include_url=False):
+                problem = _config_problem(err)
+                if problem.path not in reported and (err["loc"] or not reported):
+                    found.append(problem)
+        registry_kind = (self.registry.args.target.kind
+                         if isinstance(self.registry, ModelRegistry) else self.target.kind)
+        if registry_kind != self.target.kind:
+            found.append(Problem("registry", "must run on the same kind of target",
+                                 registry_kind,
+                                 "use a registry on the same target, or a RegistryEndpoint."))
+        return found
+
+
+def _config_problem(err: Any) -> Problem:
+    """One error of the job's config, as a problem of the input it came from."""
+    loc = [str(x) for x in err["loc"]]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if loc:
+        path, value = ".".join(loc), err.get("input")
+    else:
+        # A rule across fields: it names them in backticks; the first is the input to fix.
+        named = [n for n in re.findall(r"`(\w+)`", message) if n in _CONFIG_INPUTS]
+        path, value = (named[0] if named else "(config)"), None
+    rule = message[0].lower() + message[1:] if message else "is invalid"
+    return Problem(path, rule.rstrip("."), value,
+                   f"correct `{path}` (see docs/retrain-schedule.md).")
+
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """Everything the schedule declares, independent of the target.
+
+    Attributes:
+        name: Component name.
+        object_name: Name of the CronJob (Kubernetes) or scheduler container (Docker).
+        config: The job's validated config.
+        job: The retrain job's container (what a CronJob runs at every slot).
+        scheduler: The Docker target's long-lived container running ``job.command`` at
+            every slot (``mlops schedule``).
+        labels: Labels of every object.
+        selector: Labels that select the job's pods.
+    """
+
+    name: str
+    object_name: str
+    config: RetrainConfig
+    job: Workload
+    scheduler: Workload
+    labels: dict[str, str]
+    selector: dict[str, str]
+
+
+def render_config(config: RetrainConfig) -> str:
+    """The config file's content: stable JSON, so an unchanged config never shows as a diff."""
+    return json.dumps(config.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def plan_retrain(
+    name: str,
+    args: RetrainScheduleArgs,
+    *,
+    tracking_uri: EnvValue,
+    username: EnvValue | None = None,
+    has_password: bool = False,
+) -> RetrainPlan:
+    """The job's config file, command line, environment and the scheduler around it.
+
+    Args:
+        name: Component name.
+        args: Validated inputs.
+        tracking_uri: The registry URI the job uses (a literal or a secret reference).
+        username: The registry user, if any.
+        has_password: Whether the job reads ``tracking-password`` from secret data.
+
+    Raises:
+        ValidationError: when the inputs do not make a valid job config.
+    """
+    problems = args.problems()
+    if problems:
+        raise ValidationError(f"RetrainSchedule {name!r}", problems)
+    config = args.config()
+    object_name = f"{name}-retrain"
+    labels = {
+        "app.kubernetes.io/name": "retrain",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/part-of": "pulumi-mlops",
+        "app.kubernetes.io/managed-by": "pulumi",
+        "mlops.dev/model-name": config.model_name,
+    }
+    if isinstance(args.target, KubernetesTarget):
+        labels.update(args.target.labels)
+    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+    env: dict[str, EnvValue] = {
+        "HOME": "/tmp",
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    if username is not None:
+        env["MLFLOW_TRACKING_USERNAME"] = username
+    if has_password:
+        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
+    if isinstance(args.image, str):
+        # Lineage: the job tags each version with the image that trained it.
+        env["MLOPS_IMAGE_DIGEST"] = args.image
+    job = Workload(
+        name="retrain",
+        image=args.image,
+        command=("mlops", "retrain", "--config", CONFIG_PATH),
+        env=env,
+        port=0,  # a batch job listens on nothing; see `_kubernetes.pod_spec(batch=True)`
+        health=ExecCheck(("true",)),
+        files=(ConfigFile(CONFIG_PATH, render_config(config)),),
+        mounts=(Mount("tmp", "/tmp", "scratch", args.scratch_size),),
+        resources=args.resources,
+        startup_seconds=args.timeout,
+    )
+    schedule_command: tuple[str, ...] = (
+        "mlops", "schedule", "--cron", args.schedule,
+        "--timeout", str(args.timeout),
+        "--retries", str(args.retries),
+        "--starting-deadline", str(args.starting_deadline),
+        "--heartbeat-interval", str(_HEARTBEAT_INTERVAL),
+    )
+    if args.suspend:
+        schedule_command += ("--suspend",)
+    scheduler = replace(
+        job, name="scheduler", command=(*schedule_command, "--", *job.command),
+        health=ExecCheck(("mlops", "schedule", "--check", "--max-age",
+                          str(_HEARTBEAT_MAX_AGE))),
+        startup_seconds=60,
+    )
+    return RetrainPlan(name=name, object_name=object_name, config=config, job=job,
+                       scheduler=scheduler, labels=labels, selector=selector)
+
+
+def dataset_port(dataset: str) -> int | None:
+    """The TCP port a URL dataset is downloaded from; None for a bundled or local dataset."""
+    parts = urlsplit(dataset)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+# --------------------------------------------------------------------------- component
+
+
+class RetrainSchedule(pulumi.ComponentResource):
+    """Retrain a model on a schedule and promote it when it passes the gates.
+
+    Every run trains on ``dataset``, evaluates on a holdout, compares with the version the
+    ``promote_alias`` points at, registers the new version (alias ``challenger``) with lineage
+    tags, and moves ``promote_alias`` to it only when every gate passes.
+
+    Example:
+        >>> mlops.RetrainSchedule(
+        ...     "fraud-nightly", registry=reg, target=k8s, schedule="0 3 * * *",
+        ...     model_name="fraud", dataset="sklearn:breast_cancer",
+        ...     estimator="sklearn.ensemble.GradientBoostingClassifier",
+        ...     params={"n_estimators": 200},
+        ...     gates=mlops.Gates(min={"roc_auc": 0.9}, min_improvement={"roc_auc": 0.0}))
+    """
+
+    config: pulumi.Output[str]
+    """The job's config file (JSON), as mounted at ``/etc/mlops/retrain.json``."""
+    schedule: pulumi.Output[str]
+    """The cron schedule (UTC)."""
+    plan: RetrainPlan
+    """The target-neutral plan the component was built from."""
+    scheduler: pulumi.Resource
+    """The CronJob (Kubernetes) or the scheduler Container (Docker)."""
+    resources: dict[str, pulumi.Resource]
+    """Every child by role."""
+
+    def __init__(
+        self,
+        name: str,
+        args: RetrainScheduleArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Declare a retrain schedule.
+
+        Args:
+            name: Component name; also the prefix of every child's name (a DNS label).
+            args: The inputs as one object; or pass them as keyword arguments.
+            opts: Pulumi resource options.
+            **kwargs: The fields of `RetrainScheduleArgs`.
+        """
+        args = build_args("RetrainSchedule", name, RetrainScheduleArgs, args, kwargs)
+        registry = args.registry
+        password: Any = None
+        if isinstance(registry, ModelRegistry):
+            tracking_uri: EnvValue = registry.plan.tracking_uri
+            username: EnvValue | None = registry.args.admin_username
+            password = registry.admin_password
+        else:
+            tracking_uri = (registry.tracking_uri if isinstance(registry.tracking_uri, str)
+                            else SecretRef("tracking-uri"))
+            username = (None if registry.username is None else registry.username
+                        if isinstance(registry.username, str) else SecretRef("tracking-username"))
+            password = registry.password
+        plan = plan_retrain(name, args, tracking_uri=tracking_uri, username=username,
+                            has_password=password is not None)
+        super().__init__("mlops:index:RetrainSchedule", name, None, opts)
+        self.plan = plan
+        note_declared(self)
+
+        secret_values: dict[str, Any] = {}
+        if password is not None:
+            secret_values["tracking-password"] = password
+        if isinstance(tracking_uri, SecretRef):
+            secret_values["tracking-uri"] = registry.tracking_uri
+        if isinstance(username, SecretRef):
+            secret_values["tracking-username"] = registry.username
+        keys = sorted(secret_values)
+        secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+            pulumi.Output.all(*[secret_values[k] for k in keys]).apply(
+                lambda values: dict(zip(keys, values, strict=True))))
+
+        if isinstance(args.target, KubernetesTarget):
+            self.resources = _kubernetes.materialize_retrain(self, plan, args, secret_data)
+            self.scheduler = self.resources["cron_job"]
+        else:
+            network, after = ((registry.resources.get("network"), [registry.server])
+                              if isinstance(registry, ModelRegistry) else (None, []))
+            self.resources = _docker.materialize_retrain(self, plan, args, secret_data, network,
+                                                         after)
+            self.scheduler = self.resources["container"]
+        self.config = pulumi.Output.from_input(render_config(plan.config))
+        self.schedule = pulumi.Output.from_input(args.schedule)
+        self.register_outputs({"config": self.config, "schedule": self.schedule})

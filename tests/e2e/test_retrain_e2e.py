@@ -1,0 +1,178 @@
+"""`mlops retrain` against a real MLflow registry started from ModelRegistry's rendered command:
+promotion, a gate that fails, idempotent retries, and a fault at each stage moving no alias."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, load_profile
+from pulumi_mlops.runtime.retrain import job
+from pulumi_mlops.runtime.retrain.config import RetrainConfig
+from pulumi_mlops.runtime.retrain.job import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_PROMOTED
+from tests.e2e.registry import Registry, running_registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MLOPS = str(Path(sys.executable).parent / "mlops")
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "cancer"
+GATES = {"min": {"roc_auc": 0.9}, "min_improvement": {"roc_auc": -0.01},
+         "max_regression": {"log_loss": 0.05}}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running_registry(tmp_path_factory.mktemp("registry")) as running, \
+            pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in running.env().items():
+            monkeypatch.setenv(key, value)
+        # A frozen registry must fail a request quickly rather than after minutes of retries.
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(running.url)
+        yield running
+        mlflow.set_tracking_uri(previous)
+
+
+def _retrain(tmp_path: Path, registry: Registry, slot: str, **config: Any
+             ) -> subprocess.CompletedProcess[str]:
+    """Run `mlops retrain --config FILE` as RetrainSchedule renders it."""
+    path = tmp_path / f"retrain-{slot}.json"
+    path.write_text(json.dumps({"model_name": MODEL, "dataset": "sklearn:breast_cancer",
+                                "gates": GATES, **config}))
+    env = {**os.environ, **registry.env(), "MLOPS_SCHEDULE_SLOT": slot,
+           "MLOPS_CODE_VERSION": "abc123", "MLOPS_IMAGE_DIGEST": "sha256:feed",
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.run([MLOPS, "retrain", "--config", str(path)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _state() -> tuple[dict[str, str], list[str]]:
+    client = MlflowClient()
+    aliases = {k: str(v) for k, v in (client.get_registered_model(MODEL).aliases or {}).items()}
+    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+    return aliases, versions
+
+
+def test_first_run_registers_and_promotes_with_lineage_and_profile(
+        registry: Registry, tmp_path: Path) -> None:
+    done = _retrain(tmp_path, registry, "slot-1",
+                    estimator="sklearn.linear_model.LogisticRegression",
+                    params={"max_iter": 5000})
+    assert done.returncode == EXIT_PROMOTED, done.stdout + done.stderr
+    assert "PROMOTED to `champion`" in done.stdout
+    for stage in ("load_dataset", "split", "train", "evaluate", "log_run", "champion", "gates",
+                  "register", "promote"):
+        assert f"stage={stage} status=ok duration=" in done.stderr
+    assert _state() == ({"champion": "1", "challenger": "1"}, ["1"])
+    tags = MlflowClient().get_model_version(MODEL, "1").tags
+    assert tags["mlops.dataset.uri"] == "sklearn:breast_cancer"
+    assert len(tags["mlops.dataset.sha256"]) == 64
+    assert tags["mlops.dataset.rows"] == "569"
+    assert json.loads(tags["mlops.params"]) == {"max_iter": 5000}
+    assert set(json.loads(tags["mlops.metrics"])) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert tags["mlops.code_version"] == "abc123"
+    assert tags["mlops.image_digest"] == "sha256:feed"
+    assert tags["mlops.schedule_slot"] == "slot-1"
+    assert tags["mlops.gates_passed"] == "true"
+    assert tags["mlops.outcome"] == "promoted"
+    profile = mlflow.artifacts.load_dict(f"runs:/{tags['mlops.run_id']}/{PROFILE_ARTIFACT_PATH}")
+    assert len(load_profile(profile).features) == 30
+    run = MlflowClient().get_run(tags["mlops.run_id"])
+    assert run.data.metrics["roc_auc"] > 0.9
+    assert run.data.params["max_iter"] == "5000"
+
+
+def test_a_worse_model_is_registered_as_challenger_but_not_promoted(
+        registry: Registry, tmp_path: Path) -> None:
+    done = _retrain(tmp_path, registry, "slot-2", estimator="sklearn.dummy.DummyClassifier")
+    assert done.returncode == EXIT_NOT_PROMOTED, done.stdout + done.stderr
+    assert "NOT promoted" in done.stdout
+    assert "min              roc_auc    FAIL" in done.stdout
+    assert _state() == ({"champion": "1", "challenger": "2"}, ["1", "2"])
+    tags = MlflowClient().get_model_version(MODEL, "2").tags
+    assert tags["mlops.gates_passed"] == "false"
+    assert tags["mlops.champion_version"] == "1"
+
+
+def test_a_retried_slot_registers_nothing_and_reports_its_outcome(
+        registry: Registry, tmp_path: Path) -> None:
+    done = _retrain(tmp_path, registry, "slot-2", estimator="sklearn.dummy.DummyClassifier")
+    assert done.returncode == EXIT_NOT_PROMOTED, done.stdout + done.stderr
+    assert "already ran" in done.stdout
+    assert _state() == ({"champion": "1", "challenger": "2"}, ["1", "2"])
+
+
+def _config(tmp_path: Path, **changes: Any) -> RetrainConfig:
+    values: dict[str, Any] = {"model_name": MODEL, "dataset": "sklearn:breast_cancer",
+                              "trainer": "tests.e2e.retrain_trainers:scaled_logistic",
+                              "gates": GATES}
+    return RetrainConfig.model_validate({**values, **changes})
+
+
+@pytest.mark.parametrize("fault", ["missing dataset", "malformed csv", "training raises",
+                                   "evaluation raises"])
+def test_a_fault_at_any_stage_moves_no_alias(registry: Registry, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             fault: str) -> None:
+    monkeypatch.setenv("MLOPS_SCHEDULE_SLOT", f"fault-{fault}")
+    before = _state()
+    csv = tmp_path / "data.csv"
+    if fault == "missing dataset":
+        config = _config(tmp_path, dataset=str(tmp_path / "nope.csv"), target_column="y")
+    elif fault == "malformed csv":
+        csv.write_text("a,b,y\n1,2,0\n1,2,3,4,5\n3,4,1\n")
+        config = _config(tmp_path, dataset=str(csv), target_column="y")
+    elif fault == "training raises":
+        config = _config(tmp_path, trainer="tests.e2e.retrain_trainers:raising")
+    else:
+        config = _config(tmp_path, trainer="tests.e2e.retrain_trainers:predict_raises")
+    assert job.run(config) == EXIT_FAILED
+    assert _state() == before
+
+
+def test_a_retry_after_a_crash_between_registration_and_promotion_finishes_the_promotion(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_SCHEDULE_SLOT", "crash-before-promote")
+    aliases, versions = _state()
+
+    def crash(*args: Any) -> None:
+        raise ConnectionError("injected: registry unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(job, "promote", crash)
+        assert job.run(_config(tmp_path)) == EXIT_FAILED
+    new = str(int(versions[-1]) + 1)
+    assert _state() == (aliases, [*versions, new])
+    assert "mlops.outcome" not in MlflowClient().get_model_version(MODEL, new).tags
+
+    # The retry registers nothing; the champion is still the one compared with, so it moves.
+    assert job.run(_config(tmp_path)) == EXIT_PROMOTED
+    assert _state() == ({"champion": new, "challenger": new}, [*versions, new])
+    assert MlflowClient().get_model_version(MODEL, new).tags["mlops.outcome"] == "promoted"
+
+
+def test_a_registry_that_stops_answering_mid_way_moves_no_alias(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLOPS_SCHEDULE_SLOT", "fault-frozen-registry")
+    monkeypatch.setenv("MLOPS_TEST_REGISTRY_PGID", str(registry.running.process.pid))
+    before = _state()
+    try:
+        code = job.run(_config(
+            tmp_path, trainer="tests.e2e.retrain_trainers:freeze_registry_then_train"))
+    finally:
+        os.killpg(registry.running.process.pid, signal.SIGCONT)
+    assert code == EXIT_FAILED
+    assert _state() == before

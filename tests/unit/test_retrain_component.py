@@ -1,0 +1,321 @@
+"""RetrainSchedule under Pulumi's mocks: the CronJob on Kubernetes, the scheduler container on
+Docker, the job's config file, secrets by reference, and errors naming the input."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes_validate
+import pulumi
+import pytest
+
+import pulumi_mlops as mlops
+from pulumi_mlops.components.retrain import CONFIG_PATH, RetrainSchedule, plan_retrain
+from pulumi_mlops.policy.pss import check_manifest
+from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
+from pulumi_mlops.render.manifests import manifests
+from pulumi_mlops.runtime.retrain.config import RetrainConfig
+
+COMPONENT = "mlops:index:RetrainSchedule"
+CRON_JOB = "kubernetes:batch/v1:CronJob"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+SECRET = "kubernetes:core/v1:Secret"
+ACCOUNT = "kubernetes:core/v1:ServiceAccount"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+CONTAINER = "docker:index/container:Container"
+NETWORK = "docker:index/network:Network"
+K8S = mlops.KubernetesTarget(namespace="ml")
+DOCKER = mlops.DockerTarget()
+PASSWORD = "retrain-Pa55word-1234"
+ENDPOINT = mlops.RegistryEndpoint(tracking_uri="http://mlflow.platform:5000", username="svc",
+                                  password=PASSWORD)
+WHERE = "RetrainSchedule 'fraud-nightly'"
+NAME = "fraud-nightly-retrain"
+GATES = mlops.Gates(min={"roc_auc": 0.9}, min_improvement={"roc_auc": 0.0})
+BASE: dict[str, Any] = {
+    "schedule": "0 3 * * *", "model_name": "fraud", "dataset": "sklearn:breast_cancer",
+    "estimator": "sklearn.ensemble.GradientBoostingClassifier",
+    "params": {"n_estimators": 200}, "gates": GATES, "promote_alias": "champion",
+}
+
+
+def schedule(target: mlops.Target = K8S, **kwargs: Any) -> Recording:
+    args = {"registry": ENDPOINT, **BASE, **kwargs}
+    return record(lambda: RetrainSchedule("fraud-nightly", target=target, **args))
+
+
+def inputs(rec: Recording, type_: str, name: str = NAME) -> dict[str, Any]:
+    return redact(dict(rec.get(type_, name).inputs))  # type: ignore[no-any-return]
+
+
+def job_pod(rec: Recording) -> dict[str, Any]:
+    return inputs(rec, CRON_JOB)["spec"]["jobTemplate"]["spec"]["template"]  # type: ignore
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def failing(build: Callable[[], object]) -> tuple[mlops.ValidationError, Recording]:
+    caught: list[mlops.ValidationError] = []
+
+    def program() -> None:
+        try:
+            build()
+        except mlops.ValidationError as err:
+            caught.append(err)
+
+    rec = record(program)
+    assert caught, "no ValidationError raised"
+    return caught[0], rec
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+def test_kubernetes_declares_a_cron_job_and_its_objects_all_parented_to_the_schedule() -> None:
+    rec = schedule()
+
+    component = rec.get(COMPONENT, "fraud-nightly")
+    owned = {(r.type, r.name) for r in rec.resources if r.parent == component.urn}
+    assert owned == {(ACCOUNT, NAME), (SECRET, NAME), (CONFIG_MAP, f"{NAME}-files"),
+                     (CRON_JOB, NAME), (NETPOL, NAME)}
+    assert inputs(rec, ACCOUNT)["automountServiceAccountToken"] is False
+
+
+def test_the_cron_job_never_overlaps_and_bounds_every_run() -> None:
+    spec = inputs(schedule(timeout=1800, retries=2, starting_deadline=300, suspend=True,
+                           successful_jobs_history=5, failed_jobs_history=2),
+                  CRON_JOB)["spec"]
+
+    assert spec["schedule"] == "0 3 * * *"
+    assert spec["timeZone"] == "Etc/UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] == 300
+    assert spec["suspend"] is True
+    assert (spec["successfulJobsHistoryLimit"], spec["failedJobsHistoryLimit"]) == (5, 2)
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 2
+    assert job["activeDeadlineSeconds"] == 1800
+    assert job["ttlSecondsAfterFinished"] > 0
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_the_defaults_are_one_retry_an_hour_and_ten_minutes_of_grace() -> None:
+    spec = inputs(schedule(), CRON_JOB)["spec"]
+
+    assert spec["suspend"] is False
+    assert spec["startingDeadlineSeconds"] == 600
+    assert spec["jobTemplate"]["spec"]["backoffLimit"] == 1
+    assert spec["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 3600
+
+
+def test_the_job_runs_mlops_retrain_on_the_mounted_config_without_probes() -> None:
+    pod = job_pod(schedule())
+    [container] = pod["spec"]["containers"]
+
+    assert container["command"] == ["mlops", "retrain", "--config", CONFIG_PATH]
+    assert container["image"] == mlops.components.retrain.DEFAULT_RUNTIME_IMAGE
+    for absent in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
+        assert absent not in container
+    assert {"name": "config-0", "mountPath": "/etc/mlops", "readOnly": True} in container[
+        "volumeMounts"]
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "1Gi"},
+                                      "limits": {"cpu": "2", "memory": "2Gi"}}
+    env = env_of(container)
+    assert env["HOME"] == "/tmp"
+    assert env["MLOPS_IMAGE_DIGEST"] == container["image"]
+
+
+def test_the_config_map_holds_a_valid_config_equal_to_the_inputs() -> None:
+    data = inputs(schedule(), CONFIG_MAP, f"{NAME}-files")["data"]
+
+    config = RetrainConfig.model_validate(json.loads(data["retrain.json"]))
+    assert config == RetrainConfig(
+        model_name="fraud", dataset="sklearn:breast_cancer",
+        estimator="sklearn.ensemble.GradientBoostingClassifier",
+        params={"n_estimators": 200}, gates=GATES, promote_alias="champion",
+        schedule="0 3 * * *")
+
+
+def test_registry_credentials_reach_the_job_only_by_secret_reference() -> None:
+    rec = schedule()
+
+    env = env_of(job_pod(rec)["spec"]["containers"][0])
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.platform:5000"
+    assert env["MLFLOW_TRACKING_USERNAME"] == "svc"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": NAME,
+                                                                "key": "tracking-password"}}
+    assert unwrap_secrets(rec.get(SECRET, NAME).inputs["stringData"]) == {
+        "tracking-password": PASSWORD}
+    for resource in rec.resources:
+        assert PASSWORD not in json.dumps(redact(dict(resource.inputs)))
+
+
+def test_a_registry_component_gives_its_uri_and_admin_credentials() -> None:
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=K8S)
+        RetrainSchedule("fraud-nightly", registry=registry, target=K8S, **BASE)
+
+    rec = record(program)
+
+    env = env_of(job_pod(rec)["spec"]["containers"][0])
+    assert env["MLFLOW_TRACKING_URI"] == "http://reg-mlflow.ml.svc.cluster.local:5000"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["secretKeyRef"]["name"] == NAME
+    egress = inputs(rec, NETPOL)["spec"]["egress"]
+    assert egress[1]["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == (
+        "reg")
+
+
+def test_the_network_policy_admits_nobody_and_reaches_dns_and_the_registry() -> None:
+    spec = inputs(schedule(), NETPOL)["spec"]
+
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == []
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "retrain",
+                                                  "app.kubernetes.io/instance": "fraud-nightly"}
+    assert [p["port"] for p in spec["egress"][0]["ports"]] == [53, 53]
+    assert spec["egress"][1] == {"ports": [{"protocol": "TCP", "port": 5000}]}
+    assert len(spec["egress"]) == 2
+
+
+def test_a_url_dataset_opens_its_port() -> None:
+    spec = inputs(schedule(dataset="https://data.example.com/fraud.csv",
+                           target_column="label"), NETPOL)["spec"]
+
+    assert spec["egress"][2] == {"ports": [{"protocol": "TCP", "port": 443}]}
+
+
+def test_every_object_is_schema_valid_and_the_pod_restricted() -> None:
+    objects = manifests(schedule())
+
+    assert {m["kind"] for m in objects} == {"ServiceAccount", "Secret", "ConfigMap", "CronJob",
+                                            "NetworkPolicy"}
+    for manifest in objects:
+        kubernetes_validate.validate(manifest, "1.33.0", strict=True)
+        assert check_manifest(manifest) == []
+
+
+# --------------------------------------------------------------------------- Docker
+
+
+def test_docker_runs_a_hardened_scheduler_with_the_same_job_and_a_healthcheck() -> None:
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=DOCKER)
+        RetrainSchedule("fraud-nightly", registry=registry, target=DOCKER, **BASE)
+
+    rec = record(program)
+
+    container = inputs(rec, CONTAINER)
+    assert container["user"] == "10001:10001"
+    assert container["readOnly"] is True
+    assert container["capabilities"] == {"drops": ["ALL"]}
+    assert container["securityOpts"] == ["no-new-privileges:true"]
+    assert container["ports"] == []
+    assert container["networksAdvanced"][0]["name"] == "reg-net"
+    command = container["entrypoints"]
+    assert command[:4] == ["mlops", "schedule", "--cron", "0 3 * * *"]
+    assert command[command.index("--") + 1:] == ["mlops", "retrain", "--config", CONFIG_PATH]
+    assert command[command.index("--timeout") + 1] == "3600"
+    assert command[command.index("--retries") + 1] == "1"
+    assert "--suspend" not in command
+    assert container["healthcheck"]["tests"][:4] == ["CMD", "mlops", "schedule", "--check"]
+    assert "/tmp" in container["tmpfs"]
+    # The config file is written by the init container, from the same plan.
+    init_env = unwrap_secrets(rec.get(CONTAINER, f"{NAME}-init").inputs["envs"])
+    [content] = [e.split("=", 1)[1] for e in init_env if e.startswith("MLOPS_FILE_0=")]
+    assert RetrainConfig.model_validate_json(content).model_name == "fraud"
+    envs = unwrap_secrets(rec.get(CONTAINER, NAME).inputs["envs"])
+    assert "MLFLOW_TRACKING_URI=http://reg-mlflow:5000" in envs
+    # The scheduler starts after the registry's container.
+    assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, NAME).dependencies
+
+
+def test_docker_with_a_registry_endpoint_gets_its_own_network_and_can_be_suspended() -> None:
+    rec = schedule(DOCKER, suspend=True)
+
+    component = rec.get(COMPONENT, "fraud-nightly")
+    assert (NETWORK, f"{NAME}-net") in {(r.type, r.name) for r in rec.resources
+                                        if r.parent == component.urn}
+    assert "--suspend" in inputs(rec, CONTAINER)["entrypoints"]
+
+
+def test_the_plan_gives_kubernetes_and_docker_the_same_job_command() -> None:
+    args = mlops.RetrainScheduleArgs(registry=ENDPOINT, target=DOCKER, **BASE)
+    plan = plan_retrain("fraud-nightly", args, tracking_uri="http://r:5000")
+
+    assert plan.scheduler.command[-len(plan.job.command):] == plan.job.command
+    assert plan.scheduler.files == plan.job.files
+    assert plan.scheduler.env == plan.job.env
+
+
+def test_outputs_are_the_config_and_the_schedule() -> None:
+    built: list[RetrainSchedule] = []
+
+    def program() -> None:
+        built.append(RetrainSchedule("fraud-nightly", registry=ENDPOINT, target=K8S, **BASE))
+        pulumi.export("config", built[0].config)
+        pulumi.export("schedule", built[0].schedule)
+
+    rec = record(program)
+
+    assert rec.outputs["schedule"] == "0 3 * * *"
+    assert json.loads(rec.outputs["config"])["model_name"] == "fraud"
+    assert built[0].scheduler is built[0].resources["cron_job"]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(("kwargs", "path"), [
+    ({"schedule": "every night"}, "schedule"),
+    ({"schedule": "0 3 * *"}, "schedule"),
+    ({"schedule": "0 0 3 * * *"}, "schedule"),
+    ({"schedule": "61 3 * * *"}, "schedule"),
+    ({"trainer": "fraud.train:fit"}, "estimator"),
+    ({"estimator": None}, "estimator"),
+    ({"dataset": "sklearn:imagenet"}, "dataset"),
+    ({"dataset": "s3://bucket/data.txt"}, "dataset"),
+    ({"dataset": "https://data.example.com/x.csv"}, "target_column"),
+    ({"estimator": "GradientBoostingClassifier"}, "estimator"),
+    ({"model_name": "-fraud"}, "model_name"),
+    ({"promote_alias": "challenger"}, "promote_alias"),
+    ({"gates": {"min": {"ROC AUC": 0.9}}}, "gates.min.ROC AUC.[key]"),
+    ({"task": "ranking"}, "task"),
+    ({"timeout": 10}, "timeout"),
+    ({"retries": -1}, "retries"),
+    ({"registry": "http://mlflow:5000"}, "registry"),
+    ({"image": "ghcr.io/pulumi-mlops/mlops-runtime:latest"}, "image"),
+    ({"schedul": "0 3 * * *"}, "schedul"),
+])
+def test_bad_input_is_rejected_naming_the_input_and_nothing_declared(
+    kwargs: dict[str, Any], path: str
+) -> None:
+    args = {k: v for k, v in {"registry": ENDPOINT, **BASE, **kwargs}.items() if v is not None}
+
+    err, rec = failing(lambda: RetrainSchedule("fraud-nightly", target=K8S, **args))
+
+    assert err.where == WHERE
+    paths = {p.path for p in err.problems}
+    assert path in paths or any(p.startswith(path.split(".")[0]) for p in paths), str(err)
+    assert f"`{path.split('.')[0]}" in str(err) and "Fix:" in str(err)
+    assert rec.resources == []
+
+
+def test_both_estimator_and_trainer_says_only_one() -> None:
+    err, _ = failing(lambda: RetrainSchedule("fraud-nightly", registry=ENDPOINT, target=K8S,
+                                             **{**BASE, "trainer": "fraud.train:fit"}))
+
+    assert "Only one of `estimator` or `trainer` can be provided" in str(err)
+
+
+def test_a_registry_on_another_kind_of_target_is_rejected() -> None:
+    def build() -> None:
+        registry = mlops.ModelRegistry("reg", target=DOCKER)
+        RetrainSchedule("fraud-nightly", registry=registry, target=K8S, **BASE)
+
+    err, _ = failing(build)
+
+    assert "registry" in {p.path for p in err.problems}

@@ -1,0 +1,298 @@
+"""The retrain job's pure parts: gates, config errors, dataset loading, split, slot, metrics."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import math
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pulumi_mlops.cli import main
+from pulumi_mlops.runtime.retrain.config import Gates
+from pulumi_mlops.runtime.retrain.job import (
+    EXIT_BAD_CONFIG,
+    HIGHER_IS_BETTER,
+    ConfigFileError,
+    DatasetError,
+    apply_gates,
+    evaluate,
+    infer_task,
+    load_config,
+    load_dataset,
+    schedule_slot,
+    split,
+)
+
+METRICS = sorted(HIGHER_IS_BETTER)
+values = st.floats(min_value=-10, max_value=10, allow_nan=False)
+thresholds = st.floats(min_value=0, max_value=5, allow_nan=False)
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def test_no_gates_give_no_results() -> None:
+    assert apply_gates({"roc_auc": 0.9}, {"roc_auc": 0.95}, Gates()) == []
+
+
+def test_absolute_gates_compare_with_the_threshold() -> None:
+    results = apply_gates({"roc_auc": 0.85, "log_loss": 0.2},
+                          None, Gates(min={"roc_auc": 0.9}, max={"log_loss": 0.3}))
+    assert [(r.gate, r.metric, r.passed) for r in results] == [
+        ("min", "roc_auc", False), ("max", "log_loss", True)]
+
+
+def test_lower_is_better_metrics_improve_by_decreasing() -> None:
+    gates = Gates(min_improvement={"log_loss": 0.01, "roc_auc": 0.0})
+    results = {r.metric: r for r in apply_gates({"log_loss": 0.20, "roc_auc": 0.95},
+                                                {"log_loss": 0.25, "roc_auc": 0.96}, gates)}
+    assert results["log_loss"].passed
+    assert not results["roc_auc"].passed
+
+
+def test_max_regression_allows_a_bounded_worsening() -> None:
+    gates = Gates(max_regression={"rmse": 0.5})
+    assert apply_gates({"rmse": 10.4}, {"rmse": 10.0}, gates)[0].passed
+    assert not apply_gates({"rmse": 10.6}, {"rmse": 10.0}, gates)[0].passed
+
+
+def test_relative_gates_pass_without_a_champion_and_fail_when_it_lacks_the_metric() -> None:
+    gates = Gates(min_improvement={"roc_auc": 0.0}, max_regression={"f1": 0.0})
+    assert all(r.passed for r in apply_gates({"roc_auc": 0.5, "f1": 0.1}, None, gates))
+    results = apply_gates({"roc_auc": 0.5, "f1": 0.1}, {"f1": 0.1}, gates)
+    assert [(r.metric, r.passed) for r in results] == [("roc_auc", False), ("f1", True)]
+
+
+def test_a_metric_that_was_not_computed_fails_its_gate() -> None:
+    gates = Gates(min={"roc_auc": 0.0}, max={"log_loss": 1.0})
+    results = apply_gates({"log_loss": math.nan}, None, gates)
+    assert [r.passed for r in results] == [False, False]
+    assert "not computed" in results[0].reason
+
+
+@given(metric=st.sampled_from(METRICS), value=values, threshold=values)
+def test_min_and_max_gates_are_the_comparisons(metric: str, value: float,
+                                               threshold: float) -> None:
+    [low] = apply_gates({metric: value}, None, Gates(min={metric: threshold}))
+    [high] = apply_gates({metric: value}, None, Gates(max={metric: threshold}))
+    assert low.passed == (value >= threshold)
+    assert high.passed == (value <= threshold)
+
+
+@given(metric=st.sampled_from(METRICS), new=values, champion=values, threshold=thresholds)
+def test_improvement_and_regression_follow_the_metric_direction(
+        metric: str, new: float, champion: float, threshold: float) -> None:
+    gates = Gates(min_improvement={metric: threshold}, max_regression={metric: threshold})
+    improve, regress = apply_gates({metric: new}, {metric: champion}, gates)
+    gain = (new - champion) if HIGHER_IS_BETTER[metric] else (champion - new)
+    assert improve.passed == (gain >= threshold)
+    assert regress.passed == (-gain <= threshold)
+
+
+@given(metric=st.sampled_from(METRICS), new=values, champion=values, step=thresholds,
+       min_t=values, max_t=values, threshold=thresholds)
+def test_a_better_new_metric_never_fails_a_gate_the_worse_one_passed(
+        metric: str, new: float, champion: float, step: float, min_t: float, max_t: float,
+        threshold: float) -> None:
+    direction = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    better = new + direction * step
+    relative = Gates(min_improvement={metric: threshold}, max_regression={metric: threshold})
+    worse_results = apply_gates({metric: new}, {metric: champion}, relative)
+    better_results = apply_gates({metric: better}, {metric: champion}, relative)
+    for w, b in zip(worse_results, better_results, strict=True):
+        assert b.passed or not w.passed
+
+
+@given(st.dictionaries(st.sampled_from(METRICS), values, min_size=1))
+def test_without_a_champion_only_absolute_gates_can_fail(metrics: dict[str, float]) -> None:
+    gates = Gates(min_improvement=dict.fromkeys(metrics, 1.0),
+                  max_regression=dict.fromkeys(metrics, 0.0))
+    assert all(r.passed for r in apply_gates(metrics, None, gates))
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "retrain.json"
+    path.write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_a_valid_config_loads(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
+                             "estimator": "sklearn.tree.DecisionTreeClassifier"})
+    assert load_config(path).model_name == "m"
+
+
+@pytest.mark.parametrize(("data", "names"), [
+    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": "sklearn.tree.X",
+      "gates": {"min": {"roc_auc": "high"}}}, "`gates.min.roc_auc`"),
+    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": "sklearn.tree.X",
+      "holdout": 0.3}, "`holdout`"),
+    ({"model_name": "m", "dataset": "data.txt", "estimator": "sklearn.tree.X"}, "`dataset`"),
+    ({"model_name": "m", "dataset": "sklearn:iris"}, "`estimator` or `trainer`"),
+    ("{not json", "not JSON"),
+])
+def test_a_bad_config_names_the_field(tmp_path: Path, data: object, names: str) -> None:
+    with pytest.raises(ConfigFileError) as info:
+        load_config(_write(tmp_path, data))
+    assert names in str(info.value)
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        load_config(tmp_path / "nope.json")
+
+
+def test_the_cli_exits_with_the_bad_config_code_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
+                             "estimator": "sklearn.tree.X", "seed": "zero"})
+    assert main(["retrain", "--config", str(path)]) == EXIT_BAD_CONFIG
+    assert "`seed`" in capsys.readouterr().err
+
+
+def test_the_cli_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["retrain", "--help"])
+    out = capsys.readouterr().out
+    for line in ("0   promoted", "10  registered as challenger", "1   failed", "2   bad config"):
+        assert line in out
+
+
+def test_the_job_imports_without_pulumi_or_mlflow() -> None:
+    code = ("import sys; import pulumi_mlops.runtime.retrain.job; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pulumi', 'mlflow')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({"a": range(40), "b": [i % 7 * 0.5 for i in range(40)],
+                         "y": [i % 2 for i in range(40)]})
+
+
+def test_a_bundled_dataset_has_a_stable_content_hash() -> None:
+    first, second = load_dataset("sklearn:iris"), load_dataset("sklearn:iris")
+    assert first.sha256 == second.sha256
+    assert len(first.sha256) == 64
+    assert first.rows == 150
+    assert load_dataset("sklearn:wine").sha256 != first.sha256
+
+
+@pytest.mark.parametrize("suffix", ["csv", "csv.gz", "parquet"])
+def test_a_file_dataset_is_hashed_by_its_bytes(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"data.{suffix}"
+    if suffix == "parquet":
+        _frame().to_parquet(path)
+    elif suffix == "csv.gz":
+        path.write_bytes(gzip.compress(_frame().to_csv(index=False).encode()))
+    else:
+        _frame().to_csv(path, index=False)
+    dataset = load_dataset(str(path), "y")
+    assert dataset.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert dataset.rows == 40
+    assert list(dataset.x.columns) == ["a", "b"]
+    assert dataset.y.name == "y"
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (None, "cannot read"),
+    ("a,b,y\n1,2,0\n1,2,3,4,5\n", "malformed"),
+    ("a,b,label\n1,2,0\n", "no target column 'y'"),
+    ("a,b,y\n", "no rows"),
+    ("a,b,y\n1,2,\n1,2,1\n", "missing values"),
+])
+def test_a_bad_dataset_is_a_dataset_error(tmp_path: Path, content: str | None,
+                                          match: str) -> None:
+    path = tmp_path / "data.csv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DatasetError, match=match):
+        load_dataset(str(path), "y")
+
+
+def test_the_split_is_deterministic_and_seeded() -> None:
+    dataset = load_dataset("sklearn:breast_cancer")
+    one = split(dataset, 0.2, 7, "classification")
+    two = split(dataset, 0.2, 7, "classification")
+    other = split(dataset, 0.2, 8, "classification")
+    assert list(one.x_holdout.index) == list(two.x_holdout.index)
+    assert list(one.x_holdout.index) != list(other.x_holdout.index)
+    assert len(one.x_holdout) == 114
+    # Stratified: the holdout keeps the class balance.
+    assert abs(one.y_holdout.mean() - dataset.y.mean()) < 0.01
+
+
+def test_the_task_is_inferred_from_the_label() -> None:
+    assert infer_task(load_dataset("sklearn:breast_cancer").y) == "classification"
+    assert infer_task(load_dataset("sklearn:diabetes").y) == "regression"
+    assert infer_task(pd.Series(["a", "b"])) == "classification"
+    assert infer_task(pd.Series(range(100))) == "regression"
+
+
+def test_regression_and_multiclass_metrics() -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    data = split(load_dataset("sklearn:diabetes"), 0.2, 0, "regression")
+    model = LinearRegression().fit(data.x_train, data.y_train)
+    metrics = evaluate(model, data.x_holdout, data.y_holdout, "regression")
+    assert set(metrics) == {"rmse", "mae", "r2"}
+    assert metrics["rmse"] >= metrics["mae"] > 0
+    data = split(load_dataset("sklearn:iris"), 0.3, 0, "classification")
+    model = LogisticRegression(max_iter=1000).fit(data.x_train, data.y_train)
+    metrics = evaluate(model, data.x_holdout, data.y_holdout, "classification")
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert metrics["roc_auc"] > 0.9
+
+
+# --------------------------------------------------------------------------- slot
+
+
+def test_the_schedule_slot_is_the_latest_cron_time_at_or_before_now() -> None:
+    at = datetime(2026, 11, 24, 3, 0, 30, tzinfo=UTC)
+    assert schedule_slot("0 3 * * *", at, {}) == "2026-11-24T03:00Z"
+    assert schedule_slot("0 3 * * *", at.replace(hour=2), {}) == "2026-11-23T03:00Z"
+    assert schedule_slot(None, at, {}) == "2026-11-24"
+    assert schedule_slot("0 3 * * *", at, {"MLOPS_SCHEDULE_SLOT": "given"}) == "given"
+
+
+# --------------------------------------------------------------------------- docs
+
+
+def test_the_docs_page_lists_every_config_field_and_exit_code() -> None:
+    from pulumi_mlops.runtime.retrain import job
+    from pulumi_mlops.runtime.retrain.config import RetrainConfig
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "retrain-job.md").read_text()
+    section = doc.split("## Config file", 1)[1].split("\n## ", 1)[0]
+
+
+    assert set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M)) == set(
+        RetrainConfig.model_fields)
+    for code in (job.EXIT_PROMOTED, job.EXIT_NOT_PROMOTED, job.EXIT_FAILED, job.EXIT_BAD_CONFIG):
+        assert f"\n| {code} |" in doc
+    for tag in job.LINEAGE_TAGS:
+        assert f"`{tag}`" in doc
+
+
+def test_a_schedule_that_is_not_cron_is_a_config_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
+                             "estimator": "sklearn.tree.X", "schedule": "every day"})
+    with pytest.raises(ConfigFileError, match="`schedule`"):
+        load_config(path)
