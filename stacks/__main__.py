@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import pulumi
 from pydantic import (
@@ -128,6 +128,55 @@ class ServiceConfig(_Config):
     wait_ready: bool = True
 
 
+class RetrainResourcesConfig(ResourcesConfig):
+    """``resources`` of a retrain schedule. Default: 500m/1Gi requested, 2 CPU/2Gi limit."""
+
+    cpu_request: str = "500m"
+    memory_request: str = "1Gi"
+    cpu_limit: str = "2"
+    memory_limit: str = "2Gi"
+
+
+class GatesConfig(_Config):
+    """``gates`` of a retrain schedule, by metric (``roc_auc``, ``log_loss``, ``rmse`` …).
+
+    Default: no gate, every new version is promoted.
+    """
+
+    min: dict[str, float] = Field(default_factory=dict)
+    max: dict[str, float] = Field(default_factory=dict)
+    min_improvement: dict[str, float] = Field(default_factory=dict)
+    max_regression: dict[str, float] = Field(default_factory=dict)
+
+
+class RetrainConfig(_Config):
+    """One entry of ``mlops:retrain``: a RetrainSchedule, keyed by its name.
+
+    Unset settings take the component's defaults (docs/retrain-schedule.md).
+    """
+
+    schedule: str
+    model_name: str
+    dataset: str
+    target_column: str | None = None
+    estimator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    trainer: str | None = None
+    search: dict[str, list[Any]] | None = None
+    search_iterations: int | None = None
+    task: str | None = None
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    promote_alias: str | None = None
+    resources: RetrainResourcesConfig = Field(default_factory=RetrainResourcesConfig)
+    scratch_size: str | None = None
+    timeout: int | None = None
+    retries: int | None = None
+    starting_deadline: int | None = None
+    suspend: bool = False
+    successful_jobs_history: int | None = None
+    failed_jobs_history: int | None = None
+
+
 class GatewayConfig(_Config):
     """``mlops:gateway``: the Gateway API Gateway that routes to services (Kubernetes)."""
 
@@ -150,20 +199,23 @@ class EnvironmentConfig(_Config):
     gateway: GatewayConfig | None = None
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    retrain: dict[str, RetrainConfig] = Field(default_factory=dict)
     # Set with `pulumi config set --secret databaseUri ...` when registry.database is external.
     database_uri: object | None = None
 
-    @field_validator("services")
+    @field_validator("services", "retrain")
     @classmethod
-    def _service_names(cls, services: dict[str, ServiceConfig]) -> dict[str, ServiceConfig]:
-        for name in services:
-            # The name prefixes Kubernetes objects and DNS names (`<name>-canary` …).
+    def _component_names(cls, entries: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        example = "fraud" if info.field_name == "services" else "fraud-nightly"
+        for name in entries:
+            # The name prefixes Kubernetes objects and DNS names (`<name>-canary`,
+            # `<name>-retrain` …).
             if not _SERVICE_NAME.match(name) or len(name) > 40:
                 raise InputError(
                     "must be named by a lowercase DNS label of at most 40 characters "
                     "(letters, digits and '-', starting with a letter)",
-                    f"rename the service key {name!r}, e.g. to 'fraud'.", field=name)
-        return services
+                    f"rename the key {name!r}, e.g. to {example!r}.", field=name)
+        return entries
 
     @field_validator("gateway")
     @classmethod
@@ -229,40 +281,67 @@ pulumi.export("registry_admin_username", registry.admin_username)
 pulumi.export("registry_admin_password", registry.admin_password)
 
 
-# The ModelService input that a nested args object, validated on its own, stands for.
+# The component input that a nested args object, validated on its own, stands for.
 _NESTED_INPUTS = {"Rollout": "rollout", "Autoscaling": "autoscaling", "Resources": "resources"}
 # An input name in backticks, as components write them in rules and fixes.
 _INPUT_NAME = re.compile(r"`([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)`")
+# Inputs keyed by the user's own names (metrics, estimator parameters): kept as written below.
+_VERBATIM_KEYS = frozenset({"params", "search", "min", "max", "min_improvement",
+                            "max_regression"})
 
 
-def _config_key(service: str, path: str) -> str:
-    """The config key of a ModelService input path (``autoscaling.min_replicas`` …)."""
+# Fixes of component rules, in the stack file's words, by (section, input path).
+_STACK_FIXES = {
+    ("retrain", "estimator"): "set `{key}.estimator` to a scikit-learn estimator's import path, "
+                              "e.g. sklearn.ensemble.RandomForestClassifier, or `{key}.trainer` "
+                              "to pkg.module:function.",
+    ("retrain", "target_column"): "set `{key}.targetColumn` to the name of the label column.",
+}
+
+
+def _config_key(section: str, name: str, path: str) -> str:
+    """The config key of a component input path (``autoscaling.min_replicas`` …) of the
+    entry ``name`` of ``mlops:<section>``."""
     if path == "target":
         return "mlops:target"
-    return f"mlops:services.{service}." + ".".join(to_camel(p) for p in path.split("."))
+    parts: list[str] = []
+    verbatim = False
+    for part in path.split("."):
+        parts.append(part if verbatim else to_camel(part))
+        verbatim = verbatim or (part in _VERBATIM_KEYS and section == "retrain")
+    return f"mlops:{section}.{name}." + ".".join(parts)
 
 
-def _config_problem(service: str, base: str, problem: Problem) -> Problem:
-    path = f"{base}.{problem.path}" if base else problem.path
-    # Inputs named in the rule or the fix are siblings of the one the problem is about.
+def _config_problem(section: str, name: str, base: str, problem: Problem) -> Problem:
+    # A bad mapping key (a metric name …) is reported at the key itself.
+    path = (f"{base}.{problem.path}" if base else problem.path).removesuffix(".[key]")
+    # Inputs named in the rule or the fix are siblings of the one the problem is about (or
+    # the input itself, named in full).
     parent = path.rpartition(".")[0]
 
     def keys(text: str) -> str:
-        return _INPUT_NAME.sub(
-            lambda m: f"`{_config_key(service, f'{parent}.{m[1]}' if parent else m[1])}`",
-            text)
+        def key(m: re.Match[str]) -> str:
+            named = m[1] if m[1] == path or not parent else f"{parent}.{m[1]}"
+            return f"`{_config_key(section, name, named)}`"
 
-    fix = keys(problem.fix)
-    if path == "rollout":
+        return _INPUT_NAME.sub(key, text)
+
+    # The input itself, named in full even where it is no plain name (``gates.min.Roc-AUC``).
+    fix = keys(problem.fix.replace(f"`{problem.path}`",
+                                   f"`{_config_key(section, name, path)}`"))
+    if (section, path) in _STACK_FIXES and "=" in fix:
+        # The component's fix speaks Python; say it in the stack file's words.
+        fix = _STACK_FIXES[section, path].format(key=f"mlops:{section}.{name}")
+    if section == "services" and path == "rollout":
         # The component's fix speaks Python; say it in the stack file's words.
         fix = ("set `kind` to rolling on Docker, or deploy the stack with `mlops:target` "
                "kubernetes." if cfg.target == "docker" else
                "set `mlops:gateway` to the Gateway's name and namespace, or use a canary.")
-    return Problem(_config_key(service, path), keys(problem.rule), problem.value, fix)
+    return Problem(_config_key(section, name, path), keys(problem.rule), problem.value, fix)
 
 
 @contextlib.contextmanager
-def _config_keys(service: str) -> Iterator[None]:
+def _config_keys(section: str, name: str) -> Iterator[None]:
     """Report a component's input error under the config key the value came from."""
     try:
         yield
@@ -270,12 +349,12 @@ def _config_keys(service: str) -> Iterator[None]:
         base = _NESTED_INPUTS.get(err.where, "")
         raise mlops.ValidationError(
             f"stack {pulumi.get_stack()!r} config",
-            [_config_problem(service, base, p) for p in err.problems],
+            [_config_problem(section, name, base, p) for p in err.problems],
         ) from None
 
 
 def _service(name: str, svc: ServiceConfig) -> mlops.ModelService:
-    with _config_keys(name):
+    with _config_keys("services", name):
         rollout = svc.rollout.build()
         # Blue/green names its active model in the rollout; otherwise the alias `champion`
         # of the model called like the service is served.
@@ -297,6 +376,23 @@ def _service(name: str, svc: ServiceConfig) -> mlops.ModelService:
         )
 
 
+def _retrain(name: str, rt: RetrainConfig) -> mlops.RetrainSchedule:
+    with _config_keys("retrain", name):
+        # Unset settings are left out, so the component's documented defaults apply.
+        settings = {k: v for k, v in rt.model_dump(exclude={"gates", "resources"}).items()
+                    if v is not None}
+        return mlops.RetrainSchedule(
+            name,
+            registry=registry,
+            target=target,
+            gates=rt.gates.model_dump(),
+            resources=mlops.Resources(**rt.resources.model_dump()),
+            **settings,
+        )
+
+
 services = {name: _service(name, svc) for name, svc in cfg.services.items()}
 pulumi.export("endpoints", {name: s.endpoint for name, s in services.items()})
 pulumi.export("models", {name: s.models for name, s in services.items()})
+retrain = {name: _retrain(name, rt) for name, rt in cfg.retrain.items()}
+pulumi.export("retrain_schedules", {name: r.schedule for name, r in retrain.items()})

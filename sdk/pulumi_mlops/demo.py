@@ -1,10 +1,14 @@
 """`mlops demo`: run a stack's workloads as local processes, from the commands they render.
 
-The registries start first. When the stack declares model services, a small scikit-learn model
-is trained, logged with its input example and drift profile and registered under every alias the
-services name; the program is then rendered again with ``MLFLOW_TRACKING_URI`` pointing at the
-running registry, as `pulumi preview` would be run, so each alias is pinned to the version it
-names. Each service's rendered ``mlops serve`` command is started and sent predictions.
+The registries start first. Each retrain schedule's rendered job (``mlops retrain --config
+...``) is then run once against its running registry, as one slot of its CronJob or scheduler
+container would run it: it trains, evaluates, registers a version and moves the promote alias
+when every gate passes. For a model no schedule produces, the demo trains a small scikit-learn
+model itself, logs it with its input example and drift profile and registers it under every
+alias the services name. The program is then rendered again with ``MLFLOW_TRACKING_URI``
+pointing at the running registry, as `pulumi preview` would be run, so each alias is pinned to
+the version it names. Each service's rendered ``mlops serve`` command is started and sent
+predictions.
 """
 
 from __future__ import annotations
@@ -33,8 +37,10 @@ from pulumi_mlops.components.registry import (
     RegistrySecrets,
     registry_secret_data,
 )
+from pulumi_mlops.components.retrain import RetrainPlan, RetrainSchedule
 from pulumi_mlops.components.service import ModelService, TrackPlan
-from pulumi_mlops.local import run_workload
+from pulumi_mlops.errors import ValidationError
+from pulumi_mlops.local import run_job, run_workload
 from pulumi_mlops.render import Recording, record_program
 
 __all__ = ["run_demo"]
@@ -60,6 +66,20 @@ class _Registry:
     def hosts(self) -> dict[str, str]:
         """The registry's in-network ``host:port`` → its local address (the target's DNS)."""
         return {urlsplit(self.plan.tracking_uri).netloc: urlsplit(self.url).netloc}
+
+
+@dataclass(frozen=True)
+class _Provided:
+    """A model version the demo made available: by its own training or a retrain run."""
+
+    version: str
+    aliases: frozenset[str]
+    source: str
+
+
+# (registry tracking URI, model name): what the demo registered of that model, None when a
+# retrain schedule produces the model but its run registered nothing.
+_Models = dict[tuple[str, str], _Provided | None]
 
 
 def _authenticated_status(url: str, user: str, password: str) -> int:
@@ -109,9 +129,70 @@ def _services(recording: Recording) -> list[ModelService]:
     return [c for c in recording.components if isinstance(c, ModelService)]
 
 
+def _schedules(recording: Recording) -> list[RetrainPlan]:
+    return [c.plan for c in recording.components if isinstance(c, RetrainSchedule)]
+
+
 def _registry_of(track: TrackPlan, registries: Mapping[str, _Registry]) -> _Registry | None:
     """The running registry a track's server reads models from, if the demo runs it."""
     return registries.get(str(track.workload.env.get("MLFLOW_TRACKING_URI")))
+
+
+# What the retrain job's exit code says (see `pulumi_mlops.runtime.retrain.job`).
+_RETRAIN_OUTCOMES = {0: "promoted", 10: "registered, not promoted: a gate failed",
+                     1: "failed, no alias moved", 2: "bad config"}
+
+
+def _alias_version(registry: _Registry, name: str, alias: str) -> str | None:
+    """The version ``alias`` of model ``name`` points at in the running registry, if any."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    with _environ(registry.env()):
+        try:
+            return str(MlflowClient(registry.url).get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+
+def _run_retrains(schedules: list[RetrainPlan], registries: Mapping[str, _Registry],
+                  root: Path, *, check: bool) -> tuple[_Models, list[str]]:
+    """Run each schedule's rendered job once against its running registry; what the runs
+    registered, and the problems found."""
+    models: _Models = {}
+    problems: list[str] = []
+    for plan in schedules:
+        job = plan.job
+        registry = registries.get(str(job.env.get("MLFLOW_TRACKING_URI")))
+        if registry is None:
+            print(f"{plan.name}: skipped, its registry ({job.env.get('MLFLOW_TRACKING_URI')}) "
+                  "is not one the demo runs")
+            continue
+        config = plan.config
+        work = root / plan.object_name
+        result = run_job(job, {"tracking-password": registry.password}, work,
+                         hosts=registry.hosts())
+        outcome = _RETRAIN_OUTCOMES.get(result.returncode, "unexpected exit code")
+        # The job's summary (MLflow's own progress lines before it stay in the log).
+        lines = result.stdout.strip().splitlines()
+        start = next((i for i, line in enumerate(lines)
+                      if line.startswith(f"retrain {config.model_name}:")), 0)
+        output = "".join(f"  {line}\n" for line in lines[start:])
+        print(f"{plan.name}: ran the retrain job once, as its schedule ({config.schedule}, UTC) "
+              f"would\n  command, as rendered: {' '.join(job.command)}\n{output}"
+              f"  exit code {result.returncode} ({outcome})\n"
+              f"  log: {work / f'{job.name}.log'}")
+        key = (registry.plan.tracking_uri, config.model_name)
+        challenger = _alias_version(registry, config.model_name, config.challenger_alias)
+        champion = _alias_version(registry, config.model_name, config.promote_alias)
+        aliases = {a for a, v in ((config.challenger_alias, challenger),
+                                  (config.promote_alias, champion)) if v == challenger}
+        models[key] = (None if challenger is None else
+                       _Provided(challenger, frozenset(aliases), f"retrain {plan.name}"))
+        if result.returncode != 0 and (check or result.returncode != 10):
+            problems.append(f"{plan.name}: the retrain job exited with {result.returncode} "
+                            f"({outcome})" + ("; 0 (promoted) is required" if check else ""))
+    return models, problems
 
 
 def _train_and_register(registry: _Registry, name: str, aliases: set[str], log: Path) -> str:
@@ -223,23 +304,24 @@ def _start_registries(recording: Recording, stack: ExitStack, root: Path) -> dic
 
 
 def _register_models(services: list[ModelService], registries: Mapping[str, _Registry],
-                     root: Path) -> dict[tuple[str, str], str]:
-    """Train and register one version of every model the services serve; (registry URI,
-    model name) → version."""
+                     root: Path, retrained: _Models) -> _Models:
+    """Train and register one version of every model the services serve that no retrain
+    schedule produces (those in ``retrained``)."""
     wanted: dict[tuple[str, str], set[str]] = {}
     for service in services:
         for track in service.plan.tracks:
             registry = _registry_of(track, registries)
-            if registry is not None:
+            if registry is not None and (registry.plan.tracking_uri,
+                                         track.model.name) not in retrained:
                 aliases = wanted.setdefault((registry.plan.tracking_uri, track.model.name), set())
                 if track.model.alias:
                     aliases.add(track.model.alias)
-    registered: dict[tuple[str, str], str] = {}
+    registered: _Models = {}
     for (uri, name), aliases in sorted(wanted.items()):
         registry = registries[uri]
         log = root / f"train-{name}.log"
         version = _train_and_register(registry, name, aliases, log)
-        registered[(uri, name)] = version
+        registered[(uri, name)] = _Provided(version, frozenset(aliases), "the demo")
         named = "".join(f", alias {a}" for a in sorted(aliases))
         print(f"{registry.plan.name}: registered {name} version {version}{named}\n"
               "  trained: scaled LogisticRegression on scikit-learn's breast_cancer data, "
@@ -249,7 +331,7 @@ def _register_models(services: list[ModelService], registries: Mapping[str, _Reg
 
 
 def _serve(service: ModelService, registries: Mapping[str, _Registry],
-           registered: Mapping[tuple[str, str], str], stack: ExitStack, root: Path,
+           registered: _Models, stack: ExitStack, root: Path,
            ports: set[int]) -> list[str]:
     """Start each track of the service from its rendered command and send it predictions;
     the problems found."""
@@ -264,9 +346,18 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
                   "is not one the demo runs")
             continue
         known = registered.get((registry.plan.tracking_uri, track.model.name))
-        if track.model.alias is None and track.model.version != known:
+        if known is None:
+            print(f"{label}: skipped, no version of {track.model.name} was registered "
+                  "(see the retrain job above)")
+            continue
+        if track.model.alias is None and track.model.version != known.version:
             print(f"{label}: skipped, it pins {track.model.uri} and the demo registered "
-                  f"version {known} only")
+                  f"version {known.version} only")
+            continue
+        if track.model.alias is not None and track.model.alias not in known.aliases and (
+                track.model.version != known.version):
+            print(f"{label}: skipped, {known.source} did not point `{track.model.alias}` at "
+                  f"version {known.version}")
             continue
         if workload.port in ports:
             print(f"{label}: skipped, port {workload.port} is taken by another demo workload "
@@ -293,8 +384,9 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
 
 
 def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool = False) -> int:
-    """Start the stack's registries, then train and register a model and serve it from each
-    model service's rendered command; with ``check``, smoke-test and stop.
+    """Start the stack's registries, run each retrain schedule's job once (training a model
+    for services no schedule feeds), then serve from each model service's rendered command;
+    with ``check``, require every retrain to promote, smoke-test and stop.
 
     Secrets are generated afresh for the demo (the stack's real ones live in its Pulumi state).
     """
@@ -306,22 +398,37 @@ def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool 
         return 1
     root = workdir or Path(tempfile.mkdtemp(prefix=f"mlops-demo-{stack}-"))
     problems: list[str] = []
+    retrain_problems: list[str] = []
     with ExitStack() as stack_:
         registries = _start_registries(recording, stack_, root)
         services = _services(recording)
+        retrained: _Models = {}
+        if registries:
+            # Before serving: the schedule's job registers the version the services serve.
+            retrained, retrain_problems = _run_retrains(_schedules(recording), registries,
+                                                        root, check=check)
         if services and registries:
-            registered = _register_models(services, registries, root)
+            registered = {**retrained,
+                          **_register_models(services, registries, root, retrained)}
             if len(registries) == 1:
                 # Rendered as `pulumi preview` would be with the registry reachable: every
                 # alias is pinned to the version it names now.
                 (registry,) = registries.values()
-                with _environ(registry.env()):
-                    services = _services(record_program(cwd, stack, preview=True))
+                try:
+                    with _environ(registry.env()):
+                        services = _services(record_program(cwd, stack, preview=True))
+                except ValidationError as err:
+                    # As `pulumi preview` would fail: an alias the registry does not have.
+                    print(f"rendered again against {registry.url}: {err}\n"
+                          "  serving from the first render (aliases resolved at start-up)")
             ports = {urlsplit(r.url).port or 0 for r in registries.values()}
             for service in services:
                 problems += _serve(service, registries, registered, stack_, root, ports)
+        for problem in retrain_problems:
+            print(f"retrain check failed: {problem}")
         for problem in problems:
             print(f"smoke test failed: {problem}")
+        problems += retrain_problems
         if check:
             return 1 if problems else 0
         print("running; Ctrl-C stops everything")

@@ -7,7 +7,9 @@ remappings, each of which stands for something the container platform provides:
 - the bind address → 127.0.0.1 (loopback only);
 - service DNS names → loopback addresses (``hosts``), as cluster DNS would resolve them.
 
-`make demo` and the end-to-end tests run workloads this way.
+A long-running workload (a server) is started with `run_workload`; a batch workload (the
+retrain job a CronJob runs at every slot) is run to completion once with `run_job`. `make demo`
+and the end-to-end tests run workloads this way.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from pulumi_mlops.workload import HttpCheck, Workload, resolve
 
-__all__ = ["LocalCommand", "RunningWorkload", "localize", "run_workload"]
+__all__ = ["LocalCommand", "RunningWorkload", "localize", "run_job", "run_workload"]
 
 _PASSTHROUGH_ENV = ("PATH", "LANG", "LC_ALL", "SYSTEMROOT", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -130,6 +132,60 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _prepare(command: LocalCommand) -> LocalCommand:
+    """Create the command's directories and config files (as its volumes would hold them)."""
+    command.cwd.mkdir(parents=True, exist_ok=True)
+    for directory in command.directories:
+        directory.mkdir(parents=True, exist_ok=True)
+    for path, content in command.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        path.chmod(0o600)
+    if shutil.which(command.argv[0], path=command.env["PATH"]) is None:
+        raise RuntimeError(f"{command.argv[0]!r} is not installed here")
+    return command
+
+
+def run_job(
+    workload: Workload,
+    secrets: Mapping[str, str],
+    root: Path,
+    *,
+    hosts: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a batch workload once, to completion, as one run of its Job would.
+
+    Its command, environment and files are remapped by `localize`, as for `run_workload`.
+
+    Args:
+        workload: What the component rendered (e.g. `RetrainPlan.job`).
+        secrets: Its secret data.
+        root: Local directory standing in for the container's volumes; the combined output
+            is also written to ``<root>/<workload name>.log``.
+        hosts: ``"name:port"`` or ``"name"`` of services → ``"127.0.0.1:port"`` here.
+        env: Variables the platform would add to this one run. Default: none.
+        timeout: Seconds before the run is killed. Default: the workload's time budget
+            (``startup_seconds``: a retrain job's ``timeout``).
+
+    Returns:
+        The finished process, with its exit code and its stdout and stderr as text.
+
+    Raises:
+        RuntimeError: when the command is not installed here.
+        subprocess.TimeoutExpired: when the run takes longer than ``timeout``.
+    """
+    command = _prepare(localize(workload, secrets, root, hosts=hosts))
+    result = subprocess.run(
+        command.argv, env={**command.env, **dict(env or {})}, cwd=command.cwd,
+        capture_output=True, text=True, timeout=timeout or workload.startup_seconds,
+        check=False,
+    )
+    (root / f"{workload.name}.log").write_text(result.stdout + result.stderr)
+    return result
+
+
 @contextlib.contextmanager
 def run_workload(
     workload: Workload,
@@ -147,16 +203,8 @@ def run_workload(
     """
     if not isinstance(workload.health, HttpCheck):
         raise ValueError(f"{workload.name}: only HTTP health checks can be awaited locally")
-    command = localize(workload, secrets, root, hosts=hosts)
-    for directory in command.directories:
-        directory.mkdir(parents=True, exist_ok=True)
-    for path, content in command.files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
-        path.chmod(0o600)
+    command = _prepare(localize(workload, secrets, root, hosts=hosts))
     log_path = root / f"{workload.name}.log"
-    if shutil.which(command.argv[0], path=command.env["PATH"]) is None:
-        raise RuntimeError(f"{command.argv[0]!r} is not installed here")
     url = f"http://127.0.0.1:{workload.port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -1,5 +1,6 @@
-"""`mlops demo` runs the dev stack's registry and model service from their rendered commands:
-it trains and registers a model, serves it and sends predictions."""
+"""`mlops demo` runs the dev stack's registry, retrain job and model service from their rendered
+commands: the retrain registers and promotes a version, the service serves it and answers
+predictions."""
 
 from __future__ import annotations
 
@@ -44,7 +45,11 @@ def _predictions(out: str) -> list[int]:
     return predictions
 
 
-def test_demo_check_registers_serves_and_predicts(
+RETRAINED = ("retrain cancer: version 1 registered as `challenger`; PROMOTED to `champion` "
+             "(previous: none)")
+
+
+def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project, registry_port, service_port = _project(tmp_path)
@@ -53,15 +58,40 @@ def test_demo_check_registers_serves_and_predicts(
     out = capsys.readouterr().out
     assert f"MLflow registry up at http://127.0.0.1:{registry_port} (healthy, API 200)" in out
     assert (tmp_path / "run" / "registry" / "data" / "mlflow.db").is_file()
-    assert "registered cancer version 1, alias champion" in out
+    # The schedule's job ran once, from its rendered command, before any server started.
+    assert ("cancer-nightly: ran the retrain job once, as its schedule (0 3 * * *, UTC) would\n"
+            "  command, as rendered: mlops retrain --config /etc/mlops/retrain.json\n"
+            f"  {RETRAINED}\n") in out
+    assert re.search(r"^    roc_auc +0\.9\d+ +- *$", out, re.M), out
+    assert re.search(r"^    min +roc_auc +pass ", out, re.M), out
+    assert "  exit code 0 (promoted)\n" in out
+    assert "registered cancer version" not in out  # the demo trained nothing itself
+    server_up = f"cancer: model server up at http://127.0.0.1:{service_port} (healthy)"
+    assert out.index(RETRAINED) < out.index(server_up)
     # Rendered again against the running registry, so the alias is pinned in the command.
-    assert f"cancer: model server up at http://127.0.0.1:{service_port} (healthy)" in out
     assert (f"mlops serve --model-uri models:/cancer/1 --host 0.0.0.0 --port {service_port}"
             in out)
     assert "model: cancer version 1 (models:/cancer@champion, pinned at render)" in out
     predictions = _predictions(out)
     assert len(predictions) == 5 and set(predictions) <= {0, 1}
-    assert "smoke test failed" not in out
+    assert "check failed" not in out and "smoke test failed" not in out
+
+
+def test_demo_trains_the_model_itself_when_no_schedule_retrains_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_retrain(config: dict[str, Any]) -> None:
+        del config["mlops:retrain"]
+
+    project, _, service_port = _project(tmp_path, no_retrain)
+
+    assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 0
+    out = capsys.readouterr().out
+    assert "retrain job" not in out
+    assert "registered cancer version 1, alias champion" in out
+    assert "model: cancer version 1 (models:/cancer@champion, pinned at render)" in out
+    assert f"cancer: model server up at http://127.0.0.1:{service_port} (healthy)" in out
+    assert "check failed" not in out and "smoke test failed" not in out
 
 
 def test_demo_serves_a_pinned_version_it_did_not_register_only_with_a_reason(
@@ -74,7 +104,27 @@ def test_demo_serves_a_pinned_version_it_did_not_register_only_with_a_reason(
 
     assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 0
     out = capsys.readouterr().out
-    assert "registered cancer version 1\n" in out
+    assert RETRAINED in out
     assert ("cancer: skipped, it pins models:/cancer/7 and the demo registered version 1 only"
             in out)
     assert f"model server up at http://127.0.0.1:{service_port}" not in out
+
+
+def test_demo_check_fails_when_the_retrain_does_not_promote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unreachable_gate(config: dict[str, Any]) -> None:
+        config["mlops:retrain"]["cancer-nightly"]["gates"]["min"] = {"roc_auc": 0.9999}
+
+    project, _, service_port = _project(tmp_path, unreachable_gate)
+
+    assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 1
+    out = capsys.readouterr().out
+    assert ("retrain cancer: version 1 registered as `challenger`; NOT promoted: gate(s) "
+            "failed: min:roc_auc; `champion` stays none") in out
+    assert "  exit code 10 (registered, not promoted: a gate failed)\n" in out
+    # Nothing holds `champion`, so the service is not started, and the check says why.
+    assert "cancer: skipped, retrain cancer-nightly did not point `champion` at version 1" in out
+    assert f"model server up at http://127.0.0.1:{service_port}" not in out
+    assert ("retrain check failed: cancer-nightly: the retrain job exited with 10 (registered, "
+            "not promoted: a gate failed); 0 (promoted) is required") in out

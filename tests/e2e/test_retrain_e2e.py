@@ -16,6 +16,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from pulumi_mlops import DockerTarget, Gates, RegistryEndpoint
+from pulumi_mlops.components.retrain import RetrainScheduleArgs, plan_retrain
+from pulumi_mlops.local import run_job
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, load_profile
 from pulumi_mlops.runtime.retrain import job
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
@@ -27,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 MLOPS = str(Path(sys.executable).parent / "mlops")
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "cancer"
+IMAGE = "registry.example.com/mlops-runtime@sha256:" + "f" * 64
 GATES = {"min": {"roc_auc": 0.9}, "min_improvement": {"roc_auc": -0.01},
          "max_regression": {"log_loss": 0.05}}
 
@@ -46,17 +50,23 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         mlflow.set_tracking_uri(previous)
 
 
-def _retrain(tmp_path: Path, registry: Registry, slot: str, **config: Any
+def _retrain(tmp_path: Path, registry: Registry, slot: str, **inputs: Any
              ) -> subprocess.CompletedProcess[str]:
-    """Run `mlops retrain --config FILE` as RetrainSchedule renders it."""
-    path = tmp_path / f"retrain-{slot}.json"
-    path.write_text(json.dumps({"model_name": MODEL, "dataset": "sklearn:breast_cancer",
-                                "gates": GATES, **config}))
-    env = {**os.environ, **registry.env(), "MLOPS_SCHEDULE_SLOT": slot,
-           "MLOPS_CODE_VERSION": "abc123", "MLOPS_IMAGE_DIGEST": "sha256:feed",
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.run([MLOPS, "retrain", "--config", str(path)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """Run the job command RetrainSchedule renders, as one run of its schedule would."""
+    args = RetrainScheduleArgs(
+        registry=RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
+                                  password=registry.password),
+        target=DockerTarget(), schedule="0 3 * * *", image=IMAGE, model_name=MODEL,
+        dataset="sklearn:breast_cancer", gates=Gates(**GATES), **inputs)
+    plan = plan_retrain("nightly", args, tracking_uri=registry.url, username=registry.username,
+                        has_password=True)
+    assert plan.job.command == ("mlops", "retrain", "--config", "/etc/mlops/retrain.json")
+    # What the platform adds to one run: the slot (the scheduler sets it) and the code version;
+    # PYTHONPATH lets the job import the test trainers, as an image would ship them.
+    return run_job(plan.job, {"tracking-password": registry.password},
+                   tmp_path / f"job-{slot}", timeout=120,
+                   env={"MLOPS_SCHEDULE_SLOT": slot, "MLOPS_CODE_VERSION": "abc123",
+                        "PYTHONPATH": str(ROOT)})
 
 
 def _state() -> tuple[dict[str, str], list[str]]:
@@ -84,7 +94,7 @@ def test_first_run_registers_and_promotes_with_lineage_and_profile(
     assert json.loads(tags["mlops.params"]) == {"max_iter": 5000}
     assert set(json.loads(tags["mlops.metrics"])) == {"accuracy", "f1", "roc_auc", "log_loss"}
     assert tags["mlops.code_version"] == "abc123"
-    assert tags["mlops.image_digest"] == "sha256:feed"
+    assert tags["mlops.image_digest"] == IMAGE
     assert tags["mlops.schedule_slot"] == "slot-1"
     assert tags["mlops.gates_passed"] == "true"
     assert tags["mlops.outcome"] == "promoted"

@@ -2,7 +2,7 @@
 
 What is rendered: the reference stacks, a program with every ModelService rollout (weighted
 canary and shadow through a Gateway, blue/green, a canary split by replicas, a registry given
-by address), and the Python examples of docs/model-service.md.
+by address), and the Python examples of docs/model-service.md and docs/retrain-schedule.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 KUBERNETES_VERSION = "1.33.0"
 K8S_STACKS = ["staging", "prod"]
 SERVICE_DOC = REPO / "docs" / "model-service.md"
+RETRAIN_DOC = REPO / "docs" / "retrain-schedule.md"
 
 
 def rollouts_program() -> None:
@@ -83,6 +84,8 @@ PROGRAMS: dict[str, Callable[[], None]] = {
     "rollouts": rollouts_program,
     **{f"docs-model-service-{i}": _doc_program(SERVICE_DOC, i)
        for i in range(len(doc_examples(SERVICE_DOC)))},
+    **{f"docs-retrain-schedule-{i}": _doc_program(RETRAIN_DOC, i)
+       for i in range(len(doc_examples(RETRAIN_DOC)))},
 }
 K8S_RENDERS = [*K8S_STACKS, *PROGRAMS]
 
@@ -201,7 +204,8 @@ def test_schema_validation_catches_a_broken_object(k8s_stack: Rendered) -> None:
 
 def test_every_pod_spec_passes_pod_security_standards_restricted(k8s_render: Rendered) -> None:
     workloads = [m for m in k8s_render.manifests if pod_spec_of(m) is not None]
-    assert {m["kind"] for m in workloads} == {"Deployment", "StatefulSet"}
+    assert workloads
+    assert {m["kind"] for m in workloads} <= {"Deployment", "StatefulSet", "CronJob"}
     for manifest in workloads:
         assert check_manifest(manifest) == []
 
@@ -241,8 +245,11 @@ def _secret_values(recording: Recording) -> set[str]:
 
 def test_no_secret_value_appears_in_any_rendered_file(any_render: Rendered) -> None:
     secrets = _secret_values(any_render.recording)
-    # The generated admin password and Flask key are among them (the mock derives them).
-    assert len(secrets) >= 2
+    # With a registry, its generated admin password and Flask key are among them (the mock
+    # derives them); without one, the password of the registry given by address.
+    has_registry = any(r.type == "mlops:index:ModelRegistry"
+                       for r in any_render.recording.resources)
+    assert len(secrets) >= (2 if has_registry else 1)
     texts = [p.read_text() for p in any_render.out.iterdir()]
     for value in secrets:
         for line in value.splitlines():
@@ -357,3 +364,32 @@ def test_route_rules_catch_a_service_backend_without_port(rollouts: Rendered) ->
     del broken["spec"]["rules"][0]["filters"][0]["requestMirror"]["backendRef"]["port"]
     broken["spec"]["rules"][0]["filters"][0]["type"] = "RequestHeaderModifier"
     assert len(gateway_api.cel_violations(broken)) == 2
+
+
+# --- RetrainSchedule ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def retrain_renders(tmp_path_factory: pytest.TempPathFactory) -> list[Rendered]:
+    return [render(f"docs-retrain-schedule-{i}", tmp_path_factory)
+            for i in range(len(doc_examples(RETRAIN_DOC)))]
+
+
+def test_each_retrain_schedule_renders_a_forbid_cron_job_with_its_config(
+    retrain_renders: list[Rendered],
+) -> None:
+    from pulumi_mlops.runtime.retrain.config import RetrainConfig
+
+    for rendered, name in zip(retrain_renders, ("fraud-nightly", "churn-weekly"), strict=True):
+        object_name = f"{name}-retrain"
+        cron_job = by_kind(rendered, "CronJob")[object_name]
+        assert cron_job["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = pod_spec_of(cron_job)
+        assert pod is not None and pod["restartPolicy"] == "Never"
+        config_map = by_kind(rendered, "ConfigMap")[f"{object_name}-files"]
+        config = RetrainConfig.model_validate_json(config_map["data"]["retrain.json"])
+        assert config.schedule == cron_job["spec"]["schedule"]
+        policy = by_kind(rendered, "NetworkPolicy")[object_name]
+        assert policy["spec"]["ingress"] == []
+        assert by_kind(rendered, "ServiceAccount")[object_name][
+            "automountServiceAccountToken"] is False

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pulumi_mlops.local import localize
-from pulumi_mlops.workload import ConfigFile, HttpCheck, Mount, SecretRef, Workload
+from pulumi_mlops.local import localize, run_job
+from pulumi_mlops.workload import ConfigFile, ExecCheck, HttpCheck, Mount, SecretRef, Workload
 
 WORKLOAD = Workload(
     name="app",
@@ -39,3 +39,22 @@ def test_a_remapped_path_is_not_rewritten_twice(tmp_path: Path) -> None:
     cmd = localize(WORKLOAD, {"token": "", "ini": ""}, root)
     assert cmd.env["HOME"] == "/tmp/run/tmp"
     assert cmd.argv[4] == "/tmp/run/data/db"
+
+
+def test_a_job_runs_once_with_its_files_and_paths_remapped_and_reports_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    job = Workload(
+        name="job", image="img:1",
+        command=("python", "-c", "import os, sys; print(open('/etc/job/job.json').read(), "
+                 "os.environ['HOME'], os.environ['TOKEN'], os.environ['SLOT']); sys.exit(10)"),
+        env={"HOME": "/tmp", "TOKEN": SecretRef("token")}, port=0, health=ExecCheck(("true",)),
+        files=(ConfigFile("/etc/job/job.json", "{}"),),
+        mounts=(Mount("tmp", "/tmp", "scratch", "1Gi"),), startup_seconds=60,
+    )
+
+    result = run_job(job, {"token": "t0k"}, tmp_path / "run", env={"SLOT": "s1"})
+
+    assert result.returncode == 10
+    assert result.stdout == f"{{}} {tmp_path}/run/tmp t0k s1\n"
+    assert (tmp_path / "run" / "job.log").read_text() == result.stdout

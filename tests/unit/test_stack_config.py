@@ -66,6 +66,21 @@ def svc_key(key: str) -> str:
     return f"mlops:services.cancer.{key}"
 
 
+NIGHTLY = {"schedule": "0 3 * * *", "modelName": "cancer", "dataset": "sklearn:breast_cancer",
+           "estimator": "sklearn.linear_model.LogisticRegression"}
+
+
+def retrain(**changes: Any) -> dict[str, Any]:
+    """``mlops:retrain`` with one schedule, ``nightly``: `NIGHTLY` with ``changes`` (a None
+    value removes the key)."""
+    schedule = {k: v for k, v in {**NIGHTLY, **changes}.items() if v is not None}
+    return {"mlops:retrain": {"nightly": schedule}}
+
+
+def rt_key(key: str) -> str:
+    return f"mlops:retrain.nightly.{key}"
+
+
 # (config, accepted input paths, a secret that must not be echoed). Where the value is checked
 # by a component rather than by the stack's config model, the message names the component's
 # input; both spellings are accepted so that naming the config key later stays green.
@@ -172,6 +187,46 @@ CASES = [
     pytest.param({**DOCKER, **services(rollout={"kind": "canary",
                                                 "modelUri": "models:/cancer/2"})},
                  (svc_key("rollout"),), None, id="canary-on-docker"),
+    # mlops:retrain: what the config model checks ...
+    pytest.param({**K8S, "mlops:retrain": ["nightly"]}, ("mlops:retrain",), None,
+                 id="retrain-not-a-mapping"),
+    pytest.param({**K8S, "mlops:retrain": {"Nightly_1": NIGHTLY}}, ("mlops:retrain.Nightly_1",),
+                 None, id="retrain-name-not-dns-label"),
+    pytest.param({**K8S, **retrain(modelname="cancer")}, (rt_key("modelname"),), None,
+                 id="retrain-unknown-key-typo"),
+    pytest.param({**K8S, **retrain(schedule=None)}, (rt_key("schedule"),), None,
+                 id="retrain-without-schedule"),
+    pytest.param({**K8S, **retrain(gates={"min": {"roc_auc": "high"}})},
+                 (rt_key("gates.min.roc_auc"),), None, id="retrain-gate-not-a-number"),
+    pytest.param({**K8S, **retrain(gates={"minimum": {"roc_auc": 0.9}})},
+                 (rt_key("gates.minimum"),), None, id="retrain-gate-kind-unknown"),
+    pytest.param({**K8S, **retrain(search={"C": 1.0})}, (rt_key("search.C"),), None,
+                 id="retrain-search-not-a-list"),
+    # ... and what the component checks, reported under the config key too.
+    pytest.param({**K8S, **retrain(schedule="nightly")}, (rt_key("schedule"),), None,
+                 id="retrain-schedule-not-cron"),
+    pytest.param({**K8S, **retrain(gates={"minImprovement": {"Roc-AUC": 0.0}})},
+                 (rt_key("gates.minImprovement.Roc-AUC"),), None,
+                 id="retrain-gate-metric-not-a-metric-name"),
+    pytest.param({**K8S, **retrain(gates={"maxRegression": {"log_loss": -1}})},
+                 (rt_key("gates.maxRegression.log_loss"),), None,
+                 id="retrain-max-regression-negative"),
+    pytest.param({**K8S, **retrain(trainer="pkg.train:fit")}, (rt_key("estimator"),), None,
+                 id="retrain-estimator-and-trainer"),
+    pytest.param({**K8S, **retrain(estimator=None)}, (rt_key("estimator"),), None,
+                 id="retrain-without-estimator-or-trainer"),
+    pytest.param({**K8S, **retrain(estimator="LogisticRegression")}, (rt_key("estimator"),),
+                 None, id="retrain-estimator-not-an-import-path"),
+    pytest.param({**K8S, **retrain(dataset="sklearn:mnist")}, (rt_key("dataset"),), None,
+                 id="retrain-dataset-not-bundled"),
+    pytest.param({**K8S, **retrain(dataset="https://data.example.com/cancer.csv")},
+                 (rt_key("targetColumn"),), None, id="retrain-csv-without-target-column"),
+    pytest.param({**K8S, **retrain(promoteAlias="challenger")}, (rt_key("promoteAlias"),), None,
+                 id="retrain-promote-alias-is-the-challenger-alias"),
+    pytest.param({**K8S, **retrain(timeout=10)}, (rt_key("timeout"),), None,
+                 id="retrain-timeout-below-a-minute"),
+    pytest.param({**DOCKER, **retrain(resources={"cpuRequest": "4"})},
+                 (rt_key("resources.cpuRequest"),), None, id="retrain-cpu-request-above-limit"),
 ]
 
 
@@ -203,6 +258,9 @@ def test_shipped_stacks_record_and_declare_resources(project: Path, stack: str) 
     [service] = recording.of_type("mlops:index:ModelService")
     assert service.name == "cancer"
     assert set(recording.outputs["endpoints"]) == set(recording.outputs["models"]) == {"cancer"}
+    [schedule] = recording.of_type("mlops:index:RetrainSchedule")
+    assert schedule.name == "cancer-nightly"
+    assert set(recording.outputs["retrain_schedules"]) == {"cancer-nightly"}
 
 
 def test_unknown_stack_lists_the_known_ones(project: Path) -> None:
@@ -302,3 +360,33 @@ def test_the_docs_stack_config_example_renders(project: Path) -> None:
 
     plan = _component(recording, "cancer").plan
     assert [t.track for t in plan.tracks] == ["stable", "canary"]
+
+
+def test_a_component_rule_about_a_gate_names_the_metric_as_written(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **retrain(gates={"minImprovement": {"Roc-AUC": 0.0}})})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    assert str(raised.value) == (
+        "stack 'bad' config: `mlops:retrain.nightly.gates.minImprovement.Roc-AUC` must match "
+        "the pattern `^[a-z][a-z0-9_]*$` (got 'Roc-AUC'). Fix: set "
+        "`mlops:retrain.nightly.gates.minImprovement.Roc-AUC` to a value matching "
+        "`^[a-z][a-z0-9_]*$`.")
+
+
+def test_a_retrain_schedule_takes_the_components_defaults_for_unset_settings(
+    project: Path,
+) -> None:
+    stack = write_stack(project, {**K8S, **retrain(params={"max_depth": None},
+                                                   gates={"min": {"roc_auc": 0.9}})})
+
+    recording = record_program(project, stack)
+
+    plan = _component(recording, "nightly").plan
+    assert plan.config.params == {"max_depth": None}
+    assert plan.config.gates.min == {"roc_auc": 0.9}
+    assert plan.config.promote_alias == "champion"
+    assert plan.job.resources.cpu_request == "500m"
+    assert plan.job.startup_seconds == 3600
+    assert plan.config.schedule == "0 3 * * *"

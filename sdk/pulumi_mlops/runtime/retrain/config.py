@@ -116,7 +116,9 @@ class RetrainConfig(_Strict):
         if not self.dataset.startswith("sklearn:") and not self.target_column:
             raise ValueError("`target_column` is required for a CSV or Parquet dataset.")
         if self.promote_alias == self.challenger_alias:
-            raise ValueError("`promote_alias` and `challenger_alias` must differ.")
+            raise ValueError(f"`promote_alias` must not be {self.promote_alias!r}: every new "
+                             "version gets that alias as the challenger. Promote to another "
+                             "alias, e.g. 'champion'.")
         return self
 
     def experiment_name(self) -> str:
