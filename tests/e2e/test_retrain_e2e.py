@@ -57,7 +57,7 @@ def _retrain(tmp_path: Path, registry: Registry, slot: str, **inputs: Any
         registry=RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                   password=registry.password),
         target=DockerTarget(), schedule="0 3 * * *", image=IMAGE, model_name=MODEL,
-        dataset="sklearn:breast_cancer", gates=Gates(**GATES), **inputs)
+        gates=Gates(**GATES), **{"dataset": "sklearn:breast_cancer", **inputs})
     plan = plan_retrain("nightly", args, tracking_uri=registry.url, username=registry.username,
                         has_password=True)
     assert plan.job.command == ("mlops", "retrain", "--config", "/etc/mlops/retrain.json")
@@ -135,21 +135,24 @@ def _config(tmp_path: Path, **changes: Any) -> RetrainConfig:
 @pytest.mark.parametrize("fault", ["missing dataset", "malformed csv", "training raises",
                                    "evaluation raises"])
 def test_a_fault_at_any_stage_moves_no_alias(registry: Registry, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch,
                                              fault: str) -> None:
-    monkeypatch.setenv("MLOPS_SCHEDULE_SLOT", f"fault-{fault}")
     before = _state()
     csv = tmp_path / "data.csv"
+    trainer = "tests.e2e.retrain_trainers:scaled_logistic"
+    inputs: dict[str, Any]
     if fault == "missing dataset":
-        config = _config(tmp_path, dataset=str(tmp_path / "nope.csv"), target_column="y")
+        inputs = {"dataset": str(tmp_path / "nope.csv"), "target_column": "y"}
     elif fault == "malformed csv":
         csv.write_text("a,b,y\n1,2,0\n1,2,3,4,5\n3,4,1\n")
-        config = _config(tmp_path, dataset=str(csv), target_column="y")
+        inputs = {"dataset": str(csv), "target_column": "y"}
     elif fault == "training raises":
-        config = _config(tmp_path, trainer="tests.e2e.retrain_trainers:raising")
+        trainer = "tests.e2e.retrain_trainers:raising"
+        inputs = {}
     else:
-        config = _config(tmp_path, trainer="tests.e2e.retrain_trainers:predict_raises")
-    assert job.run(config) == EXIT_FAILED
+        trainer = "tests.e2e.retrain_trainers:predict_raises"
+        inputs = {}
+    done = _retrain(tmp_path, registry, f"fault-{fault}", trainer=trainer, **inputs)
+    assert done.returncode == EXIT_FAILED, done.stdout + done.stderr
     assert _state() == before
 
 

@@ -15,6 +15,7 @@ from pulumi_mlops.runtime.scheduler import (
     check_heartbeat,
     next_slot,
     parse_cron,
+    slot_id,
     slots_between,
 )
 
@@ -79,7 +80,7 @@ def test_a_near_slot_runs_the_command_with_the_slot_in_its_environment(tmp_path:
     assert scheduler.run(max_slots=1) == 0
 
     slot = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
-    assert (tmp_path / "slot").read_text() == slot.isoformat() + "\n"
+    assert (tmp_path / "slot").read_text() == slot_id(slot) + "\n"
     assert scheduler.runs == [(slot, 0)]
     assert sum(clock.slept) == pytest.approx(2.0)
     assert any("exited 0" in line for line in lines)

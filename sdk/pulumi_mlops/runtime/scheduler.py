@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -36,8 +36,10 @@ __all__ = [
     "Scheduler",
     "SystemClock",
     "check_heartbeat",
+    "latest_slot",
     "next_slot",
     "parse_cron",
+    "slot_id",
     "slots_between",
 ]
 
@@ -172,7 +174,7 @@ class Scheduler:
     # ----------------------------------------------------------------- runs
 
     def _attempt(self, slot: datetime) -> int:
-        env = {**self.environ, "MLOPS_SCHEDULE_SLOT": slot.isoformat()}
+        env = {**self.environ, "MLOPS_SCHEDULE_SLOT": slot_id(slot)}
         timeout = self.options.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         self._child = child = subprocess.Popen(list(self.options.command), env=env)
@@ -285,6 +287,19 @@ def _restore(previous: dict[int, _Handler]) -> None:
 def main(options: ScheduleOptions) -> int:
     """Run the scheduler until SIGTERM; what ``mlops schedule`` calls."""
     return Scheduler(options).run()
+
+
+def slot_id(slot: datetime) -> str:
+    """How a slot is named to its run (``MLOPS_SCHEDULE_SLOT``), e.g. ``2026-11-24T03:00Z``:
+    cron has minute resolution, so the minute identifies the slot."""
+    return _utc(slot).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def latest_slot(cron: str, now: datetime) -> datetime:
+    """The latest time of ``cron`` at or before ``now`` (UTC)."""
+    start = _utc(now).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    slot: datetime = croniter(cron, start).get_prev(datetime)
+    return _utc(slot)
 
 
 def parse_cron(cron: str) -> str:

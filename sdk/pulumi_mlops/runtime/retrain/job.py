@@ -54,7 +54,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -63,6 +63,7 @@ import pandas as pd
 import pydantic
 
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
+from pulumi_mlops.runtime.scheduler import latest_slot, parse_cron, slot_id
 
 __all__ = [
     "EXIT_BAD_CONFIG",
@@ -180,11 +181,11 @@ def load_config(path: str | os.PathLike[str]) -> RetrainConfig:
         raise ConfigFileError(f"invalid config file {str(path)!r}:\n  " + "\n  ".join(lines)
                               ) from err
     if config.schedule is not None:
-        from croniter import croniter
-
-        if not croniter.is_valid(config.schedule):
-            raise ConfigFileError(f"invalid config file {str(path)!r}:\n  `schedule`: not a "
-                                  f"five-field cron expression (got {config.schedule!r})")
+        try:
+            parse_cron(config.schedule)
+        except ValueError as err:
+            raise ConfigFileError(f"invalid config file {str(path)!r}:\n  `schedule`: {err}"
+                                  ) from None
     return config
 
 
@@ -591,12 +592,7 @@ def schedule_slot(schedule: str | None, now: datetime,
         return env["MLOPS_SCHEDULE_SLOT"]
     now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
     if schedule:
-        from croniter import croniter
-
-        # Cron has minute resolution: the slot of a run at 12:00:30 is 12:00.
-        start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        slot = croniter(schedule, start).get_prev(datetime)
-        return str(slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"))
+        return slot_id(latest_slot(schedule, now))
     return now.date().isoformat()
 
 
