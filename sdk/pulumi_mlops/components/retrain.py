@@ -24,7 +24,11 @@ from pulumi_mlops._validation import QUANTITY, ArgsModel
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.image import check_runtime_image
 from pulumi_mlops.components.registry import ModelRegistry
-from pulumi_mlops.components.service import DEFAULT_RUNTIME_IMAGE, RegistryEndpoint
+from pulumi_mlops.components.service import (
+    DEFAULT_RUNTIME_IMAGE,
+    RegistryEndpoint,
+    registry_access,
+)
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
 from pulumi_mlops.runtime.scheduler import parse_cron
@@ -374,44 +378,21 @@ class RetrainSchedule(pulumi.ComponentResource):
             **kwargs: The fields of `RetrainScheduleArgs`.
         """
         args = build_args("RetrainSchedule", name, RetrainScheduleArgs, args, kwargs)
-        registry = args.registry
-        password: Any = None
-        if isinstance(registry, ModelRegistry):
-            tracking_uri: EnvValue = registry.plan.tracking_uri
-            username: EnvValue | None = registry.args.admin_username
-            password = registry.admin_password
-        else:
-            tracking_uri = (registry.tracking_uri if isinstance(registry.tracking_uri, str)
-                            else SecretRef("tracking-uri"))
-            username = (None if registry.username is None else registry.username
-                        if isinstance(registry.username, str) else SecretRef("tracking-username"))
-            password = registry.password
-        plan = plan_retrain(name, args, tracking_uri=tracking_uri, username=username,
-                            has_password=password is not None)
+        access = registry_access(args.registry)
+        plan = plan_retrain(name, args, tracking_uri=access.tracking_uri,
+                            username=access.username, has_password=access.has_password)
         super().__init__("mlops:index:RetrainSchedule", name, None, opts)
         self.plan = plan
         note_declared(self)
 
-        secret_values: dict[str, Any] = {}
-        if password is not None:
-            secret_values["tracking-password"] = password
-        if isinstance(tracking_uri, SecretRef):
-            secret_values["tracking-uri"] = registry.tracking_uri
-        if isinstance(username, SecretRef):
-            secret_values["tracking-username"] = registry.username
-        keys = sorted(secret_values)
-        secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-            pulumi.Output.all(*[secret_values[k] for k in keys]).apply(
-                lambda values: dict(zip(keys, values, strict=True))))
+        secret_data = access.secret_data()
 
         if isinstance(args.target, KubernetesTarget):
             self.resources = _kubernetes.materialize_retrain(self, plan, args, secret_data)
             self.scheduler = self.resources["cron_job"]
         else:
-            network, after = ((registry.resources.get("network"), [registry.server])
-                              if isinstance(registry, ModelRegistry) else (None, []))
-            self.resources = _docker.materialize_retrain(self, plan, args, secret_data, network,
-                                                         after)
+            self.resources = _docker.materialize_retrain(self, plan, args, secret_data,
+                                                         access.network, list(access.after))
             self.scheduler = self.resources["container"]
         self.config = pulumi.Output.from_input(render_config(plan.config))
         self.schedule = pulumi.Output.from_input(args.schedule)

@@ -36,6 +36,7 @@ __all__ = [
     "ModelResolver",
     "ModelService",
     "ModelServiceArgs",
+    "RegistryAccess",
     "RegistryEndpoint",
     "Rollout",
     "RolloutKind",
@@ -43,6 +44,7 @@ __all__ = [
     "TrackPlan",
     "parse_model_uri",
     "plan_service",
+    "registry_access",
     "registry_resolver",
 ]
 
@@ -243,6 +245,62 @@ class RegistryEndpoint(ArgsModel):
                              "pass both, or neither for a registry without auth.",
                              field="password")
         return self
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How a component's containers reach a registry: env values and their secret data.
+
+    Attributes:
+        tracking_uri: ``MLFLOW_TRACKING_URI``: a literal, or a secret reference when it is only
+            known at deployment.
+        username: ``MLFLOW_TRACKING_USERNAME`` (None without auth).
+        secret_values: Secret data key → Pulumi input (``tracking-password`` and whatever else
+            is only known at deployment).
+        network: The registry's Docker network, when it is a component on Docker.
+        after: Resources the containers start after (the registry's container on Docker).
+    """
+
+    tracking_uri: EnvValue
+    username: EnvValue | None
+    secret_values: Mapping[str, Any]
+    network: pulumi.Resource | None = None
+    after: tuple[pulumi.Resource, ...] = ()
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the containers read ``tracking-password``."""
+        return "tracking-password" in self.secret_values
+
+    def secret_data(self) -> pulumi.Output[dict[str, str]]:
+        """The secret data, as one Pulumi secret."""
+        keys = sorted(self.secret_values)
+        return pulumi.Output.secret(pulumi.Output.all(*[self.secret_values[k] for k in keys])
+                                    .apply(lambda values: dict(zip(keys, values, strict=True))))
+
+
+def registry_access(registry: ModelRegistry | RegistryEndpoint) -> RegistryAccess:
+    """How containers reach ``registry``: a component's own names and admin credentials, or an
+    endpoint's values (outputs travel through the Secret)."""
+    if isinstance(registry, ModelRegistry):
+        docker = isinstance(registry.args.target, DockerTarget)
+        return RegistryAccess(
+            registry.plan.tracking_uri, registry.args.admin_username,
+            {"tracking-password": registry.admin_password},
+            registry.resources.get("network") if docker else None,
+            (registry.server,) if docker else ())
+    secrets: dict[str, Any] = {}
+    tracking_uri: EnvValue = registry.tracking_uri
+    if not isinstance(registry.tracking_uri, str):
+        tracking_uri = SecretRef("tracking-uri")
+        secrets["tracking-uri"] = registry.tracking_uri
+    username: EnvValue | None = registry.username
+    if registry.username is not None and not isinstance(registry.username, str):
+        username = SecretRef("tracking-username")
+        secrets["tracking-username"] = registry.username
+    if registry.password is not None:
+        secrets["tracking-password"] = registry.password
+    return RegistryAccess(tracking_uri, username, secrets)
 
 
 class ModelServiceArgs(ArgsModel):
@@ -709,20 +767,9 @@ class ModelService(pulumi.ComponentResource):
         if problems:
             raise ValidationError(where, problems)
         models = _resolve_models(where, args)
-        registry = args.registry
-        password: Any = None
-        if isinstance(registry, ModelRegistry):
-            tracking_uri: EnvValue = registry.plan.tracking_uri
-            username: EnvValue | None = registry.args.admin_username
-            password = registry.admin_password
-        else:
-            tracking_uri = (registry.tracking_uri if isinstance(registry.tracking_uri, str)
-                            else SecretRef("tracking-uri"))
-            username = (None if registry.username is None else registry.username
-                        if isinstance(registry.username, str) else SecretRef("tracking-username"))
-            password = registry.password
-        plan = plan_service(name, args, models, tracking_uri=tracking_uri, username=username,
-                            has_password=password is not None)
+        access = registry_access(args.registry)
+        plan = plan_service(name, args, models, tracking_uri=access.tracking_uri,
+                            username=access.username, has_password=access.has_password)
         super().__init__("mlops:index:ModelService", name, None, opts)
         self.plan = plan
         note_declared(self)
@@ -737,17 +784,7 @@ class ModelService(pulumi.ComponentResource):
                     "the alias will not show in previews. Set MLFLOW_TRACKING_URI (and "
                     "credentials) where Pulumi runs to pin the version.", self)
 
-        secret_values: dict[str, Any] = {}
-        if password is not None:
-            secret_values["tracking-password"] = password
-        if isinstance(tracking_uri, SecretRef):
-            secret_values["tracking-uri"] = registry.tracking_uri
-        if isinstance(username, SecretRef):
-            secret_values["tracking-username"] = registry.username
-        keys = sorted(secret_values)
-        secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-            pulumi.Output.all(*[secret_values[k] for k in keys]).apply(
-                lambda values: dict(zip(keys, values, strict=True))))
+        secret_data = access.secret_data()
 
         if isinstance(args.target, KubernetesTarget):
             self.resources = _kubernetes.materialize_service(self, plan, args, secret_data)
@@ -756,10 +793,8 @@ class ModelService(pulumi.ComponentResource):
             endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
                         else f"http://{host}")
         else:
-            network, after = ((registry.resources.get("network"), [registry.server])
-                              if isinstance(registry, ModelRegistry) else (None, []))
-            self.resources = _docker.materialize_service(self, plan, args, secret_data, network,
-                                                         after)
+            self.resources = _docker.materialize_service(self, plan, args, secret_data,
+                                                         access.network, list(access.after))
             self.service = None
             endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
         self.deployments = {t.track: self.resources[f"deployment_{t.track}"]
