@@ -68,3 +68,23 @@ def test_every_retrain_schedule_input_is_documented() -> None:
     assert _table_inputs(doc, "## Inputs (`RetrainScheduleArgs`)") == set(
         RetrainScheduleArgs.model_fields)
     assert "kubectl -n <namespace> create job --from=cronjob/<name>-retrain" in doc
+
+
+def test_the_readme_python_examples_run_as_one_program() -> None:
+    """The README's Python blocks build on each other (the first declares `k8s`, `registry`)."""
+    from pulumi_mlops.render import record
+
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert len(blocks) >= 3
+    source = "\n".join(blocks)
+
+    def program() -> None:
+        exec(compile(source, "README.md", "exec"), {"__name__": "readme"})
+
+    recording = record(program)
+    kinds = {r.type for r in recording.resources}
+    assert {"mlops:index:ModelRegistry", "mlops:index:ModelService",
+            "mlops:index:RetrainSchedule"} <= kinds
+    assert recording.get("kubernetes:batch/v1:CronJob", "fraud-nightly-retrain")
+    assert recording.get("kubernetes:apps/v1:Deployment", "fraud-canary")
