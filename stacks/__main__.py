@@ -313,8 +313,7 @@ def _config_key(section: str, name: str, path: str) -> str:
 
 
 def _config_problem(section: str, name: str, base: str, problem: Problem) -> Problem:
-    # A bad mapping key (a metric name …) is reported at the key itself.
-    path = (f"{base}.{problem.path}" if base else problem.path).removesuffix(".[key]")
+    path = f"{base}.{problem.path}" if base else problem.path
     # Inputs named in the rule or the fix are siblings of the one the problem is about (or
     # the input itself, named in full).
     parent = path.rpartition(".")[0]

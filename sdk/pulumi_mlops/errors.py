@@ -96,7 +96,8 @@ def _loc_to_path(loc: tuple[int | str, ...], prefix: str) -> str:
     for item in loc:
         if isinstance(item, int):
             parts[-1:] = [f"{parts[-1]}[{item}]" if parts else f"[{item}]"]
-        elif not item.startswith(("function-", "tagged-union[")) and item not in _UNION_TAGS:
+        elif (not item.startswith(("function-", "tagged-union[")) and item not in _UNION_TAGS
+              and item != "[key]"):  # pydantic's marker for "the key itself" of a mapping
             parts.append(item)
     return prefix + ".".join(parts) if parts else prefix or "(root)"
 

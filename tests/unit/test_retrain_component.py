@@ -282,7 +282,7 @@ def test_outputs_are_the_config_and_the_schedule() -> None:
     ({"estimator": "GradientBoostingClassifier"}, "estimator"),
     ({"model_name": "-fraud"}, "model_name"),
     ({"promote_alias": "challenger"}, "promote_alias"),
-    ({"gates": {"min": {"ROC AUC": 0.9}}}, "gates.min.ROC AUC.[key]"),
+    ({"gates": {"min": {"ROC AUC": 0.9}}}, "gates.min.ROC AUC"),
     ({"task": "ranking"}, "task"),
     ({"timeout": 10}, "timeout"),
     ({"retries": -1}, "retries"),
