@@ -24,6 +24,7 @@ from pulumi_mlops.policy.pss import check_manifest, pod_spec_of
 from pulumi_mlops.render import Recording, record, record_program, unwrap_secrets, write_render
 from pulumi_mlops.render.manifests import REDACTED
 from tests.checkov import run_checkov
+from tests.recording import secret_values
 from tests.render import gateway_api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -220,31 +221,8 @@ def test_checkov_reports_no_failed_check(k8s_render: Rendered) -> None:
         assert comment and len(comment) > 20, check_id
 
 
-def _secret_values(recording: Recording) -> set[str]:
-    """Every value that travelled as a Pulumi secret, long enough to be meaningful."""
-    found: set[str] = set()
-
-    def walk(value: Any, secret: bool) -> None:
-        from pulumi.runtime import rpc
-
-        if rpc.is_rpc_secret(value):
-            walk(rpc.unwrap_rpc_secret(value), True)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v, secret)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v, secret)
-        elif secret and isinstance(value, str) and len(value) >= 8:
-            found.add(value)
-
-    for r in recording.resources:
-        walk(dict(r.inputs), False)
-    return found
-
-
 def test_no_secret_value_appears_in_any_rendered_file(any_render: Rendered) -> None:
-    secrets = _secret_values(any_render.recording)
+    secrets = secret_values(any_render.recording)
     # With a registry, its generated admin password and Flask key are among them (the mock
     # derives them); without one, the password of the registry given by address.
     has_registry = any(r.type == "mlops:index:ModelRegistry"

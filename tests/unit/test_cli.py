@@ -8,14 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from pulumi.runtime import rpc
 
 from pulumi_mlops.cli import main
-from pulumi_mlops.render import Recording, record_program
+from pulumi_mlops.render import record_program
+from tests.recording import secret_values
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,28 +114,6 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {stack: out / f"{stack}.json" for stack in STACKS}
 
 
-def _secret_values(recording: Recording) -> set[str]:
-    """Every string that travelled as a Pulumi secret, long enough to be meaningful."""
-    found: set[str] = set()
-
-    def walk(value: Any, secret: bool) -> None:
-        if rpc.is_rpc_secret(value):
-            walk(rpc.unwrap_rpc_secret(value), True)
-        elif isinstance(value, dict):
-            for v in value.values():
-                walk(v, secret)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v, secret)
-        elif secret and isinstance(value, str) and len(value) >= 8:
-            found.add(value)
-
-    for resource in recording.resources:
-        walk(dict(resource.inputs), False)
-    walk(recording.outputs, False)
-    return found
-
-
 @pytest.mark.parametrize("stack", STACKS)
 def test_plan_of_a_shipped_stack_is_byte_identical_every_time(
     stack: str, plans: dict[str, Path], tmp_path: Path
@@ -154,7 +132,7 @@ def test_plan_of_a_shipped_stack_is_byte_identical_every_time(
 def test_plan_of_a_shipped_stack_holds_no_secret_value(
     stack: str, plans: dict[str, Path]
 ) -> None:
-    secrets = _secret_values(record_program(REPO, stack))
+    secrets = secret_values(record_program(REPO, stack))
     text = plans[stack].read_text()
 
     # The generated admin password and Flask key are among them (the mock derives them).

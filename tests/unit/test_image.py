@@ -26,6 +26,7 @@ from pulumi_mlops.render import Recording, harness, record, unwrap_secrets
 from pulumi_mlops.render.manifests import redact
 from pulumi_mlops.workload import RUN_AS_USER
 from tests.checkov import run_checkov_dockerfile
+from tests.recording import failing
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -175,20 +176,6 @@ def test_components_take_a_prebuilt_image_pinned_or_an_output() -> None:
 # --- validation --------------------------------------------------------------------------
 
 
-def declared_when_failing(make: Callable[[], object]) -> tuple[mlops.ValidationError, list[Any]]:
-    caught: list[mlops.ValidationError] = []
-
-    def program() -> None:
-        try:
-            make()
-        except mlops.ValidationError as err:
-            caught.append(err)
-
-    rec = record(program)
-    assert caught, "no ValidationError raised"
-    return caught[0], rec.resources
-
-
 def runtime(**kwargs: Any) -> mlops.RuntimeImage:
     return mlops.RuntimeImage("rt", **{"context": CONTEXT, **kwargs})
 
@@ -254,7 +241,7 @@ CASES = [
 def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     make: Callable[[], object], where: str, path: str, secret: str | None,
 ) -> None:
-    err, declared = declared_when_failing(make)
+    err, rec = failing(make)
     message = str(err)
     assert message.startswith(where), message
     assert f"`{path}`" in message, message
@@ -262,7 +249,7 @@ def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     assert "Fix:" in message
     if secret is not None:
         assert secret not in message and secret not in repr(err.problems)
-    assert declared == []
+    assert rec.resources == []
 
 
 def test_good_registry_hosts_are_accepted() -> None:

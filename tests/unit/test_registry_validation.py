@@ -18,7 +18,8 @@ import pytest
 from pulumi.runtime import settings
 
 import pulumi_mlops as mlops
-from pulumi_mlops.render.harness import RecordedResource, record
+from pulumi_mlops.render.harness import record
+from tests.recording import failing
 
 K8S = mlops.KubernetesTarget(namespace="ml")
 DOCKER = mlops.DockerTarget()
@@ -29,23 +30,6 @@ ADMIN_PASSWORD = "short-secret"
 
 def registry(name: str = "reg", args: Any = None, **kwargs: Any) -> mlops.ModelRegistry:
     return mlops.ModelRegistry(name, args, **kwargs)
-
-
-def declared_when_failing(
-    build: Callable[[], object],
-) -> tuple[mlops.ValidationError, list[RecordedResource]]:
-    """Run ``build`` under the mock engine; the error it raised and what was declared anyway."""
-    caught: list[mlops.ValidationError] = []
-
-    def program() -> None:
-        try:
-            build()
-        except mlops.ValidationError as err:
-            caught.append(err)
-
-    recording = record(program)
-    assert caught, "no ValidationError raised"
-    return caught[0], recording.resources
 
 
 def validation_error_in_chain(exc: BaseException) -> mlops.ValidationError | None:
@@ -206,7 +190,7 @@ CASES = [
 def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     build: Callable[[], object], where: str, paths: tuple[str, ...], secret: str | None
 ) -> None:
-    err, declared = declared_when_failing(build)
+    err, rec = failing(build)
     message = str(err)
 
     if secret is not None:
@@ -217,15 +201,15 @@ def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     assert any(f"`{p}`" in message for p in paths), message
     assert {p.path for p in err.problems} & set(paths), message
     assert "Fix:" in message
-    assert declared == []
+    assert rec.resources == []
 
 
 def test_every_bad_input_is_reported_at_once() -> None:
-    err, declared = declared_when_failing(lambda: registry(target=K8S, replicas=0, port=80))
+    err, rec = failing(lambda: registry(target=K8S, replicas=0, port=80))
 
     assert {p.path for p in err.problems} == {"replicas", "port"}
     assert "`replicas`" in str(err) and "`port`" in str(err)
-    assert declared == []
+    assert rec.resources == []
 
 
 @pytest.mark.parametrize("target", [K8S, DOCKER], ids=["kubernetes", "docker"])
@@ -267,11 +251,11 @@ def test_malformed_secret_database_uri_fails_at_deployment_without_echoing_it() 
 
 @pytest.mark.usefixtures("forget_failed_outputs")
 def test_external_database_without_uri_is_rejected() -> None:
-    err, declared = declared_when_failing(
+    err, rec = failing(
         lambda: registry(target=K8S, database={"kind": "external"}))
 
     assert "`database.uri`" in str(err)
-    assert declared == []
+    assert rec.resources == []
 
 
 @pytest.mark.usefixtures("forget_failed_outputs")

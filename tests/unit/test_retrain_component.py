@@ -4,7 +4,6 @@ Docker, the job's config file, secrets by reference, and errors naming the input
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import kubernetes_validate
@@ -17,6 +16,7 @@ from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
 from pulumi_mlops.render.manifests import manifests
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
+from tests.recording import failing
 
 COMPONENT = "mlops:index:RetrainSchedule"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
@@ -56,20 +56,6 @@ def job_pod(rec: Recording) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-
-
-def failing(build: Callable[[], object]) -> tuple[mlops.ValidationError, Recording]:
-    caught: list[mlops.ValidationError] = []
-
-    def program() -> None:
-        try:
-            build()
-        except mlops.ValidationError as err:
-            caught.append(err)
-
-    rec = record(program)
-    assert caught, "no ValidationError raised"
-    return caught[0], rec
 
 
 # --------------------------------------------------------------------------- Kubernetes

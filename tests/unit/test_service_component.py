@@ -27,6 +27,7 @@ from pulumi_mlops.render import (
     unwrap_secrets,
 )
 from pulumi_mlops.render.manifests import manifests
+from tests.recording import failing
 
 COMPONENT = "mlops:index:ModelService"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -102,21 +103,6 @@ def seconds(duration: str) -> int:
     match = re.fullmatch(r"(\d+)s", duration)
     assert match, duration
     return int(match[1])
-
-
-def failing(build: Callable[[], object]) -> tuple[mlops.ValidationError, Recording]:
-    """The ValidationError ``build`` raised under the mock engine, and what was declared."""
-    caught: list[mlops.ValidationError] = []
-
-    def program() -> None:
-        try:
-            build()
-        except mlops.ValidationError as err:
-            caught.append(err)
-
-    rec = record(program)
-    assert caught, "no ValidationError raised"
-    return caught[0], rec
 
 
 @pytest.fixture
