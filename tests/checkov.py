@@ -306,34 +306,7 @@ def run_checkov(directory: Path) -> CheckovResult:
     if not directory.is_dir():
         raise CheckovError(f"not a directory: {directory}")
     workload_files = _workload_files(directory)
-    executable = ensure_checkov()
-    args = [
-        str(executable),
-        "--directory",
-        str(directory),
-        "--framework",
-        "kubernetes",
-        "--output",
-        "json",
-        "--compact",
-        "--skip-download",
-        # Failures are reported in the JSON; a non-zero exit is then only a real error.
-        "--soft-fail",
-    ]
-    proc = subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        timeout=_RUN_TIMEOUT_S,
-        check=False,
-        env=_checkov_env(),
-        cwd=directory,
-    )
-    if proc.returncode != 0:
-        raise CheckovError(
-            f"checkov exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-    result = parse_checkov_json(proc.stdout)
+    result = _scan(["--directory", str(directory), "--framework", "kubernetes"], directory)
     missed = workload_files - result.scanned_files
     if missed:
         raise CheckovError(
@@ -360,18 +333,14 @@ def run_checkov_dockerfile(dockerfile: Path) -> CheckovResult:
     """
     if not dockerfile.is_file():
         raise CheckovError(f"not a file: {dockerfile}")
-    args = [
-        str(ensure_checkov()),
-        "--file",
-        str(dockerfile),
-        "--framework",
-        "dockerfile",
-        "--output",
-        "json",
-        "--compact",
-        "--skip-download",
-        "--soft-fail",
-    ]
+    return _scan(["--file", str(dockerfile), "--framework", "dockerfile"], dockerfile.parent)
+
+
+def _scan(target: list[str], cwd: Path) -> CheckovResult:
+    """Run checkov on ``target`` (its what-to-scan arguments) and parse its JSON report."""
+    args = [str(ensure_checkov()), *target, "--output", "json", "--compact", "--skip-download",
+            # Failures are reported in the JSON; a non-zero exit is then only a real error.
+            "--soft-fail"]
     proc = subprocess.run(
         args,
         capture_output=True,
@@ -379,7 +348,7 @@ def run_checkov_dockerfile(dockerfile: Path) -> CheckovResult:
         timeout=_RUN_TIMEOUT_S,
         check=False,
         env=_checkov_env(),
-        cwd=dockerfile.parent,
+        cwd=cwd,
     )
     if proc.returncode != 0:
         raise CheckovError(

@@ -65,3 +65,23 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator
         running = stack.enter_context(run_workload(plan.server, secret_data, tmp_path,
                                                    hosts=hosts))
         yield Registry(running, admin_password)
+
+
+@contextlib.contextmanager
+def registry_client(tmp_path: Path, backend: str = "sqlite-docker",
+                    **extra_env: str) -> Iterator[Registry]:
+    """A running registry that this process's MLflow client, and the processes it starts,
+    talk to (``MLFLOW_TRACKING_*`` set, plus ``extra_env``); restored afterwards."""
+    import mlflow
+    import pytest
+
+    with running_registry(tmp_path, backend) as registry, \
+            pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in {**registry.env(), **extra_env}.items():
+            monkeypatch.setenv(key, value)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(registry.url)
+        try:
+            yield registry
+        finally:
+            mlflow.set_tracking_uri(previous)

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from tests.e2e.registry import BACKENDS, Registry, running_registry
+from tests.e2e.registry import BACKENDS, Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -26,10 +26,7 @@ def registry(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
     """One server per backend, shared by the module's tests (each uses its own model names)."""
-    with running_registry(tmp_path_factory.mktemp(request.param), request.param) as running, \
-            pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in running.env().items():
-            monkeypatch.setenv(key, value)
+    with registry_client(tmp_path_factory.mktemp(request.param), request.param) as running:
         yield running
 
 

@@ -23,7 +23,7 @@ from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, load_profile
 from pulumi_mlops.runtime.retrain import job
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.job import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_PROMOTED
-from tests.e2e.registry import Registry, running_registry
+from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -37,17 +37,10 @@ GATES = {"min": {"roc_auc": 0.9}, "min_improvement": {"roc_auc": -0.01},
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with running_registry(tmp_path_factory.mktemp("registry")) as running, \
-            pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in running.env().items():
-            monkeypatch.setenv(key, value)
-        # A frozen registry must fail a request quickly rather than after minutes of retries.
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(running.url)
+    # A frozen registry must fail a request quickly rather than after minutes of retries.
+    with registry_client(tmp_path_factory.mktemp("registry"), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                         MLFLOW_HTTP_REQUEST_TIMEOUT="3") as running:
         yield running
-        mlflow.set_tracking_uri(previous)
 
 
 def _retrain(tmp_path: Path, registry: Registry, slot: str, **inputs: Any

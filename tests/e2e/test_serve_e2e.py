@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 from tests.e2e.ports import free_port
-from tests.e2e.registry import Registry, running_registry
+from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -35,12 +35,7 @@ MLOPS = str(Path(sys.executable).parent / "mlops")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry run from ModelRegistry's rendered command, with model `cancer` v1 under
     alias `champion`, logged through the registry's artifact proxy with a drift profile."""
-    with running_registry(tmp_path_factory.mktemp("registry")) as registry, \
-            pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in registry.env().items():
-            monkeypatch.setenv(key, value)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(registry.url)
+    with registry_client(tmp_path_factory.mktemp("registry")) as registry:
         x, y = load_breast_cancer(return_X_y=True, as_frame=True)
         model = LogisticRegression(max_iter=5000).fit(x, y)
         mlflow.set_experiment("serve-e2e")
@@ -52,7 +47,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
         MlflowClient().set_registered_model_alias("cancer", "champion", "1")
         yield registry
-        mlflow.set_tracking_uri(previous)
 
 
 class Server:

@@ -35,7 +35,7 @@ from pulumi_mlops.render import Recording, build_plan, diff_plans, record
 from pulumi_mlops.render.diff import Named
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 from tests.e2e.ports import free_port
-from tests.e2e.registry import Registry, running_registry
+from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -68,17 +68,11 @@ def _register(c: float) -> str:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry with `cancer` version 1 under alias `champion`."""
-    with running_registry(tmp_path_factory.mktemp("registry")) as registry, \
-            pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in registry.env().items():
-            monkeypatch.setenv(key, value)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(registry.url)
+    with registry_client(tmp_path_factory.mktemp("registry")) as registry:
         mlflow.set_experiment("service-e2e")
         assert _register(c=1.0) == "1"
         MlflowClient().set_registered_model_alias(MODEL, ALIAS, "1")
         yield registry
-        mlflow.set_tracking_uri(previous)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pulumi_mlops.components.service import ModelService, registry_resolver
 from pulumi_mlops.errors import InputError
 from pulumi_mlops.render import Recording, record, redact
 from tests.e2e.ports import free_port
-from tests.e2e.registry import Registry, running_registry
+from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,17 +36,11 @@ def _register() -> str:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     """A registry holding `fraud` versions 1 and 2, alias `champion` on version 1."""
-    with running_registry(tmp_path_factory.mktemp("registry")) as running, \
-            pytest.MonkeyPatch.context() as monkeypatch:
-        for key, value in running.env().items():
-            monkeypatch.setenv(key, value)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(running.url)
+    with registry_client(tmp_path_factory.mktemp("registry")) as running:
         mlflow.set_experiment("resolver-e2e")
         assert (_register(), _register()) == ("1", "2")
         MlflowClient().set_registered_model_alias(MODEL, "champion", "1")
         yield running
-        mlflow.set_tracking_uri(previous)
 
 
 def test_an_alias_resolves_to_its_version_and_follows_it(registry: Registry) -> None:
