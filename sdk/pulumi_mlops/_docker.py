@@ -204,6 +204,27 @@ def materialize_registry(
     return out
 
 
+def _beside_registry(
+    parent: pulumi.ComponentResource,
+    target: DockerTarget,
+    name: str,
+    labels: Mapping[str, str],
+    network: pulumi.Resource | None,
+    after: list[pulumi.Resource],
+) -> tuple[docker.Network, pulumi.ResourceOptions, dict[str, pulumi.Resource]]:
+    """The network a registry client's containers join (the registry's, or a new
+    ``<name>-net``), options that start them after ``after``, and the children declared."""
+    opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
+                                        pulumi.ResourceOptions(depends_on=after))
+    out: dict[str, pulumi.Resource] = {}
+    if network is None:
+        network = docker.Network(f"{name}-net", name=f"{name}-net", labels=_labels(labels),
+                                 opts=opts)
+        out["network"] = network
+    assert isinstance(network, docker.Network)
+    return network, opts, out
+
+
 def materialize_service(
     parent: pulumi.ComponentResource,
     plan: ServicePlan,
@@ -220,14 +241,7 @@ def materialize_service(
     """
     target = args.target
     assert isinstance(target, DockerTarget)
-    opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
-                                        pulumi.ResourceOptions(depends_on=after))
-    out: dict[str, pulumi.Resource] = {}
-    if network is None:
-        network = docker.Network(f"{plan.name}-net", name=f"{plan.name}-net",
-                                 labels=_labels(plan.labels), opts=opts)
-        out["network"] = network
-    assert isinstance(network, docker.Network)
+    network, opts, out = _beside_registry(parent, target, plan.name, plan.labels, network, after)
     (track,) = plan.tracks
     created = materialize_workload(
         track.object_name, track.workload, target=target, network=network,
@@ -252,14 +266,8 @@ def materialize_retrain(
     container, when it is on the same engine); it publishes no port."""
     target = args.target
     assert isinstance(target, DockerTarget)
-    opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
-                                        pulumi.ResourceOptions(depends_on=after))
-    out: dict[str, pulumi.Resource] = {}
-    if network is None:
-        network = docker.Network(f"{plan.object_name}-net", name=f"{plan.object_name}-net",
-                                 labels=_labels(plan.labels), opts=opts)
-        out["network"] = network
-    assert isinstance(network, docker.Network)
+    network, opts, out = _beside_registry(parent, target, plan.object_name, plan.labels,
+                                          network, after)
     out.update(materialize_workload(
         plan.object_name, plan.scheduler, target=target, network=network,
         aliases=[plan.object_name], labels=plan.labels, secret_data=secret_data, opts=opts,

@@ -216,7 +216,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: %(default)s)")
     serve.add_argument("--drift-window", type=int, default=d.drift_window,
                        help="recent input rows the drift gauges cover (default: %(default)s)")
-    serve.add_argument("--model-alias", default=None,
+    serve.add_argument("--model-alias", default=d.model_alias,
                        help="for a pinned models:/name/version, the alias it was resolved from "
                        "(reported by /version and mlops_model_info)")
     serve.add_argument("--prediction-log-rate", type=float, default=d.prediction_log_rate,
