@@ -77,6 +77,7 @@ def _serve(ns: argparse.Namespace) -> int:
         max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
         load_attempts=ns.load_attempts, drift_window=ns.drift_window,
         prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
+        coerce=ns.coerce,
     ))
 
 
@@ -192,8 +193,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="serve a registered MLflow model (MLflow scoring protocol, Prometheus metrics)",
-        description="Serve an MLflow pyfunc model on /invocations with /ping, /health, "
-        "/version and /metrics. Tracking server and credentials come from MLFLOW_TRACKING_URI, "
+        description="Serve an MLflow pyfunc model: MLflow's scoring protocol (/invocations, "
+        "/ping, /health, /version), the Open Inference Protocol (/v2/...) and /metrics. "
+        "Tracking server and credentials come from MLFLOW_TRACKING_URI, "
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.",
     )
     serve.add_argument("--model-uri", required=True,
@@ -218,7 +220,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="recent input rows the drift gauges cover (default: %(default)s)")
     serve.add_argument("--model-alias", default=d.model_alias,
                        help="for a pinned models:/name/version, the alias it was resolved from "
-                       "(reported by /version and mlops_model_info)")
+                       "(reported by the model metadata and mlops_model_info)")
+    serve.add_argument("--coerce", choices=("strict", "lossy"), default=d.coerce,
+                       help="strict: a value MLflow would change in converting it to its "
+                       "column's type (2.9 into an integer, \"7\" into a number, true into a "
+                       "double, +-Inf into an integer) gets 400 naming the column; lossy: "
+                       "convert it as MLflow does (default: %(default)s)")
     serve.add_argument("--prediction-log-rate", type=float, default=d.prediction_log_rate,
                        help="share of requests logged as JSON lines on stdout: request id, "
                        "model version, inputs, outputs, latency (default: %(default)s, off)")

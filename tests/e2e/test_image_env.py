@@ -101,23 +101,27 @@ def test_the_image_environment_loads_and_scores_a_saved_model(
 ) -> None:
     path, rows, expected = saved_model
     body = json.dumps({"dataframe_split": {"columns": ["a", "b"], "data": rows}})
-    # The server's own request path, then MLflow's pyfunc loader (its fallback) on its own.
+    csv = "a,b\n" + "".join(f"{x},{y}\n" for x, y in rows)
+    # The server's own request paths (the fast path for JSON, MLflow's scoring functions for
+    # CSV), then MLflow's pyfunc loader on its own.
     code = (
         "import json, sys\n"
         "import mlflow.pyfunc, pandas as pd\n"
         "from pulumi_mlops.runtime.serve.model import load_served_model\n"
-        "from pulumi_mlops.runtime.serve.payload import parse_body\n"
         "served = load_served_model(sys.argv[1])\n"
-        "parsed = parse_body(sys.argv[2].encode(), 'application/json')\n"
-        "served_out = [int(v) for v in served.predict(parsed)]\n"
-        "frame = pd.DataFrame(parsed.rows, columns=['a', 'b'])\n"
+        "fast = served.invoke(sys.argv[2].encode(), 'application/json')\n"
+        "general = served.invoke(sys.argv[3].encode(), 'text/csv')\n"
+        "rows = json.loads(sys.argv[2])['dataframe_split']['data']\n"
+        "frame = pd.DataFrame(rows, columns=['a', 'b'])\n"
         "pyfunc_out = [int(v) for v in mlflow.pyfunc.load_model(sys.argv[1]).predict(frame)]\n"
-        "print(json.dumps({'served': served_out, 'pyfunc': pyfunc_out}))\n"
+        "print(json.dumps({'fast': json.loads(fast.body)['predictions'],\n"
+        "                  'general': json.loads(general.body)['predictions'],\n"
+        "                  'pyfunc': pyfunc_out}))\n"
     )
-    proc = image_env.run(str(image_env.python), "-c", code, str(path), body)
+    proc = image_env.run(str(image_env.python), "-c", code, str(path), body, csv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result == {"served": expected, "pyfunc": expected}
+    assert result == {"fast": expected, "general": expected, "pyfunc": expected}
 
 
 def test_the_image_entrypoint_runs_without_pulumi(image_env: ImageEnv) -> None:

@@ -1,4 +1,5 @@
-"""Load the served model (with bounded retries) and predict, with a scikit-learn fast path.
+"""Load the served model (with bounded retries) and predict: MLflow's own scoring path, with a
+scikit-learn fast path.
 
 Loading: a ``models:/`` URI against an HTTP(S) tracking server that proxies artifacts is
 fetched with a small REST client (`fetch`), and a scikit-learn model that qualifies for the fast
@@ -6,11 +7,15 @@ path is deserialized directly, exactly as ``mlflow.sklearn`` does it; neither im
 which keeps the cold start short. Everything else (other URIs and stores, other flavors) goes
 through mlflow's client and ``mlflow.pyfunc.load_model``.
 
-The fast path applies to a scikit-learn model whose signature is numeric, required columns or a
-float ``(-1, n)`` tensor, and has no params schema: validated rows go straight into a matrix
-and the estimator's predict function, skipping pandas and pyfunc's per-request schema
-enforcement. It calls the very function pyfunc would call, on the same values, so it returns
-exactly what ``pyfunc.predict`` returns (property-tested).
+Predicting (``/invocations``): the general path is MLflow's scoring server itself
+(``mlflow.pyfunc.scoring_server.invocations``: its parsers, schema enforcement, LLM payloads and
+JSON encoding), so what MLflow's server answers with 200 this one answers the same way. Before
+it, `~pulumi_mlops.runtime.serve.payload.find_lossy` refuses values MLflow would change
+(``--coerce lossy`` turns that off). The fast path applies to a scikit-learn model whose
+signature is numeric, required columns or a float ``(-1, n)`` tensor, and has no params
+schema: a payload that is nothing but those numbers goes straight into the matrix pyfunc would
+build and the estimator's predict function, skipping pandas and pyfunc's per-request work. Any
+other payload takes the general path, which is loaded in the background for such a model.
 """
 
 from __future__ import annotations
@@ -19,9 +24,12 @@ import json
 import logging
 import os
 import pickle
+import threading
+import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +46,31 @@ from pulumi_mlops.runtime.serve.fetch import (
 )
 from pulumi_mlops.runtime.serve.payload import (
     ColumnSpec,
-    Parsed,
+    FastSpec,
     PayloadError,
     TensorSpec,
-    numeric_matrix,
-    tensor_matrix,
-    validate_columns,
+    decode_json,
+    fast_matrix,
+    find_lossy,
 )
 
-__all__ = ["ServedModel", "Signature", "load_served_model", "open_model"]
+__all__ = ["Answer", "ServedModel", "Signature", "load_served_model", "mlflow_version",
+           "open_model"]
 
 log = logging.getLogger("mlops.serve")
 
-_NUMERIC = frozenset({"double", "float", "long", "integer"})
-_FLOAT_TENSORS = frozenset({"float64", "float32"})
+_NESTED = frozenset({"array", "object", "map", "any"})
+_MAX_ERROR_MESSAGE = 2000
+
+
+def mlflow_version() -> str:
+    """The version of MLflow this server speaks for (what MLflow's ``/version`` answers)."""
+    for dist in ("mlflow", "mlflow-skinny"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -60,12 +79,12 @@ class Signature:
 
     Attributes:
         columns: Named input columns (None for a tensor signature or no signature).
-        tensor: The single input tensor of a tensor signature.
+        tensors: Input tensors of a tensor signature (one unnamed, or several named).
         has_params: Whether the signature defines a params schema.
     """
 
     columns: list[ColumnSpec] | None = None
-    tensor: TensorSpec | None = None
+    tensors: list[TensorSpec] | None = None
     has_params: bool = False
 
     @classmethod
@@ -74,108 +93,277 @@ class Signature:
         signature = mlmodel.get("signature") or {}
         has_params = bool(signature.get("params") and json.loads(signature["params"]))
         inputs = json.loads(signature["inputs"]) if signature.get("inputs") else []
-        if len(inputs) == 1 and inputs[0].get("type") == "tensor" and "name" not in inputs[0]:
-            spec = inputs[0]["tensor-spec"]
-            return cls(tensor=TensorSpec(spec["dtype"], tuple(spec["shape"])),
-                       has_params=has_params)
-        if inputs and all("name" in c and c.get("type") != "tensor" for c in inputs):
-            return cls(columns=[ColumnSpec(c["name"], c["type"], c.get("required", True))
+        if inputs and all(c.get("type") == "tensor" for c in inputs):
+            return cls(tensors=[TensorSpec(c["tensor-spec"]["dtype"],
+                                           tuple(c["tensor-spec"]["shape"]), c.get("name"))
+                                for c in inputs], has_params=has_params)
+        if inputs and all("name" in c for c in inputs):
+            return cls(columns=[ColumnSpec(str(c["name"]), c["type"], c.get("required", True))
                                 for c in inputs], has_params=has_params)
         return cls(has_params=has_params)
 
-    def fast_path_applies(self) -> bool:
-        """Whether rows can go straight into a float matrix (and params need no schema)."""
+    @property
+    def tensor(self) -> TensorSpec | None:
+        """The single unnamed input tensor, if that is the signature."""
+        if self.tensors and len(self.tensors) == 1 and self.tensors[0].name is None:
+            return self.tensors[0]
+        return None
+
+    def fast_spec(self) -> FastSpec | None:
+        """What the fast path needs, when the signature qualifies for it."""
         if self.has_params:
-            return False
+            return None
         if self.columns is not None:
-            return all(c.type in _NUMERIC and c.required for c in self.columns)
-        return (self.tensor is not None and self.tensor.dtype in _FLOAT_TENSORS
-                and len(self.tensor.shape) == 2 and self.tensor.shape[0] == -1
-                and self.tensor.shape[1] > 0)
+            return FastSpec.for_columns(self.columns)
+        tensor = self.tensor
+        return FastSpec.for_tensor(tensor) if tensor is not None else None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A scoring answer: status, body, media type, and the raw predictions (for metrics and
+    the prediction log) when the status is 200.
+
+    Attributes:
+        status: HTTP status.
+        body: Response body.
+        media_type: Its media type.
+        predictions: The model's raw output (200 only).
+        rows: Input rows, when known (for metrics).
+    """
+
+    status: int
+    body: bytes
+    media_type: str = "application/json"
+    predictions: Any = None
+    rows: int = 0
+
+
+class _Observed:
+    """The pyfunc model as MLflow's scoring function sees it: checks lossy values are already
+    refused, so this only feeds the drift window and keeps the raw predictions."""
+
+    def __init__(self, model: Any, drift: DriftMonitor | None) -> None:
+        self.metadata = model.metadata
+        self._model = model
+        self._drift = drift
+        self.predictions: Any = None
+        self.rows = 0
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        import pandas as pd
+
+        if isinstance(data, pd.DataFrame):
+            self.rows = len(data)
+            if self._drift is not None:
+                self._drift.observe_columns(data)
+        elif hasattr(data, "__len__"):
+            self.rows = len(data)
+        self.predictions = self._model.predict(data, params=params)
+        return self.predictions
 
 
 class ServedModel:
-    """The model being served: its signature, the fast path or the pyfunc model, and drift.
+    """The model being served: its signature, the fast path and the pyfunc model, and drift.
 
     Args:
         info: What is served.
         signature: The input signature.
         fast_predict: The estimator's predict function, for the fast path.
-        pyfunc_model: The pyfunc model, for everything else.
+        pyfunc_model: The pyfunc model (the general path).
+        pyfunc_loader: Or a function that loads it, called once on first use or by
+            `load_in_background` (for a model that also has a fast path).
         drift: The drift monitor, when the model's run has a training-data profile.
+        coerce: ``strict`` refuses values MLflow would change in converting them; ``lossy``
+            converts them as MLflow does.
     """
 
     def __init__(self, info: ModelInfo, signature: Signature, *,
-                 fast_predict: Callable[[Any], Any] | None = None, pyfunc_model: Any = None,
-                 drift: DriftMonitor | None = None) -> None:
-        if (fast_predict is None) == (pyfunc_model is None):
-            raise ValueError("Only one of `fast_predict` or `pyfunc_model` can be provided.")
+                 fast_predict: Callable[[Any], Any] | None = None,
+                 pyfunc_model: Any = None, pyfunc_loader: Callable[[], Any] | None = None,
+                 drift: DriftMonitor | None = None, coerce: str = "strict") -> None:
+        if (pyfunc_model is None) == (pyfunc_loader is None):
+            raise ValueError("Only one of `pyfunc_model` or `pyfunc_loader` can be provided "
+                             "(and one is required).")
+        if coerce not in ("strict", "lossy"):
+            raise ValueError(f"`coerce` must be 'strict' or 'lossy' (got {coerce!r}).")
         self.info = info
         self.signature = signature
         self.columns = signature.columns
         self.fast_predict = fast_predict
-        self.model = pyfunc_model
+        self.fast_spec = signature.fast_spec() if fast_predict is not None else None
         self.drift = drift
-        self._params_warned = False
-        # Columns of the validated rows that feed the drift monitor's numeric matrix.
+        self.strict = coerce == "strict"
+        self._loader = pyfunc_loader
+        self._model: Any = pyfunc_model
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        self._take_lock = threading.Lock()
+        if self._loader is None:
+            self._loaded.set()
+        # Columns of the signature that feed the drift monitor's numeric matrix.
         self._drift_index: list[int] | None = None
         if drift is not None and self.columns is not None and not drift.categorical_features:
             names = [c.name for c in self.columns]
             if set(drift.numeric_features) <= set(names):
                 self._drift_index = [names.index(f) for f in drift.numeric_features]
 
-    def predict(self, parsed: Parsed) -> Any:
-        """Predictions for a parsed request (validated against the signature when there is one)."""
-        if not parsed.rows:
-            raise PayloadError(400, "the request has no rows")
-        if self.fast_predict is not None:
-            return self._fast(parsed)
-        if self.columns is None:
-            return self._pyfunc_predict(_general_input(parsed), parsed.params)
-        import pandas as pd
+    # ----------------------------------------------------------------- the pyfunc model
 
-        names, rows = validate_columns(parsed, self.columns)
-        frame = pd.DataFrame(rows, columns=names)
-        if self.drift is not None:
-            self.drift.observe_columns(frame)
-        return self._pyfunc_predict(frame, parsed.params)
+    def load_in_background(self) -> None:
+        """Start loading the general path's pyfunc model, if it is not loaded yet."""
+        if self._loader is not None and not self._loaded.is_set():
+            threading.Thread(target=self._load, name="pyfunc-load", daemon=True).start()
 
-    def _fast(self, parsed: Parsed) -> Any:
+    def _load(self) -> None:
+        with self._take_lock:
+            loader, self._loader = self._loader, None
+        if loader is None:
+            return
+        try:
+            self._model = loader()
+        except BaseException as err:
+            log.exception("loading the pyfunc model failed")
+            self._load_error = err
+        finally:
+            self._loaded.set()
+
+    @property
+    def model(self) -> Any:
+        """The pyfunc model (loaded on first use when it is not yet)."""
+        if not self._loaded.is_set():
+            if self._loader is not None:
+                self._load()
+            self._loaded.wait()
+        if self._model is None:
+            raise RuntimeError(f"the pyfunc model could not be loaded: {self._load_error}")
+        return self._model
+
+    # ----------------------------------------------------------------- predicting
+
+    def invoke(self, body: bytes, content_type: str) -> Answer:
+        """Answer one ``/invocations`` request, as MLflow's scoring server would (with the
+        lossy-value check and the fast path).
+
+        Raises:
+            PayloadError: a client error found before MLflow's parser runs.
+        """
+        doc: Any = body
+        if _plain_json(content_type):
+            doc = decode_json(body)
+            if self.strict:
+                why = find_lossy(doc, self.columns, self.signature.tensors)
+                if why is not None:
+                    raise PayloadError(400, why)
+            if self.fast_spec is not None:
+                matrix = fast_matrix(doc, self.fast_spec)
+                if matrix is not None:
+                    predictions = self._fast(matrix)
+                    return Answer(200, _predictions_json(predictions), predictions=predictions,
+                                  rows=len(matrix))
+            if not isinstance(doc, dict):
+                doc = body  # MLflow's parser explains what is wrong with it
+        return self._general(doc, content_type)
+
+    def predict_data(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """Predictions for input already decoded into what pyfunc accepts (a DataFrame, an
+        ndarray, or a dict of ndarrays), e.g. from an Open Inference Protocol request.
+
+        Raises:
+            PayloadError: the input does not fit the signature (400).
+        """
+        if self.fast_spec is not None and not params:
+            matrix = _fast_matrix_of(data, self.fast_spec)
+            if matrix is not None:
+                return self._fast(matrix)
+        from mlflow.exceptions import MlflowException
+
+        observed = _Observed(self.model, self.drift)
+        try:
+            return observed.predict(data, params)
+        except MlflowException as err:
+            status = err.get_http_status_code()
+            if status >= 500:
+                raise
+            raise PayloadError(status, str(err.message)[:_MAX_ERROR_MESSAGE]) from None
+
+    def _fast(self, matrix: np.ndarray[Any, Any]) -> Any:
         assert self.fast_predict is not None
-        if parsed.params and not self._params_warned:
-            # What pyfunc does for a signature without a params schema.
-            log.warning("ignoring request params %s: the model's signature defines no params "
-                        "schema", sorted(parsed.params))
-            self._params_warned = True
-        if self.columns is not None:
-            matrix = numeric_matrix(validate_columns(parsed, self.columns)[1])
-            if self._drift_index is not None and self.drift is not None:
-                self.drift.observe_matrix(matrix[:, self._drift_index])
-        else:
-            assert self.signature.tensor is not None
-            matrix = tensor_matrix(parsed, self.signature.tensor)
+        if self._drift_index is not None and self.drift is not None:
+            self.drift.observe_matrix(matrix[:, self._drift_index])
         with warnings.catch_warnings():
             # Fitted on a DataFrame, the estimator notes that a matrix has no feature names;
             # the columns were just checked to be the fitted ones, in order.
             warnings.simplefilter("ignore", UserWarning)
             return self.fast_predict(matrix)
 
-    def _pyfunc_predict(self, data: Any, params: dict[str, Any] | None) -> Any:
+    def _general(self, data: Any, content_type: str) -> Answer:
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server
+
+        model = self.model
+        observed = _Observed(model, self.drift)
         try:
-            return self.model.predict(data, params=params)
-        except Exception as err:
-            # pyfunc's own input enforcement (e.g. a tensor signature) rejects client input.
-            if getattr(err, "error_code", None) == "INVALID_PARAMETER_VALUE":
-                raise PayloadError(400, str(err)) from None
-            raise
+            result = scoring_server.invocations(data, content_type, observed,
+                                                model.metadata.get_input_schema())
+        except MlflowException as err:
+            return _mlflow_error(err)
+        if result.status != 200:
+            return Answer(result.status, result.response.encode(), result.mimetype)
+        return Answer(200, result.response.encode(), result.mimetype,
+                      predictions=observed.predictions, rows=observed.rows)
 
 
-def _general_input(parsed: Parsed) -> Any:
+def _plain_json(content_type: str) -> bool:
+    """Whether MLflow's scoring server reads the body as JSON: exactly ``application/json``,
+    with no parameter but ``charset=utf-8`` (anything else gets its 415)."""
+    media, *parameters = (part.strip() for part in content_type.split(";"))
+    return media == "application/json" and all(
+        p.partition("=")[0] == "charset" and p.partition("=")[2].lower() == "utf-8"
+        for p in parameters)
+
+
+def _mlflow_error(err: Any) -> Answer:
+    """MLflow's error answer, without the stack trace (logged here with a request id)."""
+    status = err.get_http_status_code()
+    request_id = uuid.uuid4().hex
+    trace = (getattr(err, "json_kwargs", None) or {}).get("stack_trace")
+    if trace:
+        log.warning("request %s: %s\n%s", request_id, str(err.message)[:_MAX_ERROR_MESSAGE],
+                    trace)
+    message = str(err.message)
+    if len(message) > _MAX_ERROR_MESSAGE:
+        message = message[:_MAX_ERROR_MESSAGE] + "… (truncated)"
+    body = json.dumps({"error_code": err.error_code, "message": message,
+                       "request_id": request_id})
+    return Answer(status, body.encode())
+
+
+def _predictions_json(predictions: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps({"predictions": predictions},
+                        option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+
+
+def _fast_matrix_of(data: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    """The fast path's matrix for decoded input: an ndarray for a tensor signature, a frame
+    with exactly the signature's columns for a column signature."""
+    if spec.names is None:
+        if (isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == spec.width
+                and data.dtype == np.dtype(spec.dtypes[0]) and np.isfinite(data).all()):
+            return data
+        return None
     import pandas as pd
 
-    if parsed.columns is not None:
-        return pd.DataFrame(parsed.rows, columns=parsed.columns)
-    return np.asarray(parsed.rows)
+    if not isinstance(data, pd.DataFrame) or list(data.columns) != list(spec.names):
+        return None
+    if [str(d) for d in data.dtypes] != list(spec.dtypes):
+        return None
+    matrix: np.ndarray[Any, Any] = data.to_numpy()
+    if matrix.dtype.kind == "f" and not np.isfinite(matrix).all():
+        return None
+    return matrix
 
 
 def load_drift_monitor(run_id: str | None, window: int) -> DriftMonitor | None:
@@ -229,43 +417,68 @@ def _sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
     return None
 
 
-def open_model(path: Path, info: ModelInfo, drift_window: int) -> ServedModel:
-    """Load a fetched model directory: the fast path when it applies, pyfunc otherwise.
+def open_model(path: Path, info: ModelInfo, drift_window: int,
+               coerce: str = "strict") -> ServedModel:
+    """Load a fetched model directory: the fast path when it applies, pyfunc always (in the
+    background when there is a fast path).
 
     Raises:
         ModelLoadError: the model cannot be deserialized or loaded.
     """
     try:
-        return _open(path, info, drift_window)
+        return _open(path, info, drift_window, coerce)
     except ModelLoadError:
         raise
     except Exception as err:
         raise ModelLoadError(f"cannot load the model in {path} ({info.uri}): {err}") from err
 
 
-def _open(path: Path, info: ModelInfo, drift_window: int) -> ServedModel:
+def _needs_a_frame(estimator: Any) -> bool:
+    """Whether the estimator (or a step inside it) selects or transforms columns by name, so
+    that a matrix is not the same input as the frame pyfunc passes."""
+    seen = [estimator]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            seen += list(estimator.get_params(deep=True).values())
+        except Exception:
+            return True
+    return any(type(obj).__name__ in ("ColumnTransformer", "FunctionTransformer")
+               or getattr(obj, "_sklearn_output_config", None) for obj in seen)
+
+
+def _pyfunc_loader(path: Path) -> Callable[[], Any]:
+    def load() -> Any:
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(str(path))
+
+    return load
+
+
+def _open(path: Path, info: ModelInfo, drift_window: int, coerce: str) -> ServedModel:
     mlmodel = read_mlmodel(path)
     if info.run_id is None:
         info = ModelInfo(info.uri, info.name, info.version, info.alias, mlmodel.get("run_id"))
     signature = Signature.from_mlmodel(mlmodel)
     drift = load_drift_monitor(info.run_id, drift_window)
-    if signature.fast_path_applies():
+    spec = signature.fast_spec()
+    if spec is not None:
         estimator = _sklearn_estimator(path, mlmodel)
         names = getattr(estimator, "feature_names_in_", None)
-        if estimator is not None and (
-                names is None or signature.columns is None
-                or list(names) == [c.name for c in signature.columns]):
+        if estimator is not None and not _needs_a_frame(estimator) and (
+                names is None or spec.names is None or tuple(names) == spec.names):
             predict_fn = mlmodel["flavors"]["python_function"].get("predict_fn", "predict")
             return ServedModel(info, signature, fast_predict=getattr(estimator, predict_fn),
-                               drift=drift)
-    import mlflow.pyfunc
-
-    return ServedModel(info, signature, pyfunc_model=mlflow.pyfunc.load_model(str(path)),
-                       drift=drift)
+                               pyfunc_loader=_pyfunc_loader(path), drift=drift,
+                               coerce=coerce)
+    return ServedModel(info, signature, pyfunc_model=_pyfunc_loader(path)(), drift=drift,
+                       coerce=coerce)
 
 
 def load_served_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,
-                      max_delay: float = 30.0, drift_window: int = 1000) -> ServedModel:
+                      max_delay: float = 30.0, drift_window: int = 1000,
+                      coerce: str = "strict") -> ServedModel:
     """Fetch (with retries, see `fetch_model`) and open the model.
 
     Raises:
@@ -273,4 +486,4 @@ def load_served_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,
     """
     path, info = fetch_model(uri, attempts=attempts, first_delay=first_delay,
                              max_delay=max_delay)
-    return open_model(path, info, drift_window)
+    return open_model(path, info, drift_window, coerce)

@@ -1,33 +1,44 @@
-"""Parse and strictly validate scoring requests (MLflow's scoring-server protocol).
+"""What `mlops serve` adds around MLflow's own request parsing: JSON decoding, the lossy-coercion
+check, and the fast path's recogniser of plain numeric payloads.
 
-Accepted bodies: JSON with ``dataframe_split``, ``dataframe_records``, ``instances`` or
-``inputs`` (+ optional ``params``), and CSV (``text/csv``). Every client error raises
-`PayloadError` with the HTTP status to answer (400, 413, 415) and a message naming the column.
+Parsing and schema enforcement are MLflow's (``mlflow.pyfunc.scoring_server``, called by
+`pulumi_mlops.runtime.serve.model`), so every payload MLflow's scoring server accepts is
+accepted here too. Two things are ours:
 
-Strictness against a column signature: missing or unknown columns, wrong types and lossy
-coercions (float → integer, string → number, bool → number, null in a required column, ±Inf)
-are refused instead of being silently converted.
+- `find_lossy`: MLflow silently converts some values that change them (2.9 into an integer
+  column becomes 2, ``"7"`` becomes 7, ``true`` becomes 1.0, ±Inf into an integer). The check
+  walks the decoded JSON against the signature's primitive columns and tensors, before MLflow
+  parses it, and names the first such value; ``mlops serve --coerce lossy`` turns it off.
+  Nested types (Array, Object, Map) follow MLflow's own rules.
+- `fast_matrix`: for a scikit-learn model whose signature is numeric columns or a float
+  ``(-1, n)`` tensor, a payload that is nothing but those numbers becomes the matrix pyfunc would
+  hand the estimator, without pandas. Anything else (extra or missing columns, nulls, strings,
+  non-finite numbers, params, other shapes) returns None and takes the general path, so the fast
+  path never refuses or accepts differently from MLflow; a property test compares the two.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
 import orjson
 
-__all__ = ["ColumnSpec", "Parsed", "PayloadError", "TensorSpec", "parse_body", "tensor_matrix",
-           "validate_columns"]
+__all__ = ["FORMATS", "ColumnSpec", "PayloadError", "TensorSpec", "decode_json",
+           "fast_matrix", "find_lossy"]
 
-_JSON_TYPES = ("application/json",)
-_CSV_TYPES = ("text/csv",)
-_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+"""The JSON input fields of MLflow's scoring protocol (exactly one per request)."""
+
 _INT_RANGES = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_FLOATS = ("double", "float")
+_COLUMN_DTYPES = {"double": "float64", "float": "float32", "long": "int64",
+                  "integer": "int32"}
 
 
 class PayloadError(Exception):
@@ -45,8 +56,9 @@ class ColumnSpec:
 
     Attributes:
         name: Column name.
-        type: MLflow data type name (``double``, ``long``, ``string`` …).
-        required: Whether the column must be present (and non-null).
+        type: MLflow type name: a primitive (``double``, ``long``, ``string`` …) or ``array``,
+            ``object``, ``map``, ``any`` for the nested types.
+        required: Whether the column must be present.
     """
 
     name: str
@@ -56,252 +68,270 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """The input tensor of a tensor signature.
+    """An input tensor of a tensor signature.
 
     Attributes:
         dtype: numpy dtype name (``float64`` …).
         shape: Shape, -1 for a free dimension.
+        name: Its name, for a multi-input signature.
     """
 
     dtype: str
     shape: tuple[int, ...]
+    name: str | None = None
+
+
+def decode_json(body: bytes) -> Any:
+    """The JSON document, accepting the ``NaN``/``Infinity`` tokens Python's ``json`` writes
+    (as MLflow's server does).
+
+    Raises:
+        PayloadError: 400 for a body that is not JSON (or not UTF-8).
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as err:
+        raise PayloadError(400, "Ensure that input is a valid JSON formatted string. "
+                           f"Error: {str(err)[:200]!r}") from None
+
+
+# --------------------------------------------------------------------------- lossy values
+
+
+def _lossy(kind: str, value: Any) -> str | None:
+    """Why converting ``value`` to the primitive ``kind`` would change it, or None."""
+    t = type(value)
+    if value is None or t is list or t is dict:
+        return None  # nulls and shapes are MLflow's to judge
+    if kind in _INT_RANGES or kind.startswith(("int", "uint")):
+        if t is bool:
+            return f"{value!r} is a boolean, not a number"
+        if t is str:
+            return f"{value!r} is a string, not a number"
+        if t is float:
+            if not math.isfinite(value):
+                return f"{value!r} is not a finite integer"
+            if not value.is_integer():
+                return f"{value!r} would lose its fraction"
+        low, high = _INT_RANGES.get(kind, (-(2**63), 2**64 - 1))
+        if t in (int, float) and not low <= value <= high:
+            return f"{value!r} is out of range"
+        return None
+    if kind in _FLOATS or kind.startswith("float"):
+        if t is bool:
+            return f"{value!r} is a boolean, not a number"
+        if t is str:
+            return f"{value!r} is a string, not a number"
+        return None
+    if kind in ("boolean", "bool") and t is not bool:
+        return f"{value!r} is not a boolean"
+    return None
+
+
+def _leaves(value: Any) -> Iterable[Any]:
+    if isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _first_lossy(kind: str, values: Iterable[Any]) -> str | None:
+    for value in values:
+        why = _lossy(kind, value)
+        if why is not None:
+            return why
+    return None
+
+
+def find_lossy(doc: Any, columns: list[ColumnSpec] | None,
+               tensors: list[TensorSpec] | None) -> str | None:
+    """The first value of ``doc`` that MLflow would change when converting it to its column's
+    or tensor's type, as a message naming the column; None when there is none.
+
+    Only primitive columns and tensors are checked; a payload in a shape the signature does not
+    explain is left to MLflow's parser, which refuses it or not.
+    """
+    if not isinstance(doc, dict):
+        return None
+    keys = [k for k in FORMATS if k in doc]
+    if len(keys) != 1:
+        return None
+    value = doc[keys[0]]
+    kinds: dict[str, str] = {}
+    if columns is not None:
+        kinds = {c.name: c.type for c in columns if c.type not in ("array", "object", "map",
+                                                                   "any")}
+    elif tensors is not None:
+        kinds = {t.name or "": t.dtype for t in tensors}
+    if not kinds:
+        return None
+    for name, values in _column_values(keys[0], value, columns, tensors):
+        kind = kinds.get(name)
+        if kind is None:
+            continue
+        why = _first_lossy(kind, _leaves(values) if tensors else values)
+        if why is not None:
+            what = f"input '{name}'" if tensors and name else (
+                "the input tensor" if tensors else f"column '{name}'")
+            return (f"{what} is {kind}: {why}. Send a value of that type, or start the server "
+                    "with --coerce lossy to convert as MLflow does")
+    return None
+
+
+def _column_values(fmt: str, value: Any, columns: list[ColumnSpec] | None,
+                   tensors: list[TensorSpec] | None) -> Iterable[tuple[str, Any]]:
+    """(column or tensor name, its values) pairs found in the payload, as far as its shape is
+    clear; values of a tensor may be nested lists."""
+    if tensors is not None:
+        unnamed = len(tensors) == 1 and tensors[0].name is None
+        if fmt == "dataframe_split" and isinstance(value, dict) and unnamed:
+            yield "", value.get("data")
+        elif fmt == "dataframe_records" and isinstance(value, list) and unnamed:
+            yield "", [list(r.values()) for r in value if isinstance(r, dict)]
+        elif isinstance(value, dict):
+            yield from ((str(k), v) for k, v in value.items())
+        elif isinstance(value, list) and unnamed:
+            yield "", value
+        elif isinstance(value, list):  # instances: records of named tensors
+            for record in value:
+                if isinstance(record, dict):
+                    yield from ((str(k), v) for k, v in record.items())
+        return
+    assert columns is not None
+    names = [c.name for c in columns]
+    if fmt == "dataframe_split":
+        if not isinstance(value, dict) or not isinstance(value.get("data"), list):
+            return
+        data = [r for r in value["data"] if isinstance(r, list)]
+        header = value.get("columns")
+        if header is None:
+            header = names  # positional, as MLflow's enforcement maps them
+        if not isinstance(header, list):
+            return
+        for j, name in enumerate(header):
+            yield str(name), (r[j] for r in data if j < len(r))
+    elif isinstance(value, list) and all(isinstance(r, dict) for r in value):
+        for record in value:
+            yield from ((str(k), [v]) for k, v in record.items())
+    elif isinstance(value, dict):
+        for name, values in value.items():
+            yield str(name), values if isinstance(values, list) else [values]
+    elif isinstance(value, list) and len(names) == 1:
+        yield names[0], value
+
+
+# --------------------------------------------------------------------------- fast path
 
 
 @dataclass(frozen=True)
-class Parsed:
-    """A parsed request.
+class FastSpec:
+    """What the fast path needs to know of a signature.
 
     Attributes:
-        columns: Column names, in the order of ``rows`` (None for tensor-style input).
-        rows: Row-major values.
-        params: Inference params.
-        raw: The decoded JSON input, for the general pyfunc path.
-        format: Which payload format it came in.
+        names: Column names in signature order (None for a tensor signature).
+        dtypes: numpy dtype per column (or the tensor's, once).
+        width: Columns per row.
     """
 
-    columns: list[str] | None
-    rows: list[list[Any]]
-    params: dict[str, Any] | None
-    raw: Any
-    format: str
+    names: tuple[str, ...] | None
+    dtypes: tuple[str, ...]
+    width: int
 
+    @classmethod
+    def for_columns(cls, columns: list[ColumnSpec]) -> FastSpec | None:
+        """The spec for numeric, required columns; None when the signature has others."""
+        if not columns or not all(c.type in _COLUMN_DTYPES and c.required for c in columns):
+            return None
+        return cls(tuple(c.name for c in columns),
+                   tuple(_COLUMN_DTYPES[c.type] for c in columns), len(columns))
 
-def _media_type(content_type: str | None) -> str:
-    if not content_type:
-        raise PayloadError(415, "Content-Type is required: use application/json or text/csv")
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def parse_body(body: bytes, content_type: str | None) -> Parsed:
-    """Decode a request body into columns and rows."""
-    media = _media_type(content_type)
-    if media in _CSV_TYPES:
-        return _parse_csv(body)
-    if media not in _JSON_TYPES:
-        raise PayloadError(
-            415, f"unsupported Content-Type {media!r}: use application/json or text/csv"
-        )
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as err:
-        raise PayloadError(400, f"malformed JSON: {err}") from None
-    if not isinstance(doc, dict):
-        raise PayloadError(400, f"the JSON body must be an object with one of {list(_FORMATS)}")
-    keys = [k for k in _FORMATS if k in doc]
-    unknown = sorted(set(doc) - set(_FORMATS) - {"params"})
-    if len(keys) != 1 or unknown:
-        raise PayloadError(
-            400, f"the JSON body must have exactly one of {list(_FORMATS)} (and optionally "
-            f"'params'); got keys {sorted(doc)}"
-        )
-    params = doc.get("params")
-    if params is not None and not isinstance(params, dict):
-        raise PayloadError(400, "'params' must be an object")
-    fmt = keys[0]
-    value = doc[fmt]
-    columns, rows = _tabular(fmt, value)
-    return Parsed(columns, rows, params, value, fmt)
-
-
-def _tabular(fmt: str, value: Any) -> tuple[list[str] | None, list[list[Any]]]:
-    if fmt == "dataframe_split":
-        if not isinstance(value, dict) or "data" not in value:
-            raise PayloadError(400, "'dataframe_split' must be an object with 'columns' and 'data'")
-        columns, data = value.get("columns"), value["data"]
-        if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
-            raise PayloadError(400, "'dataframe_split.data' must be a list of rows (lists)")
-        if columns is None:
-            return None, data
-        if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-            raise PayloadError(400, "'dataframe_split.columns' must be a list of strings")
-        for i, row in enumerate(data):
-            if len(row) != len(columns):
-                raise PayloadError(400, f"row {i} has {len(row)} values for {len(columns)} "
-                                   "columns")
-        return columns, data
-    if fmt == "dataframe_records" or (isinstance(value, list) and value
-                                      and all(isinstance(r, dict) for r in value)):
-        return _records(fmt, value)
-    if isinstance(value, dict):
-        # Column-oriented {"col": [values]} (inputs / instances).
-        columns = list(value)
-        lists = [value[c] if isinstance(value[c], list) else [value[c]] for c in columns]
-        lengths = {len(v) for v in lists}
-        if len(lengths) > 1:
-            raise PayloadError(400, f"'{fmt}' columns have different lengths")
-        return columns, [list(r) for r in zip(*lists, strict=True)]
-    if isinstance(value, list):
-        rows = [r if isinstance(r, list) else [r] for r in value]
-        return None, rows
-    raise PayloadError(400, f"'{fmt}' must be a list or an object")
-
-
-def _records(fmt: str, value: Any) -> tuple[list[str], list[list[Any]]]:
-    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-        raise PayloadError(400, f"'{fmt}' must be a list of objects (records)")
-    if not value:
-        return [], []
-    columns = list(value[0])
-    for i, record in enumerate(value):
-        if record.keys() != value[0].keys():
-            missing = sorted(set(columns) - set(record))
-            extra = sorted(set(record) - set(columns))
-            raise PayloadError(400, f"record {i} has different columns (missing {missing}, "
-                               f"extra {extra})")
-    return columns, [[r[c] for c in columns] for r in value]
-
-
-def _parse_csv(body: bytes) -> Parsed:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PayloadError(400, "CSV body must be UTF-8") from None
-    reader = csv.reader(io.StringIO(text))
-    rows = [r for r in reader if r]
-    if not rows:
-        raise PayloadError(400, "CSV body needs a header row")
-    header, data = rows[0], rows[1:]
-    for i, row in enumerate(data):
-        if len(row) != len(header):
-            raise PayloadError(400, f"CSV row {i + 1} has {len(row)} fields for {len(header)} "
-                               "columns")
-    return Parsed(header, data, None, None, "csv")
-
-
-def _check_value(spec: ColumnSpec, value: Any, from_csv: bool) -> Any:
-    """The value as the column's type, or a PayloadError for a lossy or wrong value."""
-    kind = spec.type
-    if from_csv:
-        value = _from_csv_text(spec, value)
-    if value is None:
-        if spec.required:
-            raise PayloadError(400, f"column '{spec.name}' is required but has a null value")
+    @classmethod
+    def for_tensor(cls, tensor: TensorSpec) -> FastSpec | None:
+        """The spec for a ``(-1, n)`` float tensor; None for any other tensor."""
+        if (tensor.name is None and tensor.dtype in ("float64", "float32")
+                and len(tensor.shape) == 2 and tensor.shape[0] == -1 and tensor.shape[1] > 0):
+            return cls(None, (tensor.dtype,), tensor.shape[1])
         return None
-    t = type(value)
-    if kind in ("double", "float"):
-        if t is float:
-            if not math.isfinite(value):
-                raise PayloadError(400, f"column '{spec.name}' has a non-finite number")
-            return value
-        if t is int:
-            return float(value)
-    elif kind in _INT_RANGES:
-        low, high = _INT_RANGES[kind]
-        if t is float and value.is_integer():
-            value, t = int(value), int
-        elif t is float:
-            raise PayloadError(400, f"column '{spec.name}' is {kind}: {value!r} would lose its "
-                               "fraction")
-        if t is int:
-            if not low <= value <= high:
-                raise PayloadError(400, f"column '{spec.name}' is {kind}: {value} is out of "
-                                   "range")
-            return value
-    elif (kind == "boolean" and t is bool) or (kind in ("string", "binary", "datetime")
-                                                and t is str):
-        return value
-    raise PayloadError(400, f"column '{spec.name}' expects {kind}, got {_json_type(value)} "
-                       f"{value!r}"[:300])
+
+    @property
+    def matrix_dtype(self) -> Any:
+        """The dtype pandas' ``np.asarray(frame)`` gives a frame of these columns."""
+        return np.result_type(*self.dtypes)
 
 
-def _from_csv_text(spec: ColumnSpec, text: str) -> Any:
-    if text == "":
+def fast_matrix(doc: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    """The matrix pyfunc would give the estimator for ``doc``, when ``doc`` is nothing but the
+    signature's numbers in one of the plain shapes; None otherwise (take the general path)."""
+    if not isinstance(doc, dict) or len(doc) != 1:
         return None
-    if spec.type in ("double", "float"):
-        try:
-            return float(text)
-        except ValueError:
-            raise PayloadError(400, f"column '{spec.name}' expects {spec.type}, got "
-                               f"{text!r}") from None
-    if spec.type in _INT_RANGES:
-        try:
-            return int(text)
-        except ValueError:
-            try:
-                return float(text)  # reported as lossy by the caller
-            except ValueError:
-                raise PayloadError(400, f"column '{spec.name}' expects {spec.type}, got "
-                                   f"{text!r}") from None
-    if spec.type == "boolean":
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-    return text
+    (fmt, value), = doc.items()
+    rows: Any = None
+    if spec.names is None:
+        if fmt in ("instances", "inputs") and type(value) is list:
+            rows = value
+    elif fmt == "dataframe_split":
+        if (type(value) is dict and value.keys() == {"columns", "data"}
+                and value["columns"] == list(spec.names) and type(value["data"]) is list):
+            rows = value["data"]
+    elif fmt == "dataframe_records" or (fmt in ("instances", "inputs") and type(value) is list):
+        rows = _records_rows(value, spec.names)
+    elif fmt in ("instances", "inputs") and type(value) is dict:
+        rows = _columns_rows(value, spec.names)
+    if not rows or set(map(type, rows)) - {list, tuple}:
+        return None
+    return _matrix(rows, spec)
 
 
-def _json_type(value: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "array", dict: "object"}.get(type(value), type(value).__name__)
+def _records_rows(records: Any, names: tuple[str, ...]) -> list[list[Any]] | None:
+    if type(records) is not list:
+        return None
+    width = len(names)
+    try:
+        if not all(type(r) is dict and len(r) == width for r in records):
+            return None
+        return [[r[c] for c in names] for r in records]
+    except KeyError:
+        return None
 
 
-def validate_columns(
-    parsed: Parsed, schema: Sequence[ColumnSpec]
-) -> tuple[list[str], list[list[Any]]]:
-    """Check columns and every value against the signature; return them in schema order."""
-    by_name = {c.name: c for c in schema}
-    if parsed.columns is None:
-        if not parsed.rows or len(parsed.rows[0]) != len(schema):
-            raise PayloadError(400, f"input without column names must have {len(schema)} values "
-                               f"per row in signature order {[c.name for c in schema]}")
-        columns = [c.name for c in schema]
-    else:
-        columns = parsed.columns
-        unknown = [c for c in columns if c not in by_name]
-        if unknown:
-            raise PayloadError(400, f"unknown column(s) {unknown}; the model expects "
-                               f"{[c.name for c in schema]}")
-        if len(set(columns)) != len(columns):
-            raise PayloadError(400, "duplicate column names")
-        missing = [c.name for c in schema if c.required and c.name not in columns]
-        if missing:
-            raise PayloadError(400, f"missing required column(s) {missing}")
-    specs = [by_name[c] for c in columns]
-    from_csv = parsed.format == "csv"
-    out = [[_check_value(s, v, from_csv) for s, v in zip(specs, row, strict=True)]
-           for row in parsed.rows]
-    order = [columns.index(c.name) for c in schema if c.name in columns]
-    names = [columns[i] for i in order]
-    return names, [[row[i] for i in order] for row in out]
+def _columns_rows(columns: Mapping[str, Any], names: tuple[str, ...]) -> list[Any] | None:
+    if columns.keys() != set(names):
+        return None
+    values = [columns[c] for c in names]
+    if not all(type(v) is list for v in values) or len({len(v) for v in values}) != 1:
+        return None
+    return list(zip(*values, strict=True))
 
 
-def numeric_matrix(rows: list[list[Any]]) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Validated numeric rows as a float64 matrix."""
-    return np.asarray(rows, dtype=np.float64)
-
-
-def tensor_matrix(parsed: Parsed, spec: TensorSpec) -> np.ndarray[Any, np.dtype[Any]]:
-    """Rows checked against a ``(-1, n)`` float tensor signature, as a matrix of its dtype.
-
-    Values follow the column rules for ``double``: numbers only, finite, no nulls; CSV text
-    must parse as a number.
-    """
-    width = spec.shape[1]
-    from_csv = parsed.format == "csv"
-    cells = [ColumnSpec(f"input[{j}]", "double") for j in range(width)]
-    for i, row in enumerate(parsed.rows):
-        if len(row) != width:
-            raise PayloadError(400, f"row {i} has {len(row)} values; the model expects "
-                               f"{width} per row (tensor of shape {list(spec.shape)})")
-    rows = [[_check_value(c, v, from_csv) for c, v in zip(cells, row, strict=True)]
-            for row in parsed.rows]
-    return np.asarray(rows, dtype=spec.dtype)
+def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    types = set(map(type, chain.from_iterable(rows)))
+    if not types <= {int, float}:
+        return None
+    ints = [j for j, d in enumerate(spec.dtypes) if d.startswith("int")]
+    if ints:
+        for j in ints:
+            low, high = _INT_RANGES["integer" if spec.dtypes[j] == "int32" else "long"]
+            column = [row[j] for row in rows if len(row) == spec.width]
+            if not all(type(v) is int for v in column) or (
+                    column and not low <= min(column) <= max(column) <= high):
+                return None
+    dtype = spec.matrix_dtype if len(spec.dtypes) > 1 else np.dtype(spec.dtypes[0])
+    try:
+        matrix = np.array(rows, dtype=dtype)
+    except (ValueError, OverflowError, TypeError):
+        return None  # ragged rows and the like: MLflow's parser says what is wrong
+    if matrix.shape != (len(rows), spec.width):
+        return None
+    if dtype.kind == "f":
+        if not np.isfinite(matrix).all():
+            return None
+        narrow = [j for j, d in enumerate(spec.dtypes) if d == "float32"]
+        if narrow and dtype != np.float32:
+            # A float32 column is float32 in the frame pyfunc builds, then widened.
+            matrix[:, narrow] = matrix[:, narrow].astype(np.float32)
+    return matrix

@@ -52,7 +52,10 @@ class ServeOptions:
         drift_window: Recent input rows the drift gauges are computed over.
         prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
         model_alias: For a pinned ``models:/name/version``, the alias it was resolved from
-            (reported by ``/version`` and ``mlops_model_info``). Default: none.
+            (reported by the model metadata and ``mlops_model_info``). Default: none.
+        coerce: ``strict`` answers 400 for a value MLflow would change in converting it to its
+            column's type (2.9 into an integer, "7" into a number, true into a double);
+            ``lossy`` converts it as MLflow does. Default: strict.
     """
 
     model_uri: str
@@ -65,6 +68,7 @@ class ServeOptions:
     drift_window: int = 1000
     prediction_log_rate: float = 0.0
     model_alias: str | None = None
+    coerce: str = "strict"
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -83,6 +87,9 @@ def _run_worker(sock: socket.socket, options: ServeOptions, model: ServedModel) 
     from pulumi_mlops import __version__  # no Pulumi import: names load lazily
     from pulumi_mlops.runtime.serve.app import ScoringApp
 
+    # The general path (MLflow's scoring functions) of a fast-path model loads in this worker
+    # after the fork, while the fast path already serves.
+    model.load_in_background()
     app = ScoringApp(model, max_body_bytes=options.max_body_bytes,
                      server_version=__version__,
                      prediction_log_rate=options.prediction_log_rate)
@@ -128,7 +135,7 @@ def serve(options: ServeOptions) -> int:
                              daemon=True).start()
         from pulumi_mlops.runtime.serve.model import open_model
 
-        model = open_model(path, info, options.drift_window)
+        model = open_model(path, info, options.drift_window, options.coerce)
     except ModelLoadError as err:
         log.error("%s", err)
         return EXIT_LOAD_FAILED
