@@ -251,16 +251,17 @@ class ServedModel:
         doc: Any = body
         if _plain_json(content_type):
             doc = decode_json(body)
-            if self.strict:
-                why = find_lossy(doc, self.columns, self.signature.tensors)
-                if why is not None:
-                    raise PayloadError(400, why)
             if self.fast_spec is not None:
+                # A payload the fast path takes holds only exact numbers: nothing lossy.
                 matrix = fast_matrix(doc, self.fast_spec)
                 if matrix is not None:
                     predictions = self._fast(matrix)
                     return Answer(200, _predictions_json(predictions), predictions=predictions,
                                   rows=len(matrix))
+            if self.strict:
+                why = find_lossy(doc, self.columns, self.signature.tensors)
+                if why is not None:
+                    raise PayloadError(400, why)
             if not isinstance(doc, dict):
                 doc = body  # MLflow's parser explains what is wrong with it
         return self._general(doc, content_type)

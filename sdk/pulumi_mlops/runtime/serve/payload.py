@@ -309,26 +309,27 @@ def _columns_rows(columns: Mapping[str, Any], names: tuple[str, ...]) -> list[An
 
 
 def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
-    types = set(map(type, chain.from_iterable(rows)))
-    if not types <= {int, float}:
+    # Exact types: numpy would take a boolean for a number.
+    if not set(map(type, chain.from_iterable(rows))) <= {int, float}:
         return None
     ints = [j for j, d in enumerate(spec.dtypes) if d.startswith("int")]
-    if ints:
-        for j in ints:
-            low, high = _INT_RANGES["integer" if spec.dtypes[j] == "int32" else "long"]
-            column = [row[j] for row in rows if len(row) == spec.width]
-            if not all(type(v) is int for v in column) or (
-                    column and not low <= min(column) <= max(column) <= high):
-                return None
-    dtype = spec.matrix_dtype if len(spec.dtypes) > 1 else np.dtype(spec.dtypes[0])
+    for j in ints:
+        low, high = _INT_RANGES["integer" if spec.dtypes[j] == "int32" else "long"]
+        column = [row[j] for row in rows if len(row) == spec.width]
+        if not all(type(v) is int for v in column) or (
+                column and not low <= min(column) <= max(column) <= high):
+            return None
     try:
-        matrix = np.array(rows, dtype=dtype)
+        # Numbers give an int or float array; values past int64 give another kind.
+        inferred = np.array(rows)
     except (ValueError, OverflowError, TypeError):
         return None  # ragged rows and the like: MLflow's parser says what is wrong
-    if matrix.shape != (len(rows), spec.width):
+    if inferred.dtype.kind not in "if" or inferred.shape != (len(rows), spec.width):
         return None
+    dtype = spec.matrix_dtype if len(spec.dtypes) > 1 else np.dtype(spec.dtypes[0])
+    matrix = inferred.astype(dtype, copy=False)
     if dtype.kind == "f":
-        if not np.isfinite(matrix).all():
+        if inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
             return None
         narrow = [j for j, d in enumerate(spec.dtypes) if d == "float32"]
         if narrow and dtype != np.float32:
