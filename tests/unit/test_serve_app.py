@@ -173,13 +173,18 @@ def payloads(draw: st.DrawFn) -> tuple[bytes, str]:
              for c in columns] for _ in range(n)]
     if draw(st.integers(0, 6)) == 0 and rows[0]:
         rows[0] = rows[0][:-1]  # ragged
-    fmt = draw(st.sampled_from(["split", "records", "inputs", "instances", "csv"]))
+    fmt = draw(st.sampled_from(["split", "split-int-names", "split-no-names", "records",
+                                "inputs", "instances", "csv"]))
     if fmt == "csv":
         text = ",".join(columns) + "\n" + "".join(
             ",".join("" if v is None else str(v) for v in r) + "\n" for r in rows)
         return text.encode(), "text/csv"
     if fmt == "split":
         doc: dict[str, Any] = {"dataframe_split": {"columns": columns, "data": rows}}
+    elif fmt == "split-int-names":  # what pd.DataFrame(ndarray).to_dict("split") gives
+        doc = {"dataframe_split": {"columns": list(range(len(columns))), "data": rows}}
+    elif fmt == "split-no-names":
+        doc = {"dataframe_split": {"data": rows}}
     elif fmt == "records":
         doc = {"dataframe_records": [dict(zip(columns, r, strict=False)) for r in rows]}
     elif fmt == "inputs":
@@ -452,6 +457,32 @@ def test_tensor_fast_path_returns_exactly_what_pyfunc_predict_returns(
     reference = tensor_pyfunc.predict(np.asarray(rows, dtype=np.float64))
     assert fast.dtype == reference.dtype
     np.testing.assert_array_equal(fast, reference)
+
+
+@st.composite
+def tensor_payloads(draw: st.DrawFn) -> bytes:
+    clean = draw(st.booleans())
+    width = draw(st.sampled_from([6, 6, 6, 5, 7]))
+    cell = finite if clean else any_value
+    rows = draw(st.lists(st.lists(cell, min_size=width, max_size=width), min_size=1,
+                         max_size=4))
+    key = draw(st.sampled_from(["inputs", "instances", "dataframe_split"]))
+    value: Any = {"data": rows} if key == "dataframe_split" else rows
+    if draw(st.integers(0, 8)) == 0:
+        value = [rows]  # one more dimension
+    import json
+
+    return json.dumps({key: value}).encode()
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=tensor_payloads())
+def test_the_tensor_fast_path_answers_exactly_what_the_general_path_does(
+    tensor_served: ServedModel, body: bytes
+) -> None:
+    general = general_only(tensor_served)
+    assert _outcome(tensor_served, body, JSON) == _outcome(general, body, JSON)
 
 
 @pytest.fixture(scope="module")

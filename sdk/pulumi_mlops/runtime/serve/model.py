@@ -153,12 +153,9 @@ class _Observed:
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
-        if isinstance(data, pd.DataFrame):
-            self.rows = len(data)
-            if self._drift is not None:
-                self._drift.observe_columns(data)
-        elif hasattr(data, "__len__"):
-            self.rows = len(data)
+        if isinstance(data, pd.DataFrame) and self._drift is not None:
+            self._drift.observe_columns(data)
+        self.rows = _rows(data)
         self.predictions = self._model.predict(data, params=params)
         return self.predictions
 
@@ -313,6 +310,13 @@ class ServedModel:
             return Answer(result.status, result.response.encode(), result.mimetype)
         return Answer(200, result.response.encode(), result.mimetype,
                       predictions=observed.predictions, rows=observed.rows)
+
+
+def _rows(data: Any) -> int:
+    """Input rows of decoded input (a frame, an array, a list, or a dict of columns)."""
+    if isinstance(data, dict):
+        data = next(iter(data.values()), None)
+    return len(data) if hasattr(data, "__len__") and not isinstance(data, str) else 1
 
 
 def _plain_json(content_type: str) -> bool:
