@@ -459,6 +459,31 @@ def test_tensor_fast_path_returns_exactly_what_pyfunc_predict_returns(
     np.testing.assert_array_equal(fast, reference)
 
 
+@pytest.fixture(scope="module")
+def regressor(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    """A regressor: float outputs show any difference in the estimator's input, to the bit."""
+    from sklearn.linear_model import Ridge
+
+    frame, _ = training_frame()
+    model = Ridge().fit(frame, frame["f0"] * 0.3 + frame["n"] * 0.01)
+    path = tmp_path_factory.mktemp("ridge") / "model"
+    mlflow.sklearn.save_model(model, str(path),
+                              signature=infer_signature(frame, model.predict(frame)))
+    return load_served_model(str(path))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=payloads())
+def test_the_fast_path_gives_a_regressor_the_bits_the_general_path_gives(
+    regressor: ServedModel, payload: tuple[bytes, str]
+) -> None:
+    assert regressor.fast_spec is not None
+    body, content_type = payload
+    assert _outcome(regressor, body, content_type) == _outcome(
+        general_only(regressor), body, content_type)
+
+
 @st.composite
 def tensor_payloads(draw: st.DrawFn) -> bytes:
     clean = draw(st.booleans())

@@ -155,8 +155,8 @@ class _Observed:
 
         if isinstance(data, pd.DataFrame) and self._drift is not None:
             self._drift.observe_columns(data)
-        self.rows = _rows(data)
         self.predictions = self._model.predict(data, params=params)
+        self.rows = _rows(data)
         return self.predictions
 
 
@@ -313,10 +313,12 @@ class ServedModel:
 
 
 def _rows(data: Any) -> int:
-    """Input rows of decoded input (a frame, an array, a list, or a dict of columns)."""
+    """Input rows of decoded input (a frame, an array, a list, a scalar or a dict of columns)."""
     if isinstance(data, dict):
         data = next(iter(data.values()), None)
-    return len(data) if hasattr(data, "__len__") and not isinstance(data, str) else 1
+    if isinstance(data, list):
+        return len(data)
+    return len(data) if np.ndim(data) > 0 else 1
 
 
 def _plain_json(content_type: str) -> bool:

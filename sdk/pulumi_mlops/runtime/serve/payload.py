@@ -327,7 +327,9 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
     if inferred.dtype.kind not in "if" or inferred.shape != (len(rows), spec.width):
         return None
     dtype = spec.matrix_dtype if len(spec.dtypes) > 1 else np.dtype(spec.dtypes[0])
-    matrix = inferred.astype(dtype, copy=False)
+    # Column-major, as ``np.asarray(frame)`` is: the estimator's sums then run in the same
+    # order, to the last bit.
+    matrix = np.asarray(inferred, dtype=dtype, order="F" if spec.names else "C")
     if dtype.kind == "f":
         if inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
             return None
