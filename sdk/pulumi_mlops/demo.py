@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pulumi_mlops.components.registry import (
     ModelRegistry,
@@ -257,8 +257,10 @@ def _request(url: str, data: bytes | None = None) -> tuple[int, bytes]:
         return err.code, err.read()
 
 
-def _smoke_test(url: str) -> tuple[list[str], dict[str, Any], list[Any]]:
-    """Problems found, the server's /version and the predictions for a few rows."""
+def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], list[Any]]:
+    """Problems found, what the server says it serves (its Open Inference Protocol model
+    metadata's ``parameters``: model name, version, alias, URI, run id) and the predictions
+    for a few rows."""
     problems: list[str] = []
     payload, rows = _sample_payload()
     status, body = _request(url + "/invocations", payload)
@@ -269,14 +271,16 @@ def _smoke_test(url: str) -> tuple[list[str], dict[str, Any], list[Any]]:
         predictions = list(json.loads(body)["predictions"])
         if len(predictions) != rows:
             problems.append(f"/invocations gave {len(predictions)} predictions for {rows} rows")
-    status, body = _request(url + "/version")
-    version: dict[str, Any] = json.loads(body) if status == 200 else {}
+    path = f"/v2/models/{quote(model_name, safe='')}"
+    status, body = _request(url + path)
+    served: dict[str, Any] = dict(json.loads(body).get("parameters") or {}) if (
+        status == 200) else {}
     if status != 200:
-        problems.append(f"/version answered {status}")
+        problems.append(f"{path} answered {status}")
     status, body = _request(url + "/metrics")
     if status != 200 or b"mlops_model_info{" not in body:
         problems.append(f"/metrics answered {status} without mlops_model_info")
-    return problems, version, predictions
+    return problems, served, predictions
 
 
 def _start_registries(recording: Recording, stack: ExitStack, root: Path) -> dict[str, _Registry]:
@@ -367,16 +371,17 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
             workload, {"tracking-password": registry.password}, root / track.object_name,
             hosts=registry.hosts()))
         ports.add(workload.port)
-        found, version, predictions = _smoke_test(running.url)
+        found, served, predictions = _smoke_test(running.url, track.model.name)
         pinned = ("pinned at render" if track.model.version
                   else "alias resolved at start-up")
         command = " ".join(workload.command)
         print(f"{label}: model server up at {running.url} (healthy)\n"
               f"  command, as rendered (bound to 127.0.0.1 here): {command}\n"
-              f"  model: {version.get('model_name')} version {version.get('model_version')} "
+              f"  model: {served.get('model_name')} version {served.get('model_version')} "
               f"({track.model.uri}, {pinned})\n"
               f"  endpoint: POST {running.url}/invocations "
-              "(MLflow payloads; also /version, /metrics)\n"
+              f"(MLflow payloads; Open Inference Protocol under /v2/models/{track.model.name}; "
+              "also /metrics)\n"
               f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}\n"
               f"  logs: {running.log_path}")
         problems += [f"{label}: {p}" for p in found]

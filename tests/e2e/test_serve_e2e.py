@@ -87,10 +87,14 @@ def server(store: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def test_alias_is_resolved_and_reported(server: Server) -> None:
-    version = requests.get(server.url + "/version", timeout=5).json()
-    assert (version["model_name"], version["model_version"], version["model_alias"]) == (
+    # What is served is in the Open Inference Protocol model metadata (``/version`` answers
+    # the MLflow version, as MLflow's server does).
+    metadata = requests.get(server.url + "/v2/models/cancer", timeout=5).json()
+    assert metadata["versions"] == ["1"]
+    served = metadata["parameters"]
+    assert (served["model_name"], served["model_version"], served["model_alias"]) == (
         "cancer", "1", "champion")
-    assert version["fast_path"] is True
+    assert served["fast_path"] is True
 
 
 def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: Registry) -> None:

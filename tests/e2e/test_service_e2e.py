@@ -146,6 +146,14 @@ def champion_restored() -> Iterator[MlflowClient]:
         client.set_registered_model_alias(MODEL, ALIAS, before)
 
 
+def served_model(url: str) -> dict[str, Any]:
+    """What the server says it serves: its Open Inference Protocol model metadata's
+    ``parameters`` (model name, version, alias, URI, run id)."""
+    answer = requests.get(f"{url}/v2/models/{MODEL}", timeout=5)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json()["parameters"])
+
+
 @pytest.mark.parametrize("kind", TARGETS)
 def test_rendered_server_serves_the_pinned_version(kind: str, store: Registry,
                                                    tmp_path: Path) -> None:
@@ -157,7 +165,7 @@ def test_rendered_server_serves_the_pinned_version(kind: str, store: Registry,
     assert "127.0.0.1" not in rendered.registry.plan.tracking_uri
 
     with serving(rendered, store, tmp_path) as server:
-        version = requests.get(server.url + "/version", timeout=5).json()
+        version = served_model(server.url)
         assert (version["model_name"], version["model_version"], version["model_uri"]) == (
             MODEL, "1", f"models:/{MODEL}/1")
         # Pinned: the server never resolves the alias, but reports the one it was pinned from.
@@ -215,7 +223,7 @@ def test_moving_the_alias_changes_only_the_pods(kind: str, store: Registry, vers
             assert {c.path[0] for c in changed[CONTAINER].fields} == {"entrypoints", "labels"}
 
         with serving(after, store, tmp_path) as server:
-            version = requests.get(server.url + "/version", timeout=5).json()
+            version = served_model(server.url)
             assert (version["model_version"], version["run_id"]) == (
                 v2, client.get_model_version(MODEL, v2).run_id)
             batch = _features().head(40)
@@ -242,7 +250,7 @@ def test_unreachable_registry_keeps_the_alias_for_start_up(
     with champion_restored() as client:
         client.set_registered_model_alias(MODEL, ALIAS, version_two)
         with serving(rendered, store, tmp_path) as server:
-            version = requests.get(server.url + "/version", timeout=5).json()
+            version = served_model(server.url)
             assert (version["model_uri"], version["model_alias"], version["model_version"]) == (
                 f"models:/{MODEL}@{ALIAS}", ALIAS, version_two)
             batch = _features().tail(25)
