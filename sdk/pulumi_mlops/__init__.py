@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pulumi_mlops.components.retrain import RetrainSchedule, RetrainScheduleArgs
     from pulumi_mlops.components.service import (
         Autoscaling,
+        Coercion,
         ModelService,
         ModelServiceArgs,
         RegistryEndpoint,
@@ -53,6 +54,7 @@ _EXPORTS = {
     "GatewayRef": "pulumi_mlops.targets",
     "ImageRegistry": "pulumi_mlops.image_registry",
     "KubernetesTarget": "pulumi_mlops.targets",
+    "Coercion": "pulumi_mlops.components.service",
     "ModelRegistry": "pulumi_mlops.components.registry",
     "ModelRegistryArgs": "pulumi_mlops.components.registry",
     "ModelService": "pulumi_mlops.components.service",
@@ -74,6 +76,7 @@ _EXPORTS = {
 
 __all__ = [
     "Autoscaling",
+    "Coercion",
     "Database",
     "DockerTarget",
     "Gates",

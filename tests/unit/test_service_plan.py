@@ -296,6 +296,28 @@ def test_the_command_always_pins_the_resolved_version(
         assert "mlops.dev/model-alias" not in track.annotations
 
 
+@pytest.mark.parametrize("coerce, rendered", [
+    (None, None), (mlops.Coercion.STRICT, None), (mlops.Coercion.LOSSY, "lossy"),
+    ("lossy", "lossy"),
+])
+def test_coercion_reaches_the_server_command_only_when_it_is_not_the_default(
+    coerce: Any, rendered: str | None
+) -> None:
+    args = args_of() if coerce is None else args_of(coerce=coerce)
+    plan = plan_service("svc", args, {"stable": ModelRef("models:/fraud/7", "fraud", "7", None)},
+                        tracking_uri="http://registry:5000")
+    command = plan.tracks[0].workload.command
+    if rendered is None:
+        assert "--coerce" not in command  # the default changes no pod template
+    else:
+        assert command[command.index("--coerce") + 1] == rendered
+
+
+def test_a_bad_coercion_is_refused_naming_the_input() -> None:
+    with pytest.raises((ValidationError, InputError), match="coerce"):
+        args_of(coerce="sometimes")
+
+
 def test_an_unresolved_alias_is_served_as_given_and_labelled_unresolved() -> None:
     args = args_of(model_uri="models:/fraud@champion")
 

@@ -139,6 +139,16 @@ class Autoscaling(ArgsModel):
         return self
 
 
+class Coercion(StrEnum):
+    """What ``mlops serve`` does with a request value that would change in converting it to its
+    column's type (2.9 into an integer column, ``"7"`` into a number, ``true`` into a double)."""
+
+    STRICT = "strict"
+    """Answer 400 naming the column."""
+    LOSSY = "lossy"
+    """Convert it, as MLflow's scoring server does."""
+
+
 class RolloutKind(StrEnum):
     """How a new model version reaches traffic."""
 
@@ -321,6 +331,9 @@ class ModelServiceArgs(ArgsModel):
         port: Container port of ``mlops serve``. On Docker also the published host port.
             Default: 8080.
         workers: Server worker processes per replica. Default: 1.
+        coerce: Request values that would change in converting them to their column's type:
+            ``Coercion.STRICT`` answers 400 naming the column, ``Coercion.LOSSY`` converts them
+            as MLflow's scoring server does. Default: strict.
         resources: Requests and limits per replica. Default: 250m/512Mi requested, 1 CPU/1Gi
             limit.
         scratch_size: Size of the writable ``/tmp`` the model is downloaded to. Default: 2Gi.
@@ -353,6 +366,7 @@ class ModelServiceArgs(ArgsModel):
     image: Any = DEFAULT_RUNTIME_IMAGE
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    coerce: Coercion = Coercion.STRICT
     resources: Resources = Field(default_factory=Resources)
     scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
     model_load_timeout: Annotated[int, Field(ge=10, le=3600)] = 300
@@ -569,6 +583,8 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
     if model.alias and model.version:
         # Pinned from an alias: the server still reports which alias it serves.
         command += ("--model-alias", model.alias)
+    if args.coerce is not Coercion.STRICT:
+        command += ("--coerce", args.coerce.value)
     return Workload(
         name="server",
         image=args.image,
