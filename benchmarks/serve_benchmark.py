@@ -1,14 +1,29 @@
-"""Compare MLflow's model server (`mlflow models serve`) with ours (`mlops serve`).
+"""Compare `mlops serve` with its peers and with the bare ceiling, on the same model.
 
-Both serve the same registered model version, ``models:/bench/1``: a scikit-learn
-LogisticRegression on 20 numeric features, logged with an input example (so it has a signature) into
-a throwaway MLflow store in a temp directory, behind a local ``mlflow server`` by default
-(``--store sqlite`` opens the store directly). For each server the script measures cold start
-(process start to the first 200 from ``GET /ping``), then drives ``POST /invocations`` with 1-row
-and 100-row ``dataframe_split`` payloads from the same load generator: ``wrk`` when it is on PATH,
-otherwise a small asyncio generator over raw keep-alive HTTP/1.1 connections. Before any server it
-measures the generator's own ceiling against a trivial server, so results near that ceiling can be
-read as generator-bound.
+Every server serves the same scikit-learn LogisticRegression on 20 numeric features: registered
+as ``models:/bench/1`` (logged with an input example, so it has a signature, and with a
+training-data drift profile, so our drift monitor runs) in a throwaway MLflow store in a temp
+directory, behind a local ``mlflow server`` by default (``--store sqlite`` opens the store
+directly); servers that load a file get the very same estimator, dumped with joblib.
+
+Servers (``--servers``, comma-separated):
+
+- ``ours``: ``mlops serve`` (validation, metrics and drift on).
+- ``ceiling``: the bare ceiling, `ceiling_server.py`: uvicorn + orjson + ``np.asarray`` +
+  ``predict``, nothing else. ``ours / ceiling`` at the same worker count is our overhead.
+- ``mlflow``: ``mlflow models serve --env-manager local``.
+- ``mlserver-sklearn``: MLServer's scikit-learn runtime over the V2 protocol
+  (``POST /v2/models/bench/infer``, an FP64 ``[rows, 20]`` tensor).
+- ``mlserver-mlflow``: MLServer's MLflow runtime over ``/invocations`` (``dataframe_split``).
+  Each MLServer runtime runs in its own virtual environment, created on first use under
+  ``--venv-dir`` with pip, at MLServer's defaults and tuned (``debug`` off) at each
+  ``parallel_workers`` of ``--mlserver-configs``.
+
+For each server the script measures cold start (process start to the first 200 from its health
+route), then drives it with 1-row and 100-row requests from one load generator: ``wrk`` when it
+is on PATH, otherwise a small asyncio generator over raw keep-alive HTTP/1.1 connections. Each
+of ``--rounds`` rounds starts every server in turn and loads it; the figures are medians over
+the rounds. Before any server it measures the generator's own ceiling against a trivial server.
 
 Everything listens on 127.0.0.1. Every process it starts is stopped (SIGTERM to its process group,
 then SIGKILL) and the temp directory removed, also on Ctrl-C, SIGTERM and errors.
@@ -16,15 +31,20 @@ then SIGKILL) and the temp directory removed, also on Ctrl-C, SIGTERM and errors
 Usage::
 
     .venv/bin/python benchmarks/serve_benchmark.py --duration 10 --json out/serve.json
+    .venv/bin/python benchmarks/serve_benchmark.py --servers ours,ceiling --workers 1,2
+    .venv/bin/python benchmarks/serve_benchmark.py \
+        --servers mlflow,ours,ceiling,mlserver-sklearn,mlserver-mlflow
 
 See benchmarks/README.md for what each figure means.
 """
+
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -50,6 +70,10 @@ N_FEATURES = 20
 COLUMNS = [f"f{i}" for i in range(N_FEATURES)]
 HOST = "127.0.0.1"
 PAYLOAD_ROWS = (1, 100)
+ESTIMATOR_FILE = "model.joblib"
+V2_PATH = f"/v2/models/{MODEL_NAME}/infer"
+SERVER_KINDS = ("mlflow", "ours", "ceiling", "mlserver-sklearn", "mlserver-mlflow")
+MLSERVER_KINDS = ("mlserver-sklearn", "mlserver-mlflow")
 PING_INTERVAL_S = 0.02
 STOP_GRACE_S = 10.0
 
@@ -57,12 +81,19 @@ STOP_GRACE_S = 10.0
 GOAL_RPS_1_ROW = 10.0
 GOAL_ROWS_PER_S_100_ROWS = 5.0
 GOAL_COLD_START = 1 / 3
+# ...and as shares of the bare ceiling (ours/ceiling at the same worker count), and against the
+# best MLServer configuration.
+GOAL_CEILING_SHARE_ONE_WORKER = 0.80
+GOAL_CEILING_SHARE_WORKERS = 0.70
+GOAL_MLSERVER = 1.0
+AIM_MLSERVER = 1.5
 
 # A result above this share of the generator's ceiling says more about the generator than the
 # server.
 GENERATOR_BOUND_SHARE = 0.5
 
 VENV_BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,6 +114,8 @@ class LoadResult:
     rows_per_s: float
     errors: int
     generator_bound: bool = False
+    rounds: int = 1
+    spread: float = 0.0
 
 
 @dataclass
@@ -90,9 +123,13 @@ class ServerResult:
     """Cold start and load runs of one server; ``skipped`` says why when it did not run."""
 
     name: str
+    kind: str = ""
+    workers: int | None = None
     command: list[str] = field(default_factory=list)
     cold_start_s: float | None = None
+    cold_starts_s: list[float] = field(default_factory=list)
     loads: list[LoadResult] = field(default_factory=list)
+    runs: list[LoadResult] = field(default_factory=list)
     skipped: str | None = None
     predictions: dict[int, Any] = field(default_factory=dict)
 
@@ -181,17 +218,17 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, started: float, timeout_s: float,
-               log: Path) -> float:
-    """Poll ``GET /ping`` every 20 ms; return seconds from ``started`` to the first 200.
+               log: Path, path: str = "/ping") -> float:
+    """Poll ``GET path`` every 20 ms; return seconds from ``started`` to the first 200.
 
     Raises:
         BenchmarkError: the process exited, or no 200 came within ``timeout_s``.
     """
-    url = f"http://{HOST}:{port}/ping"
+    url = f"http://{HOST}:{port}{path}"
     max_polls = int(timeout_s / PING_INTERVAL_S) + 1
     for _ in range(max_polls):
         if proc.poll() is not None:
-            raise BenchmarkError(f"exited with code {proc.returncode} before answering /ping; "
+            raise BenchmarkError(f"exited with code {proc.returncode} before answering {path}; "
                                  f"last lines of {log}:\n{_tail(log)}")
         try:
             with urllib.request.urlopen(url, timeout=1) as resp:
@@ -241,12 +278,15 @@ def train_reference_model(tmp: Path, tracking_uri: str) -> list[list[float]]:
     Returns:
         The feature rows payloads are cut from.
     """
+    import joblib
     import mlflow
     import mlflow.sklearn
     import pandas as pd
     from mlflow import MlflowClient
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
+
+    from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 
     mlflow.set_tracking_uri(tracking_uri)
     # A local store keeps artifacts in a directory; a server proxies them (its default).
@@ -258,10 +298,15 @@ def train_reference_model(tmp: Path, tracking_uri: str) -> list[list[float]]:
     with mlflow.start_run(experiment_id=experiment_id):
         mlflow.sklearn.log_model(model, name="model", input_example=frame.head(5),
                                  registered_model_name=MODEL_NAME)
+        # The training-data profile turns our server's drift monitor on, as a retrain job would.
+        mlflow.log_dict(build_profile(frame), PROFILE_ARTIFACT_PATH)
+    # The very estimator, for the servers that load a file rather than the registry (the
+    # ceiling, MLServer's scikit-learn runtime).
+    joblib.dump(model, tmp / ESTIMATOR_FILE)
     version = MlflowClient(tracking_uri).get_model_version(MODEL_NAME, "1")
     if version.status != "READY":
         raise BenchmarkError(f"registered {MODEL_URI} is {version.status}, not READY")
-    return frame.head(max(PAYLOAD_ROWS)).to_numpy().tolist()
+    return cast("list[list[float]]", frame.head(max(PAYLOAD_ROWS)).to_numpy().tolist())
 
 
 def payload(rows: list[list[float]], n: int) -> bytes:
@@ -269,9 +314,16 @@ def payload(rows: list[list[float]], n: int) -> bytes:
     return json.dumps({"dataframe_split": {"columns": COLUMNS, "data": rows[:n]}}).encode()
 
 
-def post_once(port: int, body: bytes) -> tuple[int, bytes]:
-    """One ``POST /invocations``; returns status and body (also for error statuses)."""
-    req = urllib.request.Request(f"http://{HOST}:{port}/invocations", data=body, method="POST",
+def v2_payload(rows: list[list[float]], n: int) -> bytes:
+    """The Open Inference Protocol (V2) body for the first ``n`` rows: one FP64 [n, 20] tensor."""
+    flat = [value for row in rows[:n] for value in row]
+    return json.dumps({"inputs": [{"name": "input-0", "shape": [n, N_FEATURES],
+                                   "datatype": "FP64", "data": flat}]}).encode()
+
+
+def post_once(port: int, body: bytes, path: str = "/invocations") -> tuple[int, bytes]:
+    """One ``POST path``; returns status and body (also for error statuses)."""
+    req = urllib.request.Request(f"http://{HOST}:{port}{path}", data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -319,18 +371,19 @@ end
 """
 
 
-def run_wrk(server: str, port: int, body: bytes, rows: int, cfg: LoadConfig,
+def run_wrk(server: str, port: int, path: str, body: bytes, rows: int, cfg: LoadConfig,
             workdir: Path) -> LoadResult:
-    """Drive ``POST /invocations`` with wrk: a warm-up run, then the measured run.
+    """Drive ``POST path`` with wrk: a warm-up run, then the measured run.
 
     wrk counts responses with status >= 400 and socket errors (connect, read, write, timeout) as
     errors; both are reported together.
     """
-    body_path = workdir / f"body-{rows}.json"
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in server)
+    body_path = workdir / f"body-{stem}-{rows}.json"
     body_path.write_bytes(body)
-    script = workdir / f"post-{rows}.lua"
+    script = workdir / f"post-{stem}-{rows}.lua"
     script.write_text(_WRK_LUA.format(body_path=json.dumps(str(body_path))))
-    url = f"http://{HOST}:{port}/invocations"
+    url = f"http://{HOST}:{port}{path}"
     threads = max(1, min(cfg.wrk_threads, cfg.connections))
 
     def wrk(duration_s: float) -> dict[str, Any]:
@@ -437,7 +490,7 @@ def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return cast("Callable[[], asyncio.AbstractEventLoop]", uvloop.new_event_loop)
 
 
 def _percentile_ms(sorted_s: list[float], pct: float) -> float:
@@ -447,15 +500,15 @@ def _percentile_ms(sorted_s: list[float], pct: float) -> float:
     return sorted_s[index] * 1e3
 
 
-def run_python(server: str, port: int, body: bytes, rows: int, cfg: LoadConfig,
+def run_python(server: str, port: int, path: str, body: bytes, rows: int, cfg: LoadConfig,
                workdir: Path) -> LoadResult:
-    """Drive ``POST /invocations`` with the asyncio generator (warm-up, then measured window).
+    """Drive ``POST path`` with the asyncio generator (warm-up, then measured window).
 
     Only requests started after the warm-up and finished within the window count. Non-200
     responses and connection failures are errors.
     """
     del workdir
-    request = (f"POST /invocations HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+    request = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
                ).encode() + body
     # The parent holds MLflow and pandas; keep the collector from scanning them mid-run.
@@ -468,7 +521,7 @@ def run_python(server: str, port: int, body: bytes, rows: int, cfg: LoadConfig,
                       _percentile_ms(latencies, 99), errors)
 
 
-LoadRunner = Callable[[str, int, bytes, int, LoadConfig, Path], LoadResult]
+LoadRunner = Callable[[str, int, str, bytes, int, LoadConfig, Path], LoadResult]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -520,13 +573,28 @@ def measure_ceiling(procs: Processes, runner: LoadRunner, body: bytes, cfg: Load
                         str(port)], env=env, log=log, cwd=workdir)
     try:
         wait_ready(proc, port, time.perf_counter(), 30, log)
-        return runner("trivial", port, body, 1, cfg, workdir)
+        return runner("trivial", port, "/invocations", body, 1, cfg, workdir)
     finally:
         procs.stop(proc)
 
 
 # --------------------------------------------------------------------------------------------------
 # Servers under test
+
+
+@dataclass
+class ServerSpec:
+    """How to start, check and load one server configuration."""
+
+    name: str
+    kind: str
+    command: Callable[[int], list[str]]
+    bodies: dict[int, bytes]
+    path: str = "/invocations"
+    ready_path: str = "/ping"
+    workers: int | None = None
+    cold_starts: int = 1
+    answer: Callable[[Any], Any] = lambda doc: doc["predictions"]
 
 
 def mlflow_command(mlflow_cmd: str, port: int, workers: int | None) -> list[str]:
@@ -541,6 +609,15 @@ def mlflow_command(mlflow_cmd: str, port: int, workers: int | None) -> list[str]
 def ours_command(ours_cmd: str, port: int, workers: int | None) -> list[str]:
     """The ``mlops serve`` command line for ``port``."""
     argv = [*shlex.split(ours_cmd), "--model-uri", MODEL_URI, "--host", HOST, "--port", str(port)]
+    if workers:
+        argv += ["--workers", str(workers)]
+    return argv
+
+
+def ceiling_command(estimator: Path, port: int, workers: int | None) -> list[str]:
+    """The bare ceiling (`ceiling_server.py`) command line for ``port``."""
+    argv = [sys.executable, str(HERE / "ceiling_server.py"), "--model", str(estimator),
+            "--host", HOST, "--port", str(port)]
     if workers:
         argv += ["--workers", str(workers)]
     return argv
@@ -562,56 +639,169 @@ def ours_missing(ours_cmd: str, env: dict[str, str]) -> str | None:
     return None
 
 
-def bench_server(name: str, command: Callable[[int], list[str]], procs: Processes,
-                 runner: LoadRunner, bodies: dict[int, bytes], cfg: LoadConfig, workdir: Path,
-                 env: dict[str, str], ready_timeout_s: float, cold_starts: int) -> ServerResult:
-    """Time ``cold_starts`` cold starts (the median counts), check an answer per payload on the
-    last server started, then load it."""
-    result = ServerResult(name=name)
-    log = workdir / f"{name}-server.log"
-    samples: list[float] = []
-    for attempt in range(1, cold_starts + 1):
+def _mlserver_packages(kind: str) -> list[str]:
+    """What the runtime's venv gets: MLServer and the runtime by package name, with the
+    numerical stack pinned to this venv's versions, so that it loads and computes with the same
+    code as the other servers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    # MLServer 1.7's inference-pool workers call asyncio.get_event_loop() with no loop set,
+    # which uvloop 0.22 and later refuse: the pool workers die and no model loads.
+    packages = ["mlserver", kind, "uvloop<0.22"]
+    pinned = ["numpy", "scikit-learn"] + (["mlflow"] if kind == "mlserver-mlflow" else [])
+    for name in pinned:
+        try:
+            packages.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            packages.append(name)
+    return packages
+
+
+def ensure_mlserver_venv(kind: str, venv_dir: Path) -> Path:
+    """The virtual environment of an MLServer runtime, created with pip on first use.
+
+    Raises:
+        BenchmarkError: the venv could not be created or the packages not installed.
+    """
+    packages = _mlserver_packages(kind)
+    venv = venv_dir / kind
+    marker = venv / "bench-packages.txt"
+    wanted = "\n".join(packages) + "\n"
+    mlserver = venv / "bin" / "mlserver"
+    if mlserver.exists() and marker.exists() and marker.read_text() == wanted:
+        return venv
+    venv_dir.mkdir(parents=True, exist_ok=True)
+    (venv_dir / ".gitignore").write_text("*\n")
+    log = venv_dir / f"{kind}-pip.log"
+    print(f"[{kind}] creating {venv} with pip install {' '.join(packages)} (once; this takes "
+          f"a few minutes, log in {log})", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    with log.open("wb") as out:
+        for argv in ([sys.executable, "-m", "venv", str(venv)],
+                     [str(venv / "bin" / "python"), "-m", "pip", "install",
+                      "--disable-pip-version-check", *packages]):
+            try:
+                done = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=1800,
+                                      check=False, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise BenchmarkError(f"`{shlex.join(argv)}` took over 30 minutes") from None
+            if done.returncode != 0:
+                raise BenchmarkError(f"`{shlex.join(argv)}` exited {done.returncode}; last "
+                                     f"lines of {log}:\n{_tail(log)}")
+    marker.write_text(wanted)
+    return venv
+
+
+def mlserver_command(venv: Path, kind: str, config: str, repo: Path,
+                     model_uri: str) -> Callable[[int], list[str]]:
+    """A command factory for MLServer with one runtime: it writes the repository's
+    ``settings.json`` (server-wide: ports, ``parallel_workers``, ``debug``) and the model's
+    ``model-settings.json`` (runtime implementation, ``parameters.uri``) for ``port``.
+
+    ``config`` is ``default`` (MLServer's own defaults: ``parallel_workers`` 1, ``debug`` on,
+    which logs every request) or a ``parallel_workers`` count, run with ``debug`` off.
+    """
+    implementation = {"mlserver-sklearn": "mlserver_sklearn.SKLearnModel",
+                      "mlserver-mlflow": "mlserver_mlflow.MLflowRuntime"}[kind]
+
+    def command(port: int) -> list[str]:
+        settings: dict[str, Any] = {
+            "host": HOST, "http_port": port, "grpc_port": _free_port(),
+            "metrics_port": _free_port(), "metrics_dir": str(repo / ".metrics"),
+            "environments_dir": str(repo / ".envs"),
+        }
+        if config != "default":
+            settings |= {"debug": False, "parallel_workers": int(config)}
+        shutil.rmtree(repo, ignore_errors=True)
+        (repo / MODEL_NAME).mkdir(parents=True)
+        (repo / ".metrics").mkdir()
+        (repo / "settings.json").write_text(json.dumps(settings, indent=2))
+        (repo / MODEL_NAME / "model-settings.json").write_text(json.dumps({
+            "name": MODEL_NAME, "implementation": implementation,
+            "parameters": {"uri": model_uri, "version": "1"},
+        }, indent=2))
+        return [str(venv / "bin" / "mlserver"), "start", str(repo)]
+
+    return command
+
+
+def run_round(spec: ServerSpec, result: ServerResult, first: bool, procs: Processes,
+              runner: LoadRunner, cfg: LoadConfig, workdir: Path, env: dict[str, str],
+              ready_timeout_s: float) -> None:
+    """Start the server (``spec.cold_starts`` times in the first round, timing each), check one
+    answer per payload size in the first round, then load it once per size."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in spec.name)
+    log = workdir / f"{stem}-server.log"
+    starts = spec.cold_starts if first else 1
+    proc: subprocess.Popen[bytes] | None = None
+    port = 0
+    for attempt in range(starts):
         port = _free_port()
-        argv = command(port)
+        argv = spec.command(port)
         result.command = argv
-        if attempt == 1:
-            print(f"[{name}] starting: {shlex.join(argv)}", flush=True)
+        if first and attempt == 0:
+            print(f"[{spec.name}] starting: {shlex.join(argv)}", flush=True)
         started = time.perf_counter()
         try:
             proc = procs.start(argv, env=env, log=log, cwd=workdir)
         except FileNotFoundError as err:
             result.skipped = f"cannot start: {err}"
-            return result
+            return
         try:
-            samples.append(wait_ready(proc, port, started, ready_timeout_s, log))
+            result.cold_starts_s.append(
+                wait_ready(proc, port, started, ready_timeout_s, log, spec.ready_path))
         except BenchmarkError as err:
             result.skipped = str(err)
-            print(f"[{name}] failed: {err}", file=sys.stderr, flush=True)
+            print(f"[{spec.name}] failed: {err}", file=sys.stderr, flush=True)
             procs.stop(proc)
-            return result
-        if attempt < cold_starts:
+            return
+        if attempt < starts - 1:
             procs.stop(proc)
-    result.cold_start_s = statistics.median(samples)
-    print(f"[{name}] ready after {result.cold_start_s:.2f} s (median of "
-          f"{', '.join(f'{s:.2f}' for s in samples)})", flush=True)
+    assert proc is not None
+    print(f"[{spec.name}] ready after {result.cold_starts_s[-1]:.2f} s", flush=True)
     try:
-        for rows, body in bodies.items():
-            status, answer = post_once(port, body)
-            if status != 200:
-                print(f"[{name}] {rows}-row request answered {status}: {answer[:300]!r}; "
-                      f"load run skipped", file=sys.stderr, flush=True)
+        for rows, body in spec.bodies.items():
+            if first:
+                status, answer = post_once(port, body, spec.path)
+                if status != 200:
+                    print(f"[{spec.name}] {rows}-row request answered {status}: "
+                          f"{answer[:300]!r}; load runs skipped", file=sys.stderr, flush=True)
+                    continue
+                result.predictions[rows] = spec.answer(json.loads(answer))
+            elif rows not in result.predictions:
                 continue
-            result.predictions[rows] = json.loads(answer)
-            load = runner(name, port, body, rows, cfg, workdir)
-            print(f"[{name}] {rows:>3} rows: {load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
+            load = runner(spec.name, port, spec.path, body, rows, cfg, workdir)
+            print(f"[{spec.name}] {rows:>3} rows: {load.rps:,.0f} req/s, p50 {load.p50_ms:.2f} ms, "
                   f"p99 {load.p99_ms:.2f} ms, {load.errors} errors", flush=True)
-            result.loads.append(load)
+            result.runs.append(load)
     except BenchmarkError as err:
         result.skipped = str(err)
-        print(f"[{name}] failed: {err}", file=sys.stderr, flush=True)
+        print(f"[{spec.name}] failed: {err}", file=sys.stderr, flush=True)
     finally:
         procs.stop(proc)
-    return result
+
+
+def median_load(runs: list[LoadResult]) -> LoadResult:
+    """One figure per field over the rounds: medians of req/s and latencies, sums of counts."""
+    rps = statistics.median(r.rps for r in runs)
+    rows = runs[0].rows
+    return LoadResult(
+        server=runs[0].server, rows=rows, requests=sum(r.requests for r in runs),
+        duration_s=sum(r.duration_s for r in runs), rps=rps,
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs), rows_per_s=rps * rows,
+        errors=sum(r.errors for r in runs), rounds=len(runs),
+        spread=(max(r.rps for r in runs) - min(r.rps for r in runs)) / rps if rps else 0.0)
+
+
+def finish(result: ServerResult) -> None:
+    """Reduce the rounds of a server to its medians."""
+    for rows in PAYLOAD_ROWS:
+        runs = [r for r in result.runs if r.rows == rows]
+        if runs:
+            result.loads.append(median_load(runs))
+    if result.cold_starts_s:
+        result.cold_start_s = statistics.median(result.cold_starts_s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -624,83 +814,148 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
     return format(value, spec)
 
 
-def ratios(mlflow: ServerResult | None, ours: ServerResult | None) -> list[dict[str, Any]]:
-    """The ours/mlflow comparisons against the goals; ``met`` is None when a figure is missing."""
+def _effective_workers(result: ServerResult) -> int | None:
+    if result.kind in ("ours", "ceiling"):
+        return result.workers or 1
+    return result.workers
+
+
+def best_mlserver(results: list[ServerResult], rows: int) -> tuple[ServerResult, LoadResult] | None:
+    """The MLServer configuration with the most req/s at ``rows`` rows, if any ran."""
+    candidates = [(r, load) for r in results if r.kind in MLSERVER_KINDS
+                  if (load := r.load(rows)) is not None]
+    return max(candidates, key=lambda c: c[1].rps, default=None)
+
+
+def _ratio(mine: LoadResult | None, theirs: LoadResult | None) -> float | None:
+    return mine.rps / theirs.rps if mine and theirs and theirs.rps else None
+
+
+def ratios(results: list[ServerResult]) -> list[dict[str, Any]]:
+    """Every goal with its value; ``met`` is None when a figure is missing."""
     def load(server: ServerResult | None, rows: int) -> LoadResult | None:
         return server.load(rows) if server else None
 
+    def goal(name: str, value: float | None, target: str, met: bool | None) -> None:
+        out.append({"goal": name, "value": value, "target": target,
+                    "met": None if value is None else met})
+
     out: list[dict[str, Any]] = []
-    theirs, mine = load(mlflow, 1), load(ours, 1)
-    value = mine.rps / theirs.rps if mine and theirs and theirs.rps else None
-    out.append({"goal": "req/s at 1 row, ours/mlflow", "value": value,
-                "target": f">= {GOAL_RPS_1_ROW:g}x",
-                "met": None if value is None else value >= GOAL_RPS_1_ROW})
-    theirs, mine = load(mlflow, 100), load(ours, 100)
-    value = mine.rows_per_s / theirs.rows_per_s if mine and theirs and theirs.rows_per_s else None
-    out.append({"goal": "rows/s at 100 rows, ours/mlflow", "value": value,
-                "target": f">= {GOAL_ROWS_PER_S_100_ROWS:g}x",
-                "met": None if value is None else value >= GOAL_ROWS_PER_S_100_ROWS})
+    ours_all = [r for r in results if r.kind == "ours"]
+    for ours in ours_all:
+        w = _effective_workers(ours) or 1
+        ceiling = next((r for r in results if r.kind == "ceiling"
+                        and _effective_workers(r) == w), None)
+        share = GOAL_CEILING_SHARE_ONE_WORKER if w == 1 else GOAL_CEILING_SHARE_WORKERS
+        for rows in PAYLOAD_ROWS:
+            value = _ratio(load(ours, rows), load(ceiling, rows))
+            goal(f"{ours.name} / ceiling, {rows} row{'s' * (rows > 1)}, {w} worker"
+                 f"{'s' * (w > 1)}", value, f">= {share:.2f}x",
+                 value is not None and value >= share)
+        for rows in PAYLOAD_ROWS:
+            best = best_mlserver(results, rows)
+            value = _ratio(load(ours, rows), best[1] if best else None)
+            goal(f"{ours.name} / best MLServer, {rows} row{'s' * (rows > 1)}", value,
+                 f"> {GOAL_MLSERVER:g}x, aim {AIM_MLSERVER:g}x",
+                 value is not None and value > GOAL_MLSERVER)
+    first = ours_all[0] if ours_all else None
+    mlflow = next((r for r in results if r.kind == "mlflow"
+                   and (first is None or r.workers == first.workers)), None)
+    value = _ratio(load(first, 1), load(mlflow, 1))
+    goal("req/s at 1 row, ours/mlflow", value, f">= {GOAL_RPS_1_ROW:g}x",
+         value is not None and value >= GOAL_RPS_1_ROW)
+    value = _ratio(load(first, 100), load(mlflow, 100))
+    goal("rows/s at 100 rows, ours/mlflow", value, f">= {GOAL_ROWS_PER_S_100_ROWS:g}x",
+         value is not None and value >= GOAL_ROWS_PER_S_100_ROWS)
     for rows in PAYLOAD_ROWS:
-        theirs, mine = load(mlflow, rows), load(ours, rows)
+        mine, theirs = load(first, rows), load(mlflow, rows)
         value = mine.p99_ms / theirs.p50_ms if mine and theirs and theirs.p50_ms else None
-        out.append({"goal": f"our p99 / mlflow p50 at {rows} row{'s' * (rows > 1)}",
-                    "value": value, "target": "< 1x",
-                    "met": None if value is None else value < 1})
+        goal(f"our p99 / mlflow p50 at {rows} row{'s' * (rows > 1)}", value, "< 1x",
+             value is not None and value < 1)
+    mine_s = first.cold_start_s if first else None
     theirs_s = mlflow.cold_start_s if mlflow else None
-    mine_s = ours.cold_start_s if ours else None
     value = mine_s / theirs_s if mine_s is not None and theirs_s else None
-    out.append({"goal": "cold start, ours/mlflow", "value": value,
-                "target": f"<= {GOAL_COLD_START:.2f}x",
-                "met": None if value is None else value <= GOAL_COLD_START})
+    goal("cold start, ours/mlflow", value, f"<= {GOAL_COLD_START:.2f}x",
+         value is not None and value <= GOAL_COLD_START)
     return out
 
 
 def print_report(results: list[ServerResult], ceiling: LoadResult | None, generator: str,
-                 cfg: LoadConfig) -> list[dict[str, Any]]:
-    """Print the figures table, cold starts and goal ratios; returns the ratios."""
+                 cfg: LoadConfig, rounds: int) -> list[dict[str, Any]]:
+    """Print the figures table, ours against the ceiling and MLServer, cold starts and goal
+    ratios; returns the ratios."""
     print()
     print(f"generator: {generator}, {cfg.connections} connections, {cfg.duration_s:g} s "
-          f"measured after {cfg.warmup_s:g} s warm-up, on {os.cpu_count()} cores shared with "
-          f"the server")
+          f"measured after {cfg.warmup_s:g} s warm-up, median of {rounds} round"
+          f"{'s' * (rounds > 1)}, on {os.cpu_count()} cores shared with the server")
     if ceiling:
         print(f"generator ceiling (1-row POST against a trivial asyncio server): "
               f"{ceiling.rps:,.0f} req/s, p50 {ceiling.p50_ms:.2f} ms, "
               f"p99 {ceiling.p99_ms:.2f} ms")
     print()
-    header = f"{'server':<8} {'rows':>5} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} " \
-             f"{'rows/s':>11} {'errors':>7}"
+    width = max([len(r.name) for r in results] + [8])
+    header = (f"{'server':<{width}} {'workers':>7} {'rows':>5} {'req/s':>9} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'rows/s':>10} {'spread':>7} {'errors':>6}")
     print(header)
     print("-" * len(header))
     any_bound = False
     for result in results:
         if result.skipped and not result.loads:
-            print(f"{result.name:<8} skipped: {result.skipped.splitlines()[0]} (details above)")
+            print(f"{result.name:<{width}} skipped: {result.skipped.splitlines()[0]} "
+                  f"(details above)")
             continue
         for load in result.loads:
             mark = " *" if load.generator_bound else ""
             any_bound |= load.generator_bound
-            print(f"{load.server:<8} {load.rows:>5} {_fmt(load.rps):>10} "
-                  f"{_fmt(load.p50_ms, '.2f'):>9} {_fmt(load.p99_ms, '.2f'):>9} "
-                  f"{_fmt(load.rows_per_s):>11} {load.errors:>7}{mark}")
+            print(f"{result.name:<{width}} {_fmt(_effective_workers(result), 'd'):>7} "
+                  f"{load.rows:>5} {_fmt(load.rps):>9} {_fmt(load.p50_ms, '.2f'):>8} "
+                  f"{_fmt(load.p99_ms, '.2f'):>8} {_fmt(load.rows_per_s):>10} "
+                  f"{_fmt(100 * load.spread, '.0f') + '%':>7} {load.errors:>6}{mark}")
     if any_bound:
         print(f"* at least {GENERATOR_BOUND_SHARE:.0%} of the generator ceiling: the generator, "
               f"not the server, may be the limit")
+    print("spread: (max - min) / median of req/s over the rounds")
+
+    ours_all = [r for r in results if r.kind == "ours" and r.loads]
+    if ours_all:
+        print()
+        print("ours against the bare ceiling (same workers) and the best MLServer configuration:")
+        for ours in ours_all:
+            w = _effective_workers(ours)
+            ceiling_r = next((r for r in results if r.kind == "ceiling"
+                              and _effective_workers(r) == w), None)
+            for rows in PAYLOAD_ROWS:
+                mine = ours.load(rows)
+                if mine is None:
+                    continue
+                share = _ratio(mine, ceiling_r.load(rows) if ceiling_r else None)
+                best = best_mlserver(results, rows)
+                versus = _ratio(mine, best[1] if best else None)
+                best_text = (f"{versus:.2f}x {best[0].name} ({best[1].rows_per_s:,.0f} rows/s)"
+                             if best and versus is not None else "-")
+                print(f"  {ours.name:<{width}} {rows:>3} row{'s' * (rows > 1):<1}  "
+                      f"{mine.rows_per_s:>10,.0f} rows/s  ceiling share "
+                      f"{_fmt(share, '.2f'):>5}  vs best MLServer {best_text}")
     print()
     for result in results:
-        print(f"cold start {result.name:<7} {_fmt(result.cold_start_s, '.2f')} s")
-    by_name = {r.name: r for r in results}
-    mlflow, ours = by_name.get("mlflow"), by_name.get("ours")
-    if mlflow and ours and mlflow.predictions and ours.predictions:
-        same = all(ours.predictions.get(rows) == answer
-                   for rows, answer in mlflow.predictions.items())
-        print(f"predictions identical to MLflow's: {'yes' if same else 'NO'}")
-    table = ratios(mlflow, ours)
+        print(f"cold start {result.name:<{width}} {_fmt(result.cold_start_s, '.2f')} s")
+    reference = next((r for r in results if r.kind == "ours" and r.predictions), None)
+    if reference:
+        for result in results:
+            if result is reference or not result.predictions:
+                continue
+            same = all(reference.predictions.get(rows) == answer
+                       for rows, answer in result.predictions.items())
+            print(f"predictions of {result.name} identical to {reference.name}: "
+                  f"{'yes' if same else 'NO'}")
+    table = ratios(results)
     print()
-    print(f"{'goal':<36} {'value':>8} {'target':>9}  met")
+    gwidth = max(len(row["goal"]) for row in table)
+    print(f"{'goal':<{gwidth}} {'value':>8} {'target':>18}  met")
     for row in table:
         met = {None: "-", True: "yes", False: "NO"}[row["met"]]
         value = "-" if row["value"] is None else f"{row['value']:.2f}x"
-        print(f"{row['goal']:<36} {value:>8} {row['target']:>9}  {met}")
+        print(f"{row['goal']:<{gwidth}} {value:>8} {row['target']:>18}  {met}")
     return table
 
 
@@ -708,38 +963,55 @@ def print_report(results: list[ServerResult], ceiling: LoadResult | None, genera
 # Main
 
 
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Compare `mlflow models serve` with `mlops serve` on the same registered "
-        "model: cold start, throughput and latency for 1-row and 100-row payloads.")
+        description="Compare `mlops serve` with the bare ceiling, MLServer and `mlflow models "
+        "serve` on the same model: cold start, throughput and latency for 1-row and 100-row "
+        "payloads.")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="measured seconds per load run (default: 10)")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="warm-up seconds before each measured run (default: 2)")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="rounds; each starts and loads every server once, figures are "
+                        "medians over the rounds (default: 2)")
     parser.add_argument("--connections", type=int, default=16,
                         help="concurrent keep-alive connections (default: 16)")
     parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                         help="load generator; auto uses wrk when on PATH (default: auto)")
     parser.add_argument("--wrk-threads", type=int, default=1,
                         help="wrk threads; one leaves the other core to the server (default: 1)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="workers for both servers (mlflow -w, mlops --workers); default: "
-                        "each server's own default")
-    parser.add_argument("--servers", nargs="+", choices=("mlflow", "ours"),
-                        default=["mlflow", "ours"], help="servers to run (default: both)")
+    parser.add_argument("--workers", default=None,
+                        help="worker counts for ours, the ceiling and mlflow, comma-separated "
+                        "(e.g. 1,2: each server runs once per count); default: each server's "
+                        "own default (1)")
+    parser.add_argument("--servers", nargs="+", default=["mlflow,ours,ceiling"],
+                        help=f"servers to run, comma-separated, from {','.join(SERVER_KINDS)} "
+                        "(default: mlflow,ours,ceiling)")
+    parser.add_argument("--mlserver-configs", default="default,0,1,2",
+                        help="MLServer configurations: `default` (its defaults) and "
+                        "parallel_workers counts run with debug off (default: default,0,1,2)")
+    parser.add_argument("--venv-dir", type=Path, default=HERE / ".bench-venvs",
+                        help="where MLServer's virtual environments are created on first use "
+                        "(default: benchmarks/.bench-venvs)")
     parser.add_argument("--mlflow-cmd", default=str(VENV_BIN / "mlflow"),
                         help="MLflow CLI (default: the mlflow beside this Python)")
     parser.add_argument("--ours-cmd", default=f"{VENV_BIN / 'mlops'} serve",
                         help="our serve command, before its options (default: "
                         "'<venv bin>/mlops serve')")
     parser.add_argument("--cold-starts", type=int, default=3,
-                        help="cold starts timed per server; the median is reported (default: 3)")
+                        help="cold starts timed for ours and mlflow in the first round; the "
+                        "median over all starts is reported (default: 3)")
     parser.add_argument("--store", choices=("server", "sqlite"), default="server",
                         help="where the model is registered: a local `mlflow server` with "
                         "proxied artifacts, as deployed servers fetch models (default), or a "
-                        "SQLite store both servers open directly")
+                        "SQLite store the servers open directly")
     parser.add_argument("--ready-timeout", type=float, default=180.0,
-                        help="seconds to wait for a 200 from /ping (default: 180)")
+                        help="seconds to wait for a 200 from the health route (default: 180)")
     parser.add_argument("--skip-ceiling", action="store_true",
                         help="do not measure the generator's ceiling")
     parser.add_argument("--json", metavar="OUT", type=Path,
@@ -763,20 +1035,88 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _with_port(command: Callable[[Any, int, int | None], list[str]], first: Any, port: int,
+               *, workers: int | None) -> list[str]:
+    return command(first, port, workers)
+
+
+def build_specs(ns: argparse.Namespace, kinds: list[str], workers: list[int | None],
+                rows: list[list[float]], tmp: Path, env: dict[str, str]) -> list[ServerSpec]:
+    """One spec per server configuration, in the order they run in a round; servers that
+    cannot run here become skipped results via the BenchmarkError they raise."""
+    bodies = {n: payload(rows, n) for n in PAYLOAD_ROWS}
+    specs: list[ServerSpec] = []
+
+    def suffix(w: int | None) -> str:
+        return f"[w={w}]" if len(workers) > 1 else ""
+
+    for kind in kinds:
+        if kind == "ceiling":
+            for w in workers:
+                specs.append(ServerSpec(
+                    f"ceiling{suffix(w)}", kind,
+                    functools.partial(_with_port, ceiling_command, tmp / ESTIMATOR_FILE,
+                                      workers=w), bodies, workers=w))
+        elif kind == "ours":
+            for w in workers:
+                specs.append(ServerSpec(
+                    f"ours{suffix(w)}", kind,
+                    functools.partial(_with_port, ours_command, ns.ours_cmd, workers=w),
+                    bodies, workers=w, cold_starts=ns.cold_starts))
+        elif kind == "mlflow":
+            for w in workers:
+                specs.append(ServerSpec(
+                    f"mlflow{suffix(w)}", kind,
+                    functools.partial(_with_port, mlflow_command, ns.mlflow_cmd, workers=w),
+                    bodies, workers=w, cold_starts=ns.cold_starts))
+        else:
+            venv = ensure_mlserver_venv(kind, ns.venv_dir)
+            sklearn = kind == "mlserver-sklearn"
+            for config in _csv(ns.mlserver_configs):
+                name = kind if config == "default" else f"{kind}[pw={config}]"
+                specs.append(ServerSpec(
+                    name, kind,
+                    # No glob characters in the repository path: MLServer globs under it.
+                    mlserver_command(venv, kind, config, tmp / f"repo-{kind}-{config}",
+                                     str(tmp / ESTIMATOR_FILE) if sklearn else MODEL_URI),
+                    {n: v2_payload(rows, n) for n in PAYLOAD_ROWS} if sklearn else bodies,
+                    path=V2_PATH if sklearn else "/invocations",
+                    ready_path=f"/v2/models/{MODEL_NAME}/ready",
+                    answer=(lambda doc: doc["outputs"][0]["data"]) if sklearn
+                    else (lambda doc: doc["predictions"])))
+    return specs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; returns the process exit code."""
     ns = _parser().parse_args(argv)
     if ns.trivial_server:
         trivial_server(ns.trivial_server)
         return 0
-    if ns.duration <= 0 or ns.warmup < 0 or ns.connections < 1 or ns.cold_starts < 1:
-        print("error: `--duration` must be > 0, `--warmup` >= 0, and `--connections` and "
-              "`--cold-starts` >= 1", file=sys.stderr)
+    kinds = list(dict.fromkeys(k for arg in ns.servers for k in _csv(arg)))
+    unknown = sorted(set(kinds) - set(SERVER_KINDS))
+    try:
+        workers: list[int | None] = ([int(w) for w in _csv(ns.workers)] if ns.workers
+                                     else [None])
+        configs = _csv(ns.mlserver_configs)
+        bad_config = [c for c in configs if c != "default" and not c.isdigit()]
+    except ValueError:
+        workers, bad_config = [], []
+    if (ns.duration <= 0 or ns.warmup < 0 or ns.connections < 1 or ns.cold_starts < 1
+            or ns.rounds < 1 or unknown or not workers or bad_config
+            or any(w is not None and w < 1 for w in workers)):
+        print(f"error: `--duration` must be > 0, `--warmup` >= 0, `--connections`, "
+              f"`--cold-starts`, `--rounds` and `--workers` >= 1, `--mlserver-configs` "
+              f"`default` or counts, and `--servers` from {','.join(SERVER_KINDS)}",
+              file=sys.stderr)
         return 2
 
     generator = ns.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
+        if generator == "python":
+            print("wrk is not on PATH (apt-get install wrk): using the Python generator",
+                  file=sys.stderr, flush=True)
     elif generator == "wrk" and not shutil.which("wrk"):
         print("error: `--generator wrk` but wrk is not on PATH; install it "
               "(apt-get install wrk) or use `--generator python`", file=sys.stderr)
@@ -793,6 +1133,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ceiling: LoadResult | None = None
     try:
         with _terminate_as_interrupt():
+            # The venvs first: an install failure should not cost a training run.
+            for kind in MLSERVER_KINDS:
+                if kind in kinds:
+                    try:
+                        ensure_mlserver_venv(kind, ns.venv_dir)
+                    except BenchmarkError as err:
+                        print(f"[{kind}] skipped: {err}", file=sys.stderr, flush=True)
+                        results.append(ServerResult(name=kind, kind=kind, skipped=str(err)))
+                        kinds.remove(kind)
+            if "ours" in kinds:
+                missing = ours_missing(ns.ours_cmd, env)
+                if missing:
+                    print(f"[ours] skipped: our server is not available yet ({missing}); "
+                          f"set `--ours-cmd` if it lives elsewhere", file=sys.stderr, flush=True)
+                    results.append(ServerResult(name="ours", kind="ours", skipped=missing))
+                    kinds.remove("ours")
             if ns.store == "server":
                 tracking_uri = start_tracking_server(procs, tmp, env, ns.mlflow_cmd,
                                                      ns.ready_timeout)
@@ -806,42 +1162,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlflow_bin = shutil.which(shlex.split(ns.mlflow_cmd)[0])
             if mlflow_bin:
                 env["PATH"] = os.pathsep.join([str(Path(mlflow_bin).parent), env.get("PATH", "")])
-            bodies = {n: payload(rows, n) for n in PAYLOAD_ROWS}
 
             if not ns.skip_ceiling:
                 print(f"measuring the {generator} generator's ceiling", flush=True)
-                ceiling = measure_ceiling(procs, runner, bodies[1], cfg, tmp, env)
+                ceiling = measure_ceiling(procs, runner, payload(rows, 1), cfg, tmp, env)
 
-            for name in ns.servers:
-                if name == "mlflow":
-                    results.append(bench_server(
-                        "mlflow", lambda port: mlflow_command(ns.mlflow_cmd, port, ns.workers),
-                        procs, runner, bodies, cfg, tmp, env, ns.ready_timeout,
-                        ns.cold_starts))
-                    continue
-                missing = ours_missing(ns.ours_cmd, env)
-                if missing:
-                    print(f"[ours] skipped: our server is not available yet ({missing}); "
-                          f"set `--ours-cmd` if it lives elsewhere", file=sys.stderr, flush=True)
-                    results.append(ServerResult(name="ours", skipped=missing))
-                    continue
-                results.append(bench_server(
-                    "ours", lambda port: ours_command(ns.ours_cmd, port, ns.workers),
-                    procs, runner, bodies, cfg, tmp, env, ns.ready_timeout,
-                        ns.cold_starts))
+            specs = build_specs(ns, kinds, workers, rows, tmp, env)
+            by_spec = {spec.name: ServerResult(name=spec.name, kind=spec.kind,
+                                               workers=spec.workers) for spec in specs}
+            for round_no in range(ns.rounds):
+                print(f"round {round_no + 1} of {ns.rounds}", flush=True)
+                # Alternate the order, so that no server always runs right after the same one.
+                order = specs if round_no % 2 == 0 else list(reversed(specs))
+                for spec in order:
+                    result = by_spec[spec.name]
+                    if result.skipped and not result.runs and round_no > 0:
+                        continue
+                    run_round(spec, result, round_no == 0, procs, runner, cfg, tmp, env,
+                              ns.ready_timeout)
+            for result in by_spec.values():
+                finish(result)
+            results = list(by_spec.values()) + results
 
             if ceiling:
                 for result in results:
                     for load in result.loads:
                         load.generator_bound = load.rps >= GENERATOR_BOUND_SHARE * ceiling.rps
-            table = print_report(results, ceiling, generator, cfg)
+            table = print_report(results, ceiling, generator, cfg, ns.rounds)
             if ns.json:
                 ns.json.parent.mkdir(parents=True, exist_ok=True)
                 ns.json.write_text(json.dumps({
                     "model_uri": MODEL_URI,
                     "store": ns.store,
                     "generator": generator,
-                    "config": asdict(cfg) | {"workers": ns.workers, "cpus": os.cpu_count()},
+                    "config": asdict(cfg) | {"workers": workers, "rounds": ns.rounds,
+                                             "cpus": os.cpu_count(),
+                                             "mlserver_configs": configs},
                     "ceiling": asdict(ceiling) if ceiling else None,
                     "servers": {r.name: {k: v for k, v in asdict(r).items()
                                          if k != "predictions"} for r in results},
@@ -865,7 +1221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shutil.rmtree(tmp, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)
-    failed = [r for r in results if r.skipped and r.name == "mlflow"]
+    failed = [r for r in results if r.skipped and r.kind in ("mlflow", "ours") and not r.loads]
     return 1 if failed else 0
 
 

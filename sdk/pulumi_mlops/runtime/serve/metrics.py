@@ -19,6 +19,7 @@ share, as computed by the worker answering the scrape.
 from __future__ import annotations
 
 import os
+from collections import Counter as _Counter
 from typing import Any
 
 import numpy as np
@@ -66,9 +67,23 @@ def model_info(info: ModelInfo) -> None:
     INFO.labels(info.name or "", info.version or "", info.alias or "", info.uri).set(1)
 
 
+# Label children by label value: `labels()` takes a lock and builds a key on every call, and the
+# request path asks for the same few children on every request. Both maps are bounded (HTTP
+# statuses; at most _MAX_CLASSES classes per request, and the children exist anyway).
+_REQUEST_CHILDREN: dict[int, Any] = {}
+_CLASS_CHILDREN: dict[str, Any] = {}
+# Class ids up to this bound are counted with one bincount instead of a sort (np.unique).
+_BINCOUNT_MAX = 4096
+# Up to this many predictions, classes are counted in Python.
+_SMALL_BATCH = 16
+
+
 def observe_request(status: int, rows: int, seconds: float) -> None:
     """Count one /invocations request."""
-    REQUESTS.labels(str(status)).inc()
+    child = _REQUEST_CHILDREN.get(status)
+    if child is None:
+        child = _REQUEST_CHILDREN[status] = REQUESTS.labels(str(status))
+    child.inc()
     LATENCY.observe(seconds)
     if status == 200:
         BATCH.observe(rows)
@@ -94,11 +109,43 @@ def observe_predictions(predictions: Any) -> None:
         if finite.size:
             _observe_many(VALUES, finite)
         return
-    if values.dtype.kind in "iubUSO":
+    if values.size <= _SMALL_BATCH and values.dtype.kind in "iub":
+        # A few rows: counting Python values beats numpy's per-call overhead (str of an int or
+        # bool equals numpy's astype(str) text).
+        tally_small = _Counter(values.tolist())
+        if len(tally_small) <= _MAX_CLASSES:
+            for value, count in tally_small.items():
+                _class_child(str(value)).inc(count)
+        return
+    if values.dtype.kind in "iu":
+        # Integer classes: count the ids, and turn only the distinct ones into label strings
+        # (str of a numpy integer equals its astype(str) text).
+        low, high = int(values.min()), int(values.max())
+        if low >= 0 and high <= _BINCOUNT_MAX:
+            tally = np.bincount(values.astype(np.intp, copy=False))
+            ids = np.flatnonzero(tally)
+            pairs = zip(ids.tolist(), tally[ids].tolist(), strict=True)
+            size = ids.size
+        else:
+            unique, counts = np.unique(values, return_counts=True)
+            pairs = zip(unique.tolist(), counts.tolist(), strict=True)
+            size = unique.size
+        if size <= _MAX_CLASSES:
+            for cls, count in pairs:
+                _class_child(str(cls)).inc(count)
+        return
+    if values.dtype.kind in "bUSO":
         classes, counts = np.unique(values.astype(str), return_counts=True)
         if classes.size <= _MAX_CLASSES:
             for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
-                CLASSES.labels(cls).inc(count)
+                _class_child(cls).inc(count)
+
+
+def _class_child(cls: str) -> Any:
+    child = _CLASS_CHILDREN.get(cls)
+    if child is None:
+        child = _CLASS_CHILDREN[cls] = CLASSES.labels(cls)
+    return child
 
 
 def publish_drift(monitor: DriftMonitor) -> None:
