@@ -538,6 +538,26 @@ def test_a_shared_window_holds_the_rows_of_every_forked_worker() -> None:
     assert shared.scores() == pytest.approx(alone.scores())
 
 
+def test_a_worker_flush_makes_its_pending_rows_visible_to_the_others() -> None:
+    import os
+
+    profile = _numeric_profile()
+    shared = DriftMonitor(profile, window=500)
+    shared.share_across_processes()  # the default threshold (1024 rows) is kept
+    assert shared.flush_rows == 1024
+    pid = os.fork()
+    if pid == 0:  # a worker: 40 rows stay pending until its periodic flush
+        code = 1
+        try:
+            shared.observe_matrix(np.ones((40, 3)))
+            shared.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert shared.window_rows() == 40
+
+
 def test_a_shared_window_still_slides() -> None:
     profile = _numeric_profile()
     monitor = DriftMonitor(profile, window=50)

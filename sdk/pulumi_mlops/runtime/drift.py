@@ -508,17 +508,18 @@ class DriftMonitor:
         self._cursor = np.zeros(2, dtype=np.int64)
         self._window_lock: AbstractContextManager[Any] = contextlib.nullcontext()
 
-    def share_across_processes(self, flush_rows: int = 64) -> None:
+    def share_across_processes(self, flush_rows: int | None = None) -> None:
         """Keep the window in shared memory, for worker processes forked after this call.
 
         Every worker observes its own requests, and binned rows land in one window that all
         of them update under a process-shared lock, so any worker's `scores` describe the most
-        recent rows of all workers. A worker's rows join the window when it flushes, so the
-        flush threshold drops to ``flush_rows``: at most that many rows per worker are not yet
-        in the window at a scrape. Call it before forking.
+        recent rows of all workers. A worker's rows join the window when it flushes: when
+        ``flush_rows`` rows are pending, or when it calls `flush` (the server does every
+        second, so a scrape misses at most about a second of another worker's rows). Call it
+        before forking.
 
         Args:
-            flush_rows: Pending rows that trigger binning. Default: 64.
+            flush_rows: Pending rows that trigger binning. Default: unchanged.
         """
         import mmap
         import multiprocessing
@@ -532,7 +533,13 @@ class DriftMonitor:
             ring[:], counts[:], cursor[:] = self._ring, self._counts, self._cursor
             self._ring, self._counts, self._cursor = ring, counts, cursor
             self._window_lock = multiprocessing.get_context("fork").Lock()
-            self._flush_rows = flush_rows
+            if flush_rows is not None:
+                self._flush_rows = flush_rows
+
+    def flush(self) -> None:
+        """Bin the pending rows into the window now (a worker's periodic flush)."""
+        with self._lock:
+            self._flush()
 
     @property
     def profile(self) -> Profile:

@@ -59,7 +59,6 @@ __all__ = ["Answer", "ServedModel", "Signature", "load_served_model", "mlflow_ve
 
 log = logging.getLogger("mlops.serve")
 
-_NESTED = frozenset({"array", "object", "map", "any"})
 _MAX_ERROR_MESSAGE = 2000
 
 
@@ -199,11 +198,13 @@ class ServedModel:
         if self._loader is None:
             self._loaded.set()
         # Columns of the signature that feed the drift monitor's numeric matrix.
-        self._drift_index: list[int] | None = None
+        self._drift_index: list[int] | slice | None = None
         if drift is not None and self.columns is not None and not drift.categorical_features:
             names = [c.name for c in self.columns]
             if set(drift.numeric_features) <= set(names):
-                self._drift_index = [names.index(f) for f in drift.numeric_features]
+                index = [names.index(f) for f in drift.numeric_features]
+                # Every column in order: a view of the matrix instead of a copy.
+                self._drift_index = slice(None) if index == list(range(len(names))) else index
 
     # ----------------------------------------------------------------- the pyfunc model
 

@@ -19,6 +19,7 @@ accepted here too. Two things are ours:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -242,6 +243,11 @@ class FastSpec:
     dtypes: tuple[str, ...]
     width: int
 
+    @property
+    def matrix_dtype(self) -> Any:
+        """The dtype pandas' ``np.asarray(frame)`` gives a frame of these columns."""
+        return _result_type(self.dtypes)
+
     @classmethod
     def for_columns(cls, columns: list[ColumnSpec]) -> FastSpec | None:
         """The spec for numeric, required columns; None when the signature has others."""
@@ -258,10 +264,10 @@ class FastSpec:
             return cls(None, (tensor.dtype,), tensor.shape[1])
         return None
 
-    @property
-    def matrix_dtype(self) -> Any:
-        """The dtype pandas' ``np.asarray(frame)`` gives a frame of these columns."""
-        return np.result_type(*self.dtypes)
+
+@functools.cache
+def _result_type(dtypes: tuple[str, ...]) -> Any:
+    return np.result_type(*dtypes)
 
 
 def fast_matrix(doc: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
@@ -326,7 +332,7 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
         return None  # ragged rows and the like: MLflow's parser says what is wrong
     if inferred.dtype.kind not in "if" or inferred.shape != (len(rows), spec.width):
         return None
-    dtype = spec.matrix_dtype if len(spec.dtypes) > 1 else np.dtype(spec.dtypes[0])
+    dtype = spec.matrix_dtype
     # Column-major, as ``np.asarray(frame)`` is: the estimator's sums then run in the same
     # order, to the last bit.
     matrix = np.asarray(inferred, dtype=dtype, order="F" if spec.names else "C")

@@ -24,12 +24,14 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pulumi_mlops.runtime.drift import DriftMonitor
     from pulumi_mlops.runtime.serve.model import ServedModel
 
 __all__ = ["ServeOptions", "serve"]
@@ -37,6 +39,7 @@ __all__ = ["ServeOptions", "serve"]
 log = logging.getLogger("mlops.serve")
 
 EXIT_LOAD_FAILED = 3
+_DRIFT_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,19 @@ def _worker_listeners(host: str, port: int) -> socket.socket | Callable[[], sock
     return functools.partial(_listen, host, port, reuse_port=True)
 
 
+def _flush_periodically(drift: DriftMonitor, seconds: float) -> None:
+    """Bin this worker's pending drift rows into the shared window every ``seconds``: the
+    request path then flushes only at the monitor's usual threshold (a 100-row request no
+    longer pays the cross-process lock), and a scrape still sees every worker's recent rows."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(seconds)
+            drift.flush()
+
+    threading.Thread(target=loop, name="drift-flush", daemon=True).start()
+
+
 def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: ServeOptions,
                 model: ServedModel) -> None:
     import uvicorn
@@ -117,6 +133,8 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
     # The general path (MLflow's scoring functions) of a fast-path model loads in this worker
     # after the fork, while the fast path already serves.
     model.load_in_background()
+    if options.workers > 1 and model.drift is not None:
+        _flush_periodically(model.drift, _DRIFT_FLUSH_SECONDS)
     app = ScoringApp(model, max_body_bytes=options.max_body_bytes,
                      server_version=__version__,
                      prediction_log_rate=options.prediction_log_rate)
