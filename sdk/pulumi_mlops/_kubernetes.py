@@ -660,7 +660,12 @@ def materialize_retrain(
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the schedule's CronJob, its ServiceAccount, Secret, ConfigMap and NetworkPolicy."""
-    from pulumi_mlops.components.retrain import TTL_AFTER_FINISHED, dataset_port
+    from pulumi_mlops.components.retrain import (
+        JOB_NAME_LABEL,
+        SLOT_ENV,
+        TTL_AFTER_FINISHED,
+        dataset_port,
+    )
 
     target = args.target
     assert isinstance(target, KubernetesTarget)
@@ -675,6 +680,12 @@ def materialize_retrain(
                     service_account=name, claims={}, batch=True)
     # The job retries as a new pod (backoffLimit), so a failed pod stays for its logs.
     spec["restart_policy"] = "Never"
+    # The run's idempotency key is its Job's name, which only the cluster knows: the API server
+    # labels every pod of a Job with it (a retried pod too), the downward API hands it over.
+    spec["containers"][0]["env"].append({
+        "name": SLOT_ENV,
+        "value_from": {"field_ref": {"field_path": f"metadata.labels['{JOB_NAME_LABEL}']"}},
+    })
     out["cron_job"] = k8s.batch.v1.CronJob(
         name,
         metadata=_meta(target, name, labels, skip_annotations(job)),

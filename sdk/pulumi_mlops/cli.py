@@ -128,7 +128,7 @@ def _retrain(ns: argparse.Namespace) -> int:
         return EXIT_BAD_CONFIG
     from pulumi_mlops.runtime.retrain.job import run
 
-    return run(config)
+    return run(config, slot=ns.slot)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -269,18 +269,24 @@ def _parser() -> argparse.ArgumentParser:
         "RetrainSchedule renders): load and split the data, train, evaluate on the holdout, "
         "evaluate the current champion on the same holdout, apply the gates, register a new "
         "version with lineage tags and the drift profile, set the challenger alias on it and "
-        "move the promote alias only when every gate passed. A retried run for the same "
-        "schedule slot (MLOPS_SCHEDULE_SLOT, else from the config's schedule) registers "
-        "nothing. Registry from MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME and "
+        "move the promote alias only when every gate passed. A run whose idempotency key "
+        "(--slot, else MLOPS_SCHEDULE_SLOT: the Job's name on Kubernetes, the slot on Docker) "
+        "already registered a version registers nothing; without a key it always runs. "
+        "Registry from MLFLOW_TRACKING_URI, MLFLOW_TRACKING_USERNAME and "
         "MLFLOW_TRACKING_PASSWORD; lineage from MLOPS_CODE_VERSION (or GIT_SHA) and "
         "MLOPS_IMAGE_DIGEST.",
         epilog="exit status:\n"
         "  0   promoted\n"
         "  10  registered as challenger, not promoted: a gate failed\n"
         "  1   failed: a stage raised (data, training, evaluation, registry); no alias moved\n"
-        "  2   bad config file (the message names the field)",
+        "  2   bad config file (the message names the field), or a bad --slot\n"
+        "  3   the config changed since this run's key ran; nothing registered",
     )
-    retrain.add_argument("--config", required=True, help="the job's config file (JSON)")
+    retrain.add_argument("--config", required=True,
+                         help="the job's config file (JSON or YAML)")
+    retrain.add_argument("--slot", default=None,
+                         help="the run's idempotency key (default: MLOPS_SCHEDULE_SLOT; none: "
+                         "the run always runs)")
     retrain.set_defaults(func=_retrain)
     return parser
 

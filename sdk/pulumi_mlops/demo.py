@@ -140,7 +140,8 @@ def _registry_of(track: TrackPlan, registries: Mapping[str, _Registry]) -> _Regi
 
 # What the retrain job's exit code says (see `pulumi_mlops.runtime.retrain.job`).
 _RETRAIN_OUTCOMES = {0: "promoted", 10: "registered, not promoted: a gate failed",
-                     1: "failed, no alias moved", 2: "bad config"}
+                     1: "failed, no alias moved", 2: "bad config",
+                     3: "the config changed since this run's key ran"}
 
 
 def _alias_version(registry: _Registry, name: str, alias: str) -> str | None:

@@ -7,14 +7,30 @@ import signal
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 
 def scaled_logistic(x: Any, y: Any, params: dict[str, Any]) -> Pipeline:
     """A good, quick classifier."""
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, **params)).fit(x, y)
+
+
+def mixed_pipeline(x: pd.DataFrame, y: Any, params: dict[str, Any]) -> Pipeline:
+    """A team's own preprocessing: numeric columns scaled, string columns one-hot encoded, in
+    front of a random forest (a type skops does not trust by default)."""
+    numeric = [c for c in x.columns if pd.api.types.is_numeric_dtype(x[c])]
+    text = [c for c in x.columns if c not in numeric]
+    features = ColumnTransformer([
+        ("scale", StandardScaler(), numeric),
+        ("one_hot", OneHotEncoder(handle_unknown="ignore"), text),
+    ])
+    forest = RandomForestClassifier(n_estimators=20, random_state=0, **params)
+    return Pipeline([("features", features), ("forest", forest)]).fit(x, y)
 
 
 def raising(x: Any, y: Any, params: dict[str, Any]) -> Pipeline:

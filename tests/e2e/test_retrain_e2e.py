@@ -1,5 +1,7 @@
 """`mlops retrain` against a real MLflow registry started from ModelRegistry's rendered command:
-promotion, a gate that fails, idempotent retries, and a fault at each stage moving no alias."""
+promotion, a gate that fails, idempotent retries keyed by the run's identity (a Kubernetes Job's
+name, the scheduler's slot, none by hand), a changed config under the same key, and a fault at
+each stage moving no alias."""
 
 from __future__ import annotations
 
@@ -22,7 +24,15 @@ from pulumi_mlops.local import run_job
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, load_profile
 from pulumi_mlops.runtime.retrain import job
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
-from pulumi_mlops.runtime.retrain.job import EXIT_FAILED, EXIT_NOT_PROMOTED, EXIT_PROMOTED
+from pulumi_mlops.runtime.retrain.job import (
+    CONFIG_TAG,
+    EXIT_CONFIG_CHANGED,
+    EXIT_FAILED,
+    EXIT_NOT_PROMOTED,
+    EXIT_PROMOTED,
+    SLOT_TAG,
+    config_digest,
+)
 from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -43,9 +53,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield running
 
 
-def _retrain(tmp_path: Path, registry: Registry, slot: str, **inputs: Any
+def _retrain(tmp_path: Path, registry: Registry, slot: str | None,
+             scratch: dict[str, str] | None = None, **inputs: Any
              ) -> subprocess.CompletedProcess[str]:
-    """Run the job command RetrainSchedule renders, as one run of its schedule would."""
+    """Run the job command RetrainSchedule renders, as one run of its schedule would (with
+    ``slot`` None: as a run by hand, without a key). ``scratch`` files are put in the job's
+    ``/tmp`` (name → content), where a dataset path ``/tmp/<name>`` finds them."""
     args = RetrainScheduleArgs(
         registry=RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                   password=registry.password),
@@ -54,12 +67,21 @@ def _retrain(tmp_path: Path, registry: Registry, slot: str, **inputs: Any
     plan = plan_retrain("nightly", args, tracking_uri=registry.url, username=registry.username,
                         has_password=True)
     assert plan.job.command == ("mlops", "retrain", "--config", "/etc/mlops/retrain.json")
-    # What the platform adds to one run: the slot (the scheduler sets it) and the code version;
-    # PYTHONPATH lets the job import the test trainers, as an image would ship them.
-    return run_job(plan.job, {"tracking-password": registry.password},
-                   tmp_path / f"job-{slot}", timeout=120,
-                   env={"MLOPS_SCHEDULE_SLOT": slot, "MLOPS_CODE_VERSION": "abc123",
-                        "PYTHONPATH": str(ROOT)})
+    # What the platform adds to one run: the key (the scheduler's slot, a Kubernetes Job's
+    # name) and the code version; PYTHONPATH lets the job import the test trainers, as an
+    # image would ship them.
+    env = {"MLOPS_CODE_VERSION": "abc123", "PYTHONPATH": str(ROOT)}
+    if slot is not None:
+        env["MLOPS_SCHEDULE_SLOT"] = slot
+    root = tmp_path / f"job-{slot or 'by-hand'}"
+    while root.exists():
+        root = root.with_name(root.name + "-again")
+    for name, content in (scratch or {}).items():
+        # The local runner maps the container's /tmp to the job's own `tmp` directory.
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        (root / "tmp" / name).write_text(content)
+    return run_job(plan.job, {"tracking-password": registry.password}, root, timeout=120,
+                   env=env)
 
 
 def _state() -> tuple[dict[str, str], list[str]]:
@@ -130,22 +152,28 @@ def _config(tmp_path: Path, **changes: Any) -> RetrainConfig:
 def test_a_fault_at_any_stage_moves_no_alias(registry: Registry, tmp_path: Path,
                                              fault: str) -> None:
     before = _state()
-    csv = tmp_path / "data.csv"
     trainer = "tests.e2e.retrain_trainers:scaled_logistic"
     inputs: dict[str, Any]
+    scratch: dict[str, str] = {}
     if fault == "missing dataset":
-        inputs = {"dataset": str(tmp_path / "nope.csv"), "target_column": "y"}
+        inputs = {"dataset": "/tmp/nope.csv", "target_column": "y"}
     elif fault == "malformed csv":
-        csv.write_text("a,b,y\n1,2,0\n1,2,3,4,5\n3,4,1\n")
-        inputs = {"dataset": str(csv), "target_column": "y"}
+        scratch = {"data.csv": "a,b,y\n1,2,0\n1,2,3,4,5\n3,4,1\n"}
+        inputs = {"dataset": "/tmp/data.csv", "target_column": "y"}
     elif fault == "training raises":
         trainer = "tests.e2e.retrain_trainers:raising"
         inputs = {}
     else:
         trainer = "tests.e2e.retrain_trainers:predict_raises"
         inputs = {}
-    done = _retrain(tmp_path, registry, f"fault-{fault}", trainer=trainer, **inputs)
+    done = _retrain(tmp_path, registry, f"fault-{fault.replace(' ', '-')}", scratch,
+                    trainer=trainer, **inputs)
     assert done.returncode == EXIT_FAILED, done.stdout + done.stderr
+    stage = {"missing dataset": "load_dataset", "malformed csv": "load_dataset",
+             "training raises": "train", "evaluation raises": "evaluate"}[fault]
+    assert f"FAILED at stage `{stage}`" in done.stdout
+    if fault == "malformed csv":
+        assert "is malformed" in done.stdout
     assert _state() == before
 
 
@@ -182,3 +210,82 @@ def test_a_registry_that_stops_answering_mid_way_moves_no_alias(
         os.killpg(registry.running.process.pid, signal.SIGCONT)
     assert code == EXIT_FAILED
     assert _state() == before
+
+
+# --------------------------------------------------------------------------- idempotency key
+
+QUICK = {"trainer": "tests.e2e.retrain_trainers:scaled_logistic"}
+# How a CronJob names the Job of one scheduled time: `<cronjob>-<minutes since the epoch>`; on
+# Kubernetes the pod gets it from its `batch.kubernetes.io/job-name` label.
+NIGHTLY_JOB = "nightly-retrain-29390580"
+
+
+def _versions() -> list[str]:
+    return _state()[1]
+
+
+def test_a_retried_pod_of_the_same_job_registers_nothing_new(
+        registry: Registry, tmp_path: Path) -> None:
+    first = _retrain(tmp_path, registry, NIGHTLY_JOB, **QUICK)
+    assert first.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), first.stdout + first.stderr
+    versions = _versions()
+    tags = MlflowClient().get_model_version(MODEL, versions[-1]).tags
+    assert tags[SLOT_TAG] == NIGHTLY_JOB
+
+    again = _retrain(tmp_path, registry, NIGHTLY_JOB, **QUICK)
+    assert again.returncode == first.returncode, again.stdout + again.stderr
+    assert f"slot {NIGHTLY_JOB} already ran" in again.stdout
+    assert _versions() == versions
+
+
+def test_a_job_created_by_hand_from_the_cron_job_runs_after_the_nightly_run(
+        registry: Registry, tmp_path: Path) -> None:
+    # `kubectl create job --from=cronjob/nightly-retrain nightly-manual`: a new Job, a new name.
+    versions = _versions()
+    done = _retrain(tmp_path, registry, "nightly-manual", **QUICK)
+    assert done.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), done.stdout + done.stderr
+    assert "already ran" not in done.stdout
+    new = str(int(versions[-1]) + 1)
+    assert _versions() == [*versions, new]
+    assert MlflowClient().get_model_version(MODEL, new).tags[SLOT_TAG] == "nightly-manual"
+
+
+def test_a_run_by_hand_without_a_key_always_runs(registry: Registry, tmp_path: Path) -> None:
+    versions = _versions()
+    for attempt in (1, 2):
+        done = _retrain(tmp_path, registry, None, **QUICK)
+        assert done.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), done.stdout + done.stderr
+        assert len(_versions()) == len(versions) + attempt
+    for version in _versions()[len(versions):]:
+        tags = MlflowClient().get_model_version(MODEL, version).tags
+        assert SLOT_TAG not in tags
+        assert len(tags[CONFIG_TAG]) == 64
+
+
+def test_a_changed_config_under_the_same_key_is_reported_not_skipped(
+        registry: Registry, tmp_path: Path) -> None:
+    key = "nightly-retrain-29391020"
+    first = _retrain(tmp_path, registry, key, **QUICK)
+    assert first.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), first.stdout + first.stderr
+    before = _state()
+    recorded = MlflowClient().get_model_version(MODEL, before[1][-1]).tags[CONFIG_TAG]
+
+    # The stack was updated between the attempt and its retry: other params, same Job.
+    changed = _retrain(tmp_path, registry, key, **QUICK, params={"C": 0.5})
+    assert changed.returncode == EXIT_CONFIG_CHANGED, changed.stdout + changed.stderr
+    assert f"the config changed since slot {key} ran" in changed.stdout
+    assert recorded[:12] in changed.stdout
+    assert "nothing registered" in changed.stdout
+    assert _state() == before
+
+
+def test_the_recorded_config_digest_is_the_rendered_configs(registry: Registry) -> None:
+    args = RetrainScheduleArgs(
+        registry=RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
+                                  password=registry.password),
+        target=DockerTarget(), schedule="0 3 * * *", image=IMAGE, model_name=MODEL,
+        gates=Gates(**GATES), dataset="sklearn:breast_cancer", **QUICK)
+    config = plan_retrain("nightly", args, tracking_uri=registry.url).config
+    [version] = MlflowClient().search_model_versions(
+        f"name = '{MODEL}' and tags.`{SLOT_TAG}` = '{NIGHTLY_JOB}'")
+    assert version.tags[CONFIG_TAG] == config_digest(config)

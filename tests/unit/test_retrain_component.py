@@ -11,7 +11,13 @@ import pulumi
 import pytest
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.retrain import CONFIG_PATH, RetrainSchedule, plan_retrain
+from pulumi_mlops.components.retrain import (
+    CONFIG_PATH,
+    JOB_NAME_LABEL,
+    SLOT_ENV,
+    RetrainSchedule,
+    plan_retrain,
+)
 from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
 from pulumi_mlops.render.manifests import manifests
@@ -113,6 +119,35 @@ def test_the_job_runs_mlops_retrain_on_the_mounted_config_without_probes() -> No
     env = env_of(container)
     assert env["HOME"] == "/tmp"
     assert env["MLOPS_IMAGE_DIGEST"] == container["image"]
+
+
+def test_the_jobs_key_is_its_job_name_from_the_pod_label_by_the_downward_api() -> None:
+    [container] = job_pod(schedule())["spec"]["containers"]
+
+    # Every pod of one Job (a retry too) carries the Job's name in this label; a CronJob names
+    # each Job after its scheduled time, `kubectl create job --from=cronjob/...` as told.
+    assert env_of(container)[SLOT_ENV] == {
+        "fieldRef": {"fieldPath": "metadata.labels['batch.kubernetes.io/job-name']"}}
+    assert JOB_NAME_LABEL == "batch.kubernetes.io/job-name"
+    assert SLOT_ENV == "MLOPS_SCHEDULE_SLOT"
+    assert [e["name"] for e in container["env"]].count(SLOT_ENV) == 1
+
+
+def test_the_plan_gives_no_key_so_a_run_by_hand_always_runs() -> None:
+    args = mlops.RetrainScheduleArgs(registry=ENDPOINT, target=DOCKER, **BASE)
+    plan = plan_retrain("fraud-nightly", args, tracking_uri="http://r:5000")
+
+    # The platform adds the key to each run: the scheduler its slot, Kubernetes the Job's name.
+    assert SLOT_ENV not in plan.job.env
+    assert SLOT_ENV not in plan.scheduler.env
+
+
+def test_docker_keys_each_run_by_the_schedulers_slot_not_the_container() -> None:
+    envs = unwrap_secrets(schedule(DOCKER).get(CONTAINER, NAME).inputs["envs"])
+
+    # `docker exec ... mlops retrain` inherits the container's environment: no key there, so
+    # it runs; the scheduler gives every attempt of a slot `MLOPS_SCHEDULE_SLOT` itself.
+    assert not [e for e in envs if e.startswith(f"{SLOT_ENV}=")]
 
 
 def test_the_config_map_holds_a_valid_config_equal_to_the_inputs() -> None:

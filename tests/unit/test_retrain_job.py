@@ -9,28 +9,34 @@ import math
 import re
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pulumi_mlops.cli import main
-from pulumi_mlops.runtime.retrain.config import Gates
+from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
 from pulumi_mlops.runtime.retrain.job import (
     EXIT_BAD_CONFIG,
     HIGHER_IS_BETTER,
     ConfigFileError,
     DatasetError,
     apply_gates,
+    config_digest,
     evaluate,
+    feature_pipeline,
     infer_task,
     load_config,
     load_dataset,
-    schedule_slot,
+    run,
+    run_key,
     split,
+    train,
+    trusted_types,
 )
 
 METRICS = sorted(HIGHER_IS_BETTER)
@@ -150,6 +156,69 @@ def test_a_bad_config_names_the_field(tmp_path: Path, data: object, names: str) 
     assert names in str(info.value)
 
 
+VALID: dict[str, Any] = {
+    "model_name": "fraud", "dataset": "sklearn:breast_cancer",
+    "estimator": "sklearn.ensemble.GradientBoostingClassifier", "params": {"n_estimators": 200},
+    "gates": {"min": {"roc_auc": 0.9}, "min_improvement": {"roc_auc": 0.0}},
+    "schedule": "0 3 * * *",
+}
+
+
+@pytest.mark.parametrize("name", ["retrain.yaml", "retrain.yml", "retrain.conf"])
+def test_a_yaml_config_loads_to_the_same_config_as_its_json(tmp_path: Path, name: str) -> None:
+    as_json = _write(tmp_path, VALID)
+    as_yaml = tmp_path / name
+    as_yaml.write_text(yaml.safe_dump(VALID, sort_keys=False))
+
+    assert not as_yaml.read_text().lstrip().startswith("{")
+    assert load_config(as_yaml) == load_config(as_json)
+    assert config_digest(load_config(as_yaml)) == config_digest(load_config(as_json))
+
+
+def test_a_json_document_named_yaml_is_read_too(tmp_path: Path) -> None:
+    path = tmp_path / "retrain.yaml"
+    path.write_text(json.dumps(VALID))
+
+    assert load_config(path).params == {"n_estimators": 200}
+
+
+YAML_BASE = ("model_name: m\ndataset: sklearn:iris\nestimator: sklearn.tree.X\n")
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    (YAML_BASE + "gates:\n  min:\n    roc_auc: high\n", "`gates.min.roc_auc`"),
+    (YAML_BASE + "holdout: 0.3\n", "`holdout`"),
+    (YAML_BASE + "seed: [1, 2]\n", "`seed`"),
+    (YAML_BASE + "gates:\n  min:\n    roc_auc: 0.9\n   max: {}\n", "not valid YAML"),
+    (YAML_BASE + "params: {C: 1\n", "line 5"),
+    (YAML_BASE + "model_name: other\n", "key 'model_name' is given twice"),
+    ("- model_name: m\n", "valid dictionary"),
+    ("", "is empty"),
+])
+def test_a_bad_yaml_config_names_the_field(tmp_path: Path, text: str, names: str) -> None:
+    path = tmp_path / "retrain.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert names in str(info.value)
+
+
+def test_a_key_given_twice_in_json_is_refused(tmp_path: Path) -> None:
+    path = _write(tmp_path, '{"model_name": "m", "model_name": "n", "dataset": "sklearn:iris",'
+                            ' "estimator": "sklearn.tree.X"}')
+    with pytest.raises(ConfigFileError, match="'model_name' is given twice"):
+        load_config(path)
+
+
+def test_the_config_digest_changes_with_any_value_and_not_with_the_layout() -> None:
+    base = RetrainConfig.model_validate(VALID)
+    same = RetrainConfig.model_validate(dict(reversed(list(VALID.items()))))
+    changed = RetrainConfig.model_validate({**VALID, "params": {"n_estimators": 201}})
+    assert config_digest(base) == config_digest(same)
+    assert config_digest(base) != config_digest(changed)
+    assert len(config_digest(base)) == 64
+
+
 def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="cannot read"):
         load_config(tmp_path / "nope.json")
@@ -163,12 +232,39 @@ def test_the_cli_exits_with_the_bad_config_code_naming_the_field(
     assert "`seed`" in capsys.readouterr().err
 
 
+def test_the_cli_exits_with_the_bad_config_code_naming_the_field_of_a_yaml_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "retrain.yaml"
+    path.write_text(YAML_BASE + "gates:\n  min:\n    roc_auc: high\n")
+    assert main(["retrain", "--config", str(path)]) == EXIT_BAD_CONFIG
+    assert "`gates.min.roc_auc`" in capsys.readouterr().err
+
+
 def test_the_cli_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["retrain", "--help"])
     out = capsys.readouterr().out
-    for line in ("0   promoted", "10  registered as challenger", "1   failed", "2   bad config"):
+    for line in ("0   promoted", "10  registered as challenger", "1   failed", "2   bad config",
+                 "3   the config changed"):
         assert line in out
+    assert "--slot" in out
+
+
+def test_the_cli_passes_slot_as_the_key_and_refuses_a_bad_one_before_any_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi_mlops.runtime.retrain.job as job
+
+    path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
+                             "estimator": "sklearn.tree.DecisionTreeClassifier"})
+    seen: list[str | None] = []
+    monkeypatch.setattr(job, "find_slot_version", lambda name, key: seen.append(key))
+    monkeypatch.setattr(job, "load_dataset", lambda *a: (_ for _ in ()).throw(
+        RuntimeError("stop here")))
+    assert main(["retrain", "--config", str(path), "--slot", "manual-1"]) == job.EXIT_FAILED
+    assert seen == ["manual-1"]
+    assert main(["retrain", "--config", str(path), "--slot", "not a key!"]) == EXIT_BAD_CONFIG
+    assert seen == ["manual-1"]
 
 
 def test_the_job_imports_without_pulumi_or_mlflow() -> None:
@@ -261,15 +357,105 @@ def test_regression_and_multiclass_metrics() -> None:
     assert metrics["roc_auc"] > 0.9
 
 
-# --------------------------------------------------------------------------- slot
+# --------------------------------------------------------------------------- key
 
 
-def test_the_schedule_slot_is_the_latest_cron_time_at_or_before_now() -> None:
-    at = datetime(2026, 11, 24, 3, 0, 30, tzinfo=UTC)
-    assert schedule_slot("0 3 * * *", at, {}) == "2026-11-24T03:00Z"
-    assert schedule_slot("0 3 * * *", at.replace(hour=2), {}) == "2026-11-23T03:00Z"
-    assert schedule_slot(None, at, {}) == "2026-11-24"
-    assert schedule_slot("0 3 * * *", at, {"MLOPS_SCHEDULE_SLOT": "given"}) == "given"
+def test_the_run_key_is_given_never_taken_from_the_clock() -> None:
+    assert run_key(None, {}) is None
+    assert run_key(None, {"MLOPS_SCHEDULE_SLOT": ""}) is None
+    assert run_key(None, {"MLOPS_SCHEDULE_SLOT": "fraud-nightly-retrain-29390580"}) == (
+        "fraud-nightly-retrain-29390580")
+    assert run_key("2026-11-24T03:00Z", {"MLOPS_SCHEDULE_SLOT": "other"}) == "2026-11-24T03:00Z"
+
+
+@pytest.mark.parametrize("key", ["it's", "a b", "-leading-dash", "x" * 254, "slot/1"])
+def test_a_run_key_that_is_not_a_key_names_the_variable(key: str) -> None:
+    with pytest.raises(ValueError, match="`MLOPS_SCHEDULE_SLOT` must be") as info:
+        run_key(None, {"MLOPS_SCHEDULE_SLOT": key})
+    assert repr(key) in str(info.value)
+
+
+def test_a_bad_run_key_exits_with_the_bad_input_code_before_any_work(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config = RetrainConfig.model_validate(VALID)
+    # No registry is configured: reaching it would fail with another code.
+    assert run(config, environ={"MLOPS_SCHEDULE_SLOT": "it's"}) == EXIT_BAD_CONFIG
+    assert "`MLOPS_SCHEDULE_SLOT` must be" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- model
+
+
+def _mixed(rows: int = 120) -> tuple[pd.DataFrame, pd.Series]:
+    x = pd.DataFrame({"age": [20 + i % 50 for i in range(rows)],
+                      "income": [30.0 + (i * 7) % 40 for i in range(rows)],
+                      "city": [("paris", "lyon", "nice")[i % 3] for i in range(rows)]})
+    y = pd.Series(["yes" if (i % 3 == 0) != (i % 7 == 0) else "no" for i in range(rows)],
+                  name="churned")
+    return x, y
+
+
+def test_numeric_data_trains_the_bare_estimator() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x = load_dataset("sklearn:iris").x
+    estimator = LogisticRegression()
+    assert feature_pipeline(estimator, x) is estimator
+
+
+def test_string_columns_are_one_hot_encoded_and_numeric_ones_scaled() -> None:
+    x, y = _mixed()
+    config = RetrainConfig(model_name="m", dataset="data.csv", target_column="churned",
+                           estimator="sklearn.naive_bayes.GaussianNB")
+    model, params = train(config, x, y)
+
+    assert params == {}
+    features = model.named_steps["features"]
+    assert [(name, list(columns)) for name, _, columns in features.transformers] == [
+        ("numeric", ["age", "income"]), ("categorical", ["city"])]
+    # The fitted model takes the raw columns, and a city never seen in training too.
+    unseen = x.head(3).assign(city=["paris", "tokyo", "nice"])
+    encoded = features.transform(unseen)
+    assert encoded.shape == (3, 5)
+    assert list(encoded[1, 2:]) == [0.0, 0.0, 0.0]
+    assert set(model.predict(unseen)) <= {"yes", "no"}
+
+
+def test_a_search_over_a_pipeline_names_the_estimator_parameters() -> None:
+    x, y = _mixed()
+    config = RetrainConfig(model_name="m", dataset="data.csv", target_column="churned",
+                           estimator="sklearn.linear_model.LogisticRegression",
+                           search={"C": [0.1, 1.0]}, search_iterations=2)
+    model, params = train(config, x, y)
+
+    assert set(params) == {"C"}
+    assert params["C"] == model.named_steps["model"].C
+
+
+def test_string_labels_give_every_classification_metric() -> None:
+    x, y = _mixed()
+    config = RetrainConfig(model_name="m", dataset="data.csv", target_column="churned",
+                           estimator="sklearn.linear_model.LogisticRegression")
+    model, _ = train(config, x, y)
+    metrics = evaluate(model, x, y, "classification")
+
+    assert set(metrics) == {"accuracy", "f1", "roc_auc", "log_loss"}
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_the_trusted_types_are_what_the_model_is_made_of() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_dataset("sklearn:breast_cancer")
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(data.x, data.y)
+    boosted = HistGradientBoostingRegressor(max_iter=3).fit(data.x, data.y)
+    linear = LogisticRegression(max_iter=5000).fit(data.x, data.y)
+
+    assert trusted_types(forest) == ["sklearn.tree._tree.Tree"]
+    assert trusted_types(boosted) == [
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
+    assert trusted_types(linear) == []
 
 
 # --------------------------------------------------------------------------- docs
@@ -282,13 +468,25 @@ def test_the_docs_page_lists_every_config_field_and_exit_code() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "retrain-job.md").read_text()
     section = doc.split("## Config file", 1)[1].split("\n## ", 1)[0]
 
-
     assert set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M)) == set(
         RetrainConfig.model_fields)
-    for code in (job.EXIT_PROMOTED, job.EXIT_NOT_PROMOTED, job.EXIT_FAILED, job.EXIT_BAD_CONFIG):
+    for code in (job.EXIT_PROMOTED, job.EXIT_NOT_PROMOTED, job.EXIT_FAILED, job.EXIT_BAD_CONFIG,
+                 job.EXIT_CONFIG_CHANGED):
         assert f"\n| {code} |" in doc
     for tag in job.LINEAGE_TAGS:
         assert f"`{tag}`" in doc
+
+
+def test_the_docs_json_and_yaml_examples_are_the_same_valid_config(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "retrain-job.md").read_text()
+    [as_json] = re.findall(r"```json\n(.*?)```", doc, re.S)
+    [as_yaml] = re.findall(r"```yaml\n(.*?)```", doc, re.S)
+    (tmp_path / "a.json").write_text(as_json)
+    (tmp_path / "a.yaml").write_text(as_yaml)
+
+    config = load_config(tmp_path / "a.yaml")
+    assert config == load_config(tmp_path / "a.json")
+    assert config.gates.max_regression == {"log_loss": 0.05}
 
 
 def test_a_schedule_that_is_not_cron_is_a_config_error(tmp_path: Path) -> None:

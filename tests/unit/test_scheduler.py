@@ -10,6 +10,7 @@ import pytest
 
 from pulumi_mlops.cli import main
 from pulumi_mlops.runtime.scheduler import (
+    SLOT_ENV,
     ScheduleOptions,
     Scheduler,
     check_heartbeat,
@@ -163,6 +164,22 @@ def test_a_failed_run_is_retried_and_the_last_status_kept(tmp_path: Path) -> Non
 
     assert counter.read_text() == "xxx"
     assert scheduler.runs[0][1] == 3
+
+
+def test_every_attempt_of_a_slot_gets_the_same_key_and_the_next_slot_another(
+        tmp_path: Path) -> None:
+    out = tmp_path / "keys"
+    code = (f"import os, pathlib, sys; pathlib.Path({str(out)!r}).open('a').write("
+            f"os.environ[{SLOT_ENV!r}] + '\\n'); sys.exit(1)")
+    scheduler = Scheduler(options(tmp_path, [sys.executable, "-c", code], retries=1),
+                          FakeClock(T0), lambda _: None)
+
+    scheduler.run(max_slots=2)
+
+    # The retrain job's idempotency key: a retry registers nothing twice, the next night runs.
+    assert SLOT_ENV == "MLOPS_SCHEDULE_SLOT"
+    assert out.read_text().splitlines() == ["2026-11-24T03:00Z", "2026-11-24T03:00Z",
+                                            "2026-11-25T03:00Z", "2026-11-25T03:00Z"]
 
 
 def test_a_run_past_its_timeout_is_killed(tmp_path: Path) -> None:

@@ -5,6 +5,10 @@ estimator, dataset or gate fails the preview rather than the 3 a.m. run. `plan_r
 pure function that decides the config file, the job's command line and environment; on
 Kubernetes it becomes a CronJob, on Docker a scheduler container (``mlops schedule``) running the
 very same command on the same schedule.
+
+What the platform adds to one run is its idempotency key, ``MLOPS_SCHEDULE_SLOT`` (`SLOT_ENV`):
+on Kubernetes the Job's name, read from the pod's `JOB_NAME_LABEL` label through the downward
+API; on Docker the scheduler's slot.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pulumi_mlops.components.service import (
 )
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
-from pulumi_mlops.runtime.scheduler import parse_cron
+from pulumi_mlops.runtime.scheduler import SLOT_ENV, parse_cron
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
 from pulumi_mlops.workload import (
     ConfigFile,
@@ -45,6 +49,8 @@ from pulumi_mlops.workload import (
 
 __all__ = [
     "CONFIG_PATH",
+    "JOB_NAME_LABEL",
+    "SLOT_ENV",
     "TTL_AFTER_FINISHED",
     "Gates",
     "RetrainPlan",
@@ -55,6 +61,9 @@ __all__ = [
 
 CONFIG_PATH = "/etc/mlops/retrain.json"
 """Where the job's config file is mounted."""
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""The label the API server sets on every pod of a Job (Kubernetes 1.27+, as ``timeZone``),
+holding the Job's name: the CronJob's run's idempotency key, given to the job as `SLOT_ENV`."""
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 """Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
 _HEARTBEAT_INTERVAL = 30

@@ -8,6 +8,10 @@ and logged), a slot noticed later than ``starting_deadline`` is skipped
 (``activeDeadlineSeconds``) and retried ``retries`` times (``backoffLimit``). Times are UTC, as
 the CronJob's ``timeZone: Etc/UTC``.
 
+Each run gets its slot as ``MLOPS_SCHEDULE_SLOT`` (`SLOT_ENV`, e.g. ``2026-11-24T03:00Z``); the
+retries of a slot get the same value. ``mlops retrain`` uses it as its idempotency key, as it uses
+the Job's name on Kubernetes.
+
 The scheduler writes a heartbeat file while it waits and while a run is in progress;
 ``mlops schedule --check`` (the container's healthcheck) fails when it is stale. No Pulumi here.
 """
@@ -22,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
@@ -31,12 +35,12 @@ from croniter import croniter
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "SLOT_ENV",
     "Clock",
     "ScheduleOptions",
     "Scheduler",
     "SystemClock",
     "check_heartbeat",
-    "latest_slot",
     "next_slot",
     "parse_cron",
     "slot_id",
@@ -45,6 +49,9 @@ __all__ = [
 
 DEFAULT_HEARTBEAT = Path("/tmp/mlops-scheduler.heartbeat")
 """Where the scheduler writes its heartbeat (the container's only writable place is /tmp)."""
+SLOT_ENV = "MLOPS_SCHEDULE_SLOT"
+"""The variable through which a run learns its slot (`slot_id`): the same for every attempt of
+one slot, different for every slot."""
 _KILL_GRACE_SECONDS = 10.0
 
 
@@ -174,7 +181,7 @@ class Scheduler:
     # ----------------------------------------------------------------- runs
 
     def _attempt(self, slot: datetime) -> int:
-        env = {**self.environ, "MLOPS_SCHEDULE_SLOT": slot_id(slot)}
+        env = {**self.environ, SLOT_ENV: slot_id(slot)}
         timeout = self.options.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         self._child = child = subprocess.Popen(list(self.options.command), env=env)
@@ -293,13 +300,6 @@ def slot_id(slot: datetime) -> str:
     """How a slot is named to its run (``MLOPS_SCHEDULE_SLOT``), e.g. ``2026-11-24T03:00Z``:
     cron has minute resolution, so the minute identifies the slot."""
     return _utc(slot).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def latest_slot(cron: str, now: datetime) -> datetime:
-    """The latest time of ``cron`` at or before ``now`` (UTC)."""
-    start = _utc(now).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    slot: datetime = croniter(cron, start).get_prev(datetime)
-    return _utc(slot)
 
 
 def parse_cron(cron: str) -> str:

@@ -74,7 +74,8 @@ class RetrainConfig(_Strict):
         promote_alias: Alias moved to a version that passes every gate. Default: champion.
         challenger_alias: Alias set on every newly registered version. Default: challenger.
         experiment: MLflow experiment of the runs. Default: ``retrain-<model_name>``.
-        schedule: The cron schedule the job runs on (lineage and the schedule slot).
+        schedule: The cron schedule the job runs on, for the record; the run's idempotency
+            key comes from whoever starts it (``MLOPS_SCHEDULE_SLOT``), never from the clock.
     """
 
     version: Literal["mlops-retrain/v1"] = "mlops-retrain/v1"

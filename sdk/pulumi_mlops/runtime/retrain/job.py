@@ -1,16 +1,25 @@
 """The retrain job: ``mlops retrain --config FILE``.
 
-Stages, each logged as one line with its duration (logger ``mlops.retrain``):
+``FILE`` is a ``mlops-retrain/v1`` config (`RetrainConfig`), JSON or YAML. Stages, each logged as
+one line with its duration (logger ``mlops.retrain``):
 
+0. ``idempotency``: when the run has a key (see below), look for the version that key
+   registered.
 1. ``load_dataset``: read the data (``sklearn:<name>``, a CSV or Parquet path or URL), record
    its URI, content sha256 and row count.
 2. ``split``: deterministic train/holdout split (seeded; stratified for classification).
 3. ``train``: fit the configured estimator (optionally with a randomized search) or call the
-   configured trainer.
+   configured trainer. An estimator given data with non-numeric feature columns is fitted
+   behind a preprocessing step (`feature_pipeline`: numeric columns scaled, the others one-hot
+   encoded), so that the logged model takes the raw columns.
 4. ``evaluate``: score the holdout with the task's metrics (classification: accuracy, f1,
    roc_auc, log_loss; regression: rmse, mae, r2).
 5. ``log_run``: one MLflow run with params, metrics, the model (with a signature) and the
-   training-data drift profile at `~pulumi_mlops.runtime.drift.PROFILE_ARTIFACT_PATH`.
+   training-data drift profile at `~pulumi_mlops.runtime.drift.PROFILE_ARTIFACT_PATH`. The
+   model is saved with skops and records, as ``skops_trusted_types`` in its MLmodel file,
+   exactly the types skops does not trust by default that this model is made of
+   (`trusted_types`: e.g. ``sklearn.tree._tree.Tree`` for tree ensembles), so that
+   ``mlflow.sklearn.load_model``, pyfunc and ``mlops serve`` load it, and nothing else.
 6. ``champion``: load the holder of ``promote_alias`` and score it on the same holdout.
 7. ``gates``: `apply_gates` (absolute minimums/maximums, least improvement over the champion,
    largest regression).
@@ -25,18 +34,28 @@ Exit codes
 ----------
 - `EXIT_PROMOTED` (0): registered and promoted (or a retry of a slot that was).
 - `EXIT_FAILED` (1): a stage failed; no alias was moved.
-- `EXIT_BAD_CONFIG` (2): the config file is missing, not JSON, or invalid.
+- `EXIT_BAD_CONFIG` (2): the config file is missing, not JSON or YAML, or invalid; or the run
+  key is not a valid key.
+- `EXIT_CONFIG_CHANGED` (3): the run's key already registered a version, from another config.
 - `EXIT_NOT_PROMOTED` (10): registered as challenger, but a gate failed (or a retry of a slot
   that was not promoted).
 
 Idempotency
 -----------
-Each run belongs to a schedule slot: ``MLOPS_SCHEDULE_SLOT`` if set, else the most recent time
-of ``schedule`` (cron, UTC) at or before now, else today's date. A version registered for a
-slot carries ``mlops.schedule_slot``; a retried run for the same slot finds it, registers
-nothing, and exits with the recorded outcome. If the earlier attempt died after registering
-but before moving the aliases, the retry finishes the alias moves as long as the champion it
-was compared with still holds ``promote_alias``; otherwise it fails without moving anything.
+The idempotency key is the identity of the run, given by whoever started it, never the clock:
+``MLOPS_SCHEDULE_SLOT`` (`run_key`). On Kubernetes it is the Job's name (the CronJob names each
+Job after its scheduled time; a retried pod of the same Job has the same name; a Job created by
+hand with ``kubectl create job --from=cronjob/...`` has a new name, so it runs); on Docker it is
+the scheduler's slot (``mlops schedule`` sets it for every attempt). Without a key (a run by
+hand) the job always runs.
+
+A version registered under a key carries it as ``mlops.schedule_slot``, and the sha256 of the
+config it was trained from as ``mlops.config_sha256`` (`config_digest`). A run whose key already
+registered a version registers nothing: with the same config it exits with the recorded
+outcome; with another config it exits `EXIT_CONFIG_CHANGED`, saying that the config changed
+since that key ran. If the earlier attempt died after registering but before moving the
+aliases, the retry finishes the alias moves as long as the champion it was compared with still
+holds ``promote_alias``; otherwise it fails without moving anything.
 """
 
 from __future__ import annotations
@@ -50,23 +69,26 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
 import pandas as pd
 import pydantic
+import yaml
 
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
-from pulumi_mlops.runtime.scheduler import latest_slot, parse_cron, slot_id
+from pulumi_mlops.runtime.scheduler import SLOT_ENV, parse_cron
 
 __all__ = [
+    "CONFIG_TAG",
     "EXIT_BAD_CONFIG",
+    "EXIT_CONFIG_CHANGED",
     "EXIT_FAILED",
     "EXIT_NOT_PROMOTED",
     "EXIT_PROMOTED",
@@ -82,8 +104,10 @@ __all__ = [
     "StageError",
     "alias_version",
     "apply_gates",
+    "config_digest",
     "evaluate",
     "evaluate_champion",
+    "feature_pipeline",
     "find_slot_version",
     "infer_task",
     "load_config",
@@ -92,9 +116,10 @@ __all__ = [
     "promote",
     "register",
     "run",
-    "schedule_slot",
+    "run_key",
     "split",
     "train",
+    "trusted_types",
 ]
 
 log = logging.getLogger("mlops.retrain")
@@ -104,22 +129,27 @@ EXIT_PROMOTED: Final = 0
 EXIT_FAILED: Final = 1
 """A stage failed; no alias moved."""
 EXIT_BAD_CONFIG: Final = 2
-"""The config file is missing, unreadable or invalid."""
+"""The config file is missing, unreadable or invalid (or the run key is not a valid key)."""
+EXIT_CONFIG_CHANGED: Final = 3
+"""The run's key already registered a version, trained from another config: nothing done."""
 EXIT_NOT_PROMOTED: Final = 10
 """Registered as challenger; a gate failed, so ``promote_alias`` did not move."""
 
 SLOT_TAG: Final = "mlops.schedule_slot"
-"""Model-version tag holding the schedule slot (the idempotency key)."""
+"""Model-version tag holding the run's idempotency key (set only when the run has one)."""
+CONFIG_TAG: Final = "mlops.config_sha256"
+"""Model-version tag holding `config_digest` of the config the version was trained from."""
 _OUTCOME_TAG: Final = "mlops.outcome"
 _COMPARED_TAG: Final = "mlops.champion_version"
 _NO_CHAMPION: Final = "none"
 
 LINEAGE_TAGS: Final = (
     "mlops.dataset.uri", "mlops.dataset.sha256", "mlops.dataset.rows", "mlops.params",
-    "mlops.metrics", "mlops.code_version", "mlops.image_digest", SLOT_TAG,
+    "mlops.metrics", "mlops.code_version", "mlops.image_digest", SLOT_TAG, CONFIG_TAG,
     "mlops.gates_passed", _COMPARED_TAG, "mlops.run_id",
 )
-"""Tags set on every registered version (``mlops.outcome`` is added once the aliases moved)."""
+"""Tags set on every registered version (``mlops.outcome`` is added once the aliases moved;
+``mlops.schedule_slot`` only when the run has a key)."""
 
 HIGHER_IS_BETTER: Final[Mapping[str, bool]] = {
     "accuracy": True, "f1": True, "roc_auc": True, "log_loss": False,
@@ -130,10 +160,17 @@ HIGHER_IS_BETTER: Final[Mapping[str, bool]] = {
 Task = Literal["classification", "regression"]
 _MODEL_ARTIFACT: Final = "model"
 _MAX_CLASSES_FOR_AUTO: Final = 20
+# The estimator's step in the pipeline `feature_pipeline` builds (search parameters are
+# addressed as ``model__<name>``).
+_ESTIMATOR_STEP: Final = "model"
+# What a key may hold: a Kubernetes Job name or a scheduler slot (``2026-11-24T03:00Z``) fits;
+# a quote could not break the registry search the key is looked up with.
+_KEY_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,252}$")
 
 
 class ConfigFileError(ValueError):
-    """The config file is missing, not JSON, or breaks a rule; the message names the field."""
+    """The config file is missing, not JSON or YAML, or breaks a rule; the message names the
+    field."""
 
 
 class DatasetError(ValueError):
@@ -156,20 +193,22 @@ class StageError(RuntimeError):
 
 
 def load_config(path: str | os.PathLike[str]) -> RetrainConfig:
-    """Read and validate a ``mlops-retrain/v1`` config file.
+    """Read and validate a ``mlops-retrain/v1`` config file, JSON or YAML (one schema).
+
+    A ``.json`` file is read as JSON and a ``.yaml``/``.yml`` file as YAML; any other name by
+    its content (JSON when it starts with ``{``). A key given twice is refused in both.
 
     Raises:
-        ConfigFileError: the file cannot be read, is not JSON, or is invalid; the message names
-            each offending field (``gates.min.roc_auc``) and the rule.
+        ConfigFileError: the file cannot be read, cannot be parsed, or is invalid; the message
+            names each offending field (``gates.min.roc_auc``) and the rule.
     """
     try:
         text = Path(path).read_text()
     except OSError as err:
         raise ConfigFileError(f"cannot read config file {str(path)!r}: {err.strerror}") from err
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ConfigFileError(f"config file {str(path)!r} is not JSON: {err}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigFileError(f"config file {str(path)!r} is not text (UTF-8): {err}") from err
+    data = _parse_config(text, str(path))
     try:
         config = RetrainConfig.model_validate(data)
     except pydantic.ValidationError as err:
@@ -187,6 +226,73 @@ def load_config(path: str | os.PathLike[str]) -> RetrainConfig:
             raise ConfigFileError(f"invalid config file {str(path)!r}:\n  `schedule`: {err}"
                                   ) from None
     return config
+
+
+def _parse_config(text: str, path: str) -> Any:
+    suffix = Path(path).suffix.lower()
+    as_yaml = suffix in (".yaml", ".yml") or (
+        suffix != ".json" and not text.lstrip().startswith("{"))
+    if not as_yaml:
+        try:
+            return json.loads(text, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as err:
+            raise ConfigFileError(f"config file {path!r} is not JSON: {err}") from err
+        except _DuplicateKeyError as err:
+            raise ConfigFileError(f"config file {path!r}: {err}") from err
+    try:
+        # A SafeLoader subclass: plain data only, no Python objects.
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigFileError(f"config file {path!r} is not valid YAML: {err.problem}{where}"
+                              ) from err
+    except yaml.YAMLError as err:
+        raise ConfigFileError(f"config file {path!r} is not valid YAML: {err}") from err
+    except _DuplicateKeyError as err:
+        raise ConfigFileError(f"config file {path!r}: {err}") from err
+    if data is None:
+        raise ConfigFileError(f"config file {path!r} is empty: it must be a mapping with at "
+                              "least `model_name`, `dataset` and `estimator` (or `trainer`)")
+    return data
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of two equal keys; in a config that hides a mistake.
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKeyError(f"key {key!r} is given twice; keep one")
+        out[key] = value
+    return out
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the safe loader's own check reports it
+            if key in seen:
+                raise _DuplicateKeyError(f"key {key!r} is given twice (line "
+                                         f"{key_node.start_mark.line + 1}); keep one")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def config_digest(config: RetrainConfig) -> str:
+    """The sha256 (hex) of ``config``'s content, independent of its file's format and layout:
+    equal for the same config written as JSON or YAML, different when any value changed."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- data
@@ -324,8 +430,38 @@ def _import(path: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def feature_pipeline(estimator: Any, x: pd.DataFrame) -> Any:
+    """``estimator`` as it is when every column of ``x`` is numeric (or boolean); otherwise a
+    ``Pipeline`` that first scales the numeric columns and one-hot encodes the others (strings,
+    categories), so that the fitted model takes the raw columns as they are in the data.
+
+    Categories not seen in training are encoded as all zeros (``handle_unknown="ignore"``)
+    rather than failing a prediction. The encoding is dense: not every estimator takes sparse
+    input (naive Bayes, histogram gradient boosting).
+    """
+    text = [str(c) for c in x.columns
+            if not (pd.api.types.is_numeric_dtype(x[c]) or pd.api.types.is_bool_dtype(x[c]))]
+    if not text:
+        return estimator
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [str(c) for c in x.columns if str(c) not in text]
+    parts: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        parts.append(("numeric", StandardScaler(), numeric))
+    parts.append(("categorical", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+                  text))
+    return Pipeline([("features", ColumnTransformer(parts)), (_ESTIMATOR_STEP, estimator)])
+
+
 def train(config: RetrainConfig, x_train: pd.DataFrame, y_train: Any) -> tuple[Any, dict[str, Any]]:
     """Fit the configured estimator (with the search, if any) or call the trainer.
+
+    An estimator is fitted behind `feature_pipeline` (a no-op on all-numeric data); the
+    search's parameters still name the estimator's own parameters. A trainer gets the raw
+    columns and does its own preprocessing.
 
     Returns:
         The fitted model and the parameters it was trained with (the search's best merged in).
@@ -340,17 +476,20 @@ def train(config: RetrainConfig, x_train: pd.DataFrame, y_train: Any) -> tuple[A
     with contextlib.suppress(Exception):
         if "random_state" in cls().get_params() and "random_state" not in init:
             init["random_state"] = config.seed
-    estimator = cls(**init)
+    bare = cls(**init)
+    estimator = feature_pipeline(bare, x_train)
     if not config.search:
         return estimator.fit(x_train, y_train), params
     from sklearn.model_selection import RandomizedSearchCV
 
+    prefix = "" if estimator is bare else f"{_ESTIMATOR_STEP}__"
     candidates = math.prod(len(v) for v in config.search.values())
-    search = RandomizedSearchCV(estimator, config.search,
+    search = RandomizedSearchCV(estimator, {prefix + k: v for k, v in config.search.items()},
                                 n_iter=min(config.search_iterations, candidates),
                                 random_state=config.seed)
     search.fit(x_train, y_train)
-    return search.best_estimator_, {**params, **search.best_params_}
+    best = {k.removeprefix(prefix): v for k, v in search.best_params_.items()}
+    return search.best_estimator_, {**params, **best}
 
 
 def evaluate(model: Any, x: pd.DataFrame, y: Any, task: Task) -> dict[str, float]:
@@ -527,32 +666,60 @@ def evaluate_champion(config: RetrainConfig, data: Split, task: Task) -> Champio
     return Champion(version, evaluate(model, data.x_holdout, data.y_holdout, task))
 
 
+def trusted_types(model: Any) -> list[str]:
+    """The types ``model`` is made of that skops does not trust by default (sorted), e.g.
+    ``sklearn.tree._tree.Tree`` for tree ensembles: what loading it needs to trust, and no more.
+
+    The job trusts them because it made them: they come from serializing the model it has just
+    trained, never from a file someone else wrote.
+    """
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
 def log_run(config: RetrainConfig, dataset: Dataset, data: Split, model: Any,
-            params: Mapping[str, Any], metrics: Mapping[str, float], slot: str,
-            task: Task) -> tuple[str, str]:
+            params: Mapping[str, Any], metrics: Mapping[str, float], key: str | None,
+            task: Task, digest: str) -> tuple[str, str]:
     """Log params, metrics, the model (signature, input example) and the drift profile in one
-    MLflow run. Returns the run id and the logged model's URI."""
+    MLflow run. Returns the run id and the logged model's URI.
+
+    The model is saved with skops (never pickle), recording `trusted_types` in its MLmodel
+    file (``skops_trusted_types`` of the ``sklearn`` flavor), which every loader reads.
+    """
     import mlflow
+    from mlflow.entities import Metric, Param
     from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
 
     from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 
     mlflow.set_experiment(config.experiment_name())
     example = data.x_train.head(5)
     signature = infer_signature(example, model.predict(example))
-    with mlflow.start_run(run_name=f"{config.model_name}-{slot}") as active:
-        mlflow.log_params({k: _param(v) for k, v in params.items()})
-        mlflow.log_params({"mlops.task": task, "mlops.seed": config.seed,
-                           "mlops.holdout_fraction": config.holdout_fraction})
-        mlflow.set_tags({"mlops.dataset.uri": dataset.uri, "mlops.dataset.sha256": dataset.sha256,
-                         "mlops.dataset.rows": str(dataset.rows), SLOT_TAG: slot})
-        mlflow.log_metrics(dict(metrics))
+    tags = {"mlops.dataset.uri": dataset.uri, "mlops.dataset.sha256": dataset.sha256,
+            "mlops.dataset.rows": str(dataset.rows), CONFIG_TAG: digest}
+    if key is not None:
+        tags[SLOT_TAG] = key
+    all_params = {**{k: _param(v) for k, v in params.items()}, "mlops.task": task,
+                  "mlops.seed": str(config.seed),
+                  "mlops.holdout_fraction": str(config.holdout_fraction)}
+    with mlflow.start_run(run_name=f"{config.model_name}-{key or 'manual'}",
+                          tags=tags) as active:
+        run_id = str(active.info.run_id)
         info = mlflow.sklearn.log_model(
             model, name=_MODEL_ARTIFACT, signature=signature, input_example=example,
-            registered_model_name=None,
+            registered_model_name=None, serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
+        # Every registry request costs an authentication: params and metrics go in one batch,
+        # after the model (logged before it, each metric's history is fetched to link it).
+        stamp = int(time.time() * 1000)
+        MlflowClient().log_batch(
+            run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in all_params.items()])
         mlflow.log_dict(build_profile(data.x_train), PROFILE_ARTIFACT_PATH)
-        return str(active.info.run_id), str(info.model_uri)
+        return run_id, str(info.model_uri)
 
 
 def _param(value: Any) -> str:
@@ -583,17 +750,27 @@ def promote(config: RetrainConfig, version: str, promoted: bool) -> None:
 # --------------------------------------------------------------------------- orchestration
 
 
-def schedule_slot(schedule: str | None, now: datetime,
-                  environ: Mapping[str, str] | None = None) -> str:
-    """The run's schedule slot: ``MLOPS_SCHEDULE_SLOT``, else the latest cron time of
-    ``schedule`` at or before ``now`` (UTC, ISO 8601), else ``now``'s date."""
+def run_key(slot: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The run's idempotency key: ``slot`` when given, else ``MLOPS_SCHEDULE_SLOT``, else None
+    (a run by hand: it always runs). Never derived from the clock.
+
+    On Kubernetes the variable holds the Job's name (from the pod's
+    ``batch.kubernetes.io/job-name`` label), on Docker the scheduler's slot.
+
+    Raises:
+        ValueError: the key holds characters other than letters, digits and ``._:+-``, or is
+            longer than 253 characters; the message names the variable and the fix.
+    """
     env = os.environ if environ is None else environ
-    if env.get("MLOPS_SCHEDULE_SLOT"):
-        return env["MLOPS_SCHEDULE_SLOT"]
-    now = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    if schedule:
-        return slot_id(latest_slot(schedule, now))
-    return now.date().isoformat()
+    key = slot if slot is not None else env.get(SLOT_ENV)
+    if not key:
+        return None
+    if not _KEY_PATTERN.match(key):
+        raise ValueError(f"`{SLOT_ENV}` must be letters, digits and `._:+-`, starting with a "
+                         f"letter or digit, at most 253 characters (got {key!r}). Fix: use the "
+                         "Job's name or the slot, e.g. 2026-11-24T03:00Z, or unset it to run "
+                         "without a key.")
+    return key
 
 
 @contextlib.contextmanager
@@ -638,10 +815,20 @@ def _summary(config: RetrainConfig, version: str, champion: Champion | None,
     return "\n".join(lines)
 
 
-def _resume(config: RetrainConfig, existing: Any, slot: str) -> int:
+def _resume(config: RetrainConfig, existing: Any, slot: str, digest: str) -> int:
     """A retry of a slot that already registered ``existing``: register nothing."""
     tags = dict(existing.tags or {})
     version = str(existing.version)
+    recorded = tags.get(CONFIG_TAG)
+    # A version from before the config digest was recorded cannot be compared: treated as the
+    # same config, as it was then.
+    if recorded is not None and recorded != digest:
+        print(f"retrain {config.model_name}: the config changed since slot {slot} ran: version "
+              f"{version} was trained from config sha256 {recorded[:12]}, this run's config is "
+              f"{digest[:12]}; nothing registered, no alias moved. To train with this config, "
+              f"run it under a new key (a new Job, e.g. `kubectl create job --from=cronjob/...`"
+              f" with a new name; or another or no {SLOT_ENV})", flush=True)
+        return EXIT_CONFIG_CHANGED
     outcome = tags.get(_OUTCOME_TAG)
     if outcome is not None:
         promoted = outcome == "promoted"
@@ -666,20 +853,33 @@ def _resume(config: RetrainConfig, existing: Any, slot: str) -> int:
     return EXIT_PROMOTED if promoted else EXIT_NOT_PROMOTED
 
 
-def run(config: RetrainConfig, *, now: datetime | None = None) -> int:
+def run(config: RetrainConfig, *, slot: str | None = None,
+        environ: Mapping[str, str] | None = None) -> int:
     """Run the job end to end; returns the exit code (see the module docstring).
 
     The registry comes from ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_USERNAME`` /
     ``MLFLOW_TRACKING_PASSWORD``; lineage from ``MLOPS_CODE_VERSION`` (or ``GIT_SHA``) and
     ``MLOPS_IMAGE_DIGEST``.
+
+    Args:
+        config: The job's config.
+        slot: The run's idempotency key. Default: ``MLOPS_SCHEDULE_SLOT`` (see `run_key`).
+        environ: Where the key and the lineage variables are read. Default: ``os.environ``.
     """
+    env = os.environ if environ is None else environ
     try:
-        slot = schedule_slot(config.schedule, now or datetime.now(UTC))
-        with _stage("idempotency", {"slot": slot}) as info:
-            existing = find_slot_version(config.model_name, slot)
+        key = run_key(slot, env)
+    except ValueError as err:
+        print(f"retrain {config.model_name}: error: {err}", flush=True)
+        return EXIT_BAD_CONFIG
+    digest = config_digest(config)
+    try:
+        with _stage("idempotency", {"key": key, "config_sha256": digest[:12]}) as info:
+            existing = None if key is None else find_slot_version(config.model_name, key)
             info["existing_version"] = None if existing is None else existing.version
         if existing is not None:
-            return _resume(config, existing, slot)
+            assert key is not None
+            return _resume(config, existing, key, digest)
         with _stage("load_dataset") as info:
             dataset = load_dataset(config.dataset, config.target_column)
             info.update(uri=dataset.uri, rows=dataset.rows, sha256=dataset.sha256[:12])
@@ -693,8 +893,8 @@ def run(config: RetrainConfig, *, now: datetime | None = None) -> int:
             metrics = evaluate(model, data.x_holdout, data.y_holdout, task)
             info.update({k: f"{v:.4f}" for k, v in metrics.items()})
         with _stage("log_run") as info:
-            run_id, model_uri = log_run(config, dataset, data, model, params, metrics, slot,
-                                        task)
+            run_id, model_uri = log_run(config, dataset, data, model, params, metrics, key,
+                                        task, digest)
             info["run_id"] = run_id
         with _stage("champion") as info:
             champion = evaluate_champion(config, data, task)
@@ -708,12 +908,13 @@ def run(config: RetrainConfig, *, now: datetime | None = None) -> int:
             "mlops.dataset.rows": str(dataset.rows),
             "mlops.params": json.dumps(params, default=str, sort_keys=True),
             "mlops.metrics": json.dumps(metrics, sort_keys=True),
-            "mlops.code_version": os.environ.get("MLOPS_CODE_VERSION")
-            or os.environ.get("GIT_SHA") or "unknown",
-            "mlops.image_digest": os.environ.get("MLOPS_IMAGE_DIGEST") or "unknown",
-            SLOT_TAG: slot, "mlops.gates_passed": str(passed).lower(),
+            "mlops.code_version": env.get("MLOPS_CODE_VERSION") or env.get("GIT_SHA")
+            or "unknown",
+            "mlops.image_digest": env.get("MLOPS_IMAGE_DIGEST") or "unknown",
+            CONFIG_TAG: digest, "mlops.gates_passed": str(passed).lower(),
             _COMPARED_TAG: champion.version if champion else _NO_CHAMPION, "mlops.run_id": run_id,
             **{f"mlops.metric.{k}": repr(v) for k, v in metrics.items()},
+            **({} if key is None else {SLOT_TAG: key}),
         }
         with _stage("register") as info:
             version = register(config, model_uri, tags)
