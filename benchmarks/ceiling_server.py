@@ -9,7 +9,9 @@ this is overhead that the benchmark reports as "our share of the ceiling".
 With ``--workers N`` the estimator is loaded once and N workers are forked that listen on one
 port as `mlops serve --workers N` does: each binds its own SO_REUSEPORT socket once started,
 so the kernel spreads connections over them (``--shared-socket`` makes them share one socket
-instead, for comparison).
+instead, for comparison). Its socket and fork code is written out here rather than imported
+from `pulumi_mlops.runtime.serve.server` on purpose: the ceiling must not move when our server
+changes.
 
 Usage (the benchmark starts it; it is not meant to be deployed)::
 

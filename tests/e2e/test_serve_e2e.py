@@ -24,10 +24,9 @@ from sklearn.linear_model import LogisticRegression
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
+from tests.e2e.serving import MLOPS, Server, start_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-MLOPS = str(Path(sys.executable).parent / "mlops")
 
 
 
@@ -49,33 +48,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield registry
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
-
-
 def start(store: Registry, tmp: Path, *extra: str, uri: str = "models:/cancer@champion",
           ) -> Server:
-    port = free_port()
-    log = tmp / f"serve-{port}.log"
-    env = {**os.environ, **store.env()}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [MLOPS, "serve", "--model-uri", uri, "--port", str(port), *extra],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if requests.get(url + "/ping", timeout=1).status_code == 200:
-                return Server(process, url, log)
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready:\n" + log.read_text())
+    return start_serve(uri, tmp, *extra, env=store.env())
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +11,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import requests
 import tritonclient.http as triton
 from mlflow.models import infer_signature
 from sklearn.compose import ColumnTransformer
@@ -24,46 +20,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.ports import free_port
+from tests.e2e.serving import Server, start_serve
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-MLOPS = str(Path(sys.executable).parent / "mlops")
 CITIES = ["Oslo", "Lima", "Hanoi", "Quito"]
 
 
-class Server:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.process, self.port, self.log = process, port, log
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def client(self) -> Any:
-        return triton.InferenceServerClient(url=self.url)
-
-
 def start(model_path: Path, tmp: Path) -> Server:
-    port = free_port()
-    log = tmp / f"serve-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [MLOPS, "serve", "--model-uri", str(model_path), "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text())
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/v2/health/ready",
-                            timeout=1).status_code == 200:
-                return Server(process, port, log)
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready:\n" + log.read_text())
+    return start_serve(str(model_path), tmp, ready_path="/v2/health/ready")
+
+
+def triton_client(server: Server) -> Any:
+    """A Triton HTTP client for the server."""
+    return triton.InferenceServerClient(url=f"127.0.0.1:{server.port}")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +85,7 @@ def features() -> pd.DataFrame:
 
 
 def test_health_and_metadata_through_tritonclient(servers: dict[str, Server]) -> None:
-    client = servers["cancer"].client()
+    client = triton_client(servers["cancer"])
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("cancer")
     assert client.get_server_metadata()["name"] == "pulumi-mlops"
@@ -128,7 +98,7 @@ def test_health_and_metadata_through_tritonclient(servers: dict[str, Server]) ->
 
 
 def test_unknown_model_or_version_is_404(servers: dict[str, Server]) -> None:
-    client = servers["cancer"].client()
+    client = triton_client(servers["cancer"])
     assert not client.is_model_ready("fraud")
     for call in (lambda: client.get_model_metadata("fraud"),
                  lambda: client.get_model_metadata("cancer", model_version="1"),
@@ -152,7 +122,7 @@ def test_fp64_matrix_to_a_column_model_predicts_what_pyfunc_predicts(
 ) -> None:
     batch = features().sample(50, random_state=1)
     outputs = None if binary else [triton.InferRequestedOutput("predict", binary_data=False)]
-    result = servers["cancer"].client().infer("cancer", [_matrix_input(batch, binary)],
+    result = triton_client(servers["cancer"]).infer("cancer", [_matrix_input(batch, binary)],
                                               outputs=outputs)
     expected = mlflow.pyfunc.load_model(str(models["cancer"])).predict(batch)
     predictions = result.as_numpy("predict")
@@ -168,7 +138,7 @@ def test_one_fp64_input_per_column(servers: dict[str, Server],
         column = triton.InferInput(name, [len(batch)], "FP64")
         column.set_data_from_numpy(batch[name].to_numpy(dtype=np.float64))
         inputs.append(column)
-    result = servers["cancer"].client().infer("cancer", inputs)
+    result = triton_client(servers["cancer"]).infer("cancer", inputs)
     expected = mlflow.pyfunc.load_model(str(models["cancer"])).predict(batch)
     np.testing.assert_array_equal(result.as_numpy("predict"), expected)
 
@@ -177,7 +147,7 @@ def test_fp64_matrix_to_a_tensor_model_predicts_what_pyfunc_predicts(
     servers: dict[str, Server], models: dict[str, Path]
 ) -> None:
     matrix = features().sample(40, random_state=3).to_numpy(dtype=np.float64)
-    client = servers["cancer-matrix"].client()
+    client = triton_client(servers["cancer-matrix"])
     meta = client.get_model_metadata("cancer-matrix")
     assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 30]}]
     tensor = triton.InferInput("input-0", list(matrix.shape), "FP64")
@@ -196,7 +166,7 @@ def test_bytes_input_to_a_string_column_model(servers: dict[str, Server],
     city.set_data_from_numpy(batch["city"].to_numpy(dtype=object))
     x = triton.InferInput("x", [len(batch)], "FP64")
     x.set_data_from_numpy(batch["x"].to_numpy(dtype=np.float64))
-    result = servers["city"].client().infer("city", [city, x])
+    result = triton_client(servers["city"]).infer("city", [city, x])
     expected = mlflow.pyfunc.load_model(str(models["city"])).predict(batch)
     np.testing.assert_array_equal(result.as_numpy("predict"), expected)
     assert set(expected) == {0, 1}  # the city matters: both classes come out
@@ -205,6 +175,6 @@ def test_bytes_input_to_a_string_column_model(servers: dict[str, Server],
 def test_a_client_error_reaches_tritonclient_as_400(servers: dict[str, Server]) -> None:
     batch = features().head(3).iloc[:, :29]  # one column short
     with pytest.raises(InferenceServerException) as raised:
-        servers["cancer"].client().infer("cancer", [_matrix_input(batch)])
+        triton_client(servers["cancer"]).infer("cancer", [_matrix_input(batch)])
     assert raised.value.status() == "400"
     assert "input" in (raised.value.message() or "")

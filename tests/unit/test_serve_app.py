@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,46 +19,20 @@ from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
+from tests.asgi import asgi_request
+from tests.unit.serving_data import COLUMNS, training_frame
 
-FEATURES = [f"f{i}" for i in range(5)]
-COLUMNS = [*FEATURES, "n"]
 JSON = "application/json"
 
 
 def call(app: ScoringApp, method: str, path: str, body: bytes = b"",
          content_type: str | None = JSON) -> tuple[int, Any]:
-    headers = [(b"content-length", str(len(body)).encode())]
-    if content_type is not None:
-        headers.append((b"content-type", content_type.encode()))
-    scope = {"type": "http", "method": method, "path": path, "headers": headers}
-    inbox = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    # A private loop: asyncio.run() would leave the thread without one for later tests.
-    loop = asyncio.new_event_loop()
+    headers = [] if content_type is None else [(b"content-type", content_type.encode())]
+    status, payload, _ = asgi_request(app, method, path, body, headers)
     try:
-        loop.run_until_complete(app(scope, receive, send))
-    finally:
-        loop.close()
-    payload = b"".join(m.get("body", b"") for m in sent[1:])
-    try:
-        return sent[0]["status"], orjson.loads(payload)
+        return status, orjson.loads(payload)
     except orjson.JSONDecodeError:
-        return sent[0]["status"], payload
-
-
-def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(rng.normal(size=(rows, 5)), columns=FEATURES)
-    frame["n"] = rng.integers(0, 10, size=rows)
-    target = (frame["f0"] + frame["f1"] * 0.5 + frame["n"] * 0.1 > 0.5).astype(int)
-    return frame, target.to_numpy()
+        return status, payload
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ binary tensor extension, errors."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import struct
@@ -26,9 +25,9 @@ from pulumi_mlops.runtime.serve.fetch import ModelInfo
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
 from pulumi_mlops.runtime.serve.payload import PayloadError
 from pulumi_mlops.runtime.serve.v2 import decode_request
+from tests.asgi import asgi_request
+from tests.unit.serving_data import COLUMNS, FEATURES, training_frame
 
-FEATURES = [f"f{i}" for i in range(5)]
-COLUMNS = [*FEATURES, "n"]
 ROWS = [[0.1, -0.2, 0.3, 1.5, 0.0, 3], [1.0, 2.0, -1.0, 0.5, 0.25, 7],
         [-0.5, 0.0, 0.0, 0.0, 1.0, 0]]
 
@@ -37,31 +36,15 @@ def call(app: ScoringApp, method: str, path: str, body: bytes | dict[str, Any] =
          headers: dict[str, str] | None = None) -> tuple[int, Any, dict[bytes, bytes]]:
     """Status, decoded body (JSON when it is), response headers."""
     raw = orjson.dumps(body) if isinstance(body, dict) else body
-    scope = {"type": "http", "method": method, "path": path, "headers": [
-        (b"content-length", str(len(raw)).encode()),
-        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
-    inbox = [{"type": "http.request", "body": raw, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    loop = asyncio.new_event_loop()
-    try:
-        loop.run_until_complete(app(scope, receive, send))
-    finally:
-        loop.close()
-    payload = b"".join(m.get("body", b"") for m in sent[1:])
-    response_headers = dict(sent[0]["headers"])
+    status, payload, response_headers = asgi_request(
+        app, method, path, raw,
+        [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()])
     if b"inference-header-content-length" in response_headers:
-        return sent[0]["status"], payload, response_headers
+        return status, payload, response_headers
     try:
-        return sent[0]["status"], orjson.loads(payload), response_headers
+        return status, orjson.loads(payload), response_headers
     except orjson.JSONDecodeError:
-        return sent[0]["status"], payload, response_headers
+        return status, payload, response_headers
 
 
 def tensor(name: str, values: Any, datatype: str = "FP64",
@@ -77,14 +60,6 @@ def infer_body(*inputs: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- models
-
-
-def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(rng.normal(size=(rows, 5)), columns=FEATURES)
-    frame["n"] = rng.integers(0, 10, size=rows)
-    target = (frame["f0"] + frame["f1"] * 0.5 + frame["n"] * 0.1 > 0.5).astype(int)
-    return frame, target.to_numpy()
 
 
 @pytest.fixture(scope="module")
