@@ -317,9 +317,12 @@ def _rows(data: Any) -> int:
     """Input rows of decoded input (a frame, an array, a list, a scalar or a dict of columns)."""
     if isinstance(data, dict):
         data = next(iter(data.values()), None)
-    if isinstance(data, list):
+    if isinstance(data, str | bytes):
+        return 1
+    try:
         return len(data)
-    return len(data) if np.ndim(data) > 0 else 1
+    except TypeError:  # a scalar, a 0-d array
+        return 1
 
 
 def _plain_json(content_type: str) -> bool:
