@@ -20,6 +20,7 @@ other payload takes the general path, which is loaded in the background for such
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -220,6 +221,9 @@ class ServedModel:
             return
         try:
             self._model = loader()
+            # mlflow and pandas leave a large, long-lived object graph: out of the collector's
+            # generations, it is not walked again by every full collection while serving.
+            gc.freeze()
         except BaseException as err:
             log.exception("loading the pyfunc model failed")
             self._load_error = err
