@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
 from pulumi_mlops.runtime.serve.fetch import (
@@ -355,8 +356,6 @@ def _mlflow_error(err: Any) -> Answer:
 
 
 def _predictions_json(predictions: Any) -> bytes:
-    import orjson
-
     return orjson.dumps({"predictions": predictions},
                         option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 

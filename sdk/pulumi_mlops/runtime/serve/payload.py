@@ -243,10 +243,22 @@ class FastSpec:
     dtypes: tuple[str, ...]
     width: int
 
-    @property
+    # Derived once per model, not per request.
+    @functools.cached_property
     def matrix_dtype(self) -> Any:
         """The dtype pandas' ``np.asarray(frame)`` gives a frame of these columns."""
-        return _result_type(self.dtypes)
+        return np.result_type(*self.dtypes)
+
+    @functools.cached_property
+    def int_columns(self) -> tuple[tuple[int, int, int], ...]:
+        """(index, low, high) of every integer column."""
+        return tuple((j, *_INT_RANGES["integer" if d == "int32" else "long"])
+                     for j, d in enumerate(self.dtypes) if d.startswith("int"))
+
+    @functools.cached_property
+    def float32_columns(self) -> list[int]:
+        """Indexes of the float32 columns, rounded to float32 in a wider matrix."""
+        return [j for j, d in enumerate(self.dtypes) if d == "float32"]
 
     @classmethod
     def for_columns(cls, columns: list[ColumnSpec]) -> FastSpec | None:
@@ -263,11 +275,6 @@ class FastSpec:
                 and len(tensor.shape) == 2 and tensor.shape[0] == -1 and tensor.shape[1] > 0):
             return cls(None, (tensor.dtype,), tensor.shape[1])
         return None
-
-
-@functools.cache
-def _result_type(dtypes: tuple[str, ...]) -> Any:
-    return np.result_type(*dtypes)
 
 
 def fast_matrix(doc: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
@@ -318,9 +325,7 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
     # Exact types: numpy would take a boolean for a number.
     if not set(map(type, chain.from_iterable(rows))) <= {int, float}:
         return None
-    ints = [j for j, d in enumerate(spec.dtypes) if d.startswith("int")]
-    for j in ints:
-        low, high = _INT_RANGES["integer" if spec.dtypes[j] == "int32" else "long"]
+    for j, low, high in spec.int_columns:
         column = [row[j] for row in rows if len(row) == spec.width]
         if not all(type(v) is int for v in column) or (
                 column and not low <= min(column) <= max(column) <= high):
@@ -339,7 +344,7 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
     if dtype.kind == "f":
         if inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
             return None
-        narrow = [j for j, d in enumerate(spec.dtypes) if d == "float32"]
+        narrow = spec.float32_columns
         if narrow and dtype != np.float32:
             # A float32 column is float32 in the frame pyfunc builds, then widened.
             matrix[:, narrow] = matrix[:, narrow].astype(np.float32)
