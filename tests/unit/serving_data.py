@@ -1,4 +1,5 @@
-"""The small training frame the in-process serving tests fit their models on."""
+"""The small training frame the in-process serving tests fit their models on, and the general
+path of a served model on its own."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pulumi_mlops.runtime.serve.fetch import ModelInfo
+from pulumi_mlops.runtime.serve.model import ServedModel
 
 FEATURES = [f"f{i}" for i in range(5)]
 COLUMNS = [*FEATURES, "n"]
@@ -18,3 +22,9 @@ def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]
     frame["n"] = rng.integers(0, 10, size=rows)
     target = (frame["f0"] + frame["f1"] * 0.5 + frame["n"] * 0.1 > 0.5).astype(int)
     return frame, target.to_numpy()
+
+
+def general_only(served: ServedModel, info: ModelInfo | None = None) -> ServedModel:
+    """The same model without its fast path: every request takes MLflow's scoring functions."""
+    return ServedModel(info or served.info, served.signature, pyfunc_model=served.model,
+                       coerce="strict" if served.strict else "lossy", mlmodel=served.mlmodel)

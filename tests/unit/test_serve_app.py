@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
 from tests.asgi import asgi_request
-from tests.unit.serving_data import COLUMNS, training_frame
+from tests.unit.serving_data import COLUMNS, general_only, training_frame
 
 JSON = "application/json"
 
@@ -71,12 +71,6 @@ GOOD_ROW = [0.1, -0.2, 0.3, 1.5, 0.0, 3]
 def test_fast_path_applies_to_a_numeric_sklearn_signature(served: ServedModel) -> None:
     assert served.fast_spec is not None and served.fast_spec.names == tuple(COLUMNS)
     assert [c.type for c in served.columns or []] == ["double"] * 5 + ["long"]
-
-
-def general_only(served: ServedModel) -> ServedModel:
-    """The same model without its fast path: every request takes MLflow's scoring functions."""
-    return ServedModel(served.info, served.signature, pyfunc_model=served.model,
-                       coerce="strict" if served.strict else "lossy")
 
 
 @pytest.mark.parametrize("body, content_type", [

@@ -26,7 +26,7 @@ from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
 from pulumi_mlops.runtime.serve.payload import PayloadError
 from pulumi_mlops.runtime.serve.v2 import decode_request
 from tests.asgi import asgi_request
-from tests.unit.serving_data import COLUMNS, FEATURES, training_frame
+from tests.unit.serving_data import COLUMNS, FEATURES, general_only, training_frame
 
 ROWS = [[0.1, -0.2, 0.3, 1.5, 0.0, 3], [1.0, 2.0, -1.0, 0.5, 0.25, 7],
         [-0.5, 0.0, 0.0, 0.0, 1.0, 0]]
@@ -82,11 +82,6 @@ def churn(churn_path: Path) -> ServedModel:
 @pytest.fixture(scope="module")
 def app(churn: ServedModel) -> ScoringApp:
     return ScoringApp(churn, max_body_bytes=64 * 1024)
-
-
-def general_only(served: ServedModel, info: ModelInfo | None = None) -> ServedModel:
-    """The same model without its fast path (every request through pyfunc)."""
-    return ServedModel(info or served.info, served.signature, pyfunc_model=served.model)
 
 
 @pytest.fixture(scope="module")

@@ -45,14 +45,17 @@ class ScoringApp:
 
     Attributes:
         ready: False while loading or draining; ``/ping`` and ``/health`` answer 503 then.
+        server_version: This package's version (the Open Inference Protocol's server metadata).
     """
 
     def __init__(self, model: ServedModel, *, max_body_bytes: int = 16 * 2**20,
-                 server_version: str = "", prediction_log_rate: float = 0.0) -> None:
+                 prediction_log_rate: float = 0.0) -> None:
+        from pulumi_mlops import __version__  # names load lazily: no Pulumi import
+
         self.model = model
         self.max_body_bytes = max_body_bytes
         self.prediction_log_rate = prediction_log_rate
-        self.server_version = server_version
+        self.server_version = str(__version__)
         self.ready = True
         self._mlflow_version = mlflow_version().encode()
         metrics.model_info(model.info)

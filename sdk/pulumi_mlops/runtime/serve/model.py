@@ -174,12 +174,14 @@ class ServedModel:
         drift: The drift monitor, when the model's run has a training-data profile.
         coerce: ``strict`` refuses values MLflow would change in converting them; ``lossy``
             converts them as MLflow does.
+        mlmodel: The MLmodel document the model was opened from (flavors, signature).
     """
 
     def __init__(self, info: ModelInfo, signature: Signature, *,
                  fast_predict: Callable[[Any], Any] | None = None,
                  pyfunc_model: Any = None, pyfunc_loader: Callable[[], Any] | None = None,
-                 drift: DriftMonitor | None = None, coerce: str = "strict") -> None:
+                 drift: DriftMonitor | None = None, coerce: str = "strict",
+                 mlmodel: dict[str, Any] | None = None) -> None:
         if (pyfunc_model is None) == (pyfunc_loader is None):
             raise ValueError("Only one of `pyfunc_model` or `pyfunc_loader` can be provided "
                              "(and one is required).")
@@ -187,6 +189,7 @@ class ServedModel:
             raise ValueError(f"`coerce` must be 'strict' or 'lossy' (got {coerce!r}).")
         self.info = info
         self.signature = signature
+        self.mlmodel = mlmodel or {}
         self.columns = signature.columns
         self.fast_predict = fast_predict
         self.fast_spec = signature.fast_spec() if fast_predict is not None else None
@@ -485,9 +488,9 @@ def _open(path: Path, info: ModelInfo, drift_window: int, coerce: str) -> Served
             predict_fn = mlmodel["flavors"]["python_function"].get("predict_fn", "predict")
             return ServedModel(info, signature, fast_predict=getattr(estimator, predict_fn),
                                pyfunc_loader=_pyfunc_loader(path), drift=drift,
-                               coerce=coerce)
+                               coerce=coerce, mlmodel=mlmodel)
     return ServedModel(info, signature, pyfunc_model=_pyfunc_loader(path)(), drift=drift,
-                       coerce=coerce)
+                       coerce=coerce, mlmodel=mlmodel)
 
 
 def load_served_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,

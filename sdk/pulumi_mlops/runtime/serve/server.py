@@ -127,7 +127,6 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
                 model: ServedModel) -> None:
     import uvicorn
 
-    from pulumi_mlops import __version__  # no Pulumi import: names load lazily
     from pulumi_mlops.runtime.serve.app import ScoringApp
 
     # The general path (MLflow's scoring functions) of a fast-path model loads in this worker
@@ -136,7 +135,6 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
     if options.workers > 1 and model.drift is not None:
         _flush_periodically(model.drift, _DRIFT_FLUSH_SECONDS)
     app = ScoringApp(model, max_body_bytes=options.max_body_bytes,
-                     server_version=__version__,
                      prediction_log_rate=options.prediction_log_rate)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
                             access_log=False, log_level="warning", timeout_graceful_shutdown=60,

@@ -48,13 +48,11 @@ asks (``binary_data_output``, or ``binary_data`` on a requested output), JSON ot
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import struct
 import time
 import uuid
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -116,6 +114,7 @@ class _App(Protocol):
     model: ServedModel
     ready: bool
     max_body_bytes: int
+    server_version: str
 
 
 # --------------------------------------------------------------------------- routing
@@ -153,7 +152,7 @@ async def handle(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
         return
     if route == "server":
         await respond(send, 200, orjson.dumps(
-            {"name": SERVER_NAME, "version": _server_version(), "extensions": EXTENSIONS}))
+            {"name": SERVER_NAME, "version": app.server_version, "extensions": EXTENSIONS}))
     elif route == "live":
         await respond(send, 200, b'{"live":true}')
     elif route == "ready":
@@ -166,8 +165,7 @@ async def handle(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
     elif not await _known(app, send, name, version):
         return
     elif route == "metadata":
-        meta = await _metadata(app.model)
-        await respond(send, 200, orjson.dumps(meta.document()))
+        await respond(send, 200, orjson.dumps(model_metadata(app.model).document()))
     else:
         await _infer(app, scope, receive, send)
 
@@ -190,12 +188,6 @@ async def _error(send: Send, status: int, message: str,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await respond(send, status, orjson.dumps({"error": message}),
                   [(b"content-type", b"application/json"), *(headers or [])])
-
-
-def _server_version() -> str:
-    from pulumi_mlops import __version__  # names load lazily: no Pulumi import
-
-    return str(__version__)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -240,26 +232,9 @@ class ModelMetadata:
         return doc
 
 
-_described: weakref.WeakKeyDictionary[Any, ModelMetadata] = weakref.WeakKeyDictionary()
-
-
-async def _metadata(model: ServedModel) -> ModelMetadata:
-    meta = _described.get(model)
-    if meta is None:
-        # The output schema and flavor come from the pyfunc model, which a fast-path model may
-        # still be loading: wait in a thread, not in the event loop.
-        meta = await asyncio.to_thread(model_metadata, model)
-        _described[model] = meta
-    return meta
-
-
 def model_metadata(model: ServedModel) -> ModelMetadata:
     """The model's V2 metadata: inputs from its signature, outputs and flavor from MLmodel."""
-    mlmodel: dict[str, Any] = {}
-    try:
-        mlmodel = dict(model.model.metadata.to_dict())
-    except Exception as err:  # metadata without outputs beats no metadata
-        log.warning("model metadata without the output schema: %s", err)
+    mlmodel = model.mlmodel
     signature = model.signature
     if signature.columns is not None:
         inputs = [_tensor_doc(c.name, _column_datatype(c.type), [-1]) for c in signature.columns]
