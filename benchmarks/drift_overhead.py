@@ -96,7 +96,8 @@ def main() -> None:
     p50, p99, p9999, peak = _call_percentiles_us(monitor, one_row)
     print(
         f"\nper call, 1-row requests, window=1,000: p50 {p50:.2f} µs, p99 {p99:.2f} µs, "
-        f"p99.99 {p9999:.1f} µs, max {peak:.1f} µs (the max is a request that flushes)"
+        f"p99.99 {p9999:.1f} µs, max {peak:.1f} µs (a collector pause; with a window over "
+        "flush_rows, also a request that flushes)"
     )
 
     columns = [{n: r[:, i] for i, n in enumerate(names)} for r in one_row[:20_000]]

@@ -20,8 +20,11 @@ Servers (``--servers``, comma-separated):
   ``parallel_workers`` of ``--mlserver-configs``.
 
 For each server the script measures cold start (process start to the first 200 from its health
-route), then drives it with 1-row and 100-row requests from one load generator: ``wrk`` when it
-is on PATH, otherwise a small asyncio generator over raw keep-alive HTTP/1.1 connections. Each
+route), waits until the server's processes are idle (work a server defers past its first
+answer, such as our background load of MLflow's pyfunc model for the general path, is over; the
+wait is printed), then drives it with 1-row and 100-row requests from one load generator:
+``wrk`` when it is on PATH, otherwise a small asyncio generator over raw keep-alive HTTP/1.1
+connections. Each
 of ``--rounds`` rounds starts every server in turn and loads it; the figures are medians over
 the rounds. Before any server it measures the generator's own ceiling against a trivial server.
 
@@ -75,6 +78,9 @@ V2_PATH = f"/v2/models/{MODEL_NAME}/infer"
 SERVER_KINDS = ("mlflow", "ours", "ceiling", "mlserver-sklearn", "mlserver-mlflow")
 MLSERVER_KINDS = ("mlserver-sklearn", "mlserver-mlflow")
 PING_INTERVAL_S = 0.02
+SETTLE_INTERVAL_S = 0.25
+SETTLE_IDLE_SHARE = 0.05
+SETTLE_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
 
 # The goals ours is held to, as ours/mlflow ratios.
@@ -128,6 +134,7 @@ class ServerResult:
     command: list[str] = field(default_factory=list)
     cold_start_s: float | None = None
     cold_starts_s: list[float] = field(default_factory=list)
+    settle_s: list[float | None] = field(default_factory=list)
     loads: list[LoadResult] = field(default_factory=list)
     runs: list[LoadResult] = field(default_factory=list)
     skipped: str | None = None
@@ -241,6 +248,40 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, started: float, timeout
         time.sleep(PING_INTERVAL_S)
     raise BenchmarkError(f"no 200 from {url} within {timeout_s:.0f} s; last lines of {log}:\n"
                          f"{_tail(log)}")
+
+
+def _group_cpu_s(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of group ``pgid``."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # exited meanwhile
+            continue
+        # After the command name: state, ppid, pgrp, ... utime and stime are fields 14 and 15.
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_idle(pgid: int, timeout_s: float) -> float | None:
+    """Wait until the server's processes stop using CPU on their own (under SETTLE_IDLE_SHARE of
+    one core over SETTLE_INTERVAL_S twice in a row), so that work a server defers past its
+    first answer (ours loads MLflow's pyfunc model for the general path in the background)
+    is not measured as throughput; seconds waited, or None when it did not settle within
+    ``timeout_s`` or /proc is missing."""
+    if not Path(f"/proc/{pgid}/stat").exists():
+        return None
+    started = time.perf_counter()
+    before, quiet = _group_cpu_s(pgid), 0
+    while time.perf_counter() - started < timeout_s:
+        time.sleep(SETTLE_INTERVAL_S)
+        now = _group_cpu_s(pgid)
+        quiet = quiet + 1 if now - before < SETTLE_IDLE_SHARE * SETTLE_INTERVAL_S else 0
+        before = now
+        if quiet >= 2:
+            return time.perf_counter() - started
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -758,7 +799,10 @@ def run_round(spec: ServerSpec, result: ServerResult, first: bool, procs: Proces
         if attempt < starts - 1:
             procs.stop(proc)
     assert proc is not None
-    print(f"[{spec.name}] ready after {result.cold_starts_s[-1]:.2f} s", flush=True)
+    settled = wait_idle(proc.pid, SETTLE_TIMEOUT_S)
+    result.settle_s.append(settled)
+    print(f"[{spec.name}] ready after {result.cold_starts_s[-1]:.2f} s, idle "
+          + (f"{settled:.2f} s later" if settled is not None else "not reached"), flush=True)
     try:
         for rows, body in spec.bodies.items():
             if first:

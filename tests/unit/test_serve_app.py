@@ -19,6 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
+from pulumi_mlops.runtime.serve.payload import ColumnSpec, FastSpec, fast_matrix
 from tests.asgi import asgi_request
 from tests.unit.serving_data import COLUMNS, general_only, training_frame
 
@@ -410,6 +411,21 @@ def test_a_sklearn_tensor_signature_takes_the_fast_path(tensor_model_path: Path)
                 [[*GOOD_ROW[:5], "3"]]):
         status, answer = call(app, "POST", "/invocations", orjson.dumps({"inputs": bad}))
         assert status == 400, (bad, answer)
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_a_boolean_among_many_numbers_leaves_the_fast_path(hidden: bool) -> None:
+    # numpy reads a boolean as 1 or 0, so the recognizer checks exact types wherever those
+    # numbers appear: one boolean in the middle of a 100-row batch must not pass as a number.
+    spec = FastSpec.for_columns([ColumnSpec("a", "double"), ColumnSpec("b", "long")])
+    assert spec is not None
+    rows: list[list[Any]] = [[i + 0.5, i] for i in range(100)]
+    assert fast_matrix({"dataframe_split": {"columns": ["a", "b"], "data": rows}},
+                       spec) is not None
+    rows[50] = [1.0, hidden]
+    assert fast_matrix({"dataframe_split": {"columns": ["a", "b"], "data": rows}}, spec) is None
+    rows[50] = [hidden, 1]
+    assert fast_matrix({"dataframe_split": {"columns": ["a", "b"], "data": rows}}, spec) is None
 
 
 @settings(max_examples=40, deadline=None,

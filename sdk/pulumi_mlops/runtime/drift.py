@@ -64,6 +64,7 @@ profile:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -410,13 +411,20 @@ class _ColumnsBatch:
 _Pending: TypeAlias = npt.NDArray[Any] | _ColumnsBatch
 
 
+def _rows_of(item: _Pending) -> int:
+    return item.shape[0] if isinstance(item, np.ndarray) else item.rows
+
+
 class DriftMonitor:
     """Per-feature drift of the most recent input rows against a training profile.
 
     The request path only appends a reference to the batch to a pending buffer; binning and
     counting happen vectorized, for all features at once, when `scores`, `window_rows` or
     `window_counts` is called (the server calls `scores` at scrape time) or when the pending
-    rows reach ``flush_rows``. A ring buffer keeps each window row's bin per feature, so evicting
+    rows reach ``flush_rows``. Pending rows older than the newest ``window`` are dropped
+    unbinned (they would leave the window in the flush that bins them), so binning costs per
+    window of rows rather than per row served, and the pending buffer holds at most ``window``
+    rows plus one batch. A ring buffer keeps each window row's bin per feature, so evicting
     the oldest rows decrements the counts exactly. All methods are thread-safe.
 
     Cost (20 numeric features, 10 bins, see ``benchmarks/drift_overhead.py``): about 1 µs per
@@ -427,8 +435,8 @@ class DriftMonitor:
     Args:
         profile: The training-data reference profile.
         window: Number of most recent rows the scores describe. Default: 1000.
-        flush_rows: Pending rows that trigger binning in the request path, which bounds the
-            memory held between scrapes. Default: 1024.
+        flush_rows: Pending rows that trigger binning in the request path (with the default,
+            above the default window, binning happens at scrape time). Default: 1024.
 
     Raises:
         ValueError: ``window`` or ``flush_rows`` is below 1.
@@ -498,7 +506,7 @@ class DriftMonitor:
 
         n_features = self._n_numeric + len(self._categorical)
         self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
+        self._pending: collections.deque[_Pending] = collections.deque()
         self._pending_rows = 0
         self._pending_batches = 0  # how many pending items are observe_columns batches
         # The window: ring, counts and (next ring row to write, valid ring rows ending just
@@ -592,11 +600,7 @@ class DriftMonitor:
         rows = x.shape[0]
         if rows == 0:
             return
-        with self._lock:
-            self._pending.append(x)
-            self._pending_rows += rows
-            if self._pending_rows >= self._flush_rows:
-                self._flush()
+        self._enqueue(x, rows)
 
     def observe_columns(self, columns: Mapping[str, Any] | pd.DataFrame) -> None:
         """Record a batch of rows given column by column (mixed numeric and categorical data).
@@ -640,13 +644,7 @@ class DriftMonitor:
             raise ValueError(f"drift: observe_columns needs columns of equal length; got {given}.")
         if rows == 0:
             return
-        batch = _ColumnsBatch(rows, numeric, categorical, complete)
-        with self._lock:
-            self._pending.append(batch)
-            self._pending_rows += rows
-            self._pending_batches += 1
-            if self._pending_rows >= self._flush_rows:
-                self._flush()
+        self._enqueue(_ColumnsBatch(rows, numeric, categorical, complete), rows)
 
     # ----------------------------------------------------------------- scrape path
 
@@ -719,13 +717,31 @@ class DriftMonitor:
         with self._window_lock:
             return self._counts.copy()
 
+    def _enqueue(self, item: _Pending, rows: int) -> None:
+        with self._lock:
+            pending = self._pending
+            pending.append(item)
+            self._pending_rows += rows
+            if not isinstance(item, np.ndarray):
+                self._pending_batches += 1
+            # Rows older than the newest `window` would leave the window in the very flush that
+            # bins them: they are dropped unbinned, so that binning costs per window, not per
+            # row served, and the pending rows stay under `window` plus one batch.
+            while self._pending_rows - _rows_of(pending[0]) >= self._window:
+                oldest = pending.popleft()
+                self._pending_rows -= _rows_of(oldest)
+                if not isinstance(oldest, np.ndarray):
+                    self._pending_batches -= 1
+            if self._pending_rows >= self._flush_rows:
+                self._flush()
+
     # The methods below run with self._lock held.
 
     def _flush(self) -> None:
-        pending = self._pending
+        pending = list(self._pending)
         if not pending:
             return
-        self._pending = []
+        self._pending.clear()
         self._pending_rows = 0
         only_matrices = self._pending_batches == 0
         self._pending_batches = 0
@@ -734,7 +750,7 @@ class DriftMonitor:
         while start > 0 and covered < self._window:
             start -= 1
             item = pending[start]
-            covered += item.shape[0] if isinstance(item, np.ndarray) else item.rows
+            covered += _rows_of(item)
         tail = pending[start:]
         skip = covered - self._window
         if skip > 0:

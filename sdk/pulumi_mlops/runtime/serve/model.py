@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -223,8 +224,11 @@ class ServedModel:
             loader, self._loader = self._loader, None
         if loader is None:
             return
+        started = time.perf_counter()
         try:
             self._model = loader()
+            log.info("general path (MLflow's pyfunc model) loaded in %.2f s",
+                     time.perf_counter() - started)
             # mlflow and pandas leave a large, long-lived object graph: out of the collector's
             # generations, it is not walked again by every full collection while serving.
             gc.freeze()
@@ -298,7 +302,11 @@ class ServedModel:
         assert self.fast_predict is not None
         if self._drift_index is not None and self.drift is not None:
             self.drift.observe_matrix(matrix[:, self._drift_index])
-        with warnings.catch_warnings():
+        from sklearn import config_context
+
+        # The fast path's matrices hold finite numbers only (checked in building them), so
+        # scikit-learn need not check again.
+        with warnings.catch_warnings(), config_context(assume_finite=True):
             # Fitted on a DataFrame, the estimator notes that a matrix has no feature names;
             # the columns were just checked to be the fitted ones, in order.
             warnings.simplefilter("ignore", UserWarning)

@@ -322,21 +322,25 @@ def _columns_rows(columns: Mapping[str, Any], names: tuple[str, ...]) -> list[An
 
 
 def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
-    # Exact types: numpy would take a boolean for a number.
-    if not set(map(type, chain.from_iterable(rows))) <= {int, float}:
-        return None
-    for j, low, high in spec.int_columns:
-        column = [row[j] for row in rows if len(row) == spec.width]
-        if not all(type(v) is int for v in column) or (
-                column and not low <= min(column) <= max(column) <= high):
-            return None
     try:
-        # Numbers give an int or float array; values past int64 give another kind.
+        # Numbers give an int or float array; a string, a null, an object or a value past
+        # int64 gives another kind.
         inferred = np.array(rows)
     except (ValueError, OverflowError, TypeError):
         return None  # ragged rows and the like: MLflow's parser says what is wrong
     if inferred.dtype.kind not in "if" or inferred.shape != (len(rows), spec.width):
         return None
+    # numpy takes a boolean for the number 1 or 0, so only where one of those appears can a
+    # boolean hide; just then are the values' exact types checked (a pass over every value
+    # costs as much as building the array).
+    if ((inferred == 0) | (inferred == 1)).any() and not set(
+            map(type, chain.from_iterable(rows))) <= {int, float}:
+        return None
+    for j, low, high in spec.int_columns:
+        column = [row[j] for row in rows]
+        if not all(type(v) is int for v in column) or not low <= min(column) <= max(
+                column) <= high:
+            return None
     dtype = spec.matrix_dtype
     # Column-major, as ``np.asarray(frame)`` is: the estimator's sums then run in the same
     # order, to the last bit.
