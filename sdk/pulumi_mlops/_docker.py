@@ -36,6 +36,9 @@ _HARDENING: dict[str, Any] = {
     "read_only": True,
     "capabilities": {"drops": ["ALL"]},
     "security_opts": ["no-new-privileges:true"],
+    # Docker's init as PID 1: it passes stop signals on and reaps orphaned processes (the
+    # scheduler's runs may leave some; the scheduler itself is not a reaper).
+    "init": True,
 }
 
 

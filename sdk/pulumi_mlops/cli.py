@@ -70,12 +70,25 @@ def _demo(ns: argparse.Namespace) -> int:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.runtime.serve.limits import Limits
     from pulumi_mlops.runtime.serve.server import ServeOptions, serve
 
+    try:
+        limits = Limits(
+            max_body_bytes=ns.max_body_bytes, max_concurrency=ns.max_concurrency,
+            max_rows=ns.max_rows, max_header_bytes=ns.max_header_bytes,
+            header_timeout=ns.header_timeout, body_timeout=ns.body_timeout,
+            keep_alive_timeout=ns.keep_alive_timeout,
+            prediction_timeout=ns.prediction_timeout or None,
+            max_class_labels=ns.max_class_labels)
+    except ValueError as err:
+        print(f"mlops serve: {str(err).replace('_', '-')}", file=sys.stderr)
+        return 2
     return serve(ServeOptions(
         model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
-        max_body_bytes=ns.max_body_bytes, drain_seconds=ns.drain_seconds,
-        load_attempts=ns.load_attempts, drift_window=ns.drift_window,
+        limits=limits, drain_seconds=ns.drain_seconds,
+        load_attempts=ns.load_attempts, max_model_bytes=ns.max_model_bytes,
+        fetch_deadline_seconds=ns.fetch_deadline_seconds, drift_window=ns.drift_window,
         prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
         coerce=ns.coerce,
     ))
@@ -110,7 +123,7 @@ def _schedule(ns: argparse.Namespace) -> int:
     return Scheduler(ScheduleOptions(
         cron=cron, command=tuple(command), timeout=ns.timeout, retries=ns.retries,
         starting_deadline=ns.starting_deadline, suspend=ns.suspend, heartbeat=heartbeat,
-        heartbeat_interval=ns.heartbeat_interval,
+        heartbeat_interval=ns.heartbeat_interval, kill_grace=ns.kill_grace,
     )).run()
 
 
@@ -208,14 +221,44 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=d.port, help="port (default: %(default)s)")
     serve.add_argument("--workers", type=int, default=d.workers,
                        help="worker processes (default: %(default)s)")
-    serve.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+    limits = d.limits
+    serve.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes,
                        help="larger request bodies get 413 (default: %(default)s bytes)")
+    serve.add_argument("--max-concurrency", type=int, default=limits.max_concurrency,
+                       help="scoring requests a worker holds at once; one more gets 503 with "
+                       "Retry-After (default: %(default)s). Memory for request bodies is up to "
+                       "workers x this x --max-body-bytes")
+    serve.add_argument("--max-rows", type=int, default=limits.max_rows,
+                       help="input rows per request; more get 413 (default: %(default)s)")
+    serve.add_argument("--max-header-bytes", type=int, default=limits.max_header_bytes,
+                       help="larger request heads get 431 (default: %(default)s bytes)")
+    serve.add_argument("--header-timeout", type=float, default=limits.header_timeout,
+                       help="seconds from a connection's opening or a request's first byte to "
+                       "the end of its headers; slower gets 408 (default: %(default)s)")
+    serve.add_argument("--body-timeout", type=float, default=limits.body_timeout,
+                       help="seconds to receive a request's body; slower gets 408 "
+                       "(default: %(default)s)")
+    serve.add_argument("--keep-alive-timeout", type=int, default=limits.keep_alive_timeout,
+                       help="seconds an idle keep-alive connection stays open "
+                       "(default: %(default)s)")
+    serve.add_argument("--prediction-timeout", type=float, default=0,
+                       help="seconds a prediction may take before the client gets 504; 0 for "
+                       "no bound (default: no bound)")
+    serve.add_argument("--max-class-labels", type=int, default=limits.max_class_labels,
+                       help="distinct predicted classes labelled in mlops_predictions_total; "
+                       "further ones count as __other__ (default: %(default)s)")
     serve.add_argument("--drain-seconds", type=float, default=d.drain_seconds,
                        help="after SIGTERM keep serving this long with health 503 "
                        "(default: %(default)s)")
     serve.add_argument("--load-attempts", type=int, default=d.load_attempts,
                        help="model load attempts while the registry is unreachable "
                        "(default: %(default)s)")
+    serve.add_argument("--max-model-bytes", type=int, default=d.max_model_bytes,
+                       help="largest model download; over it the server exits 3 "
+                       "(default: %(default)s bytes)")
+    serve.add_argument("--fetch-deadline-seconds", type=float, default=d.fetch_deadline_seconds,
+                       help="time the whole model fetch may take, retries included; past it "
+                       "the server exits 3 (default: %(default)s)")
     serve.add_argument("--drift-window", type=int, default=d.drift_window,
                        help="recent input rows the drift gauges cover (default: %(default)s)")
     serve.add_argument("--model-alias", default=d.model_alias,
@@ -242,6 +285,9 @@ def _parser() -> argparse.ArgumentParser:
     schedule.add_argument("--cron", help="five-field cron expression, e.g. '0 3 * * *'")
     schedule.add_argument("--timeout", type=float, default=None,
                           help="seconds a run may take before it is killed (default: none)")
+    schedule.add_argument("--kill-grace", type=float, default=5.0,
+                          help="seconds a run has to exit after SIGTERM (timeout or stop) "
+                          "before its whole process group gets SIGKILL (default: %(default)s)")
     schedule.add_argument("--retries", type=int, default=0,
                           help="further attempts after a failed run (default: %(default)s)")
     schedule.add_argument("--starting-deadline", type=float, default=600.0,

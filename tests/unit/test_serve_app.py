@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from mlflow.models import infer_signature
 from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.serve.app import ScoringApp
+from pulumi_mlops.runtime.serve.limits import Limits
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
 from pulumi_mlops.runtime.serve.payload import ColumnSpec, FastSpec, fast_matrix
 from tests.asgi import asgi_request
@@ -59,7 +61,7 @@ def pyfunc_model(model_path: Path) -> Any:
 
 @pytest.fixture(scope="module")
 def app(served: ServedModel) -> ScoringApp:
-    return ScoringApp(served, max_body_bytes=4096)
+    return ScoringApp(served, limits=Limits(max_body_bytes=4096))
 
 
 def split(rows: Sequence[Sequence[Any]], columns: Sequence[str] = COLUMNS) -> bytes:
@@ -314,7 +316,7 @@ class Exploding(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         raise RuntimeError("boom")
 
 
-def test_a_model_that_raises_gets_mlflows_400_with_the_trace_logged_not_sent(
+def test_a_model_that_raises_gets_mlflows_400_logged_in_one_line_the_trace_at_debug(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     frame, _ = training_frame(5)
@@ -325,8 +327,15 @@ def test_a_model_that_raises_gets_mlflows_400_with_the_trace_logged_not_sent(
     with caplog.at_level(logging.WARNING, logger="mlops.serve"):
         status, answer = call(exploding, "POST", "/invocations", split([GOOD_ROW]))
     assert status == 400 and answer["error_code"] == "BAD_REQUEST"  # as MLflow answers it
+    # A client error: one line, no stack trace (a client could fill the log with them).
+    lines = [r.getMessage() for r in caplog.records if r.name == "mlops.serve"]
+    assert len(lines) == 1 and lines[0].startswith("400 /invocations: "), lines
+    assert "boom" not in caplog.text and "Traceback" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="mlops.serve"):
+        status, answer = call(exploding, "POST", "/invocations", split([GOOD_ROW]))
     assert answer["request_id"] in caplog.text
-    assert "boom" in caplog.text  # the traceback is logged, not sent to the client
+    assert "boom" in caplog.text  # the traceback is there for debugging, never sent
     assert "boom" not in orjson.dumps(answer).decode()
 
 
@@ -411,6 +420,17 @@ def test_a_sklearn_tensor_signature_takes_the_fast_path(tensor_model_path: Path)
                 [[*GOOD_ROW[:5], "3"]]):
         status, answer = call(app, "POST", "/invocations", orjson.dumps({"inputs": bad}))
         assert status == 400, (bad, answer)
+
+
+def test_a_fast_path_model_silences_only_the_feature_names_warning(served: ServedModel) -> None:
+    # The fast path gives the estimator a matrix for its checked columns; scikit-learn would
+    # warn on every request that the matrix has no feature names.
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        ServedModel(served.info, served.signature, fast_predict=served.fast_predict,
+                    pyfunc_model=served.model, mlmodel=served.mlmodel)
+        assert [(f[0], f[1].pattern if f[1] else None, f[2]) for f in warnings.filters] == [
+            ("ignore", "X does not have valid feature names", UserWarning)]
 
 
 @pytest.mark.parametrize("hidden", [True, False])
@@ -516,11 +536,16 @@ def test_params_without_a_params_schema_are_ignored_with_mlflows_warning(
     assert "Ignoring provided params: ['threshold']" in caplog.text
 
 
-def test_deserialization_can_be_disallowed_like_mlflow_does(
-    model_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_pickle_deserialization_can_be_disallowed_like_mlflow_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Skops models still load then (tests/e2e/test_pickle_escalation_e2e.py).
     from pulumi_mlops.runtime.serve.fetch import ModelLoadError
 
+    frame, target = training_frame()
+    model = LogisticRegression(max_iter=1000).fit(frame, target)
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"), serialization_format="pickle",
+                              signature=infer_signature(frame, model.predict(frame)))
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with pytest.raises(ModelLoadError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
-        load_served_model(str(model_path), attempts=3, first_delay=0.01)
+        load_served_model(str(tmp_path / "model"), attempts=3, first_delay=0.01)

@@ -22,6 +22,7 @@ import pulumi_mlops
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
+from pulumi_mlops.runtime.serve.limits import Limits
 from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
 from pulumi_mlops.runtime.serve.payload import PayloadError
 from pulumi_mlops.runtime.serve.v2 import decode_request
@@ -81,7 +82,7 @@ def churn(churn_path: Path) -> ServedModel:
 
 @pytest.fixture(scope="module")
 def app(churn: ServedModel) -> ScoringApp:
-    return ScoringApp(churn, max_body_bytes=64 * 1024)
+    return ScoringApp(churn, limits=Limits(max_body_bytes=64 * 1024))
 
 
 @pytest.fixture(scope="module")

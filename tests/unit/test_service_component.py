@@ -798,6 +798,32 @@ def test_a_literal_password_reaches_the_pods_only_through_a_secret() -> None:
     assert password not in json.dumps(redact(rec.outputs))
 
 
+PICKLE_ENV = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+
+def test_by_default_every_track_refuses_models_that_run_code_when_loaded() -> None:
+    # Unset, MLflow unpickles whatever a registered version holds, with the pod's registry
+    # credentials at hand: anyone who can register a version could act as the registry admin.
+    rec = service(rollout=mlops.Rollout.canary(model_uri="models:/fraud/8", weight=10))
+
+    for name in ("fraud", "fraud-canary"):
+        assert env_of(server(rec, name))[PICKLE_ENV] == "false"
+
+
+def test_pickle_models_load_only_with_the_explicit_opt_in() -> None:
+    rec = service(allow_pickle=True)
+
+    assert env_of(server(rec))[PICKLE_ENV] == "true"
+
+
+@pytest.mark.parametrize(("allow_pickle", "rendered"), [(False, "false"), (True, "true")])
+def test_the_docker_container_renders_the_same_pickle_setting(allow_pickle: bool,
+                                                              rendered: str) -> None:
+    rec = service(DOCKER, allow_pickle=allow_pickle)
+
+    assert f"{PICKLE_ENV}={rendered}" in unwrap_secrets(rec.get(CONTAINER, "fraud").inputs["envs"])
+
+
 def test_registry_outputs_from_a_stack_reference_travel_as_secrets() -> None:
     password = "from-another-stack-Pa55"
 
@@ -848,9 +874,10 @@ def test_a_registry_without_credentials_needs_no_secret() -> None:
     ({"image": "ghcr.io/pulumi-mlops/mlops-runtime:latest"}, "image"),
     ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
     ({"replica": 2}, "replica"),
+    ({"allow_pickle": "sometimes"}, "allow_pickle"),
 ], ids=["no-model", "uri-without-version", "runs-uri", "registry-string", "port-80",
         "replicas-0", "hostname", "load-timeout", "resolver-not-callable", "image-latest",
-        "monitoring-namespace", "typo"])
+        "monitoring-namespace", "typo", "allow-pickle-not-a-boolean"])
 def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     kwargs: dict[str, Any], path: str
 ) -> None:

@@ -334,6 +334,17 @@ class ModelServiceArgs(ArgsModel):
         coerce: Request values that would change in converting them to their column's type:
             ``Coercion.STRICT`` answers 400 naming the column, ``Coercion.LOSSY`` converts them
             as MLflow's scoring server does. Default: strict.
+        allow_pickle: Whether the server may load a model whose loading can run code: a
+            pickle or cloudpickle file (of any flavor), a skops file that trusts types other
+            than scikit-learn classes, code logged with the model (code paths, models from
+            code) or a loader module that is not MLflow's. Rendered as
+            ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``. Default: false: such a model fails to
+            load (exit code 3, naming this input), because whoever can register a version of
+            the model could otherwise run code in the server with its registry credentials;
+            scikit-learn models saved with skops (what ``mlops retrain`` registers) load
+            either way. Turn it on only when everyone who can register versions of the
+            served models is trusted. Breaking change: before this input, such models loaded
+            (MLflow's default).
         resources: Requests and limits per replica. Default: 250m/512Mi requested, 1 CPU/1Gi
             limit.
         scratch_size: Size of the writable ``/tmp`` the model is downloaded to. Default: 2Gi.
@@ -367,6 +378,7 @@ class ModelServiceArgs(ArgsModel):
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     coerce: Coercion = Coercion.STRICT
+    allow_pickle: bool = False
     resources: Resources = Field(default_factory=Resources)
     scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
     model_load_timeout: Annotated[int, Field(ge=10, le=3600)] = 300
@@ -567,6 +579,9 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         "MLOPS_MODEL_NAME": model.name,
         "MLOPS_MODEL_VERSION": model.version or "",
         "MLOPS_MODEL_ALIAS": model.alias or "",
+        # Unset, MLflow's loaders unpickle whatever a registered version holds: code run with
+        # this server's registry credentials by anyone who can register a version.
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true" if args.allow_pickle else "false",
     }
     if username is not None:
         env["MLFLOW_TRACKING_USERNAME"] = username

@@ -12,8 +12,23 @@ Each run gets its slot as ``MLOPS_SCHEDULE_SLOT`` (`SLOT_ENV`, e.g. ``2026-11-24
 retries of a slot get the same value. ``mlops retrain`` uses it as its idempotency key, as it uses
 the Job's name on Kubernetes.
 
+A run is the process group of its command (started in a session of its own), as a Job's run is
+its container: ending a run (timeout, SIGTERM) sends SIGTERM to the whole group, waits
+``kill_grace`` for the command to exit, then sends SIGKILL to the group; whatever is left of the
+group when the command exits is killed too, as a container's processes are when its first
+process exits. Processes that leave the group (``setsid``) are out of reach; on the Docker target
+they end with the container. A command that cannot start is a failed run with status 127 (not
+found) or 126 (not executable, or any other start error), as a shell reports them, logged in one
+line and retried like any failed run; the scheduler goes on to the next slot.
+
+SIGTERM or SIGINT stops the scheduler: the run in progress is ended as above (a second signal
+sends SIGKILL to it at once), the heartbeat file is removed and the scheduler exits 0, a requested
+stop being a clean one (as for ``mlops serve``). Failed runs never change the scheduler's exit
+status: they are logged and kept in `Scheduler.runs`.
+
 The scheduler writes a heartbeat file while it waits and while a run is in progress;
-``mlops schedule --check`` (the container's healthcheck) fails when it is stale. No Pulumi here.
+``mlops schedule --check`` (the container's healthcheck) fails when it is stale. While it ends a
+run it writes none, for at most twice ``kill_grace``. No Pulumi here.
 """
 
 from __future__ import annotations
@@ -25,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +68,6 @@ DEFAULT_HEARTBEAT = Path("/tmp/mlops-scheduler.heartbeat")
 SLOT_ENV = "MLOPS_SCHEDULE_SLOT"
 """The variable through which a run learns its slot (`slot_id`): the same for every attempt of
 one slot, different for every slot."""
-_KILL_GRACE_SECONDS = 10.0
 
 
 class Clock(Protocol):
@@ -91,6 +106,13 @@ class ScheduleOptions:
         suspend: Run nothing (slots are logged as skipped). Default: false.
         heartbeat: The heartbeat file. Default: ``/tmp/mlops-scheduler.heartbeat``.
         heartbeat_interval: Seconds between heartbeats. Default: 30.
+        kill_grace: Seconds a run's command has to exit after SIGTERM (timeout or stop) before
+            its process group gets SIGKILL; also how long SIGKILL is waited for. Default: 5,
+            below Docker's default stop timeout (10 s), so that on ``docker stop`` the scheduler
+            ends the run itself and exits 0.
+
+    Raises:
+        ValueError: ``kill_grace`` is negative.
     """
 
     cron: str
@@ -101,6 +123,12 @@ class ScheduleOptions:
     suspend: bool = False
     heartbeat: Path = DEFAULT_HEARTBEAT
     heartbeat_interval: float = 30.0
+    kill_grace: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.kill_grace >= 0:  # also refuses NaN
+            raise ValueError(f"`kill_grace` must be a number of seconds >= 0, got "
+                             f"{self.kill_grace!r}; use 0 to send SIGKILL right after SIGTERM")
 
 
 def _utc(moment: datetime) -> datetime:
@@ -140,6 +168,9 @@ class _Stopped(Exception):
     """SIGTERM or SIGINT arrived: stop waiting, end the run in progress."""
 
 
+_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
+
+
 class Scheduler:
     """Runs `ScheduleOptions.command` at every slot, one run at a time.
 
@@ -160,6 +191,11 @@ class Scheduler:
         self.runs: list[tuple[datetime, int]] = []
         """(slot, exit status) of every slot that ran."""
         self._child: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+        # Whether the main thread is in a wait that a stop signal may cut short by raising
+        # `_Stopped`. Elsewhere (starting a run, ending one, writing a log line or the heartbeat)
+        # the signal is only recorded, so that it can never interrupt the ending of a run.
+        self._interruptible = False
 
     # ----------------------------------------------------------------- heartbeat
 
@@ -176,32 +212,108 @@ class Scheduler:
             left = (moment - self.clock.now()).total_seconds()
             if left <= 0:
                 return
-            self.clock.sleep(min(left, self.options.heartbeat_interval))
+            with self._interruptible_wait():
+                self.clock.sleep(min(left, self.options.heartbeat_interval))
+
+    # ----------------------------------------------------------------- stop signals
+
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            # A second signal: the operator will not wait for the grace period. Nothing is
+            # logged here: a handler writing to stderr may interrupt a write in progress.
+            child = self._child
+            if child is not None:
+                _signal_group(child.pid, signal.SIGKILL)
+            return
+        self._stopping = True
+        if self._interruptible:
+            self._interruptible = False
+            raise _Stopped
+
+    @contextmanager
+    def _interruptible_wait(self) -> Iterator[None]:
+        self._interruptible = True  # before the check: a signal in between raises itself
+        try:
+            if self._stopping:
+                raise _Stopped
+            yield
+        finally:
+            self._interruptible = False
+
+    def _install_stop_handlers(self) -> dict[int, _Handler]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, _Handler] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._on_stop_signal)
+        return previous
 
     # ----------------------------------------------------------------- runs
 
     def _attempt(self, slot: datetime) -> int:
+        if self._stopping:  # a stop signal arrived between two attempts
+            raise _Stopped
         env = {**self.environ, SLOT_ENV: slot_id(slot)}
+        try:
+            child = subprocess.Popen(list(self.options.command), env=env,
+                                     start_new_session=True)
+        except OSError as err:
+            self.log(f"slot {slot.isoformat()}: cannot start {self.options.command[0]!r}: "
+                     f"{err.strerror or err}")
+            return 127 if isinstance(err, FileNotFoundError) else 126
+        self._child = child
+        try:
+            return self._wait(child, slot)
+        except _Stopped:
+            self.log(f"slot {slot.isoformat()}: stopping the run: SIGTERM to its process "
+                     f"group, SIGKILL after {self.options.kill_grace:g}s or on a second signal")
+            raise
+        finally:
+            self._end(child, slot)
+            self._child = None
+
+    def _wait(self, child: subprocess.Popen[bytes], slot: datetime) -> int:
         timeout = self.options.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._child = child = subprocess.Popen(list(self.options.command), env=env)
-        try:
-            while True:
-                wait = self.options.heartbeat_interval
-                if deadline is not None:
-                    wait = min(wait, max(deadline - time.monotonic(), 0.0))
-                try:
+        while True:
+            wait = self.options.heartbeat_interval
+            if deadline is not None:
+                wait = min(wait, max(deadline - time.monotonic(), 0.0))
+            try:
+                with self._interruptible_wait():
                     return child.wait(timeout=wait)
-                except subprocess.TimeoutExpired:
-                    self.beat()
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self.log(f"slot {slot.isoformat()}: run exceeded {timeout:g}s, killed")
-                        _end(child)
-                        return 124  # as timeout(1) reports it
-        finally:
-            if child.poll() is None:
-                _end(child)
-            self._child = None
+            except subprocess.TimeoutExpired:
+                self.beat()
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.log(f"slot {slot.isoformat()}: run exceeded {timeout:g}s, killing its "
+                             "process group")
+                    return 124  # as timeout(1) reports it
+
+    def _end(self, child: subprocess.Popen[bytes], slot: datetime) -> None:
+        """End what is left of the run: SIGTERM, ``kill_grace``, SIGKILL, to its process group."""
+        grace = self.options.kill_grace
+        exited_by_itself = child.poll() is not None
+        if not exited_by_itself:
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.log(f"slot {slot.isoformat()}: the run did not exit within {grace:g}s of "
+                         "SIGTERM; SIGKILL to its process group")
+        exited = child.poll() is not None
+        # The group's leader has exited (or is being killed): the rest goes with it, as the
+        # processes of a container go with its first one.
+        if _signal_group(child.pid, signal.SIGKILL) and exited_by_itself:
+            self.log(f"slot {slot.isoformat()}: killed the processes the run left behind")
+        if not exited:
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.log(f"slot {slot.isoformat()}: the run (pid {child.pid}) is still there "
+                         f"{grace:g}s after SIGKILL; going on")
 
     def run_slot(self, slot: datetime) -> int:
         """Run the command for ``slot``, retrying a failed attempt; the last exit status."""
@@ -218,12 +330,18 @@ class Scheduler:
         return code
 
     def run(self, max_slots: int | None = None) -> int:
-        """Wait for slots and run them until stopped (or ``max_slots`` slots were handled)."""
-        previous_handlers = _install_stop_handlers()
+        """Wait for slots and run them until stopped (or ``max_slots`` slots were handled).
+
+        Returns:
+            0, also when stopped by SIGTERM or SIGINT (after ending the run in progress and
+            removing the heartbeat, since nothing beats any more).
+        """
+        previous_handlers = self._install_stop_handlers()
         try:
             return self._loop(max_slots)
         except _Stopped:
-            self.log("stopping")
+            self.options.heartbeat.unlink(missing_ok=True)
+            self.log("stopped")
             return 0
         finally:
             _restore(previous_handlers)
@@ -258,32 +376,13 @@ class Scheduler:
         return 0
 
 
-def _end(child: subprocess.Popen[bytes]) -> None:
-    child.terminate()
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group ``pgid``; whether the group still existed."""
     try:
-        child.wait(timeout=_KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
-_Handler = Callable[[int, FrameType | None], object] | int | signal.Handlers | None
-
-
-def _install_stop_handlers() -> dict[int, _Handler]:
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise _Stopped
-
-    previous: dict[int, _Handler] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.getsignal(sig)
-        signal.signal(sig, stop)
-    return previous
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _restore(previous: dict[int, _Handler]) -> None:

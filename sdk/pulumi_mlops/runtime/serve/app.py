@@ -8,34 +8,44 @@ JSON ``{"error_code", "message"}``; a stack trace is logged with a request id, n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import TypeVar
 
 import orjson
 
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.http import (
+    CLIENT_GONE,
+    JSON,
     TEXT,
     BodyTooLarge,
+    ClientGone,
     Message,
     Receive,
     Scope,
     Send,
     error_body,
+    error_headers,
     header,
     read_body,
     respond,
 )
+from pulumi_mlops.runtime.serve.limits import Limits
 from pulumi_mlops.runtime.serve.model import Answer, ServedModel, mlflow_version
+from pulumi_mlops.runtime.serve.offload import Deferred, PredictionThread
 from pulumi_mlops.runtime.serve.payload import PayloadError
 
 __all__ = ["ScoringApp"]
 
 log = logging.getLogger("mlops.serve")
 
+T = TypeVar("T")
 _ROUTES = {"/invocations": "POST", "/ping": "GET", "/health": "GET", "/version": "GET",
            "/metrics": "GET"}
 
@@ -43,22 +53,41 @@ _ROUTES = {"/invocations": "POST", "/ping": "GET", "/health": "GET", "/version":
 class ScoringApp:
     """ASGI application serving one model.
 
+    Args:
+        model: The model.
+        limits: The request bounds. Default: `Limits()`.
+        prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
+
     Attributes:
         ready: False while loading or draining; ``/ping`` and ``/health`` answer 503 then.
+        workers_alive: Whether all the server's workers run (set by the supervisor); when
+            not, ``/health`` and ``/v2/health/ready`` answer 503 while ``/ping`` stays 200.
         server_version: This package's version (the Open Inference Protocol's server metadata).
     """
 
-    def __init__(self, model: ServedModel, *, max_body_bytes: int = 16 * 2**20,
+    def __init__(self, model: ServedModel, *, limits: Limits | None = None,
                  prediction_log_rate: float = 0.0) -> None:
         from pulumi_mlops import __version__  # names load lazily: no Pulumi import
 
         self.model = model
-        self.max_body_bytes = max_body_bytes
+        self.limits = limits or Limits()
         self.prediction_log_rate = prediction_log_rate
         self.server_version = str(__version__)
         self.ready = True
+        self.workers_alive: Callable[[], bool] = _always
         self._mlflow_version = mlflow_version().encode()
+        self._in_flight = 0
+        self._predictor: PredictionThread | None = None
+        self._client_errors = _ClientErrorLog()
         metrics.model_info(model.info)
+        estimator = getattr(model.fast_predict, "__self__", None)
+        metrics.limit_class_labels(self.limits.max_class_labels,
+                                   getattr(estimator, "classes_", ()))
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Larger request bodies get 413."""
+        return self.limits.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
@@ -85,9 +114,11 @@ class ScoringApp:
                           [(b"allow", expected.encode())])
         elif path == "/invocations":
             await self._invocations(scope, receive, send)
-        elif path in ("/ping", "/health"):
+        elif path == "/ping" or (path == "/health" and self.workers_alive()):
             status = 200 if self.ready else 503
             await respond(send, status, b"\n" if self.ready else b"draining\n", TEXT)
+        elif path == "/health":
+            await respond(send, 503, b"fewer workers than configured are running\n", TEXT)
         elif path == "/version":
             await respond(send, 200, self._mlflow_version)
         else:
@@ -96,19 +127,84 @@ class ScoringApp:
             body, content_type = metrics.exposition()
             await respond(send, 200, body, [(b"content-type", content_type.encode())])
 
+    async def score(self, scope: Scope, receive: Receive,
+                    work: Callable[[bytes], T | Deferred[T]]) -> T:
+        """Read the request body within the limits and call ``work(body)``, which answers at
+        once (a quick prediction, on the event loop) or returns the `Deferred` call that
+        answers, which then runs on the prediction thread within the prediction timeout. All of
+        it within the concurrency bound.
+
+        Raises:
+            PayloadError: 503 over the concurrency bound, 413 over the body limit, 408 for a
+                body slower than the body timeout, 504 past the prediction timeout; and what
+                ``work`` raises.
+            ClientGone: the client left before its body was complete.
+        """
+        limits = self.limits
+        if self._in_flight >= limits.max_concurrency:
+            raise PayloadError(503, f"this worker holds its {limits.max_concurrency} concurrent "
+                               "requests (mlops serve --max-concurrency); retry shortly")
+        self._in_flight += 1
+        submitted = False
+        try:
+            try:
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await read_body(scope, receive, limits.max_body_bytes)
+            except TimeoutError:
+                raise PayloadError(408, f"the request body did not arrive within "
+                                   f"{limits.body_timeout:g} s (mlops serve --body-timeout)"
+                                   ) from None
+            except BodyTooLarge as err:
+                raise PayloadError(413, f"{err} (mlops serve --max-body-bytes)") from None
+            answer = work(body)
+            if not isinstance(answer, Deferred):
+                return answer
+            if self._predictor is None:
+                self._predictor = PredictionThread()
+            # The slot is freed when the work has finished, also after a 504: a prediction
+            # that outlives its request still occupies the thread.
+            call: Callable[[], T] = answer.call
+            future = self._predictor.submit(self._release, call)
+            submitted = True
+            try:
+                async with asyncio.timeout(limits.prediction_timeout):
+                    return await future
+            except TimeoutError:
+                raise PayloadError(504, f"the prediction took longer than "
+                                   f"{limits.prediction_timeout:g} s (mlops serve "
+                                   "--prediction-timeout)") from None
+        finally:
+            if not submitted:
+                self._in_flight -= 1
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+
+    def client_error(self, status: int, path: str, message: str) -> None:
+        """Log a 4xx answer in one line (rate-limited; no stack trace)."""
+        self._client_errors.log(status, path, message)
+
     async def _invocations(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         answer: Answer | None = None
         status = 500
         try:
-            body = await read_body(scope, receive, self.max_body_bytes)
             content_type = header(scope, b"content-type")
-            if not content_type:
-                raise PayloadError(415, "Content-Type is required: application/json, "
-                                   "text/csv or application/vnd.apache.parquet")
+            max_rows = self.limits.max_rows
+            request_body = b""
+
+            def work(body: bytes) -> Answer | Deferred[Answer]:
+                nonlocal request_body
+                request_body = body
+                if not content_type:
+                    raise PayloadError(415, "Content-Type is required: application/json, "
+                                       "text/csv or application/vnd.apache.parquet")
+                answer = self.model.prepare(body, content_type, max_rows)
+                return answer if isinstance(answer, Answer) else Deferred(answer)
+
             try:
-                answer = self.model.invoke(body, content_type)
-            except PayloadError:
+                answer = await self.score(scope, receive, work)
+            except (PayloadError, ClientGone):
                 raise
             except Exception:
                 request_id = uuid.uuid4().hex
@@ -122,13 +218,16 @@ class ScoringApp:
             if status == 200:
                 metrics.observe_predictions(answer.predictions)
                 if self.prediction_log_rate and random.random() < self.prediction_log_rate:
-                    self._log_prediction(body, answer, time.perf_counter() - started)
-        except BodyTooLarge as err:
-            status = 413
-            await respond(send, 413, error_body(413, str(err)))
+                    self._log_prediction(request_body, answer, time.perf_counter() - started)
+            elif status < 500:
+                self.client_error(status, "/invocations", _message(answer.body))
         except PayloadError as err:
             status = err.status
-            await respond(send, err.status, error_body(err.status, err.message))
+            await respond(send, status, error_body(status, err.message),
+                          [*JSON, *error_headers(status)])
+            self.client_error(status, "/invocations", err.message)
+        except ClientGone:
+            status = CLIENT_GONE
         finally:
             metrics.observe_request(status, answer.rows if answer else 0,
                                     time.perf_counter() - started)
@@ -152,6 +251,47 @@ class ScoringApp:
             "outputs": outputs, "latency_ms": round(seconds * 1000, 3),
         }) + b"\n")
         sys.stdout.buffer.flush()
+
+
+def _always() -> bool:
+    return True
+
+
+class _ClientErrorLog:
+    """One log line per client error, at most ``per_second`` a second; the rest are counted
+    and reported with the next line, so a client sending bad requests in a loop cannot flood
+    the log."""
+
+    def __init__(self, per_second: int = 5) -> None:
+        self._per_second = per_second
+        self._second = 0
+        self._lines = 0
+        self._suppressed = 0
+
+    def log(self, status: int, path: str, message: str) -> None:
+        second = int(time.monotonic())
+        if second != self._second:
+            self._second, self._lines = second, 0
+        if self._lines >= self._per_second:
+            self._suppressed += 1
+            return
+        self._lines += 1
+        more = f" ({self._suppressed} more client errors not logged)" if self._suppressed else ""
+        self._suppressed = 0
+        log.warning("%d %s: %s%s", status, path, _one_line(message), more)
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _message(body: bytes) -> str:
+    """The ``message`` of an error JSON body (or the body's start)."""
+    try:
+        return str(orjson.loads(body).get("message", ""))
+    except (orjson.JSONDecodeError, AttributeError):
+        return body[:300].decode("utf-8", "replace")
 
 
 def _closing(send: Send) -> Send:

@@ -5,11 +5,17 @@
 | ``mlops_requests_total`` | counter | ``code`` (HTTP status) |
 | ``mlops_request_duration_seconds`` | histogram | |
 | ``mlops_batch_rows`` | histogram | |
-| ``mlops_predictions_total`` | counter | ``class`` (classification outputs) |
+| ``mlops_predictions_total`` | counter | ``class`` (classification outputs, bounded) |
 | ``mlops_prediction_value`` | histogram | (numeric outputs) |
 | ``mlops_feature_drift`` | gauge | ``feature``, ``statistic`` (``psi`` / ``js_distance``) |
 | ``mlops_model_info`` | gauge (1) | ``model_name``, ``model_version``, ``model_alias``, |
 | | | ``model_uri`` |
+
+The ``class`` label takes at most ``--max-class-labels`` values (`Limits`, default 50): a
+scikit-learn classifier's own classes first, then other predicted values in the order they
+first appear; predictions of any further value count under ``__other__`` (a name no
+classifier's class is likely to have), so a model whose output varies with its input cannot
+grow the series without bound.
 
 With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set by the server and every
 worker's values are summed at scrape time; the drift gauges come from the window the workers
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter as _Counter
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -36,13 +43,14 @@ from prometheus_client import (
 from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 
-__all__ = ["exposition", "model_info", "observe_predictions", "observe_request"]
+__all__ = ["OTHER_CLASS", "exposition", "limit_class_labels", "model_info",
+           "observe_predictions", "observe_request"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5)
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 _VALUE_BUCKETS = (-10, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 100, 1000)
-_MAX_CLASSES = 100
+OTHER_CLASS = "__other__"
 
 REQUESTS = Counter("mlops_requests", "Scoring requests by HTTP status code", ["code"],
                    registry=REGISTRY)
@@ -69,13 +77,23 @@ def model_info(info: ModelInfo) -> None:
 
 # Label children by label value: `labels()` takes a lock and builds a key on every call, and the
 # request path asks for the same few children on every request. Both maps are bounded (HTTP
-# statuses; at most _MAX_CLASSES classes per request, and the children exist anyway).
+# statuses; _max_class_labels classes plus OTHER_CLASS).
 _REQUEST_CHILDREN: dict[int, Any] = {}
 _CLASS_CHILDREN: dict[str, Any] = {}
+_max_class_labels = 50
 # Class ids up to this bound are counted with one bincount instead of a sort (np.unique).
 _BINCOUNT_MAX = 4096
 # Up to this many predictions, classes are counted in Python.
 _SMALL_BATCH = 16
+
+
+def limit_class_labels(max_labels: int, known: Iterable[Any] = ()) -> None:
+    """Bound the ``class`` label to ``max_labels`` values, taking ``known`` classes (a
+    classifier's ``classes_``) first; further values count under `OTHER_CLASS`."""
+    global _max_class_labels
+    _max_class_labels = max_labels
+    for cls in list(known)[:max_labels]:
+        _class_child(str(cls))
 
 
 def observe_request(status: int, rows: int, seconds: float) -> None:
@@ -112,10 +130,7 @@ def observe_predictions(predictions: Any) -> None:
     if values.size <= _SMALL_BATCH and values.dtype.kind in "iub":
         # A few rows: counting Python values beats numpy's per-call overhead (str of an int or
         # bool equals numpy's astype(str) text).
-        tally_small = _Counter(values.tolist())
-        if len(tally_small) <= _MAX_CLASSES:
-            for value, count in tally_small.items():
-                _class_child(str(value)).inc(count)
+        _count(_Counter(values.tolist()).items())
         return
     if values.dtype.kind in "iu":
         # Integer classes: count the ids, and turn only the distinct ones into label strings
@@ -124,27 +139,29 @@ def observe_predictions(predictions: Any) -> None:
         if low >= 0 and high <= _BINCOUNT_MAX:
             tally = np.bincount(values.astype(np.intp, copy=False))
             ids = np.flatnonzero(tally)
-            pairs = zip(ids.tolist(), tally[ids].tolist(), strict=True)
-            size = ids.size
+            _count(zip(ids.tolist(), tally[ids].tolist(), strict=True))
         else:
             unique, counts = np.unique(values, return_counts=True)
-            pairs = zip(unique.tolist(), counts.tolist(), strict=True)
-            size = unique.size
-        if size <= _MAX_CLASSES:
-            for cls, count in pairs:
-                _class_child(str(cls)).inc(count)
+            _count(zip(unique.tolist(), counts.tolist(), strict=True))
         return
     if values.dtype.kind in "bUSO":
         classes, counts = np.unique(values.astype(str), return_counts=True)
-        if classes.size <= _MAX_CLASSES:
-            for cls, count in zip(classes.tolist(), counts.tolist(), strict=True):
-                _class_child(cls).inc(count)
+        _count(zip(classes.tolist(), counts.tolist(), strict=True))
+
+
+def _count(tally: Iterable[tuple[Any, int]]) -> None:
+    for cls, count in tally:
+        _class_child(str(cls)).inc(count)
 
 
 def _class_child(cls: str) -> Any:
     child = _CLASS_CHILDREN.get(cls)
     if child is None:
-        child = _CLASS_CHILDREN[cls] = CLASSES.labels(cls)
+        if len(_CLASS_CHILDREN) >= _max_class_labels:
+            cls = OTHER_CLASS
+            child = _CLASS_CHILDREN.get(cls)
+        if child is None:
+            child = _CLASS_CHILDREN[cls] = CLASSES.labels(cls)
     return child
 
 

@@ -20,9 +20,11 @@ other payload takes the general path, which is loaded in the background for such
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
+import math
 import os
 import pickle
 import threading
@@ -40,6 +42,10 @@ import orjson
 
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
 from pulumi_mlops.runtime.serve.fetch import (
+    DEFAULT_FETCH_DEADLINE_SECONDS,
+    DEFAULT_MAX_MODEL_BYTES,
+    FetchBudget,
+    FetchLimitError,
     ModelInfo,
     ModelLoadError,
     RestRegistry,
@@ -141,20 +147,70 @@ class Answer:
     rows: int = 0
 
 
+# Fast-path requests answered on the event loop: bodies up to this size (decoding them takes
+# well under a millisecond), predictions expected to take up to this long.
+_INLINE_BODY_BYTES = 256 * 1024
+_INLINE_SECONDS = 0.002
+# Requests of this many rows or more measure the per-row cost.
+_PER_ROW_SAMPLE_ROWS = 8
+
+
+class _PredictCost:
+    """How long the estimator's predict takes for a number of rows, learnt from the
+    predictions served: the least time seen (the fixed cost) plus a running average of the
+    time per row above it, from requests of ``_PER_ROW_SAMPLE_ROWS`` rows or more. Until those
+    are seen, a row is assumed to cost as much as a whole request: a model starts out judged
+    slow, and its first requests run off the event loop, where they are measured."""
+
+    def __init__(self) -> None:
+        self.fixed = math.inf
+        self.per_row = math.inf
+
+    def quick(self, rows: int) -> bool:
+        """Whether ``rows`` rows are expected to take at most ``_INLINE_SECONDS``."""
+        per_row = self.fixed if self.per_row == math.inf else self.per_row
+        return self.fixed + per_row * rows <= _INLINE_SECONDS
+
+    def observe(self, rows: int, seconds: float) -> None:
+        """Learn from one prediction (races between threads lose a sample at worst)."""
+        self.fixed = min(self.fixed, seconds)
+        if rows >= _PER_ROW_SAMPLE_ROWS:
+            sample = (seconds - self.fixed) / rows
+            self.per_row = (sample if self.per_row == math.inf
+                            else 0.9 * self.per_row + 0.1 * sample)
+
+
+class _TooManyRows(BaseException):
+    """Raised through MLflow's scoring function, which turns every `Exception` a model raises
+    into its generic 400: a ``BaseException`` reaches `ServedModel` with the row count."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__(rows)
+        self.rows = rows
+
+
+def _too_many_rows(rows: int, limit: int) -> PayloadError:
+    return PayloadError(413, f"{rows} input rows are over the {limit}-row limit of a request "
+                        "(mlops serve --max-rows); send them in smaller batches")
+
+
 class _Observed:
     """The pyfunc model as MLflow's scoring function sees it: checks lossy values are already
     refused, so this only feeds the drift window and keeps the raw predictions."""
 
-    def __init__(self, model: Any, drift: DriftMonitor | None) -> None:
+    def __init__(self, model: Any, drift: DriftMonitor | None, max_rows: int | None) -> None:
         self.metadata = model.metadata
         self._model = model
         self._drift = drift
+        self._max_rows = max_rows
         self.predictions: Any = None
         self.rows = 0
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         import pandas as pd
 
+        if self._max_rows is not None and _rows(data) > self._max_rows:
+            raise _TooManyRows(_rows(data))
         if isinstance(data, pd.DataFrame) and self._drift is not None:
             self._drift.observe_columns(data)
         self.predictions = self._model.predict(data, params=params)
@@ -198,6 +254,13 @@ class ServedModel:
         self.strict = coerce == "strict"
         self._loader = pyfunc_loader
         self._model: Any = pyfunc_model
+        self._cost = _PredictCost()
+        if fast_predict is not None:
+            # Fitted on a DataFrame, the estimator notes on every call that a matrix has no
+            # feature names; the fast path checked the columns are the fitted ones, in order.
+            # One filter for the process: `catch_warnings` per call is not thread-safe.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names",
+                                    category=UserWarning)
         self._loaded = threading.Event()
         self._load_error: BaseException | None = None
         self._take_lock = threading.Lock()
@@ -251,45 +314,92 @@ class ServedModel:
 
     # ----------------------------------------------------------------- predicting
 
-    def invoke(self, body: bytes, content_type: str) -> Answer:
+    def invoke(self, body: bytes, content_type: str, max_rows: int | None = None) -> Answer:
         """Answer one ``/invocations`` request, as MLflow's scoring server would (with the
         lossy-value check and the fast path).
 
-        Raises:
-            PayloadError: a client error found before MLflow's parser runs.
-        """
-        doc: Any = body
-        if _plain_json(content_type):
-            doc = decode_json(body)
-            if self.fast_spec is not None:
-                # A payload the fast path takes holds only exact numbers: nothing lossy.
-                matrix = fast_matrix(doc, self.fast_spec)
-                if matrix is not None:
-                    predictions = self._fast(matrix)
-                    return Answer(200, _predictions_json(predictions), predictions=predictions,
-                                  rows=len(matrix))
-            if self.strict:
-                why = find_lossy(doc, self.columns, self.signature.tensors)
-                if why is not None:
-                    raise PayloadError(400, why)
-            if not isinstance(doc, dict):
-                doc = body  # MLflow's parser explains what is wrong with it
-        return self._general(doc, content_type)
+        Args:
+            body: The request body.
+            content_type: Its ``Content-Type``.
+            max_rows: Input rows allowed in one request. Default: no bound.
 
-    def predict_data(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        Raises:
+            PayloadError: a client error found before MLflow's parser runs, or more than
+                ``max_rows`` rows (413).
+        """
+        answer = self.prepare(body, content_type, max_rows)
+        return answer if isinstance(answer, Answer) else answer()
+
+    def prepare(self, body: bytes, content_type: str,
+                max_rows: int | None = None) -> Answer | Callable[[], Answer]:
+        """The answer to an ``/invocations`` request when the fast path gives it within about
+        ``_INLINE_SECONDS`` (judged from the predictions served so far), else the call that
+        answers it, to be run off the event loop: a small fast-path request costs less than
+        handing it to another thread and back, and nothing long blocks the loop.
+
+        Raises:
+            PayloadError: as `invoke`, for what is found before the answer is deferred.
+        """
+        if not _plain_json(content_type):
+            return functools.partial(self._general, body, content_type, max_rows)
+        if self.fast_spec is None or len(body) > _INLINE_BODY_BYTES:
+            return functools.partial(self._answer_json, body, content_type, max_rows)
+        doc = decode_json(body)
+        matrix = fast_matrix(doc, self.fast_spec)
+        if matrix is None:
+            return functools.partial(self._answer_doc, doc, body, content_type, max_rows)
+        if max_rows is not None and len(matrix) > max_rows:
+            raise _too_many_rows(len(matrix), max_rows)
+        if self._cost.quick(len(matrix)):
+            return self._fast_answer(matrix)
+        return functools.partial(self._fast_answer, matrix)
+
+    def _answer_json(self, body: bytes, content_type: str, max_rows: int | None) -> Answer:
+        doc = decode_json(body)
+        if self.fast_spec is not None:
+            # A payload the fast path takes holds only exact numbers: nothing lossy.
+            matrix = fast_matrix(doc, self.fast_spec)
+            if matrix is not None:
+                if max_rows is not None and len(matrix) > max_rows:
+                    raise _too_many_rows(len(matrix), max_rows)
+                return self._fast_answer(matrix)
+        return self._answer_doc(doc, body, content_type, max_rows)
+
+    def _answer_doc(self, doc: Any, body: bytes, content_type: str,
+                    max_rows: int | None) -> Answer:
+        """The general path's answer to a decoded JSON document."""
+        if self.strict:
+            why = find_lossy(doc, self.columns, self.signature.tensors)
+            if why is not None:
+                raise PayloadError(400, why)
+        # Anything but an object: MLflow's parser explains what is wrong with it.
+        return self._general(doc if isinstance(doc, dict) else body, content_type, max_rows)
+
+    def _fast_answer(self, matrix: np.ndarray[Any, Any]) -> Answer:
+        predictions = self._fast(matrix)
+        return Answer(200, _predictions_json(predictions), predictions=predictions,
+                      rows=len(matrix))
+
+    def predict_data(self, data: Any, params: dict[str, Any] | None = None,
+                     max_rows: int | None = None) -> Any:
         """Predictions for input already decoded into what pyfunc accepts (a DataFrame, an
         ndarray, or a dict of ndarrays), e.g. from an Open Inference Protocol request.
 
         Raises:
-            PayloadError: the input does not fit the signature (400).
+            PayloadError: the input does not fit the signature (400), or has more than
+                ``max_rows`` rows (413).
         """
+        if max_rows is not None and _rows(data) > max_rows:
+            raise _too_many_rows(_rows(data), max_rows)
         if self.fast_spec is not None and not params:
             matrix = _fast_matrix_of(data, self.fast_spec)
             if matrix is not None:
                 return self._fast(matrix)
+        # The model first: importing mlflow while the background thread imports it would
+        # deadlock on the import locks; once it has loaded, mlflow is imported.
+        observed = _Observed(self.model, self.drift, None)
         from mlflow.exceptions import MlflowException
 
-        observed = _Observed(self.model, self.drift)
         try:
             return observed.predict(data, params)
         except MlflowException as err:
@@ -306,23 +416,27 @@ class ServedModel:
 
         # The fast path's matrices hold finite numbers only (checked in building them), so
         # scikit-learn need not check again.
-        with warnings.catch_warnings(), config_context(assume_finite=True):
-            # Fitted on a DataFrame, the estimator notes that a matrix has no feature names;
-            # the columns were just checked to be the fitted ones, in order.
-            warnings.simplefilter("ignore", UserWarning)
-            return self.fast_predict(matrix)
+        started = time.perf_counter()
+        with config_context(assume_finite=True):
+            predictions = self.fast_predict(matrix)
+        self._cost.observe(len(matrix), time.perf_counter() - started)
+        return predictions
 
-    def _general(self, data: Any, content_type: str) -> Answer:
+    def _general(self, data: Any, content_type: str, max_rows: int | None) -> Answer:
+        # The model first: see `predict_data`.
+        model = self.model
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc import scoring_server
 
-        model = self.model
-        observed = _Observed(model, self.drift)
+        observed = _Observed(model, self.drift, max_rows)
         try:
             result = scoring_server.invocations(data, content_type, observed,
                                                 model.metadata.get_input_schema())
         except MlflowException as err:
             return _mlflow_error(err)
+        except _TooManyRows as err:
+            assert max_rows is not None
+            raise _too_many_rows(err.rows, max_rows) from None
         if result.status != 200:
             return Answer(result.status, result.response.encode(), result.mimetype)
         return Answer(200, result.response.encode(), result.mimetype,
@@ -351,13 +465,15 @@ def _plain_json(content_type: str) -> bool:
 
 
 def _mlflow_error(err: Any) -> Answer:
-    """MLflow's error answer, without the stack trace (logged here with a request id)."""
+    """MLflow's error answer, without the stack trace: logged here with a request id for a
+    server error, and only at debug level for a client error (the app logs those in one line,
+    and a client sending bad input in a loop must not fill the log with stack traces)."""
     status = err.get_http_status_code()
     request_id = uuid.uuid4().hex
     trace = (getattr(err, "json_kwargs", None) or {}).get("stack_trace")
     if trace:
-        log.warning("request %s: %s\n%s", request_id, str(err.message)[:_MAX_ERROR_MESSAGE],
-                    trace)
+        log.log(logging.WARNING if status >= 500 else logging.DEBUG, "request %s: %s\n%s",
+                request_id, str(err.message)[:_MAX_ERROR_MESSAGE], trace)
     message = str(err.message)
     if len(message) > _MAX_ERROR_MESSAGE:
         message = message[:_MAX_ERROR_MESSAGE] + "… (truncated)"
@@ -391,55 +507,180 @@ def _fast_matrix_of(data: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
     return matrix
 
 
-def load_drift_monitor(run_id: str | None, window: int) -> DriftMonitor | None:
-    """The drift monitor for the run's training-data profile, if the run logged one."""
+def load_drift_monitor(run_id: str | None, window: int, *,
+                       max_profile_bytes: int = 64 * 2**20,
+                       profile_deadline_seconds: float = 60.0) -> DriftMonitor | None:
+    """The drift monitor for the run's training-data profile, if the run logged one.
+
+    Drift gauges are not worth an outage: a profile that cannot be fetched, or is corrupt
+    (not JSON, another format, too large), disables them with one log line and serving goes on.
+
+    Args:
+        run_id: The run that logged the model.
+        window: Recent input rows the drift gauges describe.
+        max_profile_bytes: Largest profile read (profiles are kilobytes). Default: 64 MiB.
+        profile_deadline_seconds: Seconds fetching the profile may take. Default: 60.
+    """
     if run_id is None:
         return None
+    budget = FetchBudget(max_profile_bytes, profile_deadline_seconds,
+                         options=("`max_profile_bytes`", "`profile_deadline_seconds`"))
     try:
-        rest = RestRegistry.from_env()
-        path = (rest.download_run_file(run_id, PROFILE_ARTIFACT_PATH, scratch_dir())
-                if rest is not None else None)
+        with budget:
+            rest = RestRegistry.from_env(budget=budget)
+            path = (rest.download_run_file(run_id, PROFILE_ARTIFACT_PATH, scratch_dir())
+                    if rest is not None else None)
         if path is None:
             import mlflow.artifacts
 
             path = Path(mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=PROFILE_ARTIFACT_PATH))
+    except FetchLimitError as err:
+        log.warning("drift profile of run %s not loaded, drift gauges disabled: %s", run_id,
+                    err)
+        return None
     except Exception as err:  # no profile means no drift gauges, not a failure
         log.info("no drift profile on run %s (%s): drift gauges disabled", run_id,
                  type(err).__name__)
         return None
-    return DriftMonitor(load_profile(path.read_bytes()), window=window)
+    try:
+        if path.stat().st_size > max_profile_bytes:  # mlflow's download is not capped
+            raise ValueError(f"larger than `max_profile_bytes` ({max_profile_bytes})")
+        profile = load_profile(path.read_bytes())
+    except Exception as err:
+        message = " ".join(str(err).split())[:500]
+        log.warning("drift profile of run %s is unusable, drift gauges disabled: %s: %s",
+                    run_id, type(err).__name__, message)
+        return None
+    return DriftMonitor(profile, window=window)
 
 
 # --------------------------------------------------------------------------- loading
 
 
+_OPT_IN = ("set `allow_pickle=True` on the ModelService (MLFLOW_ALLOW_PICKLE_DESERIALIZATION="
+           "true) only if everyone who can register versions of this model is trusted")
+
+
+def _pickle_allowed() -> bool:
+    """``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` as MLflow reads it (unset: true)."""
+    return os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower() in ("true", "1")
+
+
 def _sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
     """The estimator, deserialized as ``mlflow.sklearn`` does it; None when the model is not a
-    plain scikit-learn model (custom code, another flavor)."""
+    plain scikit-learn model (custom code, another flavor).
+
+    Loading a pickle or cloudpickle file runs whatever code the file names, so those formats
+    need ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` true, as in MLflow. MLflow gates skops behind
+    the same variable, because skops constructs the types the model's own MLmodel says to
+    trust, so a crafted model can trust a function that runs code. With the variable false,
+    this loader trusts only scikit-learn classes among them (`_skops_trusted`): what a model
+    trained by ``mlops retrain`` is made of, and nothing that runs code of the model's choosing.
+
+    Raises:
+        ModelLoadError: the model needs ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` true.
+    """
     flavors = mlmodel.get("flavors") or {}
     pyfunc_conf, conf = flavors.get("python_function") or {}, flavors.get("sklearn")
     if (conf is None or pyfunc_conf.get("loader_module") != "mlflow.sklearn"
             or conf.get("code") or pyfunc_conf.get("code")):
         return None
-    if os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower() not in (
-            "true", "1"):
-        raise ModelLoadError("deserializing this model is disallowed because "
-                             "MLFLOW_ALLOW_PICKLE_DESERIALIZATION is not 'true'")
     model_file = path / pyfunc_conf.get("model_path", conf.get("pickled_model", "model.pkl"))
     fmt = conf.get("serialization_format", "pickle")
     if fmt == "skops":
         import skops.io
 
-        return skops.io.load(model_file, trusted=conf.get("skops_trusted_types"))
+        recorded = conf.get("skops_trusted_types")
+        trusted = recorded if _pickle_allowed() else _skops_trusted(model_file, recorded)
+        return skops.io.load(model_file, trusted=trusted)
+    if fmt not in ("pickle", "cloudpickle"):
+        return None  # MLflow's loader names the formats it knows
+    if not _pickle_allowed():
+        raise ModelLoadError(f"refusing to load a {fmt}-format model: unpickling runs any code "
+                             f"the file holds; save it with skops, or {_OPT_IN}")
     with open(model_file, "rb") as f:
         if fmt == "cloudpickle":
             import cloudpickle
 
             return cloudpickle.load(f)
-        if fmt == "pickle":
-            return pickle.load(f)  # what mlflow.sklearn does, behind the same gate
-    return None
+        return pickle.load(f)  # what mlflow.sklearn does, behind the same gate
+
+
+def _skops_trusted(model_file: Path, recorded: Any) -> list[str]:
+    """The types skops may construct from ``model_file`` beyond its defaults: those the MLmodel
+    lists (``recorded``, as MLflow requires) that are scikit-learn classes.
+
+    Raises:
+        ModelLoadError: the file needs another type.
+    """
+    import skops.io
+
+    listed = ({t for t in recorded if isinstance(t, str)} if isinstance(recorded, list)
+              else set())
+    needed: list[str] = skops.io.get_untrusted_types(file=model_file)
+    refused = [t for t in needed if t not in listed or not _is_sklearn_class(t)]
+    if refused:
+        # The names come from the file: quoted and cut, so that they cannot forge log lines.
+        names = ", ".join(repr(t[:120]) for t in refused[:3])
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        raise ModelLoadError(f"refusing to load a skops-format model that trusts {names}{more}: "
+                             f"only scikit-learn classes are trusted; {_OPT_IN}")
+    return needed
+
+
+def _is_sklearn_class(name: str) -> bool:
+    """Whether ``name`` (``module.Class``, as skops names a type) is a class scikit-learn
+    defines outside its tests. Only scikit-learn's own modules are imported to find out."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    parts = module.split(".")
+    # Test helpers are no part of a model, and some exist to do odd things when built.
+    if parts[0] != "sklearn" or {"tests", "conftest", "_testing"} & set(parts):
+        return False
+    try:
+        found = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return False
+    # A class defined elsewhere and imported into a scikit-learn module is not one of its own.
+    return isinstance(found, type) and found.__module__.split(".")[0] == "sklearn"
+
+
+def _sklearn_pyfunc(path: Path, estimator: Any) -> Any:
+    """What ``mlflow.pyfunc.load_model`` makes of a scikit-learn model, around an estimator
+    `_sklearn_estimator` loaded: MLflow's own loader refuses every format, skops included,
+    while ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false."""
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+    from mlflow.sklearn import _SklearnModelWrapper
+
+    meta = Model.load(str(path / "MLmodel"))
+    return PyFuncModel(model_meta=meta, model_impl=_SklearnModelWrapper(estimator),
+                       predict_fn=meta.flavors["python_function"].get("predict_fn", "predict"),
+                       model_id=meta.model_id)
+
+
+def _refuse_model_code(mlmodel: dict[str, Any]) -> None:
+    """Refuse a model that brings code to run as it loads, while
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false: MLflow gates deserializing behind that
+    variable, yet imports whatever loader module, code paths and models-from-code file the
+    MLmodel names.
+
+    Raises:
+        ModelLoadError: the model brings code.
+    """
+    flavors = mlmodel.get("flavors") or {}
+    pyfunc_conf = flavors.get("python_function")
+    loader = str(pyfunc_conf.get("loader_module", "")) if isinstance(pyfunc_conf, dict) else ""
+    if isinstance(pyfunc_conf, dict) and not loader.startswith("mlflow."):
+        raise ModelLoadError(f"refusing to load a model whose loader module {loader[:120]!r} is "
+                             f"not MLflow's: importing it runs the model's choice of code; "
+                             f"{_OPT_IN}")
+    if any(isinstance(conf, dict) and (conf.get("code") or conf.get("model_code_path"))
+           for conf in flavors.values()):
+        raise ModelLoadError("refusing to load a model that brings code (code paths or a "
+                             f"models-from-code file), which runs as it loads; {_OPT_IN}")
 
 
 def open_model(path: Path, info: ModelInfo, drift_window: int,
@@ -476,6 +717,12 @@ def _pyfunc_loader(path: Path) -> Callable[[], Any]:
     def load() -> Any:
         import mlflow.pyfunc
 
+        if not _pickle_allowed():
+            mlmodel = read_mlmodel(path)
+            _refuse_model_code(mlmodel)
+            estimator = _sklearn_estimator(path, mlmodel)
+            if estimator is not None:
+                return _sklearn_pyfunc(path, estimator)
         return mlflow.pyfunc.load_model(str(path))
 
     return load
@@ -503,12 +750,16 @@ def _open(path: Path, info: ModelInfo, drift_window: int, coerce: str) -> Served
 
 def load_served_model(uri: str, *, attempts: int = 6, first_delay: float = 1.0,
                       max_delay: float = 30.0, drift_window: int = 1000,
-                      coerce: str = "strict") -> ServedModel:
-    """Fetch (with retries, see `fetch_model`) and open the model.
+                      coerce: str = "strict", max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+                      fetch_deadline_seconds: float = DEFAULT_FETCH_DEADLINE_SECONDS,
+                      ) -> ServedModel:
+    """Fetch (with retries and bounds, see `fetch_model` for ``attempts`` to
+    ``fetch_deadline_seconds``) and open the model.
 
     Raises:
         ModelLoadError: the model could not be fetched or opened.
     """
     path, info = fetch_model(uri, attempts=attempts, first_delay=first_delay,
-                             max_delay=max_delay)
+                             max_delay=max_delay, max_model_bytes=max_model_bytes,
+                             fetch_deadline_seconds=fetch_deadline_seconds)
     return open_model(path, info, drift_window, coerce)

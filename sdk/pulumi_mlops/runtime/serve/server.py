@@ -3,15 +3,25 @@
 Loading before forking means one model load however many workers (a faster cold start, and
 copy-on-write sharing of the model's memory). The drift window is shared by the workers, so
 the drift gauges describe the recent inputs of all of them. uvicorn with uvloop and httptools
-carries HTTP.
+carries HTTP, bounded by `Limits` (`pulumi_mlops.runtime.serve.protocol` adds the bounds on
+request heads that uvicorn lacks).
+
+Supervision (``workers`` > 1): the first process stays as the master. A worker that dies is
+logged and started again after a back-off (0.5 s, doubling to 30 s for a worker that keeps
+dying within 10 s of its start); while fewer workers run than configured, ``/health`` and
+``/v2/health/ready`` answer 503 (``/ping`` stays 200: the process is alive). After
+``_MAX_QUICK_DEATHS`` quick deaths in a row the master stops the others and exits 1, so the
+container restarts instead of limping. With one worker there is no master: the process is the
+worker, and the container's restart policy is its supervisor.
 
 SIGTERM: ``/ping`` and ``/health`` turn 503, requests keep being served for
 ``drain_seconds`` (time for the load balancer to notice), then the listener closes, in-flight
-requests finish, and the process exits 0.
+requests finish, and the process exits 0, removing its scratch directories.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import functools
@@ -19,16 +29,23 @@ import gc
 import importlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from pulumi_mlops.runtime.serve.fetch import (
+    DEFAULT_FETCH_DEADLINE_SECONDS,
+    DEFAULT_MAX_MODEL_BYTES,
+)
+from pulumi_mlops.runtime.serve.limits import Limits
 
 if TYPE_CHECKING:
     from pulumi_mlops.runtime.drift import DriftMonitor
@@ -39,7 +56,14 @@ __all__ = ["ServeOptions", "serve"]
 log = logging.getLogger("mlops.serve")
 
 EXIT_LOAD_FAILED = 3
+EXIT_WORKERS_FAILED = 1
 _DRIFT_FLUSH_SECONDS = 1.0
+# A worker that dies sooner than this after its start died quickly; this many quick deaths in a
+# row, and the master gives up.
+_STABLE_SECONDS = 10.0
+_MAX_QUICK_DEATHS = 6
+_FIRST_BACKOFF_SECONDS = 0.5
+_MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -51,9 +75,14 @@ class ServeOptions:
         host: Bind address. Default: 127.0.0.1.
         port: TCP port. Default: 8080.
         workers: Worker processes. Default: 1.
-        max_body_bytes: Larger request bodies get 413. Default: 16 MiB.
+        limits: Per-worker request bounds (body size, concurrency, rows, head size, timeouts,
+            class labels). Default: `Limits()`.
         drain_seconds: After SIGTERM, keep serving this long while health reports 503.
         load_attempts: Model load attempts before giving up (registry unreachable).
+        max_model_bytes: Largest model download (files and registry answers together); over
+            it the server exits 3. Default: 4 GiB.
+        fetch_deadline_seconds: Time the whole model fetch may take, retries included; past it
+            the server exits 3. Default: 600.
         drift_window: Recent input rows the drift gauges are computed over.
         prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
         model_alias: For a pinned ``models:/name/version``, the alias it was resolved from
@@ -67,9 +96,11 @@ class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    max_body_bytes: int = 16 * 2**20
+    limits: Limits = dataclasses.field(default_factory=Limits)
     drain_seconds: float = 0.0
     load_attempts: int = 6
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES
+    fetch_deadline_seconds: float = DEFAULT_FETCH_DEADLINE_SECONDS
     drift_window: int = 1000
     prediction_log_rate: float = 0.0
     model_alias: str | None = None
@@ -124,23 +155,40 @@ def _flush_periodically(drift: DriftMonitor, seconds: float) -> None:
 
 
 def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: ServeOptions,
-                model: ServedModel) -> None:
+                model: ServedModel, workers_alive: Callable[[], bool] | None = None) -> None:
     import uvicorn
 
     from pulumi_mlops.runtime.serve.app import ScoringApp
+    from pulumi_mlops.runtime.serve.protocol import bounded_protocol
 
     # The general path (MLflow's scoring functions) of a fast-path model loads in this worker
     # after the fork, while the fast path already serves.
     model.load_in_background()
     if options.workers > 1 and model.drift is not None:
         _flush_periodically(model.drift, _DRIFT_FLUSH_SECONDS)
-    app = ScoringApp(model, max_body_bytes=options.max_body_bytes,
+    app = ScoringApp(model, limits=options.limits,
                      prediction_log_rate=options.prediction_log_rate)
-    config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="off",
-                            access_log=False, log_level="warning", timeout_graceful_shutdown=60,
-                            backlog=2048)
+    if workers_alive is not None:
+        app.workers_alive = workers_alive
+    config = uvicorn.Config(app, loop="uvloop", http=bounded_protocol(options.limits),
+                            lifespan="off", access_log=False, log_level="warning",
+                            timeout_keep_alive=options.limits.keep_alive_timeout,
+                            timeout_graceful_shutdown=60, backlog=2048)
 
     class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # As uvicorn's, but without raising the signal again after the graceful shutdown:
+            # that would end the process with 143 before its exit handlers (the scratch
+            # clean-up) ran.
+            previous = {sig: signal.signal(sig, self.handle_exit)
+                        for sig in (signal.SIGTERM, signal.SIGINT)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             if not app.ready or options.drain_seconds <= 0:
                 app.ready = False
@@ -162,7 +210,9 @@ def serve(options: ServeOptions) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if options.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Must be set before prometheus_client is imported (by the app).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlops-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="mlops-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # What MLflow's scoring server sets: type-hinted models parse request values for serving.
     os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
     from pulumi_mlops.runtime.serve.fetch import ModelLoadError, fetch_model, read_mlmodel
@@ -170,7 +220,9 @@ def serve(options: ServeOptions) -> int:
     # Start-up allocates much and frees little: collections would only cost cold-start time.
     gc.disable()
     try:
-        path, info = fetch_model(options.model_uri, attempts=options.load_attempts)
+        path, info = fetch_model(options.model_uri, attempts=options.load_attempts,
+                                 max_model_bytes=options.max_model_bytes,
+                                 fetch_deadline_seconds=options.fetch_deadline_seconds)
         if options.model_alias and info.alias is None:
             info = dataclasses.replace(info, alias=options.model_alias)
         # Most of a cold start is importing what deserializes the model (skops imports all of
@@ -200,31 +252,91 @@ def serve(options: ServeOptions) -> int:
     if options.workers == 1:
         _run_worker(listen, options, model)
         return 0
-    children: list[int] = []
-    for _ in range(options.workers):
+    return _Supervisor(listen, options, model).run()
+
+
+class _Supervisor:
+    """The master of several workers: starts them, restarts the ones that die, forwards stop
+    signals, and reports through shared memory how many run (for readiness)."""
+
+    def __init__(self, listen: socket.socket | Callable[[], socket.socket],
+                 options: ServeOptions, model: ServedModel) -> None:
+        import multiprocessing
+
+        # A shared socket stays open in the master too: a worker started again needs it.
+        self._listen = listen
+        self._options = options
+        self._model = model
+        self._alive = multiprocessing.get_context("fork").RawValue("i", 0)
+        self._children: dict[int, tuple[int, float]] = {}  # pid: (slot, started)
+        self._quick_deaths = 0
+        self._stopping = False
+
+    def run(self) -> int:
+        """Serve until a stop signal (exit 0) or until workers keep dying (exit 1)."""
+        for slot in range(self._options.workers):
+            self._spawn(slot)
+        signal.signal(signal.SIGTERM, self._forward)
+        signal.signal(signal.SIGINT, self._forward)
+        while self._children:
+            pid, status = os.waitpid(-1, 0)
+            if pid not in self._children:
+                continue
+            slot, started = self._children.pop(pid)
+            self._alive.value = len(self._children)
+            if self._stopping:
+                continue
+            self._quick_deaths = (self._quick_deaths + 1
+                                  if time.monotonic() - started < _STABLE_SECONDS else 1)
+            if self._quick_deaths > _MAX_QUICK_DEATHS:
+                log.error("worker %d (pid %d) %s; %d workers died within %.0f s of starting "
+                          "in a row: stopping", slot, pid, _describe(status),
+                          self._quick_deaths - 1, _STABLE_SECONDS)
+                self._forward(signal.SIGTERM, None)
+                self._wait_all()
+                return EXIT_WORKERS_FAILED
+            delay = min(_MAX_BACKOFF_SECONDS,
+                        _FIRST_BACKOFF_SECONDS * 2 ** (self._quick_deaths - 1))
+            log.error("worker %d (pid %d) %s; starting it again in %.1f s", slot, pid,
+                      _describe(status), delay)
+            time.sleep(delay)
+            if not self._stopping:
+                self._spawn(slot)
+        return 0
+
+    def _spawn(self, slot: int) -> None:
         pid = os.fork()
         if pid == 0:  # worker
+            # Not the master's handlers (they would signal the other workers): until its server
+            # handles them, a stop signal simply ends a starting worker.
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(listen, options, model)
+                _run_worker(self._listen, self._options, self._model, self._all_alive)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
             finally:
                 os._exit(code)
-        children.append(pid)
-    if isinstance(listen, socket.socket):
-        listen.close()  # the workers have it
+        self._children[pid] = (slot, time.monotonic())
+        self._alive.value = len(self._children)
 
-    def forward(sig: int, _frame: FrameType | None) -> None:
-        for pid in children:
+    def _all_alive(self) -> bool:
+        return bool(self._alive.value >= self._options.workers)
+
+    def _forward(self, sig: int, _frame: FrameType | None) -> None:
+        self._stopping = True
+        for pid in self._children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    worst = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
-    return worst
+    def _wait_all(self) -> None:
+        while self._children:
+            pid, _ = os.waitpid(-1, 0)
+            self._children.pop(pid, None)
+
+
+def _describe(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"

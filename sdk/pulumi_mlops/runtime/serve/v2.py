@@ -48,32 +48,36 @@ asks (``binary_data_output``, or ``binary_data`` on a requested output), JSON ot
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import struct
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import orjson
 
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.http import (
-    BodyTooLarge,
+    CLIENT_GONE,
+    ClientGone,
     Receive,
     Scope,
     Send,
+    error_headers,
     header,
-    read_body,
     respond,
 )
+from pulumi_mlops.runtime.serve.offload import Deferred
 from pulumi_mlops.runtime.serve.payload import ColumnSpec, PayloadError, TensorSpec
 
 if TYPE_CHECKING:
+    from pulumi_mlops.runtime.serve.limits import Limits
     from pulumi_mlops.runtime.serve.model import ServedModel
 
 __all__ = ["EncodeError", "InferRequest", "InputTensor", "ModelMetadata", "RequestedOutput",
@@ -105,6 +109,7 @@ _CONTENT_TYPES = ("pd", "np", "dict")
 _RESERVED = frozenset({"content_type", "binary_data_output", "sequence_id", "sequence_start",
                        "sequence_end", "priority", "timeout"})
 _HEADER_LENGTH = b"inference-header-content-length"
+T = TypeVar("T")
 _LENGTH = struct.Struct("<I")
 
 
@@ -113,8 +118,17 @@ class _App(Protocol):
 
     model: ServedModel
     ready: bool
-    max_body_bytes: int
+    limits: Limits
     server_version: str
+    workers_alive: Callable[[], bool]
+
+    def score(self, scope: Scope, receive: Receive,
+              work: Callable[[bytes], T | Deferred[T]]) -> Awaitable[T]:
+        """Read the body within the limits; ``work(body)`` answers or returns the `Deferred`
+        call that does, run off the event loop."""
+
+    def client_error(self, status: int, path: str, message: str) -> None:
+        """Log a 4xx answer in one line."""
 
 
 # --------------------------------------------------------------------------- routing
@@ -157,8 +171,8 @@ async def handle(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
         await respond(send, 200, b'{"live":true}')
     elif route == "ready":
         if parts[0] == "health":
-            await respond(send, 200 if app.ready else 503,
-                          orjson.dumps({"ready": app.ready}))
+            ready = app.ready and app.workers_alive()
+            await respond(send, 200 if ready else 503, orjson.dumps({"ready": ready}))
         elif await _known(app, send, name, version):
             await respond(send, 200 if app.ready else 503,
                           orjson.dumps({"name": name, "ready": app.ready}))
@@ -837,45 +851,79 @@ def encode_outputs(predictions: Any, request: InferRequest) -> tuple[list[dict[s
 # --------------------------------------------------------------------------- inference
 
 
+@dataclass
+class _Inferred:
+    """A V2 inference answer, built on the prediction thread."""
+
+    document: bytes
+    chunks: list[bytes]
+    predictions: Any
+    rows: int
+
+
+def _inferred(model: ServedModel, body: bytes, binary_header: str | None,
+              max_rows: int) -> _Inferred:
+    """Decode, predict and encode one inference request (off the event loop).
+
+    Raises:
+        PayloadError: a client error (4xx).
+        _ModelFailed: the model raised on a valid request.
+    """
+    request = decode_request(body, binary_header)
+    data, rows = model_input(request, model)
+    try:
+        predictions = model.predict_data(data, request.params, max_rows)
+        outputs, chunks = encode_outputs(predictions, request)
+    except PayloadError:
+        raise
+    except Exception as err:
+        raise _ModelFailed from err
+    answer: dict[str, Any] = {"model_name": served_name(model)}
+    if model.info.version is not None:
+        answer["model_version"] = model.info.version
+    answer["id"] = request.id if request.id is not None else uuid.uuid4().hex
+    answer["outputs"] = outputs
+    document = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    return _Inferred(document, chunks, predictions, rows)
+
+
+class _ModelFailed(Exception):
+    """The model raised on a valid inference request (answer 500; the cause is logged)."""
+
+
 async def _infer(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
     started = time.perf_counter()
-    status, rows = 200, 0
+    status, rows = 500, 0
     model = app.model
+    binary_header = header(scope, _HEADER_LENGTH)
     try:
         try:
-            body = await read_body(scope, receive, app.max_body_bytes)
-        except BodyTooLarge as err:
-            raise PayloadError(413, str(err)) from None
-        request = decode_request(body, header(scope, _HEADER_LENGTH))
-        data, rows = model_input(request, model)
-        try:
-            predictions = model.predict_data(data, request.params)
-            outputs, chunks = encode_outputs(predictions, request)
-        except PayloadError:
-            raise
-        except Exception:
-            status = 500
+            def work(body: bytes) -> _Inferred | Deferred[_Inferred]:
+                # Always off the event loop, decoding included.
+                return Deferred(functools.partial(_inferred, model, body, binary_header,
+                                                  app.limits.max_rows))
+
+            inferred = await app.score(scope, receive, work)
+        except _ModelFailed as err:
             request_id = uuid.uuid4().hex
-            log.exception("request %s: the model failed on a valid V2 inference request",
-                          request_id)
+            log.error("request %s: the model failed on a valid V2 inference request",
+                      request_id, exc_info=err.__cause__)
             await _error(send, 500, f"the model failed on this input (request id "
                          f"{request_id})")
             return
-        answer: dict[str, Any] = {"model_name": served_name(model)}
-        if model.info.version is not None:
-            answer["model_version"] = model.info.version
-        answer["id"] = request.id if request.id is not None else uuid.uuid4().hex
-        answer["outputs"] = outputs
-        document = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-        metrics.observe_predictions(predictions)
-        if chunks:
-            await respond(send, 200, b"".join([document, *chunks]), [
+        status, rows = 200, inferred.rows
+        metrics.observe_predictions(inferred.predictions)
+        if inferred.chunks:
+            await respond(send, 200, b"".join([inferred.document, *inferred.chunks]), [
                 (b"content-type", b"application/octet-stream"),
-                (_HEADER_LENGTH, str(len(document)).encode())])
+                (_HEADER_LENGTH, str(len(inferred.document)).encode())])
         else:
-            await respond(send, 200, document)
+            await respond(send, 200, inferred.document)
     except PayloadError as err:
         status = err.status
-        await _error(send, err.status, err.message)
+        await _error(send, status, err.message, error_headers(status))
+        app.client_error(status, scope["path"], err.message)
+    except ClientGone:
+        status = CLIENT_GONE
     finally:
         metrics.observe_request(status, rows, time.perf_counter() - started)
