@@ -323,7 +323,8 @@ def _parser() -> argparse.ArgumentParser:
         "MLOPS_IMAGE_DIGEST.",
         epilog="exit status:\n"
         "  0   promoted\n"
-        "  10  registered as challenger, not promoted: a gate failed\n"
+        "  10  registered as challenger, not promoted: a gate failed, or the champion moved\n"
+        "      while this run ran (another run promoted first)\n"
         "  1   failed: a stage raised (data, training, evaluation, registry); no alias moved\n"
         "  2   bad config file (the message names the field), or a bad --slot\n"
         "  3   the config changed since this run's key ran; nothing registered",

@@ -106,7 +106,8 @@ def _loc_to_path(loc: tuple[int | str, ...], prefix: str) -> str:
 PATTERN_DESCRIPTIONS: dict[str, str] = {}
 
 # Inputs whose values never appear in an error message.
-_SECRET_INPUTS = frozenset({"admin_password", "password", "uri", "backend_store_uri"})
+_SECRET_INPUTS = frozenset({"admin_password", "password", "uri", "backend_store_uri",
+                            "dataset_headers"})
 
 # Pydantic inserts union members' type names and discriminator tags (the target kinds) into
 # `loc`; those are not user input paths.

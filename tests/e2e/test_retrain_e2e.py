@@ -5,12 +5,15 @@ each stage moving no alias."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +65,19 @@ def _retrain(tmp_path: Path, registry: Registry, slot: str | None,
     args = RetrainScheduleArgs(
         registry=RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                   password=registry.password),
-        target=DockerTarget(), schedule="0 3 * * *", image=IMAGE, model_name=MODEL,
-        gates=Gates(**GATES), **{"dataset": "sklearn:breast_cancer", **inputs})
+        target=DockerTarget(), schedule="0 3 * * *", image=IMAGE,
+        gates=Gates(**GATES), **{"dataset": "sklearn:breast_cancer", "model_name": MODEL,
+                                 **inputs})
     plan = plan_retrain("nightly", args, tracking_uri=registry.url, username=registry.username,
                         has_password=True)
     assert plan.job.command == ("mlops", "retrain", "--config", "/etc/mlops/retrain.json")
+    # Every run loads the champion as the cluster's job would: no pickle unless opted in.
+    assert plan.job.env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == (
+        "true" if inputs.get("allow_pickle") else "false")
+    secrets = {"tracking-password": registry.password}
+    if inputs.get("dataset_headers"):
+        # What the component's Secret holds (`pulumi.Output.json_dumps` of the input).
+        secrets["dataset-headers"] = json.dumps(inputs["dataset_headers"])
     # What the platform adds to one run: the key (the scheduler's slot, a Kubernetes Job's
     # name) and the code version; PYTHONPATH lets the job import the test trainers, as an
     # image would ship them.
@@ -80,14 +91,14 @@ def _retrain(tmp_path: Path, registry: Registry, slot: str | None,
         # The local runner maps the container's /tmp to the job's own `tmp` directory.
         (root / "tmp").mkdir(parents=True, exist_ok=True)
         (root / "tmp" / name).write_text(content)
-    return run_job(plan.job, {"tracking-password": registry.password}, root, timeout=120,
-                   env=env)
+    return run_job(plan.job, secrets, root, timeout=120, env=env)
 
 
-def _state() -> tuple[dict[str, str], list[str]]:
+def _state(model: str = MODEL) -> tuple[dict[str, str], list[str]]:
     client = MlflowClient()
-    aliases = {k: str(v) for k, v in (client.get_registered_model(MODEL).aliases or {}).items()}
-    versions = sorted(str(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+    aliases = {k: str(v) for k, v in (client.get_registered_model(model).aliases or {}).items()}
+    versions = sorted((str(v.version) for v in client.search_model_versions(
+        f"name = '{model}'")), key=int)
     return aliases, versions
 
 
@@ -289,3 +300,174 @@ def test_the_recorded_config_digest_is_the_rendered_configs(registry: Registry) 
     [version] = MlflowClient().search_model_versions(
         f"name = '{MODEL}' and tags.`{SLOT_TAG}` = '{NIGHTLY_JOB}'")
     assert version.tags[CONFIG_TAG] == config_digest(config)
+
+
+# --------------------------------------------------------------------------- concurrent runs
+
+
+def test_a_run_whose_champion_moved_while_it_ran_loses_cleanly(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    model = "cancer-race"
+    config = _config(tmp_path, model_name=model, gates={})
+    assert job.run(config) == EXIT_PROMOTED
+    assert _state(model) == ({"champion": "1", "challenger": "1"}, ["1"])
+    capsys.readouterr()
+
+    # Two runs of one slot's model, interleaved: the second starts and finishes while the
+    # first is between evaluating the champion (version 1) and promoting.
+    real = job.evaluate_champion
+    codes: list[int] = []
+
+    def evaluate_then_let_the_other_run(*args: Any) -> Any:
+        champion = real(*args)
+        if not codes:
+            codes.append(-1)
+            monkeypatch.setattr(job, "evaluate_champion", real)
+            codes.append(job.run(config))
+        return champion
+
+    monkeypatch.setattr(job, "evaluate_champion", evaluate_then_let_the_other_run)
+    first = job.run(config)
+
+    assert codes == [-1, EXIT_PROMOTED]  # the other run registered version 2, promoted it
+    assert first == EXIT_NOT_PROMOTED
+    assert _state(model) == ({"champion": "2", "challenger": "3"}, ["1", "2", "3"])
+    tags = MlflowClient().get_model_version(model, "3").tags
+    assert tags["mlops.champion_version"] == "1"
+    assert tags["mlops.gates_passed"] == "true"
+    assert tags["mlops.outcome"] == "not_promoted"
+    assert ("NOT promoted: every gate passed, but `champion` moved from version 1 to 2 while "
+            "this run ran") in capsys.readouterr().out
+    [lost] = [r.getMessage() for r in caplog.records if "stage=promote lost" in r.getMessage()]
+    assert "moved from 1 to 2" in lost and "version 3 is not promoted" in lost
+
+
+def test_a_run_whose_promotion_is_overwritten_at_once_reports_it_lost(
+        registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    model = "cancer-overwritten"
+    config = _config(tmp_path, model_name=model, gates={})
+    assert [job.run(config), job.run(config)] == [EXIT_PROMOTED, EXIT_PROMOTED]
+    assert _state(model) == ({"champion": "2", "challenger": "2"}, ["1", "2"])
+    capsys.readouterr()
+    new = "3"
+    real = MlflowClient.set_registered_model_alias
+
+    def set_then_overwritten(self: MlflowClient, name: str, alias: str, version: str) -> None:
+        real(self, name, alias, version)
+        if alias == "champion" and str(version) == new:
+            # Another run's set lands between this run's set and its check.
+            real(self, name, alias, "1")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", set_then_overwritten)
+    assert job.run(config) == EXIT_NOT_PROMOTED
+    assert _state(model) == ({"champion": "1", "challenger": "3"}, ["1", "2", "3"])
+    assert "moved from version 2 to 1 while this run ran" in capsys.readouterr().out
+    assert MlflowClient().get_model_version(model, "3").tags["mlops.outcome"] == "not_promoted"
+
+
+# --------------------------------------------------------------------------- champion loading
+
+
+def test_the_champion_of_a_previous_run_loads_with_pickle_deserialization_off(
+        registry: Registry, tmp_path: Path) -> None:
+    model = "cancer-skops"
+    forest = {"model_name": model, "estimator": "sklearn.ensemble.RandomForestClassifier",
+              "params": {"n_estimators": 10}}
+    first = _retrain(tmp_path, registry, None, **forest)
+    assert first.returncode == EXIT_PROMOTED, first.stdout + first.stderr
+    second = _retrain(tmp_path, registry, None, **forest)
+
+    assert second.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), second.stdout + second.stderr
+    assert "stage=champion status=ok" in second.stderr
+    assert "version=1" in second.stderr.split("stage=champion", 1)[1].split("\n", 1)[0]
+    assert MlflowClient().get_model_version(model, "2").tags["mlops.champion_version"] == "1"
+    # A forest needs a type skops does not trust by default: the job trusted it from the model.
+    mlmodel = Path(mlflow.artifacts.download_artifacts(f"models:/{model}/1")) / "MLmodel"
+    assert "sklearn.tree._tree.Tree" in mlmodel.read_text()
+
+
+def test_a_pickled_champion_fails_the_run_unless_allow_pickle_is_set(
+        registry: Registry, tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    model = "cancer-pickled"
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(LogisticRegression(max_iter=5000).fit(x, y), name="model",
+                                 serialization_format="cloudpickle",
+                                 registered_model_name=model)
+    MlflowClient().set_registered_model_alias(model, "champion", "1")
+
+    refused = _retrain(tmp_path, registry, None, model_name=model, **QUICK)
+    assert refused.returncode == EXIT_FAILED, refused.stdout + refused.stderr
+    assert "FAILED at stage `champion`" in refused.stdout
+    assert "cloudpickle-format model" in refused.stdout and "allow_pickle=True" in refused.stdout
+    assert _state(model) == ({"champion": "1"}, ["1"])
+
+    allowed = _retrain(tmp_path, registry, None, model_name=model, allow_pickle=True, **QUICK)
+    assert allowed.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), (
+        allowed.stdout + allowed.stderr)
+    assert MlflowClient().get_model_version(model, "2").tags["mlops.champion_version"] == "1"
+
+
+# --------------------------------------------------------------------------- dataset credentials
+
+TOKEN = "Bearer e2e-dataset-t0ken-5c1d"
+
+
+@contextlib.contextmanager
+def _dataset_server(body: bytes) -> Iterator[tuple[str, list[str | None]]]:
+    """Serve ``body`` at ``/cancer.csv`` to requests bearing `TOKEN` only (401 otherwise)."""
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            if self.headers.get("Authorization") != TOKEN:
+                self.send_error(401)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cancer.csv", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_dataset_credentials_are_sent_as_headers_and_recorded_nowhere(
+        registry: Registry, tmp_path: Path) -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    model = "cancer-url"
+    body = load_breast_cancer(as_frame=True).frame.to_csv(index=False).encode()
+    with _dataset_server(body) as (url, seen):
+        done = _retrain(tmp_path, registry, "url-1", model_name=model, dataset=url,
+                        target_column="target", dataset_headers={"Authorization": TOKEN},
+                        **QUICK)
+
+    assert done.returncode == EXIT_PROMOTED, done.stdout + done.stderr
+    assert seen == [TOKEN]
+    secret = TOKEN.split()[1]
+    assert secret not in done.stdout + done.stderr
+    [config] = (tmp_path / "job-url-1").rglob("retrain.json")
+    assert '"dataset_headers_env": "MLOPS_DATASET_HEADERS"' in config.read_text()
+    assert secret not in config.read_text()
+    version = MlflowClient().get_model_version(model, "1")
+    assert version.tags["mlops.dataset.uri"] == url
+    run = MlflowClient().get_run(version.tags["mlops.run_id"])
+    recorded = json.dumps([version.tags, run.data.tags, run.data.params])
+    assert url in recorded
+    assert secret not in recorded

@@ -47,7 +47,6 @@ from pulumi_mlops.local import run_job, run_workload
 from pulumi_mlops.render import record, record_program
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.job import (
-    EXIT_FAILED,
     EXIT_NOT_PROMOTED,
     EXIT_PROMOTED,
     SLOT_TAG,
@@ -342,11 +341,11 @@ def test_the_matrix_covers_every_family_on_each_task_it_has() -> None:
     assert svc.params == {"probability": True}
 
 
-def test_allow_pickle_false_still_refuses_every_loader_skops_included(
+def test_with_pickle_off_mlflow_refuses_skops_and_the_job_still_scores_its_champion(
         registry: Registry, retrained: Jobs, mixed_csv: dict[str, str],
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # MLflow 3.17 gates skops behind the variable too: the trust list is read from the model
-    # itself. Recording trusted types must not weaken that, in MLflow or in the job.
+    # itself. Recording trusted types must not weaken that in MLflow.
     family = next(f for f in FAMILIES if f.id == "random-forest-classification")
     assert retrained[family.id].returncode == EXIT_PROMOTED
     uri = f"models:/{family.model_name}/1"
@@ -355,21 +354,19 @@ def test_allow_pickle_false_still_refuses_every_loader_skops_included(
         with pytest.raises(MlflowException, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
             load(uri)
 
-    # The job cannot score the champion then: it fails, registering and moving nothing.
+    # The job, as RetrainSchedule renders it (pickle off), loads the champion with the types
+    # it records that scikit-learn defines, scores it, and registers the new version.
     client = MlflowClient()
-    before = (client.get_registered_model(family.model_name).aliases,
-              len(client.search_model_versions(f"name = '{family.model_name}'")))
+    versions = len(client.search_model_versions(f"name = '{family.model_name}'"))
     plan = plan_retrain(family.model_name, _job_args(registry, family, mixed_csv),
                         tracking_uri=registry.url, username=registry.username,
                         has_password=True)
+    assert plan.job.env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
     done = run_job(plan.job, {"tracking-password": registry.password}, tmp_path, timeout=240,
-                   env={"MLOPS_SCHEDULE_SLOT": "pickle-off",
-                        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"})
-    assert done.returncode == EXIT_FAILED, done.stdout + done.stderr
-    assert "FAILED at stage `champion`" in done.stdout
-    assert "MLFLOW_ALLOW_PICKLE_DESERIALIZATION" in done.stdout
-    assert (client.get_registered_model(family.model_name).aliases,
-            len(client.search_model_versions(f"name = '{family.model_name}'"))) == before
+                   env={"MLOPS_SCHEDULE_SLOT": "pickle-off"})
+    assert done.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), done.stdout + done.stderr
+    assert "FAILED" not in done.stdout
+    assert len(client.search_model_versions(f"name = '{family.model_name}'")) == versions + 1
 
 
 # --------------------------------------------------------------------------- reference stacks

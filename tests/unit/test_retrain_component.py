@@ -21,6 +21,7 @@ from pulumi_mlops.components.retrain import (
 from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
 from pulumi_mlops.render.manifests import manifests
+from pulumi_mlops.render.plan import build_plan, dump_plan
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from tests.recording import failing
 
@@ -310,6 +311,20 @@ def test_outputs_are_the_config_and_the_schedule() -> None:
     ({"registry": "http://mlflow:5000"}, "registry"),
     ({"image": "ghcr.io/pulumi-mlops/mlops-runtime:latest"}, "image"),
     ({"schedul": "0 3 * * *"}, "schedul"),
+    ({"estimator": "subprocess.Popen", "params": {"args": ["id"]}}, "estimator"),
+    ({"estimator": "sklearn.base.clone"}, "estimator"),
+    ({"estimator": None, "trainer": "os:system"}, "trainer"),
+    ({"estimator": None, "trainer": "subprocess:run"}, "trainer"),
+    ({"dataset": "https://alice:s3cr3t@data.example.com/x.csv", "target_column": "y"},
+     "dataset"),
+    ({"dataset": "https://data.example.com/x.csv?token=s3cr3t", "target_column": "y"},
+     "dataset"),
+    ({"dataset_headers": {"Authorization": "Bearer s3cr3t"}}, "dataset_headers"),
+    ({"dataset": "https://data.example.com/x.csv", "target_column": "y",
+      "dataset_headers": {"Bad Header": "s3cr3t"}}, "dataset_headers"),
+    ({"dataset_max_bytes": 0}, "dataset_max_bytes"),
+    ({"dataset_max_ratio": 0.5}, "dataset_max_ratio"),
+    ({"dataset_timeout": 0}, "dataset_timeout"),
 ])
 def test_bad_input_is_rejected_naming_the_input_and_nothing_declared(
     kwargs: dict[str, Any], path: str
@@ -322,7 +337,67 @@ def test_bad_input_is_rejected_naming_the_input_and_nothing_declared(
     paths = {p.path for p in err.problems}
     assert path in paths or any(p.startswith(path.split(".")[0]) for p in paths), str(err)
     assert f"`{path.split('.')[0]}" in str(err) and "Fix:" in str(err)
+    assert "s3cr3t" not in str(err)
     assert rec.resources == []
+
+
+def test_code_in_the_config_is_refused_before_it_is_imported() -> None:
+    import sys
+
+    sys.modules.pop("antigravity", None)
+    err, _ = failing(lambda: RetrainSchedule("fraud-nightly", registry=ENDPOINT, target=K8S,
+                                             **{**BASE, "estimator": "antigravity.Fly"}))
+
+    assert "must not name the standard library's module 'antigravity'" in str(err)
+    assert "antigravity" not in sys.modules
+
+
+# --------------------------------------------------------------------------- pickle and secrets
+
+
+@pytest.mark.parametrize("target", [K8S, DOCKER])
+def test_the_job_loads_no_pickle_from_the_registry_unless_opted_in(
+        target: mlops.Target) -> None:
+    def env(**kwargs: Any) -> dict[str, Any]:
+        rec = schedule(target, **kwargs)
+        if target is K8S:
+            return env_of(job_pod(rec)["spec"]["containers"][0])
+        envs = unwrap_secrets(rec.get(CONTAINER, NAME).inputs["envs"])
+        return dict(e.split("=", 1) for e in envs)
+
+    assert env()["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+    assert env(allow_pickle=True)["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "true"
+
+
+TOKEN = "Bearer dataset-t0ken-4f9b2c7e"
+
+
+def test_dataset_headers_reach_the_job_only_by_secret_reference() -> None:
+    rec = schedule(dataset="https://data.example.com/fraud.csv", target_column="label",
+                   dataset_headers={"Authorization": pulumi.Output.secret(TOKEN),
+                                    "X-Team": "fraud"})
+
+    env = env_of(job_pod(rec)["spec"]["containers"][0])
+    assert env["MLOPS_DATASET_HEADERS"] == {"secretKeyRef": {"name": NAME,
+                                                             "key": "dataset-headers"}}
+    secret = unwrap_secrets(rec.get(SECRET, NAME).inputs["stringData"])
+    assert json.loads(secret["dataset-headers"]) == {"Authorization": TOKEN, "X-Team": "fraud"}
+    config = json.loads(inputs(rec, CONFIG_MAP, f"{NAME}-files")["data"]["retrain.json"])
+    assert config["dataset_headers_env"] == "MLOPS_DATASET_HEADERS"
+    # Nothing `mlops plan` writes (resources.json) holds the token: only the Secret has it.
+    plan = dump_plan(build_plan(rec))
+    assert TOKEN not in plan and "dataset-t0ken" not in plan
+    assert "MLOPS_DATASET_HEADERS" in plan
+
+
+def test_docker_gives_the_dataset_headers_as_a_secret_variable() -> None:
+    rec = schedule(DOCKER, dataset="https://data.example.com/fraud.csv", target_column="label",
+                   dataset_headers={"Authorization": TOKEN})
+
+    envs = rec.get(CONTAINER, NAME).inputs["envs"]
+    assert TOKEN not in json.dumps(redact(envs))
+    assert f'MLOPS_DATASET_HEADERS={{"Authorization": "{TOKEN}"}}' in unwrap_secrets(envs)
+    assert TOKEN not in dump_plan(build_plan(rec))
 
 
 def test_both_estimator_and_trainer_says_only_one() -> None:

@@ -9,9 +9,11 @@ import math
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -25,6 +27,7 @@ from pulumi_mlops.runtime.retrain.job import (
     HIGHER_IS_BETTER,
     ConfigFileError,
     DatasetError,
+    ModelLoadError,
     apply_gates,
     config_digest,
     evaluate,
@@ -32,6 +35,7 @@ from pulumi_mlops.runtime.retrain.job import (
     infer_task,
     load_config,
     load_dataset,
+    load_sklearn_model,
     run,
     run_key,
     split,
@@ -40,6 +44,7 @@ from pulumi_mlops.runtime.retrain.job import (
 )
 
 METRICS = sorted(HIGHER_IS_BETTER)
+TREE = "sklearn.tree.DecisionTreeClassifier"
 values = st.floats(min_value=-10, max_value=10, allow_nan=False)
 thresholds = st.floats(min_value=0, max_value=5, allow_nan=False)
 
@@ -137,16 +142,16 @@ def _write(tmp_path: Path, data: object) -> Path:
 
 def test_a_valid_config_loads(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
-                             "estimator": "sklearn.tree.DecisionTreeClassifier"})
+                             "estimator": TREE})
     assert load_config(path).model_name == "m"
 
 
 @pytest.mark.parametrize(("data", "names"), [
-    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": "sklearn.tree.X",
+    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": TREE,
       "gates": {"min": {"roc_auc": "high"}}}, "`gates.min.roc_auc`"),
-    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": "sklearn.tree.X",
+    ({"model_name": "m", "dataset": "sklearn:iris", "estimator": TREE,
       "holdout": 0.3}, "`holdout`"),
-    ({"model_name": "m", "dataset": "data.txt", "estimator": "sklearn.tree.X"}, "`dataset`"),
+    ({"model_name": "m", "dataset": "data.txt", "estimator": TREE}, "`dataset`"),
     ({"model_name": "m", "dataset": "sklearn:iris"}, "`estimator` or `trainer`"),
     ("{not json", "not JSON"),
 ])
@@ -182,7 +187,8 @@ def test_a_json_document_named_yaml_is_read_too(tmp_path: Path) -> None:
     assert load_config(path).params == {"n_estimators": 200}
 
 
-YAML_BASE = ("model_name: m\ndataset: sklearn:iris\nestimator: sklearn.tree.X\n")
+YAML_BASE = ("model_name: m\ndataset: sklearn:iris\n"
+             "estimator: sklearn.tree.DecisionTreeClassifier\n")
 
 
 @pytest.mark.parametrize(("text", "names"), [
@@ -205,7 +211,7 @@ def test_a_bad_yaml_config_names_the_field(tmp_path: Path, text: str, names: str
 
 def test_a_key_given_twice_in_json_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, '{"model_name": "m", "model_name": "n", "dataset": "sklearn:iris",'
-                            ' "estimator": "sklearn.tree.X"}')
+                            ' "estimator": "sklearn.tree.DecisionTreeClassifier"}')
     with pytest.raises(ConfigFileError, match="'model_name' is given twice"):
         load_config(path)
 
@@ -227,7 +233,7 @@ def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
 def test_the_cli_exits_with_the_bad_config_code_naming_the_field(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
-                             "estimator": "sklearn.tree.X", "seed": "zero"})
+                             "estimator": TREE, "seed": "zero"})
     assert main(["retrain", "--config", str(path)]) == EXIT_BAD_CONFIG
     assert "`seed`" in capsys.readouterr().err
 
@@ -256,7 +262,7 @@ def test_the_cli_passes_slot_as_the_key_and_refuses_a_bad_one_before_any_work(
     import pulumi_mlops.runtime.retrain.job as job
 
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
-                             "estimator": "sklearn.tree.DecisionTreeClassifier"})
+                             "estimator": TREE})
     seen: list[str | None] = []
     monkeypatch.setattr(job, "find_slot_version", lambda name, key: seen.append(key))
     monkeypatch.setattr(job, "load_dataset", lambda *a: (_ for _ in ()).throw(
@@ -491,6 +497,128 @@ def test_the_docs_json_and_yaml_examples_are_the_same_valid_config(tmp_path: Pat
 
 def test_a_schedule_that_is_not_cron_is_a_config_error(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
-                             "estimator": "sklearn.tree.X", "schedule": "every day"})
+                             "estimator": TREE, "schedule": "every day"})
     with pytest.raises(ConfigFileError, match="`schedule`"):
         load_config(path)
+
+
+# --------------------------------------------------------------------------- code in the config
+
+# A function of the standard library re-exported by a module that is not: judged as itself.
+from shutil import rmtree as reexported_rmtree  # noqa: E402, F401
+
+
+@pytest.mark.parametrize(("field", "value", "rule"), [
+    ("estimator", "subprocess.Popen", "must not name the standard library's module"),
+    ("estimator", "os.path.Path", "must not name the standard library's module"),
+    ("estimator", "this.Zen", "must not name the standard library's module"),
+    ("estimator", "sklearn.base.clone", "must name a scikit-learn estimator class"),
+    ("estimator", "pandas.DataFrame", "must name a scikit-learn estimator class"),
+    ("estimator", "sklearn.ensemble.RandomForestClasifier", "has no 'RandomForestClasifier'"),
+    ("estimator", "fraud_models_not_installed.Model", "is not installed here"),
+    ("trainer", "subprocess:run", "must not name the standard library's module"),
+    ("trainer", "os:system", "must not name the standard library's module"),
+    ("trainer", "builtins:exec", "must not name the standard library's module"),
+    ("trainer", "__main__:main", "must not name the standard library's module"),
+    ("trainer", "tests.unit.test_retrain_job:reexported_rmtree",
+     "must not name the standard library's module 'shutil'"),
+    ("trainer", "tests.unit.test_retrain_job:VALID", "must name a Python function"),
+])
+def test_code_the_config_may_not_name_is_refused_naming_the_field(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], field: str, value: str,
+        rule: str) -> None:
+    path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris", field: value})
+    with pytest.raises(ConfigFileError) as info:
+        load_config(path)
+    assert f"`{field}`" in str(info.value)
+    assert rule in str(info.value)
+    # A standard-library module is refused by its name, without importing it (`this` prints).
+    assert "Beautiful is better" not in capsys.readouterr().out
+
+
+def test_an_estimator_that_runs_a_command_runs_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    marker = tmp_path / "ran"
+    path = _write(tmp_path, {
+        "model_name": "m", "dataset": "sklearn:iris", "estimator": "subprocess.Popen",
+        "params": {"args": [sys.executable, "-c", f"open({str(marker)!r}, 'w').close()"]}})
+
+    code = main(["retrain", "--config", str(path)])
+
+    assert code == EXIT_BAD_CONFIG
+    assert "`estimator`" in capsys.readouterr().err
+    time.sleep(0.5)  # a Popen would have run by now
+    assert not marker.exists()
+
+
+def test_estimators_and_trainers_of_installed_packages_are_accepted() -> None:
+    config = RetrainConfig(model_name="m", dataset="sklearn:iris",
+                           estimator="sklearn.ensemble.HistGradientBoostingClassifier")
+    assert config.estimator == "sklearn.ensemble.HistGradientBoostingClassifier"
+    config = RetrainConfig(model_name="m", dataset="sklearn:iris",
+                           trainer="tests.e2e.retrain_trainers:scaled_logistic")
+    assert config.trainer == "tests.e2e.retrain_trainers:scaled_logistic"
+
+
+# --------------------------------------------------------------------------- loading a champion
+
+
+def _saved(tmp_path: Path, fmt: str) -> Path:
+    import mlflow.sklearn
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = load_dataset("sklearn:iris")
+    model = RandomForestClassifier(n_estimators=3, random_state=0).fit(data.x, data.y)
+    path = tmp_path / fmt
+    mlflow.sklearn.save_model(model, str(path), serialization_format=fmt,
+                              skops_trusted_types=trusted_types(model) if fmt == "skops"
+                              else None)
+    return path
+
+
+def test_a_skops_model_loads_with_pickle_deserialization_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    model = load_sklearn_model(_saved(tmp_path, "skops"))
+    assert list(model.predict(load_dataset("sklearn:iris").x.head(2))) == [0, 0]
+
+
+@pytest.mark.parametrize("setting", ["false", "0"])
+def test_a_pickled_model_is_refused_without_the_opt_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    path = _saved(tmp_path, "cloudpickle")
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", setting)
+    with pytest.raises(ModelLoadError, match=r"cloudpickle-format.*`allow_pickle=True`"):
+        load_sklearn_model(path)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    assert load_sklearn_model(path).n_estimators == 3
+    # Unset, the variable means what it means to MLflow (RetrainSchedule always sets it).
+    monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION")
+    assert load_sklearn_model(path).n_estimators == 3
+
+
+def test_a_skops_model_needing_a_type_outside_scikit_learn_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import operator
+
+    import mlflow.sklearn
+    import skops.io
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    # A function the model's own MLmodel trusts: skops would call it into being.
+    model = make_pipeline(FunctionTransformer(func=operator.neg),
+                          LinearRegression()).fit(np.array([[1.0], [2.0]]), [1.0, 2.0])
+    path = tmp_path / "model"
+    mlflow.sklearn.save_model(model, str(path), serialization_format="skops",
+                              skops_trusted_types=skops.io.get_untrusted_types(
+                                  data=skops.io.dumps(model)))
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    with pytest.raises(ModelLoadError, match="only scikit-learn classes are trusted") as err:
+        load_sklearn_model(path)
+    assert "neg" in str(err.value)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # as MLflow loads it
+    assert load_sklearn_model(path).predict(np.array([[3.0]])).round(6).tolist() == [3.0]
+
+

@@ -313,6 +313,27 @@ def test_coercion_reaches_the_server_command_only_when_it_is_not_the_default(
         assert command[command.index("--coerce") + 1] == rendered
 
 
+@pytest.mark.parametrize("memory, workers, rendered", [
+    ("1Gi", 1, None), ("1Gi", 2, "16"), ("512Mi", 1, "16"), ("4Gi", 8, "16"),
+    ("8Gi", 1, None), ("256Mi", 64, "1"),
+])
+def test_the_concurrency_bound_keeps_request_bodies_in_half_the_memory_limit(
+    memory: str, workers: int, rendered: str | None
+) -> None:
+    args = args_of(workers=workers, resources=mlops.Resources(memory_request=memory,
+                                                              memory_limit=memory))
+    plan = plan_service("svc", args, {"stable": ModelRef("models:/fraud/7", "fraud", "7", None)},
+                        tracking_uri="http://registry:5000")
+    command = plan.tracks[0].workload.command
+    if rendered is None:
+        assert "--max-concurrency" not in command  # the server's default: 32
+    else:
+        assert command[command.index("--max-concurrency") + 1] == rendered
+    concurrency = int(rendered or 32)
+    limit_mib = args.resources.memory_limit_mib()
+    assert workers * concurrency * 16 <= limit_mib // 2 or concurrency == 1
+
+
 def test_a_bad_coercion_is_refused_naming_the_input() -> None:
     with pytest.raises((ValidationError, InputError), match="coerce"):
         args_of(coerce="sometimes")

@@ -34,7 +34,14 @@ from pulumi_mlops.components.service import (
     registry_access,
 )
 from pulumi_mlops.errors import InputError, Problem, ValidationError
-from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
+from pulumi_mlops.runtime.retrain.config import (
+    DEFAULT_DATASET_MAX_BYTES,
+    DEFAULT_DATASET_MAX_RATIO,
+    DEFAULT_DATASET_TIMEOUT,
+    Gates,
+    RetrainConfig,
+    redact_url,
+)
 from pulumi_mlops.runtime.scheduler import SLOT_ENV, parse_cron
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
 from pulumi_mlops.workload import (
@@ -49,6 +56,7 @@ from pulumi_mlops.workload import (
 
 __all__ = [
     "CONFIG_PATH",
+    "DATASET_HEADERS_ENV",
     "JOB_NAME_LABEL",
     "SLOT_ENV",
     "TTL_AFTER_FINISHED",
@@ -64,13 +72,18 @@ CONFIG_PATH = "/etc/mlops/retrain.json"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """The label the API server sets on every pod of a Job (Kubernetes 1.27+, as ``timeZone``),
 holding the Job's name: the CronJob's run's idempotency key, given to the job as `SLOT_ENV`."""
+DATASET_HEADERS_ENV = "MLOPS_DATASET_HEADERS"
+"""The job's variable holding ``dataset_headers`` (JSON), from the component's secret data;
+the config names it (``dataset_headers_env``)."""
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 """Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
 _HEARTBEAT_INTERVAL = 30
 _HEARTBEAT_MAX_AGE = 120
 # The config fields that are inputs of the component under the same name.
 _CONFIG_INPUTS = ("model_name", "dataset", "target_column", "estimator", "params", "trainer",
-                  "search", "search_iterations", "task", "gates", "promote_alias")
+                  "search", "search_iterations", "task", "gates", "promote_alias",
+                  "dataset_max_bytes", "dataset_max_ratio", "dataset_timeout")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
 
 def _default_resources() -> Resources:
@@ -89,14 +102,32 @@ class RetrainScheduleArgs(ArgsModel):
         schedule: Five-field cron expression, in UTC, e.g. ``"0 3 * * *"``.
         model_name: Registered model the job registers versions of.
         dataset: ``sklearn:<name>`` (breast_cancer, diabetes, wine, iris, digits, linnerud), or
-            a CSV or Parquet path or http(s) URL.
+            a CSV or Parquet path or http(s) URL. A URL holding credentials
+            (``user:password@``, a ``token``, ``api_key``, ``sig`` … query parameter) is
+            refused: it would be written into the ConfigMap, the plan, the job's logs and the
+            lineage tags; use ``dataset_headers``.
+        dataset_headers: HTTP headers sent with a URL dataset's download, header name →
+            value (a string or a Pulumi secret output), e.g. ``{"Authorization":
+            pulumi.Output.secret("Bearer ...")}``. The values travel as secret data (a
+            Kubernetes Secret, a Pulumi secret) into the job's ``MLOPS_DATASET_HEADERS``
+            variable, never into the config, the plan, logs or tags; they are not sent where
+            the URL redirects. Default: none.
+        dataset_max_bytes: Most bytes the dataset may have, downloaded or read, and again once
+            decompressed; over it the run fails, moving no alias. Default: 512 MiB.
+        dataset_max_ratio: Most times a ``.gz`` dataset may grow when decompressed.
+            Default: 100.
+        dataset_timeout: Seconds a URL dataset's whole download may take. Default: 600.
         target_column: Label column of a CSV or Parquet dataset. Default: none (required for
             CSV and Parquet).
-        estimator: Import path of a scikit-learn estimator class, e.g.
+        estimator: Import path of a scikit-learn estimator class (a subclass of
+            ``sklearn.base.BaseEstimator``, in a module that is not the standard library's and
+            is installed where the preview runs), e.g.
             ``sklearn.ensemble.GradientBoostingClassifier``. Only one of ``estimator`` or
             ``trainer`` can be provided.
         params: Constructor parameters of ``estimator``. Default: none.
-        trainer: ``pkg.module:function`` returning a fitted estimator, instead of ``estimator``.
+        trainer: ``pkg.module:function`` returning a fitted estimator, instead of ``estimator``:
+            a Python function of a module that is not the standard library's, installed where
+            the preview runs as in the job's image.
         search: Parameter distributions (lists of values) for a randomized search on the
             training split. Default: none, no search.
         search_iterations: Candidates the search tries. Default: 10.
@@ -105,6 +136,12 @@ class RetrainScheduleArgs(ArgsModel):
         gates: What a new version must pass before the alias moves to it. Default: no gate
             (every new version is promoted).
         promote_alias: Alias moved to a version that passes every gate. Default: ``champion``.
+        allow_pickle: Let the job load a champion saved with pickle or cloudpickle
+            (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``). Loading one runs code from the
+            registry with the job's registry credentials, so anyone who can register a version
+            of the model could act as the job. Versions this job registers are saved with
+            skops and need no opt-in. Default: false (a pickled champion fails the run at the
+            ``champion`` stage, moving no alias).
         image: The runtime image holding ``mlops retrain``, pinned by tag or digest. Default:
             the project's published runtime image at this version.
         resources: Requests and limits of the job. Default: 500m/1Gi requested, 2 CPU/2Gi
@@ -127,6 +164,10 @@ class RetrainScheduleArgs(ArgsModel):
     schedule: str
     model_name: str
     dataset: str
+    dataset_headers: dict[str, Any] | None = None
+    dataset_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_DATASET_MAX_BYTES
+    dataset_max_ratio: Annotated[float, Field(ge=1)] = DEFAULT_DATASET_MAX_RATIO
+    dataset_timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = DEFAULT_DATASET_TIMEOUT
     target_column: str | None = None
     estimator: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -136,6 +177,7 @@ class RetrainScheduleArgs(ArgsModel):
     task: str = "auto"
     gates: Gates = Field(default_factory=Gates)
     promote_alias: str = "champion"
+    allow_pickle: bool = False
     image: Any = DEFAULT_RUNTIME_IMAGE
     resources: Resources = Field(default_factory=_default_resources)
     scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
@@ -153,6 +195,18 @@ class RetrainScheduleArgs(ArgsModel):
             raise InputError("must be a ModelRegistry or a RegistryEndpoint",
                              "pass the registry component, or RegistryEndpoint(tracking_uri="
                              "..., username=..., password=...).")
+        return value
+
+    @field_validator("dataset_headers")
+    @classmethod
+    def _dataset_headers(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for header, secret in (value or {}).items():
+            if not _HEADER_NAME.match(header):
+                raise InputError(f"must map HTTP header names to values; {header!r} is not a "
+                                 "header name", "use e.g. {'Authorization': secret}.")
+            if not isinstance(secret, str | pulumi.Output):
+                raise InputError(f"the value of {header!r} must be a string or a Pulumi output",
+                                 "pass pulumi.Output.secret('...') or a config secret.")
         return value
 
     @field_validator("schedule")
@@ -173,6 +227,8 @@ class RetrainScheduleArgs(ArgsModel):
     def config(self) -> RetrainConfig:
         """The job's config file (raises pydantic's error; `problems` reports it readably)."""
         values = {k: getattr(self, k) for k in _CONFIG_INPUTS}
+        if self.dataset_headers:
+            values["dataset_headers_env"] = DATASET_HEADERS_ENV
         return RetrainConfig.model_validate({**values, "gates": self.gates.model_dump(),
                                              "schedule": self.schedule})
 
@@ -189,6 +245,10 @@ class RetrainScheduleArgs(ArgsModel):
         if not self.dataset.startswith("sklearn:") and not self.target_column:
             found.append(Problem("target_column", "is required for a CSV or Parquet dataset",
                                  None, "name the label column: target_column='label'."))
+        if self.dataset_headers and not self.dataset.startswith(("http://", "https://")):
+            found.append(Problem("dataset_headers", "is only sent with an http(s) dataset",
+                                 sorted(self.dataset_headers),
+                                 "drop `dataset_headers`, or use a URL `dataset`."))
         try:
             self.config()
         except pydantic.ValidationError as exc:
@@ -213,6 +273,8 @@ def _config_problem(err: Any) -> Problem:
     message = str(err["msg"]).removeprefix("Value error, ")
     if loc:
         path, value = ".".join(loc), err.get("input")
+        if path == "dataset" and isinstance(value, str):
+            value = redact_url(value)  # refused for the credentials it holds
     else:
         # A rule across fields: it names them in backticks; the first is the input to fix.
         named = [n for n in re.findall(r"`(\w+)`", message) if n in _CONFIG_INPUTS]
@@ -302,6 +364,10 @@ def plan_retrain(
     if isinstance(args.image, str):
         # Lineage: the job tags each version with the image that trained it.
         env["MLOPS_IMAGE_DIGEST"] = args.image
+    # The job loads the champion to score it: no pickle from the registry unless opted in.
+    env["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true" if args.allow_pickle else "false"
+    if args.dataset_headers:
+        env[DATASET_HEADERS_ENV] = SecretRef("dataset-headers")
     job = Workload(
         name="retrain",
         image=args.image,
@@ -394,6 +460,10 @@ class RetrainSchedule(pulumi.ComponentResource):
         self.plan = plan
         note_declared(self)
 
+        if args.dataset_headers:
+            access = replace(access, secret_values={
+                **access.secret_values,
+                "dataset-headers": pulumi.Output.json_dumps(args.dataset_headers)})
         secret_data = access.secret_data()
 
         if isinstance(args.target, KubernetesTarget):

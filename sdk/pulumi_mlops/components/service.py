@@ -26,6 +26,7 @@ from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.image import check_runtime_image
 from pulumi_mlops.components.registry import ModelRegistry, Peer
 from pulumi_mlops.errors import InputError, Problem, ValidationError
+from pulumi_mlops.runtime.serve.limits import Limits
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
 from pulumi_mlops.workload import EnvValue, HttpCheck, Mount, Resources, SecretRef, Workload
 
@@ -330,7 +331,9 @@ class ModelServiceArgs(ArgsModel):
             digest. Default: the project's published runtime image at this version.
         port: Container port of ``mlops serve``. On Docker also the published host port.
             Default: 8080.
-        workers: Server worker processes per replica. Default: 1.
+        workers: Server worker processes per replica. Default: 1. Each holds at most
+            `max_concurrency` scoring requests at once, sized so that request bodies fit in
+            half the memory limit (32 per worker with the default 1Gi and one worker).
         coerce: Request values that would change in converting them to their column's type:
             ``Coercion.STRICT`` answers 400 naming the column, ``Coercion.LOSSY`` converts them
             as MLflow's scoring server does. Default: strict.
@@ -569,6 +572,15 @@ class ServicePlan:
         return next(t for t in self.tracks if t.track == name)
 
 
+def max_concurrency(memory_limit_mib: int, workers: int) -> int:
+    """Scoring requests each worker may hold at once so that the request bodies they can be
+    made to hold (workers x this x the 16 MiB body limit) fit in half the memory limit, the
+    other half being the model, the runtime and one request's decoding per worker; at most
+    the server's default (32)."""
+    body_mib = Limits().max_body_bytes // 2**20
+    return max(1, min(Limits().max_concurrency, memory_limit_mib // 2 // (workers * body_mib)))
+
+
 def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: EnvValue,
                    username: EnvValue | None, has_password: bool) -> Workload:
     """The ``mlops serve`` container for one model: command, env, probes, scratch space."""
@@ -600,6 +612,9 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         command += ("--model-alias", model.alias)
     if args.coerce is not Coercion.STRICT:
         command += ("--coerce", args.coerce.value)
+    concurrency = max_concurrency(args.resources.memory_limit_mib(), args.workers)
+    if concurrency != Limits().max_concurrency:  # the server's default renders nothing new
+        command += ("--max-concurrency", str(concurrency))
     return Workload(
         name="server",
         image=args.image,

@@ -1,16 +1,39 @@
 """The retrain job's configuration: the file `RetrainSchedule` renders and `mlops retrain`
 reads (``mlops retrain --config FILE``). Plain pydantic, no Pulumi: it runs in the job's
 container. Unknown keys are refused, so a typo fails the job before any work.
+
+The config names code (``estimator``, ``trainer``), and whoever can edit it (a ConfigMap) is not
+always whoever can change the job's image, so validating it checks what the names resolve to
+(`check_estimator`, `check_trainer`): the same rule at preview (RetrainSchedule validates its
+config) and in the job (`load_config`), before anything runs. A dataset URL is kept free of
+credentials (`url_credentials`): it is written into the ConfigMap, the plan, the job's logs and
+lineage tags that every reader of the registry sees.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import re
+import sys
 from typing import Annotated, Any, Final, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["CONFIG_VERSION", "Gates", "RetrainConfig"]
+__all__ = [
+    "CONFIG_VERSION",
+    "DEFAULT_DATASET_MAX_BYTES",
+    "DEFAULT_DATASET_MAX_RATIO",
+    "DEFAULT_DATASET_TIMEOUT",
+    "Gates",
+    "RetrainConfig",
+    "check_estimator",
+    "check_trainer",
+    "redact_url",
+    "url_credentials",
+]
 
 CONFIG_VERSION: Final = "mlops-retrain/v1"
 _IMPORT_PATH = r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$"
@@ -21,6 +44,108 @@ _SKLEARN_DATASETS = ("breast_cancer", "diabetes", "wine", "iris", "digits",
                      "linnerud")
 
 Metric = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+DEFAULT_DATASET_MAX_BYTES: Final = 512 * 1024 * 1024
+"""Default `RetrainConfig.dataset_max_bytes`: 512 MiB, a quarter of the job's default memory
+limit (2 GiB), since the data is held in memory once as bytes and once as a frame."""
+DEFAULT_DATASET_MAX_RATIO: Final = 100
+"""Default `RetrainConfig.dataset_max_ratio`: CSV compresses 5 to 20 times with gzip; a bomb
+compresses a thousand times and more."""
+DEFAULT_DATASET_TIMEOUT: Final = 600.0
+"""Default `RetrainConfig.dataset_timeout`, in seconds: a sixth of the job's default timeout."""
+
+# Query parameters that carry a credential in the URLs of common stores (S3, GCS and Azure
+# signed URLs, API keys, OAuth tokens).
+_SECRET_QUERY = re.compile(
+    r"^(x-(amz|goog)-(signature|credential|security-token)|\w*token|\w*secret|\w*passw(or)?d"
+    r"|pwd|sig|signature|((api|access|secret|private|subscription)[-_]?)?key|apikey|auth"
+    r"|authorization|credentials?|session|jwt)$", re.I)
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+
+
+def _refuse_stdlib(module: str, field: str) -> None:
+    # Decided from the name alone: importing a standard-library module may itself act
+    # (`antigravity`, `this`), and none of them holds an estimator or a trainer.
+    top = module.split(".", 1)[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names or top == "__main__":
+        raise ValueError(f"`{field}` must not name the standard library's module {module!r}: "
+                         "it runs what the config names, so only scikit-learn estimators and "
+                         "functions of installed non-standard-library packages are allowed")
+
+
+def _resolve(module: str, name: str, field: str) -> Any:
+    if importlib.util.find_spec(module.split(".", 1)[0]) is None:
+        raise ValueError(f"`{field}`: module {module!r} is not installed here (install its "
+                         "package where the preview runs, as in the job's image)")
+    try:
+        found = importlib.import_module(module)
+    except Exception as err:
+        raise ValueError(f"`{field}`: importing {module!r} failed: {type(err).__name__}: "
+                         f"{err}") from None
+    if not hasattr(found, name):
+        raise ValueError(f"`{field}`: module {module!r} has no {name!r}")
+    return getattr(found, name)
+
+
+def check_estimator(path: str) -> type[Any]:
+    """The scikit-learn estimator class ``path`` (``pkg.module.Class``) names.
+
+    The rule: the module is not the standard library's (decided from its name, without importing
+    it); it is imported (scikit-learn's, or an installed package's, such as xgboost); the name is
+    a class deriving from ``sklearn.base.BaseEstimator``. So ``subprocess.Popen`` is refused
+    before anything is imported, and a class re-exported from elsewhere is judged as itself.
+
+    Raises:
+        ValueError: the rule is broken; the message says how.
+    """
+    module, _, name = path.rpartition(".")
+    _refuse_stdlib(module, "estimator")
+    found = _resolve(module, name, "estimator")
+    from sklearn.base import BaseEstimator
+
+    if not (inspect.isclass(found) and issubclass(found, BaseEstimator)):
+        raise ValueError(f"`estimator` must name a scikit-learn estimator class (a subclass of "
+                         f"sklearn.base.BaseEstimator); {path!r} is not")
+    return found
+
+
+def check_trainer(path: str) -> Any:
+    """The function ``path`` (``pkg.module:function``) names.
+
+    The rule: the module is not the standard library's (decided from its name, without importing
+    it); it is imported; the name is a Python function (``def``) whose own module is not the
+    standard library's either (so ``mypkg:system`` re-exporting ``os.system`` is refused).
+
+    Raises:
+        ValueError: the rule is broken; the message says how.
+    """
+    module, _, name = path.partition(":")
+    _refuse_stdlib(module, "trainer")
+    found = _resolve(module, name, "trainer")
+    if not inspect.isfunction(found):
+        raise ValueError(f"`trainer` must name a Python function (def); {path!r} is a "
+                         f"{type(found).__name__}")
+    _refuse_stdlib(str(found.__module__), "trainer")
+    return found
+
+
+def url_credentials(url: str) -> list[str]:
+    """What in ``url`` looks like a credential: ``user:password@``, and the names (never the
+    values) of query parameters such as ``token``, ``api_key``, ``X-Amz-Signature``."""
+    parts = urlsplit(url)
+    found = ["user:password@"] if parts.username or parts.password else []
+    return found + [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+                    if _SECRET_QUERY.search(k)]
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo and with the values of credential-like query parameters
+    replaced by ``***``: what an error message may show of a refused URL."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    query = "&".join(f"{k}={'***' if _SECRET_QUERY.search(k) else v}"
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, host, parts.path, query, ""))
 
 
 class _Strict(BaseModel):
@@ -56,14 +181,28 @@ class RetrainConfig(_Strict):
         version: Format of this document: ``mlops-retrain/v1``.
         model_name: Registered model the job registers versions of.
         dataset: ``sklearn:<name>`` (a dataset bundled with scikit-learn: breast_cancer,
-            diabetes, wine, iris, digits), or a CSV or Parquet path or http(s) URL.
+            diabetes, wine, iris, digits), or a CSV or Parquet path or http(s) URL. A URL must
+            not hold credentials (``user:password@``, a ``token``/``key``/``sig`` query
+            parameter): send them with ``dataset_headers_env``.
+        dataset_headers_env: Environment variable holding a JSON object of HTTP headers sent
+            with a URL dataset's download (e.g. ``{"Authorization": "Bearer ..."}``); the
+            config names the variable, never the value. Headers are dropped on a redirect to
+            another origin. Default: none.
+        dataset_max_bytes: Most bytes a dataset may have, downloaded or read, and again once
+            decompressed. Default: 512 MiB (`DEFAULT_DATASET_MAX_BYTES`).
+        dataset_max_ratio: Most times a ``.gz`` dataset may grow when decompressed. Default:
+            100.
+        dataset_timeout: Seconds a URL dataset's whole download may take (connecting
+            included). Default: 600.
         target_column: Label column of a CSV/Parquet dataset (required for those).
-        estimator: Import path of a scikit-learn estimator class, e.g.
-            ``sklearn.ensemble.GradientBoostingClassifier``. Only one of ``estimator`` or
-            ``trainer`` can be provided.
+        estimator: Import path of a scikit-learn estimator class (a subclass of
+            ``sklearn.base.BaseEstimator`` in a module that is not the standard library's, see
+            `check_estimator`), e.g. ``sklearn.ensemble.GradientBoostingClassifier``. Only one
+            of ``estimator`` or ``trainer`` can be provided.
         params: Constructor parameters of ``estimator``. Default: none.
         trainer: ``pkg.module:function`` called as ``function(x_train, y_train, params)``,
-            returning a fitted estimator or pipeline.
+            returning a fitted estimator or pipeline: a Python function of an installed module
+            that is not the standard library's (see `check_trainer`).
         search: Parameter distributions for scikit-learn's ``RandomizedSearchCV`` (lists of
             values), searched on the training split. Default: none (no search).
         search_iterations: Candidates the search tries. Default: 10.
@@ -81,6 +220,10 @@ class RetrainConfig(_Strict):
     version: Literal["mlops-retrain/v1"] = "mlops-retrain/v1"
     model_name: Annotated[str, Field(pattern=_MODEL_NAME)]
     dataset: str
+    dataset_headers_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    dataset_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_DATASET_MAX_BYTES
+    dataset_max_ratio: Annotated[float, Field(ge=1)] = DEFAULT_DATASET_MAX_RATIO
+    dataset_timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = DEFAULT_DATASET_TIMEOUT
     target_column: str | None = None
     estimator: Annotated[str, Field(pattern=_IMPORT_PATH)] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -107,6 +250,27 @@ class RetrainConfig(_Strict):
             return value
         if not re.search(r"\.(csv|parquet|pq)(\.gz)?$", value.split("?", 1)[0], re.I):
             raise ValueError("must be sklearn:<name>, or a .csv or .parquet path or URL")
+        found = url_credentials(value) if value.startswith(("http://", "https://")) else []
+        if found:
+            raise ValueError(f"must not hold credentials ({', '.join(found)}), which would be "
+                             f"written into the config, the plan, the job's logs and the "
+                             f"model's lineage tags ({redact_url(value)}); send them as headers "
+                             "from a secret instead: `dataset_headers` of RetrainSchedule "
+                             "(`dataset_headers_env` of the job's config)")
+        return value
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_estimator(value)
+        return value
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_trainer(value)
         return value
 
     @model_validator(mode="after")

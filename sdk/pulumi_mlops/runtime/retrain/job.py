@@ -6,7 +6,10 @@ one line with its duration (logger ``mlops.retrain``):
 0. ``idempotency``: when the run has a key (see below), look for the version that key
    registered.
 1. ``load_dataset``: read the data (``sklearn:<name>``, a CSV or Parquet path or URL), record
-   its URI, content sha256 and row count.
+   its URI, content sha256 and row count. Bounded (`DatasetLimits`): at most
+   ``dataset_max_bytes`` read or downloaded and again decompressed, a ``.gz`` growing at most
+   ``dataset_max_ratio`` times, a download taking at most ``dataset_timeout`` seconds; a URL's
+   credentials come as headers from the variable ``dataset_headers_env`` names.
 2. ``split``: deterministic train/holdout split (seeded; stratified for classification).
 3. ``train``: fit the configured estimator (optionally with a randomized search) or call the
    configured trainer. An estimator given data with non-numeric feature columns is fitted
@@ -20,12 +23,15 @@ one line with its duration (logger ``mlops.retrain``):
    exactly the types skops does not trust by default that this model is made of
    (`trusted_types`: e.g. ``sklearn.tree._tree.Tree`` for tree ensembles), so that
    ``mlflow.sklearn.load_model``, pyfunc and ``mlops serve`` load it, and nothing else.
-6. ``champion``: load the holder of ``promote_alias`` and score it on the same holdout.
+6. ``champion``: load the holder of ``promote_alias`` (`load_model`: skops, trusting only
+   scikit-learn's own types; a pickle only with ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``)
+   and score it on the same holdout.
 7. ``gates``: `apply_gates` (absolute minimums/maximums, least improvement over the champion,
    largest regression).
 8. ``register``: a new model version with lineage tags (see `LINEAGE_TAGS`).
 9. ``promote``: set ``challenger_alias`` on the new version, and move ``promote_alias`` to it
-   only if every gate passed.
+   only if every gate passed and ``promote_alias`` still points at the champion compared with
+   (`promote`: a concurrent run that promoted first wins; this one is not promoted).
 
 No alias is touched before stage 9, so a failure anywhere (data missing or malformed, training
 or evaluation raising, the registry unreachable) leaves every alias where it was.
@@ -37,8 +43,9 @@ Exit codes
 - `EXIT_BAD_CONFIG` (2): the config file is missing, not JSON or YAML, or invalid; or the run
   key is not a valid key.
 - `EXIT_CONFIG_CHANGED` (3): the run's key already registered a version, from another config.
-- `EXIT_NOT_PROMOTED` (10): registered as challenger, but a gate failed (or a retry of a slot
-  that was not promoted).
+- `EXIT_NOT_PROMOTED` (10): registered as challenger, but a gate failed, or ``promote_alias``
+  moved while the run ran (a concurrent run promoted first); or a retry of a slot that was not
+  promoted.
 
 Idempotency
 -----------
@@ -61,15 +68,17 @@ holds ``promote_alias``; otherwise it fails without moving anything.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import hashlib
-import importlib
+import http.client
 import io
 import json
 import logging
 import math
 import os
 import re
+import tempfile
 import time
 import urllib.request
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -82,8 +91,15 @@ import pandas as pd
 import pydantic
 import yaml
 
-from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
+from pulumi_mlops.runtime.retrain.config import (
+    Gates,
+    RetrainConfig,
+    check_estimator,
+    check_trainer,
+    redact_url,
+)
 from pulumi_mlops.runtime.scheduler import SLOT_ENV, parse_cron
+from pulumi_mlops.runtime.sklearn_model import ModelRefused, load_sklearn_estimator
 
 __all__ = [
     "CONFIG_TAG",
@@ -99,7 +115,10 @@ __all__ = [
     "ConfigFileError",
     "Dataset",
     "DatasetError",
+    "DatasetLimits",
     "GateResult",
+    "ModelLoadError",
+    "Promotion",
     "Split",
     "StageError",
     "alias_version",
@@ -112,6 +131,8 @@ __all__ = [
     "infer_task",
     "load_config",
     "load_dataset",
+    "load_model",
+    "load_sklearn_model",
     "log_run",
     "promote",
     "register",
@@ -133,7 +154,8 @@ EXIT_BAD_CONFIG: Final = 2
 EXIT_CONFIG_CHANGED: Final = 3
 """The run's key already registered a version, trained from another config: nothing done."""
 EXIT_NOT_PROMOTED: Final = 10
-"""Registered as challenger; a gate failed, so ``promote_alias`` did not move."""
+"""Registered as challenger; a gate failed, or ``promote_alias`` moved while the run ran (a
+concurrent run promoted first), so ``promote_alias`` did not move to it."""
 
 SLOT_TAG: Final = "mlops.schedule_slot"
 """Model-version tag holding the run's idempotency key (set only when the run has one)."""
@@ -174,7 +196,11 @@ class ConfigFileError(ValueError):
 
 
 class DatasetError(ValueError):
-    """The dataset is missing, unreadable or unusable."""
+    """The dataset is missing, unreadable, unusable, or past one of its bounds."""
+
+
+class ModelLoadError(ValueError):
+    """A registered model cannot be loaded without running code from the registry."""
 
 
 class StageError(RuntimeError):
@@ -215,8 +241,10 @@ def load_config(path: str | os.PathLike[str]) -> RetrainConfig:
         lines = []
         for e in err.errors():
             field = ".".join(str(p) for p in e["loc"]) or "(document)"
-            lines.append(f"`{field}`: {e['msg']} (got {e.get('input')!r})"
-                         if e["loc"] else f"{e['msg']}")
+            got = e.get("input")
+            if field == "dataset" and isinstance(got, str):
+                got = redact_url(got)
+            lines.append(f"`{field}`: {e['msg']} (got {got!r})" if e["loc"] else f"{e['msg']}")
         raise ConfigFileError(f"invalid config file {str(path)!r}:\n  " + "\n  ".join(lines)
                               ) from err
     if config.schedule is not None:
@@ -317,27 +345,148 @@ class Dataset:
     y: pd.Series | pd.DataFrame
 
 
-def _read_bytes(uri: str) -> bytes:
+@dataclass(frozen=True)
+class DatasetLimits:
+    """How much a dataset may cost, and the headers its download sends.
+
+    Attributes:
+        max_bytes: Most bytes read or downloaded, and again once decompressed.
+        max_ratio: Most times a ``.gz`` dataset may grow when decompressed.
+        timeout: Seconds the whole download may take. It is checked between reads, and one read
+            waits at most ``min(timeout, 30)`` seconds, so a silent server fails within that
+            much past the deadline.
+        headers: HTTP headers sent with the download (credentials: never logged, never sent
+            where the URL redirects).
+    """
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_ratio: float = 100
+    timeout: float = 600.0
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: RetrainConfig,
+                    environ: Mapping[str, str] | None = None) -> DatasetLimits:
+        """The config's bounds, and the headers from the variable ``dataset_headers_env``.
+
+        Raises:
+            DatasetError: the variable is not set, or is not a JSON object of strings (the
+                message never shows its value).
+        """
+        env = os.environ if environ is None else environ
+        headers: dict[str, str] = {}
+        name = config.dataset_headers_env
+        if name is not None:
+            if name not in env:
+                raise DatasetError(f"`dataset_headers_env` names {name}, which is not set; set "
+                                   "it to a JSON object of headers (RetrainSchedule's "
+                                   "`dataset_headers` renders it from a secret)")
+            try:
+                headers = json.loads(env[name])
+            except json.JSONDecodeError:
+                headers = {}
+                valid = False
+            else:
+                valid = isinstance(headers, dict) and all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+            if not valid:
+                raise DatasetError(f"{name} (`dataset_headers_env`) must hold a JSON object of "
+                                   'header names to strings, e.g. {"Authorization": "Bearer '
+                                   '..."}')
+        return cls(config.dataset_max_bytes, config.dataset_max_ratio, config.dataset_timeout,
+                   headers)
+
+
+_CHUNK: Final = 1 << 16
+_READ_TIMEOUT: Final = 30.0
+
+
+def _too_big(uri: str, limits: DatasetLimits, what: str) -> DatasetError:
+    return DatasetError(f"dataset {uri!r} {what} more than dataset_max_bytes "
+                        f"({limits.max_bytes} bytes); raise `dataset_max_bytes` if it is "
+                        "expected")
+
+
+def _download(uri: str, limits: DatasetLimits) -> bytes:
+    deadline = time.monotonic() + limits.timeout
+    request = urllib.request.Request(uri)
+    for name, value in limits.headers.items():
+        # Unredirected: urllib sends these to this URL only, never to where it redirects.
+        request.add_unredirected_header(name, value)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        with urllib.request.urlopen(request, timeout=min(limits.timeout, _READ_TIMEOUT)
+                                    ) as response:
+            declared = str(response.headers.get("Content-Length") or "")
+            if declared.isdigit() and int(declared) > limits.max_bytes:
+                raise _too_big(uri, limits, f"declares {declared} bytes,")
+            # read1: whatever has arrived, so that a slow drip still reaches the deadline check.
+            while chunk := response.read1(_CHUNK):
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise _too_big(uri, limits, "sent")
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+                chunks.append(chunk)
+    except (OSError, http.client.HTTPException) as err:
+        if isinstance(err, TimeoutError) or time.monotonic() > deadline:
+            raise DatasetError(f"downloading dataset {uri!r} took more than dataset_timeout "
+                               f"({limits.timeout:g} s; {size} bytes received); raise "
+                               "`dataset_timeout` if it is expected") from None
+        raise DatasetError(f"cannot download dataset {uri!r}: {err}") from err
+    return b"".join(chunks)
+
+
+def _read_bytes(uri: str, limits: DatasetLimits) -> bytes:
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri, timeout=120) as response:
-                return bytes(response.read())
-        except OSError as err:
-            raise DatasetError(f"cannot download dataset {uri!r}: {err}") from err
+        return _download(uri, limits)
     path = Path(uri.removeprefix("file://"))
     try:
+        if path.stat().st_size > limits.max_bytes:
+            raise _too_big(uri, limits, "holds")
         return path.read_bytes()
     except OSError as err:
         raise DatasetError(f"cannot read dataset {uri!r}: {err.strerror or err}") from err
 
 
-def load_dataset(uri: str, target_column: str | None = None) -> Dataset:
+def _gunzip(raw: bytes, uri: str, limits: DatasetLimits) -> bytes:
+    by_ratio = int(len(raw) * limits.max_ratio)
+    cap = min(limits.max_bytes, by_ratio)
+    out: list[bytes] = []
+    size = 0
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as stream:
+            # Read in bounded pieces: a small bomb never gets to inflate whole.
+            while chunk := stream.read(_CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    if cap == by_ratio:
+                        raise DatasetError(
+                            f"dataset {uri!r} decompresses to more than dataset_max_ratio "
+                            f"({limits.max_ratio:g}) times its {len(raw)} bytes; raise "
+                            "`dataset_max_ratio` if it is expected")
+                    raise _too_big(uri, limits, "decompresses to")
+                out.append(chunk)
+    except (OSError, EOFError) as err:
+        raise DatasetError(f"dataset {uri!r} is not valid gzip: {err}") from err
+    return b"".join(out)
+
+
+def load_dataset(uri: str, target_column: str | None = None,
+                 limits: DatasetLimits | None = None) -> Dataset:
     """Load ``sklearn:<name>`` or a CSV/Parquet path or URL into features and labels.
+
+    Args:
+        uri: ``sklearn:<name>``, a path, or an http(s) URL.
+        target_column: The label column (for a CSV or Parquet dataset).
+        limits: Bounds and download headers. Default: `DatasetLimits`'s defaults, no headers.
 
     Raises:
         DatasetError: missing, unreadable or malformed data, no rows, a missing target column,
-            or missing labels.
+            missing labels, or a bound exceeded (the message names the config option).
     """
+    limits = DatasetLimits() if limits is None else limits
     if uri.startswith("sklearn:"):
         from sklearn import datasets
 
@@ -349,15 +498,12 @@ def load_dataset(uri: str, target_column: str | None = None) -> Dataset:
         whole = pd.concat([x, y], axis=1)
         digest = hashlib.sha256(whole.to_csv(index=False).encode()).hexdigest()
         return Dataset(uri, digest, len(x), x, y)
-    raw = _read_bytes(uri)
+    raw = _read_bytes(uri, limits)
     digest = hashlib.sha256(raw).hexdigest()
     name = uri.split("?", 1)[0].lower()
     data = raw
     if name.endswith(".gz"):
-        try:
-            data = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DatasetError(f"dataset {uri!r} is not valid gzip: {err}") from err
+        data = _gunzip(raw, uri, limits)
         name = name.removesuffix(".gz")
     try:
         if name.endswith((".parquet", ".pq")):
@@ -425,11 +571,6 @@ def split(dataset: Dataset, holdout_fraction: float, seed: int, task: Task) -> S
 # --------------------------------------------------------------------------- train/evaluate
 
 
-def _import(path: str) -> Any:
-    module, _, attr = path.replace(":", ".").rpartition(".")
-    return getattr(importlib.import_module(module), attr)
-
-
 def feature_pipeline(estimator: Any, x: pd.DataFrame) -> Any:
     """``estimator`` as it is when every column of ``x`` is numeric (or boolean); otherwise a
     ``Pipeline`` that first scales the numeric columns and one-hot encodes the others (strings,
@@ -468,10 +609,10 @@ def train(config: RetrainConfig, x_train: pd.DataFrame, y_train: Any) -> tuple[A
     """
     params = dict(config.params)
     if config.trainer is not None:
-        model = _import(config.trainer)(x_train, y_train, params)
+        model = check_trainer(config.trainer)(x_train, y_train, params)
         return model, params
     assert config.estimator is not None
-    cls = _import(config.estimator)
+    cls = check_estimator(config.estimator)
     init = dict(params)
     with contextlib.suppress(Exception):
         if "random_state" in cls().get_params() and "random_state" not in init:
@@ -655,14 +796,53 @@ def alias_version(name: str, alias: str) -> str | None:
     return None if version is None else str(version)
 
 
-def evaluate_champion(config: RetrainConfig, data: Split, task: Task) -> Champion | None:
-    """Score the holder of ``promote_alias`` on the holdout; None when there is none."""
-    import mlflow
+_OPT_IN = ("set `allow_pickle=True` on RetrainSchedule (MLFLOW_ALLOW_PICKLE_DESERIALIZATION="
+           "true) only if everyone who can register versions of this model is trusted")
 
+
+def load_sklearn_model(path: Path) -> Any:
+    """Deserialize the scikit-learn model in the MLflow model directory ``path`` without
+    running code from the registry (`pulumi_mlops.runtime.sklearn_model`): MLflow's own loader
+    refuses every scikit-learn model, skops included, while
+    ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is false, as RetrainSchedule renders it.
+
+    Raises:
+        ModelLoadError: not a plain scikit-learn model, a pickle without the opt-in, a skops
+            file needing a type outside scikit-learn, or a model file outside ``path``.
+    """
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text()) or {}
+    try:
+        estimator = load_sklearn_estimator(path, mlmodel, _OPT_IN)
+    except ModelRefused as err:
+        raise ModelLoadError(str(err)) from None
+    if estimator is None:
+        raise ModelLoadError("the champion is not a plain scikit-learn model (its MLmodel has "
+                             "no scikit-learn flavor in a format MLflow knows)")
+    return estimator
+
+
+def load_model(model_uri: str) -> Any:
+    """Download ``model_uri`` (``models:/name/version``) to scratch and `load_sklearn_model`.
+
+    Raises:
+        ModelLoadError: see `load_sklearn_model`.
+    """
+    from mlflow.artifacts import download_artifacts
+
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as scratch:
+        return load_sklearn_model(Path(download_artifacts(artifact_uri=model_uri,
+                                                          dst_path=scratch)))
+
+
+def evaluate_champion(config: RetrainConfig, data: Split, task: Task) -> Champion | None:
+    """Score the holder of ``promote_alias`` on the holdout; None when there is none.
+
+    The version read here is the one `promote` compares ``promote_alias`` with before moving it.
+    """
     version = alias_version(config.model_name, config.promote_alias)
     if version is None:
         return None
-    model = mlflow.sklearn.load_model(f"models:/{config.model_name}/{version}")
+    model = load_model(f"models:/{config.model_name}/{version}")
     return Champion(version, evaluate(model, data.x_holdout, data.y_holdout, task))
 
 
@@ -734,17 +914,56 @@ def register(config: RetrainConfig, model_uri: str, tags: Mapping[str, str]) -> 
     return str(version.version)
 
 
-def promote(config: RetrainConfig, version: str, promoted: bool) -> None:
-    """Set ``challenger_alias`` on ``version``, and ``promote_alias`` when ``promoted``; then
-    record the outcome tag (what a retry of the slot reports)."""
+@dataclass(frozen=True)
+class Promotion:
+    """What `promote` did.
+
+    Attributes:
+        promoted: Whether ``promote_alias`` moved to the version (and was still there after).
+        lost_to: When the gates passed but ``promote_alias`` had moved away from the champion
+            the run compared with (a concurrent run promoted first): the version holding it
+            now (``none`` if it was removed). None otherwise.
+    """
+
+    promoted: bool
+    lost_to: str | None = None
+
+
+def promote(config: RetrainConfig, version: str, promoted: bool,
+            compared: str = _NO_CHAMPION) -> Promotion:
+    """Set ``challenger_alias`` on ``version``, and move ``promote_alias`` to it when
+    ``promoted`` and ``promote_alias`` still points at ``compared`` (the champion the gates
+    compared with, or ``none``); then record the outcome tag (what a retry of the slot reports).
+
+    The move is a compare-and-set as close as MLflow allows: its registry has no conditional
+    update, so the alias is re-read just before it is set, and read again after to check that
+    the version set is still there. What is left is the window between that re-read and the
+    set (one registry round trip): two runs that both re-read the old champion inside it both
+    set the alias, and the later set wins. The earlier one then sees another version on its
+    check and reports that it lost, unless its check also ran before the later set; then both
+    report promoted and the alias holds the later one, a version that passed its gates against
+    the same champion. Runs of one schedule never overlap (``concurrencyPolicy: Forbid``, one
+    scheduler), so this takes two schedules of one model or a run by hand.
+    """
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     client.set_registered_model_alias(config.model_name, config.challenger_alias, version)
+    result = Promotion(False)
     if promoted:
-        client.set_registered_model_alias(config.model_name, config.promote_alias, version)
+        current = alias_version(config.model_name, config.promote_alias) or _NO_CHAMPION
+        if current == compared:
+            client.set_registered_model_alias(config.model_name, config.promote_alias, version)
+            current = alias_version(config.model_name, config.promote_alias) or _NO_CHAMPION
+        result = (Promotion(True) if current == version
+                  else Promotion(False, lost_to=current))
+    if result.lost_to is not None:
+        log.warning("stage=promote lost: `%s` moved from %s to %s while this run ran (a "
+                    "concurrent run promoted first); version %s is not promoted",
+                    config.promote_alias, compared, result.lost_to, version)
     client.set_model_version_tag(config.model_name, version, _OUTCOME_TAG,
-                                 "promoted" if promoted else "not_promoted")
+                                 "promoted" if result.promoted else "not_promoted")
+    return result
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -790,13 +1009,17 @@ def _stage(name: str, details: dict[str, Any] | None = None) -> Iterator[dict[st
 
 
 def _summary(config: RetrainConfig, version: str, champion: Champion | None,
-             results: Sequence[GateResult], promoted: bool,
+             results: Sequence[GateResult], promotion: Promotion,
              metrics: Mapping[str, float]) -> str:
     head = (f"retrain {config.model_name}: version {version} registered as "
             f"`{config.challenger_alias}`; ")
     was = f"version {champion.version}" if champion else "none"
-    if promoted:
+    if promotion.promoted:
         head += f"PROMOTED to `{config.promote_alias}` (previous: {was})"
+    elif promotion.lost_to is not None:
+        head += (f"NOT promoted: every gate passed, but `{config.promote_alias}` moved from "
+                 f"{was} to {promotion.lost_to} while this run ran (a concurrent run promoted "
+                 f"first); it stays {promotion.lost_to}. Run again to compare with it")
     else:
         failed = [f"{r.gate}:{r.metric}" for r in results if not r.passed]
         head += (f"NOT promoted: gate(s) failed: {', '.join(failed)}; "
@@ -840,14 +1063,17 @@ def _resume(config: RetrainConfig, existing: Any, slot: str, digest: str) -> int
     compared = tags.get(_COMPARED_TAG, _NO_CHAMPION)
     with _stage("resume", {"version": version}):
         current = alias_version(config.model_name, config.promote_alias) or _NO_CHAMPION
+    # The alias on this very version: the earlier attempt moved it, then died before the tag.
+    if current == version:
+        compared = version
     if compared != current:
         log.error("slot %s registered version %s but did not finish, and `%s` moved since "
                   "(compared with %r, now %r); not moving any alias", slot, version,
                   config.promote_alias, compared, current)
         return EXIT_FAILED
-    promoted = tags.get("mlops.gates_passed") == "true"
-    with _stage("promote", {"version": version, "promoted": promoted}):
-        promote(config, version, promoted)
+    passed = tags.get("mlops.gates_passed") == "true"
+    with _stage("promote", {"version": version, "promoted": passed}):
+        promoted = promote(config, version, passed, compared).promoted
     print(f"retrain {config.model_name}: slot {slot}: finished the alias moves for version "
           f"{version} ({'promoted' if promoted else 'not promoted'}); nothing registered")
     return EXIT_PROMOTED if promoted else EXIT_NOT_PROMOTED
@@ -881,7 +1107,8 @@ def run(config: RetrainConfig, *, slot: str | None = None,
             assert key is not None
             return _resume(config, existing, key, digest)
         with _stage("load_dataset") as info:
-            dataset = load_dataset(config.dataset, config.target_column)
+            dataset = load_dataset(config.dataset, config.target_column,
+                                   DatasetLimits.from_config(config, env))
             info.update(uri=dataset.uri, rows=dataset.rows, sha256=dataset.sha256[:12])
         with _stage("split") as info:
             task: Task = infer_task(dataset.y) if config.task == "auto" else config.task
@@ -919,8 +1146,10 @@ def run(config: RetrainConfig, *, slot: str | None = None,
         with _stage("register") as info:
             version = register(config, model_uri, tags)
             info["version"] = version
-        with _stage("promote", {"version": version, "promoted": passed}):
-            promote(config, version, passed)
+        compared = champion.version if champion else _NO_CHAMPION
+        with _stage("promote", {"version": version, "gates_passed": passed}) as info:
+            promotion = promote(config, version, passed, compared)
+            info["promoted"] = promotion.promoted
     except Exception as err:
         if isinstance(err, StageError):
             stage, cause = err.stage, err.__cause__ or err
@@ -931,5 +1160,5 @@ def run(config: RetrainConfig, *, slot: str | None = None,
         print(f"retrain {config.model_name}: FAILED at stage `{stage}` "
               f"({type(cause).__name__}: {cause}); {moved}", flush=True)
         return EXIT_FAILED
-    print(_summary(config, version, champion, results, passed, metrics), flush=True)
-    return EXIT_PROMOTED if passed else EXIT_NOT_PROMOTED
+    print(_summary(config, version, champion, results, promotion, metrics), flush=True)
+    return EXIT_PROMOTED if promotion.promoted else EXIT_NOT_PROMOTED

@@ -25,8 +25,6 @@ import gc
 import json
 import logging
 import math
-import os
-import pickle
 import threading
 import time
 import uuid
@@ -61,6 +59,11 @@ from pulumi_mlops.runtime.serve.payload import (
     decode_json,
     fast_matrix,
     find_lossy,
+)
+from pulumi_mlops.runtime.sklearn_model import (
+    ModelRefused,
+    load_sklearn_estimator,
+    pickle_allowed,
 )
 
 __all__ = ["Answer", "ServedModel", "Signature", "load_served_model", "mlflow_version",
@@ -562,89 +565,12 @@ _OPT_IN = ("set `allow_pickle=True` on the ModelService (MLFLOW_ALLOW_PICKLE_DES
            "true) only if everyone who can register versions of this model is trusted")
 
 
-def _pickle_allowed() -> bool:
-    """``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` as MLflow reads it (unset: true)."""
-    return os.environ.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true").lower() in ("true", "1")
-
-
 def _sklearn_estimator(path: Path, mlmodel: dict[str, Any]) -> Any | None:
-    """The estimator, deserialized as ``mlflow.sklearn`` does it; None when the model is not a
-    plain scikit-learn model (custom code, another flavor).
-
-    Loading a pickle or cloudpickle file runs whatever code the file names, so those formats
-    need ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` true, as in MLflow. MLflow gates skops behind
-    the same variable, because skops constructs the types the model's own MLmodel says to
-    trust, so a crafted model can trust a function that runs code. With the variable false,
-    this loader trusts only scikit-learn classes among them (`_skops_trusted`): what a model
-    trained by ``mlops retrain`` is made of, and nothing that runs code of the model's choosing.
-
-    Raises:
-        ModelLoadError: the model needs ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` true.
-    """
-    flavors = mlmodel.get("flavors") or {}
-    pyfunc_conf, conf = flavors.get("python_function") or {}, flavors.get("sklearn")
-    if (conf is None or pyfunc_conf.get("loader_module") != "mlflow.sklearn"
-            or conf.get("code") or pyfunc_conf.get("code")):
-        return None
-    model_file = path / pyfunc_conf.get("model_path", conf.get("pickled_model", "model.pkl"))
-    fmt = conf.get("serialization_format", "pickle")
-    if fmt == "skops":
-        import skops.io
-
-        recorded = conf.get("skops_trusted_types")
-        trusted = recorded if _pickle_allowed() else _skops_trusted(model_file, recorded)
-        return skops.io.load(model_file, trusted=trusted)
-    if fmt not in ("pickle", "cloudpickle"):
-        return None  # MLflow's loader names the formats it knows
-    if not _pickle_allowed():
-        raise ModelLoadError(f"refusing to load a {fmt}-format model: unpickling runs any code "
-                             f"the file holds; save it with skops, or {_OPT_IN}")
-    with open(model_file, "rb") as f:
-        if fmt == "cloudpickle":
-            import cloudpickle
-
-            return cloudpickle.load(f)
-        return pickle.load(f)  # what mlflow.sklearn does, behind the same gate
-
-
-def _skops_trusted(model_file: Path, recorded: Any) -> list[str]:
-    """The types skops may construct from ``model_file`` beyond its defaults: those the MLmodel
-    lists (``recorded``, as MLflow requires) that are scikit-learn classes.
-
-    Raises:
-        ModelLoadError: the file needs another type.
-    """
-    import skops.io
-
-    listed = ({t for t in recorded if isinstance(t, str)} if isinstance(recorded, list)
-              else set())
-    needed: list[str] = skops.io.get_untrusted_types(file=model_file)
-    refused = [t for t in needed if t not in listed or not _is_sklearn_class(t)]
-    if refused:
-        # The names come from the file: quoted and cut, so that they cannot forge log lines.
-        names = ", ".join(repr(t[:120]) for t in refused[:3])
-        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
-        raise ModelLoadError(f"refusing to load a skops-format model that trusts {names}{more}: "
-                             f"only scikit-learn classes are trusted; {_OPT_IN}")
-    return needed
-
-
-def _is_sklearn_class(name: str) -> bool:
-    """Whether ``name`` (``module.Class``, as skops names a type) is a class scikit-learn
-    defines outside its tests. Only scikit-learn's own modules are imported to find out."""
-    import importlib
-
-    module, _, attr = name.rpartition(".")
-    parts = module.split(".")
-    # Test helpers are no part of a model, and some exist to do odd things when built.
-    if parts[0] != "sklearn" or {"tests", "conftest", "_testing"} & set(parts):
-        return False
+    """`load_sklearn_estimator`, failing as a load error."""
     try:
-        found = getattr(importlib.import_module(module), attr, None)
-    except ImportError:
-        return False
-    # A class defined elsewhere and imported into a scikit-learn module is not one of its own.
-    return isinstance(found, type) and found.__module__.split(".")[0] == "sklearn"
+        return load_sklearn_estimator(path, mlmodel, _OPT_IN)
+    except ModelRefused as err:
+        raise ModelLoadError(str(err)) from None
 
 
 def _sklearn_pyfunc(path: Path, estimator: Any) -> Any:
@@ -717,7 +643,7 @@ def _pyfunc_loader(path: Path) -> Callable[[], Any]:
     def load() -> Any:
         import mlflow.pyfunc
 
-        if not _pickle_allowed():
+        if not pickle_allowed():
             mlmodel = read_mlmodel(path)
             _refuse_model_code(mlmodel)
             estimator = _sklearn_estimator(path, mlmodel)
