@@ -291,6 +291,28 @@ def test_health_is_503_while_draining(served: ServedModel) -> None:
     assert call(draining, "GET", "/ping")[0] == 503
 
 
+def test_an_unexpected_error_is_a_500_counted_as_500(served: ServedModel,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # The finding: unhandled errors were counted under code="200".
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    failing = ScoringApp(served)
+    monkeypatch.setattr(served, "prepare", broken)
+    before = _counted(failing, "500")
+    status, answer = call(failing, "POST", "/invocations", split([GOOD_ROW]))
+    assert status == 500 and answer["error_code"] == "INTERNAL_ERROR"
+    assert "a bug of ours" not in orjson.dumps(answer).decode()
+    assert _counted(failing, "500") == before + 1
+
+
+def _counted(app: ScoringApp, code: str) -> float:
+    page = call(app, "GET", "/metrics")[1].decode()
+    line = next((x for x in page.splitlines()
+                 if x.startswith(f'mlops_requests_total{{code="{code}"}}')), None)
+    return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+
 def test_version_answers_the_mlflow_version_as_mlflow_does(app: ScoringApp) -> None:
     status, answer = call(app, "GET", "/version")
     assert status == 200

@@ -643,3 +643,24 @@ def test_binary_data_must_match_shape_and_datatype() -> None:
                                        "parameters": {"binary_data_size": 1}}]})
     with pytest.raises(PayloadError, match="0 or 1"):
         decode_request(header + b"\x02", str(len(header)))
+
+
+def test_an_unexpected_error_is_counted_under_the_500_uvicorn_sends(
+        app: ScoringApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The finding: an error outside the model's call was counted under code="200".
+    from pulumi_mlops.runtime.serve import v2
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug of ours")
+
+    def counted() -> float:
+        page = call(app, "GET", "/metrics")[1].decode()
+        line = next((x for x in page.splitlines()
+                     if x.startswith('mlops_requests_total{code="500"}')), None)
+        return float(line.rsplit(" ", 1)[1]) if line else 0.0
+
+    before = counted()
+    monkeypatch.setattr(v2, "decode_request", broken)
+    with pytest.raises(RuntimeError, match="a bug of ours"):  # uvicorn answers 500 for it
+        call(app, "POST", "/v2/models/churn/infer", infer_body(tensor("f0", [0.1])))
+    assert counted() == before + 1
