@@ -210,8 +210,15 @@ def test_an_oversized_head_gets_431_and_the_server_stays_responsive(served: Serv
     sock.close()
     assert time.monotonic() - started < 5
     assert requests.get(served.url + "/ping", timeout=2).status_code == 200
+    big = b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 16000 + b"\r\n\r\n"
     sock = _connect(served)
-    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 16000 + b"\r\n\r\n")
+    sock.sendall(big)  # the whole head in one read
+    assert _read_status(sock)[0] == 431
+    sock.close()
+    sock = _connect(served)  # ... as the second request of a keep-alive connection
+    sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert _read_status(sock)[0] == 200
+    sock.sendall(big)
     assert _read_status(sock)[0] == 431
     sock.close()
 

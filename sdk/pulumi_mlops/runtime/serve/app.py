@@ -9,17 +9,19 @@ JSON ``{"error_code", "message"}``; a stack trace is logged with a request id, n
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from pulumi_mlops.runtime.serve import metrics
+from pulumi_mlops.runtime.serve.deadlines import Deadlines, deadlines
 from pulumi_mlops.runtime.serve.http import (
     CLIENT_GONE,
     JSON,
@@ -77,6 +79,10 @@ class ScoringApp:
         self.workers_alive: Callable[[], bool] = _always
         self._mlflow_version = mlflow_version().encode()
         self._in_flight = 0
+        # Requests whose body came too late (cancelled by their deadline).
+        self._late: set[asyncio.Task[Any]] = set()
+        self._deadlines: Deadlines | None = None
+        self._deadlines_loop: asyncio.AbstractEventLoop | None = None
         self._predictor: PredictionThread | None = None
         self._client_errors = _ClientErrorLog()
         metrics.model_info(model.info)
@@ -147,15 +153,27 @@ class ScoringApp:
         self._in_flight += 1
         submitted = False
         try:
+            task = asyncio.current_task()
+            assert task is not None
+            due = self._deadlines
+            if due is None or task.get_loop() is not self._deadlines_loop:
+                self._deadlines_loop = task.get_loop()
+                due = self._deadlines = deadlines(self._deadlines_loop)
+            due.add(task, limits.body_timeout, functools.partial(self._body_late, task))
             try:
-                async with asyncio.timeout(limits.body_timeout):
-                    body = await read_body(scope, receive, limits.max_body_bytes)
-            except TimeoutError:
+                body = await read_body(scope, receive, limits.max_body_bytes)
+            except asyncio.CancelledError:
+                if task not in self._late:
+                    raise
+                self._late.discard(task)
+                task.uncancel()
                 raise PayloadError(408, f"the request body did not arrive within "
                                    f"{limits.body_timeout:g} s (mlops serve --body-timeout)"
                                    ) from None
             except BodyTooLarge as err:
                 raise PayloadError(413, f"{err} (mlops serve --max-body-bytes)") from None
+            finally:
+                due.remove(task)
             answer = work(body)
             if not isinstance(answer, Deferred):
                 return answer
@@ -179,6 +197,10 @@ class ScoringApp:
 
     def _release(self) -> None:
         self._in_flight -= 1
+
+    def _body_late(self, task: asyncio.Task[Any]) -> None:
+        self._late.add(task)
+        task.cancel()
 
     def client_error(self, status: int, path: str, message: str) -> None:
         """Log a 4xx answer in one line (rate-limited; no stack trace)."""

@@ -4,8 +4,9 @@ uvicorn bounds neither the size of a request's headers nor the time a client may
 them: a client that opens a connection and sends nothing, or sends its headers a byte at a
 time, holds a file descriptor forever, and a huge header is parsed (slowly) to its end. This
 subclass adds the two bounds of `Limits`: ``max_header_bytes`` (431, then close; counted per
-received chunk, so exact to within one socket read) and ``header_timeout`` (408, then close),
-and leaves everything else to uvicorn. It relies on
+received chunk, so exact to within one socket read) and ``header_timeout`` (408, then close;
+checked by `deadlines`, so up to ``SWEEP_SECONDS`` late), and leaves everything else to
+uvicorn. It relies on
 uvicorn's ``HttpToolsProtocol`` hooks (``connection_made``, ``data_received``,
 ``on_message_begin``, ``on_headers_complete``, ``connection_lost``), which
 ``tests/e2e/test_serve_limits_e2e.py`` exercises against the pinned uvicorn.
@@ -17,6 +18,7 @@ import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pulumi_mlops.runtime.serve.deadlines import deadlines
 from pulumi_mlops.runtime.serve.http import error_body
 from pulumi_mlops.runtime.serve.limits import Limits
 
@@ -29,15 +31,17 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol class, bounded by ``limits`` (pass it as ``http=``)."""
 
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
-        # Bytes received since the current request began, while its head is incomplete.
+        # Bytes received since the current request began, while its head is incomplete
+        # (counting the whole read the request began in), and the size of the latest read.
         _head_bytes = 0
+        _read_bytes = 0
         _in_head = False
-        _head_timer: asyncio.TimerHandle | None = None
         # Answered 431 or 408 and closing: the rest of the data is not parsed.
         _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._deadlines = deadlines(self.loop)
             self._start_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -47,6 +51,7 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            self._read_bytes = len(data)
             if self._in_head:
                 self._head_bytes += len(data)
             super().data_received(data)
@@ -61,9 +66,10 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def on_headers_complete(self) -> None:
             self._stop_head()
-            # A head that arrived in one piece with its request.
-            if len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers) > \
-                    limits.max_header_bytes:
+            # A head that arrived in one piece with its request (only then can the bytes
+            # received exceed the bound while the head itself stays under it).
+            if self._head_bytes > limits.max_header_bytes and len(self.url) + sum(
+                    len(k) + len(v) + 4 for k, v in self.headers) > limits.max_header_bytes:
                 self._too_large()
                 return
             super().on_headers_complete()
@@ -78,21 +84,19 @@ def bounded_protocol(limits: Limits) -> type[HttpToolsProtocol]:
 
         def _start_head(self) -> None:
             self._in_head = True
-            self._head_bytes = 0
-            self._head_timer = self.loop.call_later(limits.header_timeout, self._head_late)
+            self._head_bytes = self._read_bytes
+            self._deadlines.add(self, limits.header_timeout, self._head_late)
 
         def _stop_head(self) -> None:
-            self._in_head = False
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            if self._in_head:
+                self._in_head = False
+                self._deadlines.remove(self)
 
         def _too_large(self) -> None:
             self._refuse(431, f"request headers over the {limits.max_header_bytes}-byte limit "
                               "(mlops serve --max-header-bytes)")
 
         def _head_late(self) -> None:
-            self._head_timer = None
             self._refuse(408, f"request headers did not arrive within {limits.header_timeout:g}"
                               " s (mlops serve --header-timeout)")
 
