@@ -90,11 +90,6 @@ class ScoringApp:
         metrics.limit_class_labels(self.limits.max_class_labels,
                                    getattr(estimator, "classes_", ()))
 
-    @property
-    def max_body_bytes(self) -> int:
-        """Larger request bodies get 413."""
-        return self.limits.max_body_bytes
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope."""
         if scope["type"] == "lifespan":
