@@ -432,6 +432,9 @@ class _SameOriginCredentials(urllib.request.HTTPRedirectHandler):
 
 
 class _HTTPConnection(http.client.HTTPConnection):
+    """A connection whose socket (the TLS one, for HTTPS) the budget's deadline can shut
+    down."""
+
     def __init__(self, host: str, *, budget: FetchBudget | None, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
         self._budget = budget
@@ -442,15 +445,8 @@ class _HTTPConnection(http.client.HTTPConnection):
             self._budget.watch(self.sock)
 
 
-class _HTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, host: str, *, budget: FetchBudget | None, **kwargs: Any) -> None:
-        super().__init__(host, **kwargs)
-        self._budget = budget
-
-    def connect(self) -> None:
-        super().connect()
-        if self._budget is not None:
-            self._budget.watch(self.sock)
+class _HTTPSConnection(_HTTPConnection, http.client.HTTPSConnection):
+    """`_HTTPConnection` over TLS: HTTPSConnection's connect wraps the socket first."""
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):

@@ -347,26 +347,27 @@ class ServedModel:
             return functools.partial(self._general, body, content_type, max_rows)
         if self.fast_spec is None or len(body) > _INLINE_BODY_BYTES:
             return functools.partial(self._answer_json, body, content_type, max_rows)
-        doc = decode_json(body)
-        matrix = fast_matrix(doc, self.fast_spec)
-        if matrix is None:
-            return functools.partial(self._answer_doc, doc, body, content_type, max_rows)
-        if max_rows is not None and len(matrix) > max_rows:
-            raise _too_many_rows(len(matrix), max_rows)
-        if self._cost.quick(len(matrix)):
-            return self._fast_answer(matrix)
-        return functools.partial(self._fast_answer, matrix)
+        return self._route(decode_json(body), body, content_type, max_rows, inline=True)
 
     def _answer_json(self, body: bytes, content_type: str, max_rows: int | None) -> Answer:
-        doc = decode_json(body)
-        if self.fast_spec is not None:
-            # A payload the fast path takes holds only exact numbers: nothing lossy.
-            matrix = fast_matrix(doc, self.fast_spec)
-            if matrix is not None:
-                if max_rows is not None and len(matrix) > max_rows:
-                    raise _too_many_rows(len(matrix), max_rows)
-                return self._fast_answer(matrix)
-        return self._answer_doc(doc, body, content_type, max_rows)
+        answer = self._route(decode_json(body), body, content_type, max_rows, inline=False)
+        assert isinstance(answer, Answer)
+        return answer
+
+    def _route(self, doc: Any, body: bytes, content_type: str, max_rows: int | None, *,
+               inline: bool) -> Answer | Callable[[], Answer]:
+        """The answer to a decoded JSON request; with ``inline``, the call that answers it
+        instead, unless the fast path answers quickly."""
+        # A payload the fast path takes holds only exact numbers: nothing lossy.
+        matrix = fast_matrix(doc, self.fast_spec) if self.fast_spec is not None else None
+        if matrix is None:
+            general = functools.partial(self._answer_doc, doc, body, content_type, max_rows)
+            return general if inline else general()
+        if max_rows is not None and len(matrix) > max_rows:
+            raise _too_many_rows(len(matrix), max_rows)
+        if inline and not self._cost.quick(len(matrix)):
+            return functools.partial(self._fast_answer, matrix)
+        return self._fast_answer(matrix)
 
     def _answer_doc(self, doc: Any, body: bytes, content_type: str,
                     max_rows: int | None) -> Answer:
