@@ -11,9 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from pulumi_mlops.runtime.retrain.job import (
     config_digest,
 )
 from tests.e2e.registry import Registry, registry_client
+from tests.loopback import http_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -437,14 +437,8 @@ def _dataset_server(body: bytes) -> Iterator[tuple[str, list[str | None]]]:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/cancer.csv", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Handler) as url:
+        yield f"{url}/cancer.csv", seen
 
 
 def test_dataset_credentials_are_sent_as_headers_and_recorded_nowhere(

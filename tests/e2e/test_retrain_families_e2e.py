@@ -21,11 +21,10 @@ import functools
 import json
 import os
 import signal
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,6 +55,7 @@ from pulumi_mlops.runtime.retrain.job import (
 )
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
+from tests.loopback import http_server
 
 # The guard is against a hang, not a speed claim: on a shared two-core machine under load the
 # twenty jobs and servers may take longer than the default ten minutes.
@@ -161,16 +161,8 @@ def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
     folder = tmp_path_factory.mktemp("data")
     frame.assign(churned=churned).to_csv(folder / "customers-churn.csv", index=False)
     frame.assign(spend=spend).to_csv(folder / "customers-spend.csv", index=False)
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(_QuietHandler, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with http_server(functools.partial(_QuietHandler, directory=str(folder))) as base:
         yield {"churned": f"{base}/customers-churn.csv", "spend": f"{base}/customers-spend.csv"}
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _data_inputs(family: Family, mixed_csv: dict[str, str]) -> dict[str, Any]:

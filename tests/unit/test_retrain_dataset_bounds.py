@@ -7,10 +7,9 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from pulumi_mlops.runtime.retrain.job import (
     load_dataset,
     run,
 )
+from tests.loopback import http_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,15 +93,8 @@ BOMB = gzip.compress(b"a,b,y\n" + b"0,0,0\n" * (8 * 1024 * 1024 // 6), compressl
 def _server(redirect_to: str = "") -> Iterator[tuple[str, list[dict[str, str]]]]:
     seen: list[dict[str, str]] = []
     handler = type("Handler", (_Handler,), {"seen": seen, "redirect_to": redirect_to})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(handler) as url:
+        yield url, seen
 
 
 @pytest.fixture
