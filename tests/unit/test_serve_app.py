@@ -571,3 +571,81 @@ def test_pickle_deserialization_can_be_disallowed_like_mlflow_does(
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     with pytest.raises(ModelLoadError, match="MLFLOW_ALLOW_PICKLE_DESERIALIZATION"):
         load_served_model(str(tmp_path / "model"), attempts=3, first_delay=0.01)
+
+
+# Float-only signatures take shortcuts of their own: a few values are checked by type, many
+# by the body's quotes and the matrix's values. Large payloads that are clean but for one odd
+# value somewhere are where those shortcuts could go wrong.
+@pytest.fixture(scope="module", params=["double", "double+float"])
+def float_served(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    from sklearn.linear_model import Ridge
+
+    frame, _ = training_frame()
+    frame["n"] = frame["n"].astype(np.float64)
+    if request.param == "double+float":
+        frame[["f1", "n"]] = frame[["f1", "n"]].astype(np.float32)
+    model = Ridge().fit(frame, frame["f0"] * 0.3 + frame["n"] * 0.01)
+    path = tmp_path_factory.mktemp("floats") / "model"
+    mlflow.sklearn.save_model(model, str(path),
+                              signature=infer_signature(frame, model.predict(frame)))
+    served = load_served_model(str(path))
+    assert served.fast_spec is not None
+    assert served.fast_spec.plain_floats == (request.param == "double")
+    return served
+
+
+@st.composite
+def mostly_clean_payloads(draw: st.DrawFn) -> bytes:
+    n = draw(st.sampled_from([1, 2, 5, 21, 22, 40, 90]))  # both sides of 128 values
+    cell = st.one_of(finite, st.integers(-1000, 1000)) if draw(st.booleans()) else finite
+    rows = [[draw(cell) for _ in COLUMNS] for _ in range(n)]
+    for _ in range(draw(st.integers(0, 2))):
+        rows[draw(st.integers(0, n - 1))][draw(st.integers(0, 5))] = draw(st.one_of(
+            any_value, st.just(True), st.just(False), st.just(0), st.just(1.0), st.just([1.0]),
+            st.just({}), st.just(2**63 - 1), st.just(-(2**63)), st.just(1e300)))
+    columns = list(COLUMNS)
+    if draw(st.integers(0, 6)) == 0:
+        columns = draw(st.permutations(columns))
+    fmt = draw(st.sampled_from(["split", "records", "inputs", "instances"]))
+    if fmt == "split":
+        doc: dict[str, Any] = {"dataframe_split": {"columns": columns, "data": rows}}
+    elif fmt == "records":
+        doc = {"dataframe_records": [dict(zip(columns, r, strict=True)) for r in rows]}
+    elif fmt == "inputs":
+        doc = {"inputs": {c: [r[j] for r in rows] for j, c in enumerate(columns)}}
+    else:
+        doc = {"instances": [dict(zip(columns, r, strict=True)) for r in rows]}
+    import json
+
+    return json.dumps(doc, indent=draw(st.sampled_from([None, 1]))).encode()
+
+
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=mostly_clean_payloads())
+def test_a_float_signature_fast_path_answers_exactly_what_the_general_path_does(
+    float_served: ServedModel, body: bytes
+) -> None:
+    assert _outcome(float_served, body, JSON) == _outcome(general_only(float_served), body, JSON)
+
+
+@pytest.mark.parametrize("odd", [True, "3.5", None, 2**64, 1e300])
+@pytest.mark.parametrize("rows", [1, 100])
+def test_one_odd_value_among_many_floats_leaves_the_fast_path(odd: Any, rows: int) -> None:
+    spec = FastSpec.for_columns([ColumnSpec(c, "double") for c in "abc"])
+    assert spec is not None and spec.plain_floats
+    data: list[list[Any]] = [[i + 0.5, 2.25, -i - 0.125] for i in range(rows)]
+
+    def matrix() -> Any:
+        doc = {"dataframe_split": {"columns": ["a", "b", "c"], "data": data}}
+        import json
+
+        return fast_matrix(doc, spec, json.dumps(doc).encode())
+
+    clean = matrix()
+    assert clean is not None and clean.flags.f_contiguous
+    np.testing.assert_array_equal(clean, np.asarray(data, dtype=np.float64))
+    data[rows // 2][1] = odd
+    found = matrix()
+    assert found is None or (odd == 1e300 and found[rows // 2, 1] == 1e300)

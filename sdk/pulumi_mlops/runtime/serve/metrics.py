@@ -20,13 +20,21 @@ grow the series without bound.
 With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set by the server and every
 worker's values are summed at scrape time; the drift gauges come from the window the workers
 share, as computed by the worker answering the scrape.
+
+Requests and predictions are observed in batches: a request only appends its figures to a
+pending list, which is counted into the metrics at once, with numpy, every ``FLUSH_SECONDS``
+(or sooner, after ``_FLUSH_REQUESTS`` requests or ``_FLUSH_ROWS`` predictions), and whenever
+this process's registry is read. Counting each request as it ends cost 3 µs of a one-row
+request and 13 µs of a 100-row one (prometheus_client takes a lock per value); another
+worker's requests reach a scrape up to ``FLUSH_SECONDS`` late.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter as _Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -39,14 +47,33 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.registry import Collector
 
 from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 
-__all__ = ["OTHER_CLASS", "exposition", "limit_class_labels", "model_info",
-           "observe_predictions", "observe_request"]
+__all__ = ["FLUSH_SECONDS", "OTHER_CLASS", "exposition", "flush", "limit_class_labels",
+           "model_info", "observe_predictions", "observe_request"]
+
+FLUSH_SECONDS = 0.5
+_FLUSH_REQUESTS = 512
+_FLUSH_ROWS = 65536
+
+
+class _Flush(Collector):
+    """Counts the pending observations whenever the registry is read (registered first, so
+    that the metrics collected after it include them)."""
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        flush()
+        return iter(())
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY.register(_Flush())
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5)
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 _VALUE_BUCKETS = (-10, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 100, 1000)
@@ -96,15 +123,70 @@ def limit_class_labels(max_labels: int, known: Iterable[Any] = ()) -> None:
         _class_child(str(cls))
 
 
+# Observations not counted yet (appended on the event loop, counted by `flush`).
+_pending_requests: list[tuple[int, int, float]] = []
+_pending_predictions: list[np.ndarray[Any, Any]] = []
+_pending_rows = 0
+_flush_timer: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
+
+
 def observe_request(status: int, rows: int, seconds: float) -> None:
-    """Count one /invocations request."""
-    child = _REQUEST_CHILDREN.get(status)
-    if child is None:
-        child = _REQUEST_CHILDREN[status] = REQUESTS.labels(str(status))
-    child.inc()
-    LATENCY.observe(seconds)
-    if status == 200:
-        BATCH.observe(rows)
+    """Count one /invocations request (pending until the next `flush`)."""
+    _pending_requests.append((status, rows, seconds))
+    _pending()
+
+
+def observe_predictions(predictions: Any) -> None:
+    """Record the prediction distribution: class counts, or a value histogram (pending until
+    the next `flush`)."""
+    global _pending_rows
+    values = np.asarray(getattr(predictions, "values", predictions))
+    if values.ndim != 1 or values.size == 0:
+        return
+    _pending_predictions.append(values)
+    _pending_rows += values.size
+    _pending()
+
+
+def _pending() -> None:
+    global _flush_timer
+    if len(_pending_requests) >= _FLUSH_REQUESTS or _pending_rows >= _FLUSH_ROWS:
+        flush()
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no event loop to flush later: count now
+        flush()
+        return
+    # A timer left on another (closed) loop would never fire.
+    if _flush_timer is None or _flush_timer[0] is not loop:
+        _flush_timer = loop, loop.call_later(FLUSH_SECONDS, flush)
+
+
+def flush() -> None:
+    """Count the pending observations into the metrics."""
+    global _pending_requests, _pending_predictions, _pending_rows, _flush_timer
+    if _flush_timer is not None:
+        _flush_timer[1].cancel()
+        _flush_timer = None
+    requests, predictions = _pending_requests, _pending_predictions
+    _pending_requests, _pending_predictions, _pending_rows = [], [], 0
+    if requests:
+        statuses, rows, seconds = zip(*requests, strict=True)
+        for status, count in _Counter(statuses).items():
+            child = _REQUEST_CHILDREN.get(status)
+            if child is None:
+                child = _REQUEST_CHILDREN[status] = REQUESTS.labels(str(status))
+            child.inc(count)
+        _observe_many(LATENCY, np.array(seconds))
+        answered = np.array(rows)[np.array(statuses) == 200]
+        if answered.size:
+            _observe_many(BATCH, answered)
+    by_dtype: dict[np.dtype[Any], list[np.ndarray[Any, Any]]] = {}
+    for values in predictions:
+        by_dtype.setdefault(values.dtype, []).append(values)
+    for arrays in by_dtype.values():
+        _observe_values(np.concatenate(arrays) if len(arrays) > 1 else arrays[0])
 
 
 def _observe_many(histogram: Histogram, values: np.ndarray[Any, Any]) -> None:
@@ -117,11 +199,7 @@ def _observe_many(histogram: Histogram, values: np.ndarray[Any, Any]) -> None:
     histogram._sum.inc(float(values.sum()))
 
 
-def observe_predictions(predictions: Any) -> None:
-    """Record the prediction distribution: class counts, or a value histogram."""
-    values = np.asarray(getattr(predictions, "values", predictions))
-    if values.ndim != 1 or values.size == 0:
-        return
+def _observe_values(values: np.ndarray[Any, Any]) -> None:
     if values.dtype.kind == "f":
         finite = values[np.isfinite(values)]
         if finite.size:
@@ -175,6 +253,7 @@ def publish_drift(monitor: DriftMonitor) -> None:
 def exposition() -> tuple[bytes, str]:
     """The metrics page and its content type (all worker processes when there are several)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        flush()  # this worker's own; the others' follow within FLUSH_SECONDS
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

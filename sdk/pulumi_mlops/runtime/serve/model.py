@@ -359,7 +359,7 @@ class ServedModel:
         """The answer to a decoded JSON request; with ``inline``, the call that answers it
         instead, unless the fast path answers quickly."""
         # A payload the fast path takes holds only exact numbers: nothing lossy.
-        matrix = fast_matrix(doc, self.fast_spec) if self.fast_spec is not None else None
+        matrix = fast_matrix(doc, self.fast_spec, body) if self.fast_spec is not None else None
         if matrix is None:
             general = functools.partial(self._answer_doc, doc, body, content_type, max_rows)
             return general if inline else general()

@@ -250,6 +250,16 @@ class FastSpec:
         return np.result_type(*self.dtypes)
 
     @functools.cached_property
+    def name_list(self) -> list[str] | None:
+        """`names` as the list a decoded ``dataframe_split`` has."""
+        return None if self.names is None else list(self.names)
+
+    @functools.cached_property
+    def plain_floats(self) -> bool:
+        """Whether every column (or the tensor) is float64."""
+        return set(self.dtypes) == {"float64"}
+
+    @functools.cached_property
     def int_columns(self) -> tuple[tuple[int, int, int], ...]:
         """(index, low, high) of every integer column."""
         return tuple((j, *_INT_RANGES["integer" if d == "int32" else "long"])
@@ -277,27 +287,46 @@ class FastSpec:
         return None
 
 
-def fast_matrix(doc: Any, spec: FastSpec) -> np.ndarray[Any, Any] | None:
+def fast_matrix(doc: Any, spec: FastSpec, body: bytes | None = None
+                ) -> np.ndarray[Any, Any] | None:
     """The matrix pyfunc would give the estimator for ``doc``, when ``doc`` is nothing but the
-    signature's numbers in one of the plain shapes; None otherwise (take the general path)."""
+    signature's numbers in one of the plain shapes; None otherwise (take the general path).
+
+    ``body``, the JSON ``doc`` was decoded from, lets a float signature skip numpy's type
+    inference: its quotes show whether any string is there besides the keys and names."""
     if not isinstance(doc, dict) or len(doc) != 1:
         return None
     (fmt, value), = doc.items()
     rows: Any = None
+    strings = 1  # the strings of a plain payload: its keys and column names
     if spec.names is None:
         if fmt in ("instances", "inputs") and type(value) is list:
             rows = value
     elif fmt == "dataframe_split":
         if (type(value) is dict and value.keys() == {"columns", "data"}
-                and value["columns"] == list(spec.names) and type(value["data"]) is list):
+                and value["columns"] == spec.name_list and type(value["data"]) is list):
             rows = value["data"]
+            strings = 3 + spec.width
     elif fmt == "dataframe_records" or (fmt in ("instances", "inputs") and type(value) is list):
         rows = _records_rows(value, spec.names)
+        strings = 1 + spec.width * len(value)
     elif fmt in ("instances", "inputs") and type(value) is dict:
         rows = _columns_rows(value, spec.names)
+        strings = 1 + spec.width
     if not rows or set(map(type, rows)) - {list, tuple}:
         return None
+    if len(rows) * spec.width <= _FEW_VALUES:
+        return _few_values_matrix(rows, spec)
+    if body is not None and spec.plain_floats and _quotes(body) == 2 * strings:
+        return _float_matrix(rows, spec)
     return _matrix(rows, spec)
+
+
+def _quotes(body: bytes) -> int:
+    # numpy counts a byte in a large body faster than bytes.count; not in a small one.
+    if len(body) < 4096:
+        return body.count(b'"')
+    return int(np.count_nonzero(np.frombuffer(body, np.uint8) == ord('"')))
 
 
 def _records_rows(records: Any, names: tuple[str, ...]) -> list[list[Any]] | None:
@@ -319,6 +348,50 @@ def _columns_rows(columns: Mapping[str, Any], names: tuple[str, ...]) -> list[An
     if not all(type(v) is list for v in values) or len({len(v) for v in values}) != 1:
         return None
     return list(zip(*values, strict=True))
+
+
+# Up to this many values, a pass over their types costs less than numpy's type inference.
+_FEW_VALUES = 128
+# Integers from here on are beyond int64: numpy's inference makes them another kind.
+_INT64_BOUND = 2.0**63
+
+
+def _few_values_matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    """`_matrix` for a few values that are all floats, in one conversion; `_matrix` decides
+    for anything else."""
+    values = list(chain.from_iterable(rows))
+    # A sum of floats is finite only if every one of them is (or it may overflow: then
+    # `_matrix` decides).
+    if (spec.int_columns or set(map(type, values)) != {float}
+            or not math.isfinite(sum(values))):
+        return _matrix(rows, spec)
+    try:
+        with np.errstate(over="ignore"):  # a float32 overflow is refused below
+            matrix = np.array(rows, dtype=spec.matrix_dtype, order="F" if spec.names else "C")
+    except ValueError:  # ragged rows
+        return None
+    if matrix.shape != (len(rows), spec.width) or (
+            matrix.dtype != np.float64 and not np.isfinite(matrix).all()):  # narrowed to ±Inf
+        return _matrix(rows, spec)
+    return _narrow(matrix, spec)
+
+
+def _float_matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    """`_matrix` for a float64 signature and rows that hold no string, in one conversion
+    instead of inference and a copy. Wherever the shortcut cannot tell what `_matrix` would
+    decide (an odd shape or value, a null, a number past int64), `_matrix` decides."""
+    try:
+        matrix = np.array(rows, dtype=np.float64, order="F" if spec.names else "C")
+    except (ValueError, OverflowError, TypeError):
+        return _matrix(rows, spec)
+    # NaN fails the comparison too: a null, NaN or ±Inf goes to `_matrix`.
+    if matrix.shape != (len(rows), spec.width) or not np.abs(matrix).max() < _INT64_BOUND:
+        return _matrix(rows, spec)
+    # A boolean reads as 1.0 or 0.0: only where those appear are the exact types checked.
+    if ((matrix == 0) | (matrix == 1)).any() and not set(
+            map(type, chain.from_iterable(rows))) <= {int, float}:
+        return None
+    return matrix
 
 
 def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
@@ -344,12 +417,20 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
     dtype = spec.matrix_dtype
     # Column-major, as ``np.asarray(frame)`` is: the estimator's sums then run in the same
     # order, to the last bit.
-    matrix = np.asarray(inferred, dtype=dtype, order="F" if spec.names else "C")
-    if dtype.kind == "f":
-        if inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
-            return None
-        narrow = spec.float32_columns
-        if narrow and dtype != np.float32:
-            # A float32 column is float32 in the frame pyfunc builds, then widened.
-            matrix[:, narrow] = matrix[:, narrow].astype(np.float32)
+    with np.errstate(over="ignore"):  # a float32 overflow is refused below
+        matrix = np.asarray(inferred, dtype=dtype, order="F" if spec.names else "C")
+    if dtype.kind == "f" and inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
+        return None
+    return _narrow(matrix, spec)
+
+
+def _narrow(matrix: np.ndarray[Any, Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
+    narrow = spec.float32_columns
+    if narrow and matrix.dtype == np.float64:
+        # A float32 column is float32 in the frame pyfunc builds, then widened.
+        with np.errstate(over="ignore"):
+            narrowed = matrix[:, narrow].astype(np.float32)
+        if not np.isfinite(narrowed).all():
+            return None  # past float32's range: MLflow's schema check says what is wrong
+        matrix[:, narrow] = narrowed
     return matrix
