@@ -82,6 +82,26 @@ def test_mlflow_scoring_client_gets_what_pyfunc_predicts(server: Server, store: 
     np.testing.assert_array_equal(np.asarray(predictions).ravel(), expected)
 
 
+def test_every_workers_requests_reach_a_scrape_within_the_flush_period(server: Server) -> None:
+    # Workers count requests in batches; a scrape answered by one worker sums them all, the
+    # other worker's within metrics.FLUSH_SECONDS (0.5 s).
+    def answered() -> float:
+        page = requests.get(server.url + "/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+                   if line.startswith('mlops_requests_total{code="200"}'))
+
+    x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+    body = '{"dataframe_split": ' + x.head(2).to_json(orient="split", index=False) + "}"
+    before = answered()
+    sent = 40
+    for _ in range(sent):  # a new connection each: the kernel spreads them over the workers
+        assert requests.post(server.url + "/invocations", data=body, timeout=10,
+                             headers={"Content-Type": "application/json"}).status_code == 200
+    # One scrape only: a scrape makes the worker answering it count its own at once.
+    time.sleep(1.5)
+    assert answered() == before + sent
+
+
 def test_the_deployed_path_loads_without_importing_mlflow(store: Registry) -> None:
     # models:/ over HTTP with proxied artifacts and a plain scikit-learn model: the REST client
     # and a direct deserialization, which is what keeps the cold start short.

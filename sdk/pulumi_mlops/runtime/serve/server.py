@@ -158,6 +158,7 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
                 model: ServedModel, workers_alive: Callable[[], bool] | None = None) -> None:
     import uvicorn
 
+    from pulumi_mlops.runtime.serve import metrics
     from pulumi_mlops.runtime.serve.app import ScoringApp
     from pulumi_mlops.runtime.serve.protocol import bounded_protocol
 
@@ -200,8 +201,11 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
                 sig, frame))
             signal.setitimer(signal.ITIMER_REAL, options.drain_seconds)
 
-    DrainingServer(config).run(
-        sockets=[listen if isinstance(listen, socket.socket) else listen()])
+    try:
+        DrainingServer(config).run(
+            sockets=[listen if isinstance(listen, socket.socket) else listen()])
+    finally:
+        metrics.flush()  # the last requests' figures, for a scrape of the remaining workers
 
 
 def serve(options: ServeOptions) -> int:
