@@ -3,6 +3,10 @@
 The registry's tracking URI and credentials cross stacks as StackReference outputs; the
 password stays a Pulumi secret on the way. The team's model service is declared here against
 that registry, on the platform's Kubernetes namespace.
+
+`mlops plan --cwd examples/team-stack` plans it without the platform stack's state (its outputs
+show as [computed], with a warning); `--stack-outputs FILE` stands values in for them (see
+docs/plan-and-diff.md).
 """
 
 import pulumi

@@ -15,10 +15,16 @@ from pulumi_mlops.errors import PlanFormatError, ProgramConfigError, ValidationE
 __all__ = ["main"]
 
 
+def _stack_outputs(ns: argparse.Namespace) -> dict[str, dict[str, object]] | None:
+    from pulumi_mlops.render.harness import load_stack_outputs
+
+    return load_stack_outputs(Path(ns.stack_outputs)) if ns.stack_outputs else None
+
+
 def _render(ns: argparse.Namespace) -> int:
     from pulumi_mlops.render import record_program, write_render
 
-    recording = record_program(Path(ns.cwd), ns.stack)
+    recording = record_program(Path(ns.cwd), ns.stack, stack_outputs=_stack_outputs(ns))
     written = write_render(recording, Path(ns.out_dir))
     print(f"rendered stack {ns.stack!r}: {len(recording.resources)} resources, "
           f"{len(written)} Kubernetes manifests -> {ns.out_dir}")
@@ -30,7 +36,7 @@ def _plan(ns: argparse.Namespace) -> int:
 
     # Whatever the program prints must not end up inside a plan written to stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        plan = plan_program(Path(ns.cwd), ns.stack)
+        plan = plan_program(Path(ns.cwd), ns.stack, _stack_outputs(ns))
     text = dump_plan(plan)
     if ns.out == "-":
         sys.stdout.write(text)
@@ -158,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml config "
                         "is used (default: dev)")
     render.add_argument("--out-dir", required=True, help="directory to write manifests into")
+    render.add_argument("--stack-outputs", metavar="FILE",
+                        help="YAML/JSON: outputs of the stacks the program references, by stack "
+                        "name ({secret: value} for a secret); without it they are unknown")
     render.set_defaults(func=_render)
     plan = sub.add_parser(
         "plan",
@@ -172,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--stack", default="dev", help="stack whose Pulumi.<stack>.yaml config "
                       "is used (default: dev)")
     plan.add_argument("--out", default="-", help="file to write the plan to (default: stdout)")
+    plan.add_argument("--stack-outputs", metavar="FILE",
+                        help="YAML/JSON: outputs of the stacks the program references, by stack "
+                        "name ({secret: value} for a secret); without it they are unknown")
     plan.set_defaults(func=_plan)
     diff = sub.add_parser(
         "diff",

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,15 @@ def test_team_stack_example_serves_through_the_platform_registry() -> None:
 STACKS = ["dev", "staging", "prod"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_registry() -> Iterator[None]:
+    """As in a pull request's CI job, which has no registry (the suite's is a local store):
+    the plans' warnings say so, the same in every test."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`mlops plan` of every shipped stack, written once for the module."""
@@ -179,8 +189,11 @@ def test_diff_exit_code_says_whether_anything_changed(
     assert main(["diff", "--exit-code", str(plans["prod"]), str(plans["prod"])]) == 0
 
     count = len(json.loads(plans["prod"].read_text())["resources"])
-    assert capsys.readouterr().out.endswith(
-        f"mlops diff: stack prod\nNo changes ({count} resources unchanged).\n")
+    out = capsys.readouterr().out
+    same = out[out.rindex("mlops diff: stack prod\n"):]
+    assert same.endswith(f"\nNo changes ({count} resources unchanged).\n")
+    # The plan's warnings are shown even when nothing changes.
+    assert "Warnings:\n  ! ModelService 'cancer': could not resolve" in same
 
 
 def test_diff_as_markdown_and_as_json(
@@ -287,8 +300,10 @@ def test_the_pull_request_workflow_comments_the_diff_of_every_stack(tmp_path: Pa
     count = {stack: len(json.loads((tmp_path / "plans" / f"head-{stack}.json").read_text())
                         ["resources"]) for stack in ("staging", "prod")}
     assert "### mlops diff: `dev`\n\nNew stack: nothing to compare with." in comment
-    assert (f"### mlops diff: `staging`\n\nNo changes ({count['staging']} resources "
-            "unchanged).") in comment
+    staging_section = comment.split("### mlops diff: `staging`")[1].split("### mlops diff")[0]
+    assert staging_section.rstrip().endswith(
+        f"No changes ({count['staging']} resources unchanged).")
+    assert "**Warnings**" in staging_section  # the unresolved alias, nothing changing
     prod_section = comment.split("### mlops diff: `prod`")[1]
     assert f"**0 to add, 0 to remove, 1 to change** ({count['prod'] - 1} unchanged)" \
         in prod_section

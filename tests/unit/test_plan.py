@@ -549,3 +549,47 @@ def test_named_lists_rebuild_whatever_was_added_removed_or_reordered(
     changes = diff_values({"env": old}, {"env": new})
 
     assert _canonical(apply_changes({"env": old}, changes)) == _canonical({"env": new})
+
+
+# --- warnings and notes ------------------------------------------------------------------------
+
+
+def test_an_alias_becoming_unresolved_lists_only_the_model() -> None:
+    """The finding: a bogus ``mlops.dev/model-version none → unresolved`` row."""
+    def service(version: str | None) -> dict[str, Any]:
+        uri = f"models:/fraud/{version}" if version else "models:/fraud@champion"
+        return {"spec": {"template": {
+            "metadata": {"labels": {"mlops.dev/model-version": version or "unresolved"}},
+            "spec": {"containers": [{"name": "server", "args": ["serve", "--model-uri", uri]}]},
+        }}}
+
+    diff = diff_plans(_plan_of({"fraud": service("7")}), _plan_of({"fraud": service(None)}))
+    assert [(v.model, v.old, v.new) for v in diff.model_versions] == [
+        ("fraud", "7", "@champion")]
+
+
+def _warned_program() -> None:
+    pulumi.log.warn("canary weight 10% becomes 25% without a Gateway")
+    pulumi.log.info("'models:/fraud@champion' resolved to version 7 at registry http://r:5000")
+    pulumi.CustomResource(THING, "plain", {"n": 1})
+
+
+def test_warnings_and_notes_of_the_program_are_in_the_plan_and_every_diff_format() -> None:
+    plan = parse_plan(dump_plan(build_plan(record(_warned_program))))
+    assert plan["warnings"] == ["canary weight 10% becomes 25% without a Gateway"]
+    assert plan["notes"] == [
+        "'models:/fraud@champion' resolved to version 7 at registry http://r:5000"]
+    diff = diff_plans(plan, plan)  # no changes: the warnings are still shown
+    assert "! canary weight 10% becomes 25%" in format_text(diff)
+    markdown = format_markdown(diff)
+    assert "**Warnings**" in markdown and "canary weight 10% becomes 25%" in markdown
+    assert "resolved to version 7 at registry http://r:5000" in markdown
+    assert diff_json(diff)["warnings"] == plan["warnings"]
+
+
+def test_a_plan_of_an_earlier_version_without_warnings_reads_with_none() -> None:
+    doc = _plan_of({"fraud": _service("7")})
+    assert "warnings" not in doc
+    assert parse_plan(json.dumps(doc))["warnings"] == []
+    with pytest.raises(PlanFormatError, match="`warnings` must be a list of strings"):
+        parse_plan(json.dumps({**doc, "warnings": "oops"}))

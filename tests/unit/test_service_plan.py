@@ -23,6 +23,7 @@ from pulumi_mlops.components.service import (
     ModelRef,
     ModelServiceArgs,
     RegistryEndpoint,
+    RegistryResolver,
     Rollout,
     RolloutKind,
     ServicePlan,
@@ -609,3 +610,39 @@ def test_nothing_listening_counts_as_unreachable() -> None:
 ], ids=["unset", "file-store", "databricks"])
 def test_without_an_http_registry_nothing_is_asked(environ: dict[str, str]) -> None:
     assert registry_resolver(environ=environ)("fraud", "champion") is None
+
+
+def _declare_fraud(resolver: Any) -> Any:
+    from pulumi_mlops.render import record
+
+    def program() -> None:
+        mlops.ModelService("fraud", registry=ENDPOINT, target=K8S, resolver=resolver,
+                           model_uri="models:/fraud@champion")
+
+    return record(program, preview=True)
+
+
+def test_a_plan_says_which_registry_an_alias_was_resolved_at_without_credentials() -> None:
+    with serving(_Registry) as server:
+        port = server.server_address[1]
+        recording = _declare_fraud(RegistryResolver(
+            f"http://127.0.0.1:{port}", environ={"MLFLOW_TRACKING_USERNAME": "svc",
+                                                 "MLFLOW_TRACKING_PASSWORD": "pw-123"}))
+    assert recording.notes == [f"ModelService 'fraud': 'models:/fraud@champion' resolved to "
+                               f"version 7 at registry http://127.0.0.1:{port}"]
+    assert not recording.warnings
+    # A URI's own user, password and query never reach a message.
+    assert RegistryResolver("https://u:p@mlflow.example.com:8443/ml?token=t").registry == (
+        "https://mlflow.example.com:8443/ml")
+
+
+@pytest.mark.parametrize("environ, why", [
+    ({}, "no registry configured: MLFLOW_TRACKING_URI is unset"),
+    ({"MLFLOW_TRACKING_URI": "sqlite:////tmp/x.db"}, "is a sqlite store"),
+    ({"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"},
+     "the registry at http://127.0.0.1:1 is unreachable"),
+])
+def test_an_unresolved_alias_warns_with_the_reason(environ: dict[str, str], why: str) -> None:
+    recording = _declare_fraud(RegistryResolver(environ=environ, timeout=2))
+    [warning] = recording.warnings
+    assert "could not resolve 'models:/fraud@champion'" in warning and why in warning

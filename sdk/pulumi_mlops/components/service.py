@@ -39,6 +39,7 @@ __all__ = [
     "ModelServiceArgs",
     "RegistryAccess",
     "RegistryEndpoint",
+    "RegistryResolver",
     "Rollout",
     "RolloutKind",
     "ServicePlan",
@@ -465,48 +466,81 @@ class ModelServiceArgs(ArgsModel):
 # --------------------------------------------------------------------------- alias resolution
 
 
-def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
-                      environ: Mapping[str, str] | None = None) -> ModelResolver:
-    """A resolver asking a registry over its REST API.
+class RegistryResolver:
+    """A resolver asking a registry over its REST API: ``resolver(name, alias)`` is the version,
+    or None when the registry cannot be reached; an alias or model the registry does not know
+    raises `InputError`.
 
     Args:
         tracking_uri: The registry, reachable from where Pulumi runs. Default:
             ``MLFLOW_TRACKING_URI`` of the environment.
         timeout: Seconds per request.
         environ: Where ``MLFLOW_TRACKING_*`` come from. Default: ``os.environ``.
-
-    Returns:
-        ``resolve(name, alias)``: the version, or None when the registry cannot be reached.
-        An alias or model the registry does not know raises `InputError`.
     """
-    import os
-    from http.client import HTTPException
 
-    from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
+    def __init__(self, tracking_uri: str | None = None, *, timeout: float = 5.0,
+                 environ: Mapping[str, str] | None = None) -> None:
+        import os
 
-    env = dict(os.environ if environ is None else environ)
-    if tracking_uri is not None:
-        env["MLFLOW_TRACKING_URI"] = tracking_uri
+        self._env = dict(os.environ if environ is None else environ)
+        if tracking_uri is not None:
+            self._env["MLFLOW_TRACKING_URI"] = tracking_uri
+        self._timeout = timeout
 
-    def resolve(name: str, alias: str) -> str | None:
-        client = RestRegistry.from_env(env)
+    @property
+    def registry(self) -> str | None:
+        """The registry asked, without credentials or query (for messages); None when
+        ``MLFLOW_TRACKING_URI`` is not set."""
+        import urllib.parse
+
+        uri = self._env.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            return None
+        parts = urllib.parse.urlsplit(uri)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    def why_unresolved(self) -> str:
+        """Why an alias could not be resolved (for the warning that says so)."""
+        import urllib.parse
+
+        scheme = urllib.parse.urlsplit(self._env.get("MLFLOW_TRACKING_URI", "")).scheme
+        if not self.registry:
+            return "no registry configured: MLFLOW_TRACKING_URI is unset"
+        if scheme not in ("http", "https") or self._env.get("MLFLOW_TRACKING_AUTH"):
+            return (f"MLFLOW_TRACKING_URI is a {scheme or 'local'} store or needs an auth "
+                    "plugin, not a registry server the resolver can ask over HTTP")
+        return f"the registry at {self.registry} is unreachable or refused the credentials"
+
+    def __call__(self, name: str, alias: str) -> str | None:
+        from http.client import HTTPException
+
+        from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
+
+        client = RestRegistry.from_env(self._env)
         if client is None:
             return None
-        client = RestRegistry(client.base_url, client.headers, client.context, timeout)
+        client = RestRegistry(client.base_url, client.headers, client.context, self._timeout)
         try:
             return str(client.model_version(name, alias=alias)["version"])
         except RegistryError as err:
             if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise InputError(f"names alias {alias!r} of model {name!r}, which the registry "
-                                 "does not have", "set the alias in the registry, or pin a "
-                                 "version: 'models:/<name>/<version>'.") from None
+                                 f"at {self.registry} does not have", "set the alias in the "
+                                 "registry, or pin a version: 'models:/<name>/<version>'."
+                                 ) from None
             return None
         except (OSError, HTTPException, ValueError, KeyError):
             # Not reachable, or not an MLflow server answering (a proxy's login page, another
             # service on that port): as good as unreachable.
             return None
 
-    return resolve
+
+def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
+                      environ: Mapping[str, str] | None = None) -> RegistryResolver:
+    """A `RegistryResolver` (kept for programs that call this name)."""
+    return RegistryResolver(tracking_uri, timeout=timeout, environ=environ)
 
 
 # --------------------------------------------------------------------------- plan
@@ -821,11 +855,18 @@ class ModelService(pulumi.ComponentResource):
         note_declared(self)
         for warning in plan.warnings:
             pulumi.log.warn(f"{where}: {warning}", self)
+        resolver = args.resolver or RegistryResolver()
+        at = (f"registry {resolver.registry}" if isinstance(resolver, RegistryResolver)
+              else "the program's resolver")
         for t in plan.tracks:
-            if t.model.version is None:
+            if t.model.alias is not None and t.model.version is not None:
+                pulumi.log.info(f"{where}: {t.model.uri!r} resolved to version "
+                                f"{t.model.version} at {at}", self)
+            elif t.model.version is None:
+                why = (resolver.why_unresolved() if isinstance(resolver, RegistryResolver)
+                       else "the program's resolver did not answer")
                 pulumi.log.warn(
-                    f"{where}: could not resolve {t.model.uri!r} (no registry configured, "
-                    "unreachable, or credentials refused); the "
+                    f"{where}: could not resolve {t.model.uri!r} ({why}); the "
                     f"{t.track} track keeps the alias and resolves it at start-up, so moving "
                     "the alias will not show in previews. Set MLFLOW_TRACKING_URI (and "
                     "credentials) where Pulumi runs to pin the version.", self)
@@ -861,7 +902,7 @@ def _resolve_models(where: str, args: ModelServiceArgs) -> dict[str, ModelRef]:
         uris[rollout.kind.value] = rollout.model_uri
     elif rollout.kind == RolloutKind.BLUE_GREEN and rollout.preview:
         uris["preview"] = rollout.preview
-    resolver: ModelResolver = args.resolver or registry_resolver()
+    resolver: ModelResolver = args.resolver or RegistryResolver()
     out: dict[str, ModelRef] = {}
     for track_name, uri in uris.items():
         ref = parse_model_uri(uri)

@@ -177,6 +177,8 @@ class PlanDiff:
         outputs: Changes to the stack outputs (paths from the outputs mapping).
         secret_config: Encrypted config values added, removed or set again (ciphertext digests).
         model_versions: Model versions that move, in resource key order.
+        warnings: The new plan's warnings (what `pulumi preview` would print as warnings).
+        notes: The new plan's notes (e.g. which registry aliases were resolved at).
     """
 
     old_stack: str
@@ -188,6 +190,8 @@ class PlanDiff:
     outputs: tuple[FieldChange, ...] = ()
     secret_config: tuple[FieldChange, ...] = ()
     model_versions: tuple[ModelVersionChange, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -384,7 +388,8 @@ def model_refs(value: Any, path: tuple[Segment, ...] = ()) -> set[tuple[str, str
             version = match["version"] or f"@{match['alias']}"
             refs.add((match["model"], version))
         subject = _version_field(path)
-        if subject is not None and text:
+        # MLflow's versions are whole numbers; anything else there (``unresolved``) is none.
+        if subject is not None and text.isdigit():
             refs.add((subject, text))
     return refs
 
@@ -459,6 +464,8 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
         secret_config=diff_values(dict(old.get("secretConfig") or {}),
                                   dict(new.get("secretConfig") or {})),
         model_versions=tuple(versions),
+        warnings=tuple(new.get("warnings") or ()),
+        notes=tuple(new.get("notes") or ()),
     )
 
 
@@ -590,6 +597,12 @@ def format_text(diff: PlanDiff, *, width: int = VALUE_WIDTH) -> str:
         lines.append("Model versions:")
         for model, move, where in map(_version_text, diff.model_versions):
             lines.append(f"  {model} {move} ({where})")
+    if diff.warnings:
+        lines.append("Warnings:")
+        lines += [f"  ! {w}" for w in diff.warnings]
+    if diff.notes:
+        lines.append("Notes:")
+        lines += [f"  {n}" for n in diff.notes]
     if not diff.has_changes:
         lines.append(f"No changes ({diff.unchanged} resources unchanged).")
         return "\n".join(lines) + "\n"
@@ -686,9 +699,15 @@ def format_markdown(diff: PlanDiff, *, width: int = VALUE_WIDTH,
         title = f"### mlops diff: `{diff.new_stack}`"
     else:
         title = f"### mlops diff: `{diff.old_stack}` → `{diff.new_stack}`"
-    if not diff.has_changes:
-        return f"{title}\n\nNo changes ({diff.unchanged} resources unchanged).\n"
     parts = [title]
+    if diff.warnings:
+        parts.append("\n".join(["**Warnings**", "", *(f"- :warning: {_cell(w)}"
+                                                      for w in diff.warnings)]))
+    if diff.notes:
+        parts.append(_details("Notes", "\n".join(f"- {_cell(n)}" for n in diff.notes)))
+    if not diff.has_changes:
+        return "\n\n".join([*parts, f"No changes ({diff.unchanged} resources unchanged)."]
+                           ) + "\n"
     if diff.model_versions:
         rows = ["**Model versions**", "", "| Model | Version | Resource |", "|---|---|---|"]
         for v in diff.model_versions:
@@ -767,4 +786,6 @@ def diff_json(diff: PlanDiff) -> dict[str, Any]:
         ],
         "outputs": [_change_json(f) for f in diff.outputs],
         "secretConfig": [{"key": _config_key(f), "kind": f.kind} for f in diff.secret_config],
+        "warnings": list(diff.warnings),
+        "notes": list(diff.notes),
     }

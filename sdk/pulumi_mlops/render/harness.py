@@ -11,6 +11,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import logging
 import os
 import runpy
 import sys
@@ -78,6 +79,10 @@ class Recording:
 
     resources: list[RecordedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Warnings the program logged (`pulumi.log.warn`) and those of the mock runtime."""
+    notes: list[str] = field(default_factory=list)
+    """What the program logged at info level (`pulumi.log.info`), e.g. resolved aliases."""
     components: list[Any] = field(default_factory=list)
     """The pulumi-mlops component objects the program built (with their plans)."""
 
@@ -116,13 +121,22 @@ class SecretOutput:
 class _Mocks(pulumi.runtime.Mocks):
     """Outputs for resources whose state the engine would compute."""
 
-    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None,
+                 warnings: list[str]) -> None:
         self.stack_outputs = stack_outputs or {}
+        self.warnings = warnings
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "pulumi:pulumi:StackReference":
-            outputs = self.stack_outputs.get(args.name, {})
+        if args.typ == "pulumi:pulumi:StackReference" and args.name not in self.stack_outputs:
+            # As `pulumi preview` shows a value it cannot know: what depends on the outputs
+            # is [computed] in the plan.
+            state["outputs"] = rpc.UNKNOWN
+            self.warnings.append(
+                f"StackReference `{args.name}`: its outputs are unknown here, so what depends "
+                "on them shows as [computed]; pass `--stack-outputs FILE` to plan with them")
+        elif args.typ == "pulumi:pulumi:StackReference":
+            outputs = self.stack_outputs[args.name]
             state["outputs"] = {k: v.value if isinstance(v, SecretOutput) else v
                                 for k, v in outputs.items()}
             state["secretOutputNames"] = sorted(
@@ -203,9 +217,10 @@ def record(
         # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
         _ensure_event_loop()  # type: ignore[no-untyped-call]
         settings.ROOT.set(None)
-        mocks = _Mocks(stack_outputs)
+        mocks = _Mocks(stack_outputs, recording.warnings)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
-                                 monitor=_RecordingMonitor(mocks, recording))
+                                 monitor=_RecordingMonitor(mocks, recording),
+                                 logger=_PROGRAM_LOGGER)
         # set_mocks registered its own root stack; run_in_stack declares the real one.
         settings.ROOT.set(None)
         recording.resources.clear()
@@ -215,8 +230,32 @@ def record(
         DECLARED.set(recording.components)
         _sync_await(run_in_stack(program))
 
-    contextvars.copy_context().run(run)
+    collect = _Collect(recording)
+    _PROGRAM_LOGGER.addHandler(collect)
+    try:
+        contextvars.copy_context().run(run)
+    finally:
+        _PROGRAM_LOGGER.removeHandler(collect)
     return recording
+
+
+class _Collect(logging.Handler):
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(logging.INFO)
+        self.recording = recording
+
+    def emit(self, record: logging.LogRecord) -> None:
+        into = (self.recording.warnings if record.levelno >= logging.WARNING
+                else self.recording.notes)
+        message = record.getMessage()
+        if message not in into:
+            into.append(message)
+
+
+_PROGRAM_LOGGER = logging.getLogger("pulumi_mlops.program")
+"""Where the mock engine sends what the program logs (it reaches the root logger's handlers,
+as the engine's messages reach the terminal)."""
+_PROGRAM_LOGGER.setLevel(logging.INFO)
 
 
 def _config_value(value: Any) -> tuple[str, bool]:
@@ -288,6 +327,29 @@ def _program_dir(main: Path) -> Iterator[None]:
     finally:
         os.chdir(old_cwd)
         sys.path[:] = old_path
+
+
+def load_stack_outputs(path: Path) -> dict[str, dict[str, Any]]:
+    """Read stand-ins for referenced stacks' outputs (``mlops plan --stack-outputs``): a YAML
+    or JSON mapping of stack name (as the program passes it to `pulumi.StackReference`) to
+    its outputs; an output written as ``{secret: value}`` is a secret output.
+
+    Raises:
+        ProgramConfigError: the file cannot be read or is not such a mapping.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ProgramConfigError(f"--stack-outputs {path}: cannot read it: {err}") from None
+    if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in doc.items()):
+        raise ProgramConfigError(
+            f"--stack-outputs {path}: must map each referenced stack's name to its outputs, "
+            "e.g. {\"org/platform/prod\": {\"tracking_uri\": \"http://...\"}}")
+    return {stack: {name: SecretOutput(value["secret"])
+                    if isinstance(value, dict) and set(value) == {"secret"} else value
+                    for name, value in outputs.items()}
+            for stack, outputs in doc.items()}
 
 
 def record_program(cwd: Path, stack: str, *, preview: bool = True,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pulumi.output import Unknown
 from pulumi.runtime import rpc
 
 from pulumi_mlops.render.harness import RecordedResource, Recording
@@ -36,7 +37,7 @@ def redact(value: Any) -> Any:
         if isinstance(inner, dict):
             return {k: REDACTED for k in inner}
         return REDACTED
-    if value == rpc.UNKNOWN:
+    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
         return UNKNOWN
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}

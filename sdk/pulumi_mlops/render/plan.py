@@ -99,7 +99,10 @@ def build_plan(
     Returns:
         A JSON-ready mapping: ``format``, ``project``, ``stack``, ``resources`` (key →
         ``type``, ``name``, ``parent`` key or None for the stack, ``custom``, redacted
-        ``inputs``), redacted stack ``outputs`` and ``secretConfig`` (key → ciphertext digest).
+        ``inputs``), redacted stack ``outputs``, ``secretConfig`` (key → ciphertext digest),
+        ``warnings`` (what `pulumi preview` would print as warnings: an unresolved alias, a
+        canary's effective weight, unknown stack references) and ``notes`` (info messages,
+        e.g. which registry an alias was resolved at).
     """
     if recording.resources and (stack is None or project is None):
         urn_stack, urn_project, _, _ = _urn_parts(recording.resources[0].urn)
@@ -125,13 +128,18 @@ def build_plan(
         "resources": resources,
         "outputs": redact(dict(recording.outputs)),
         "secretConfig": {k: _fingerprint(v) for k, v in (secure_config or {}).items()},
+        "warnings": list(recording.warnings),
+        "notes": list(recording.notes),
     }))
     return plan
 
 
-def plan_program(cwd: Path, stack: str) -> dict[str, Any]:
-    """Run the program in ``cwd`` with ``stack``'s config under mocks and return its plan."""
-    recording = record_program(cwd, stack)
+def plan_program(cwd: Path, stack: str,
+                 stack_outputs: Mapping[str, Mapping[str, Any]] | None = None
+                 ) -> dict[str, Any]:
+    """Run the program in ``cwd`` with ``stack``'s config under mocks and return its plan
+    (``stack_outputs``: stand-ins for referenced stacks' outputs, see `record`)."""
+    recording = record_program(cwd, stack, stack_outputs=stack_outputs)
     return build_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
 
 
@@ -175,6 +183,10 @@ def parse_plan(text: str, source: str = "plan") -> dict[str, Any]:
     for section in ("outputs", "secretConfig"):
         _require(isinstance(doc.setdefault(section, {}), dict), source,
                  f"`{section}` must be a mapping")
+    for section in ("warnings", "notes"):  # absent from plans of earlier versions
+        found = doc.setdefault(section, [])
+        _require(isinstance(found, list) and all(isinstance(m, str) for m in found), source,
+                 f"`{section}` must be a list of strings")
     return doc
 
 
