@@ -593,3 +593,22 @@ def test_a_plan_of_an_earlier_version_without_warnings_reads_with_none() -> None
     assert parse_plan(json.dumps(doc))["warnings"] == []
     with pytest.raises(PlanFormatError, match="`warnings` must be a list of strings"):
         parse_plan(json.dumps({**doc, "warnings": "oops"}))
+
+
+def test_a_change_to_a_pod_template_or_a_container_warns_that_it_restarts() -> None:
+    scaled = diff_plans(_plan_of({"fraud": _service("7", replicas=2)}),
+                        _plan_of({"fraud": _service("7", replicas=3)}))
+    assert scaled.warnings == ()  # more replicas: running pods stay
+    bumped = diff_plans(_plan_of({"fraud": _service("7")}), _plan_of({"fraud": _service("8")}))
+    assert bumped.warnings == (
+        "Deployment `fraud` restarts its pods (its pod template changes: 3 fields)",)
+
+    def container(image: str) -> dict[str, Any]:
+        plan = _plan_of({})
+        plan["resources"]["docker:index/container:Container::fraud"] = {
+            "type": "docker:index/container:Container", "name": "fraud", "parent": None,
+            "custom": True, "inputs": {"image": image}}
+        return plan
+
+    assert diff_plans(container("a:1"), container("a:2")).warnings == (
+        "Container `fraud` is replaced (its inputs change)",)

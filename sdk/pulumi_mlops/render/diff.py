@@ -177,7 +177,8 @@ class PlanDiff:
         outputs: Changes to the stack outputs (paths from the outputs mapping).
         secret_config: Encrypted config values added, removed or set again (ciphertext digests).
         model_versions: Model versions that move, in resource key order.
-        warnings: The new plan's warnings (what `pulumi preview` would print as warnings).
+        warnings: The new plan's warnings (what `pulumi preview` would print as warnings),
+            then one per workload the change restarts (a pod template or a container).
         notes: The new plan's notes (e.g. which registry aliases were resolved at).
     """
 
@@ -428,6 +429,25 @@ def _entry(key: str, entry: Mapping[str, Any]) -> ResourceEntry:
     return ResourceEntry(key, entry["type"], entry["name"], entry.get("parent"), entry["inputs"])
 
 
+# Kinds whose pods are replaced when their pod template changes (a rolling restart), and Docker
+# containers, which pulumi-docker replaces when their inputs change.
+_POD_OWNERS = ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet",
+               "kubernetes:apps/v1:DaemonSet")
+_CONTAINER = "docker:index/container:Container"
+
+
+def _restart_warning(change: ResourceChange) -> str | None:
+    """What a reviewer should know when a change replaces running pods or containers."""
+    if change.type in _POD_OWNERS:
+        template = [f for f in change.fields if f.path[:2] == ("spec", "template")]
+        if template:
+            return (f"{_short_type(change.type)} `{change.name}` restarts its pods (its pod "
+                    f"template changes: {len(template)} field{'s' if len(template) != 1 else ''})")
+    elif change.type == _CONTAINER and change.fields:
+        return f"Container `{change.name}` is replaced (its inputs change)"
+    return None
+
+
 def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
     """What changes from plan ``old`` to plan ``new`` (both as `parse_plan` returns them)."""
     old_res: Mapping[str, Any] = old["resources"]
@@ -464,7 +484,8 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
         secret_config=diff_values(dict(old.get("secretConfig") or {}),
                                   dict(new.get("secretConfig") or {})),
         model_versions=tuple(versions),
-        warnings=tuple(new.get("warnings") or ()),
+        warnings=(*(new.get("warnings") or ()),
+                  *filter(None, map(_restart_warning, changed))),
         notes=tuple(new.get("notes") or ()),
     )
 
@@ -700,6 +721,13 @@ def format_markdown(diff: PlanDiff, *, width: int = VALUE_WIDTH,
     else:
         title = f"### mlops diff: `{diff.old_stack}` → `{diff.new_stack}`"
     parts = [title]
+    if diff.model_versions:
+        rows = ["**Model versions**", "", "| Model | Version | Resource |", "|---|---|---|"]
+        for v in diff.model_versions:
+            model, _move, where = _version_text(v)
+            rows.append(f"| {_code(model)} | {_cell(v.old or 'none')} → "
+                        f"**{_cell(v.new or 'none')}** | {_cell(where)} |")
+        parts.append("\n".join(rows))
     if diff.warnings:
         parts.append("\n".join(["**Warnings**", "", *(f"- :warning: {_cell(w)}"
                                                       for w in diff.warnings)]))
@@ -708,13 +736,6 @@ def format_markdown(diff: PlanDiff, *, width: int = VALUE_WIDTH,
     if not diff.has_changes:
         return "\n\n".join([*parts, f"No changes ({diff.unchanged} resources unchanged)."]
                            ) + "\n"
-    if diff.model_versions:
-        rows = ["**Model versions**", "", "| Model | Version | Resource |", "|---|---|---|"]
-        for v in diff.model_versions:
-            model, _move, where = _version_text(v)
-            rows.append(f"| {_code(model)} | {_cell(v.old or 'none')} → "
-                        f"**{_cell(v.new or 'none')}** | {_cell(where)} |")
-        parts.append("\n".join(rows))
     parts.append(f"**{_counts(diff)}** ({diff.unchanged} unchanged)")
     entries = {r.key: r for r in (*diff.added, *diff.removed)}
     sections = [(f"{m} {k}", _resource_section(m, entries.get(k), c, width))
