@@ -41,6 +41,7 @@ system-deps:
 test: system-deps $(STAMP)
 	$(BIN)/ruff check sdk tests stacks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache pyproject.toml
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 demo: $(STAMP)
@@ -52,6 +53,7 @@ render: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check sdk tests stacks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache pyproject.toml
 
 # Re-pin the runtime image's requirements to what .venv has (after changing pyproject.toml or
 # requirements/runtime.in, or upgrading a package in .venv); tests/unit/test_image.py fails when

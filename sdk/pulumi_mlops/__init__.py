@@ -12,8 +12,9 @@ without Pulumi installed.
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from pulumi_mlops.contracts.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.image import RuntimeImage, RuntimeImageArgs
@@ -41,10 +42,6 @@ if TYPE_CHECKING:
     from pulumi_mlops.targets import DockerTarget, GatewayRef, KubernetesTarget, Target
     from pulumi_mlops.workload import Resources
 
-try:
-    __version__ = version("pulumi-mlops")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
 
 _EXPORTS = {
     "Autoscaling": "pulumi_mlops.components.service",

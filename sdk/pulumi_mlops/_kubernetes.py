@@ -14,14 +14,23 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.targets import KubernetesTarget
 from pulumi_mlops.workload import (
     RUN_AS_USER,
     ExecCheck,
     HttpCheck,
+    RegistryPeer,
     SecretRef,
     Workload,
+    pod_lifecycle,
 )
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""The label the API server sets on every pod of a Job (Kubernetes 1.27+, as ``timeZone``),
+holding the Job's name: the CronJob's run's idempotency key, given to the job as ``SLOT_ENV``."""
+TTL_AFTER_FINISHED = 7 * 24 * 3600
+"""Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
@@ -469,35 +478,19 @@ def _materialize_postgres(
 # --------------------------------------------------------------------------- ModelService
 
 
-def _registry_egress(registry: Any, target: KubernetesTarget) -> dict[str, Any]:
-    """Egress to the registry (a ModelRegistry or a RegistryEndpoint): its server pods when it
-    is a component, else its port."""
-    from urllib.parse import urlsplit
-
-    from pulumi_mlops.components.registry import ModelRegistry
-
-    if isinstance(registry, ModelRegistry):
-        reg_target = registry.args.target
-        assert isinstance(reg_target, KubernetesTarget)
-        labels = registry.plan.labels
-        return {
-            "to": [{
-                "namespace_selector": {"match_labels": {
-                    "kubernetes.io/metadata.name": reg_target.namespace}},
-                "pod_selector": {"match_labels": {
-                    "app.kubernetes.io/name": labels["app.kubernetes.io/name"],
-                    "app.kubernetes.io/instance": labels["app.kubernetes.io/instance"],
-                    "app.kubernetes.io/component": "server"}},
-            }],
-            "ports": [{"protocol": "TCP", "port": registry.args.port}],
-        }
-    uri = registry.tracking_uri
-    if isinstance(uri, str):
-        parts = urlsplit(uri)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return {"ports": [{"protocol": "TCP", "port": port}]}
-    # Only known at deployment (a stack reference): the usual registry ports.
-    return {"ports": [{"protocol": "TCP", "port": p} for p in (80, 443, 5000)]}
+def _registry_egress(peer: RegistryPeer) -> dict[str, Any]:
+    """Egress to the registry: its server pods when they are known, else its ports."""
+    ports = [{"protocol": "TCP", "port": p} for p in peer.ports]
+    if peer.namespace is None or peer.pod_labels is None:
+        return {"ports": ports}
+    return {
+        "to": [{
+            "namespace_selector": {"match_labels": {
+                "kubernetes.io/metadata.name": peer.namespace}},
+            "pod_selector": {"match_labels": dict(peer.pod_labels)},
+        }],
+        "ports": ports,
+    }
 
 
 def materialize_service(
@@ -507,8 +500,6 @@ def materialize_service(
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the service's Kubernetes objects under ``parent``."""
-    from pulumi_mlops.components.service import pod_lifecycle
-
     target = args.target
     assert isinstance(target, KubernetesTarget)
     opts = target.resource_options(parent)
@@ -610,7 +601,7 @@ def materialize_service(
             "pod_selector": {"match_labels": dict(plan.selector)},
             "policy_types": ["Ingress", "Egress"],
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": args.port}]}],
-            "egress": [dns_egress(target), _registry_egress(args.registry, target)],
+            "egress": [dns_egress(target), _registry_egress(args.registry.peer())],
         },
         opts=opts,
     )
@@ -660,13 +651,6 @@ def materialize_retrain(
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the schedule's CronJob, its ServiceAccount, Secret, ConfigMap and NetworkPolicy."""
-    from pulumi_mlops.components.retrain import (
-        JOB_NAME_LABEL,
-        SLOT_ENV,
-        TTL_AFTER_FINISHED,
-        dataset_port,
-    )
-
     target = args.target
     assert isinstance(target, KubernetesTarget)
     opts = target.resource_options(parent)
@@ -712,10 +696,9 @@ def materialize_retrain(
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             depends_on=[r for k, r in out.items() if k in ("secret", "config_map")])),
     )
-    egress = [dns_egress(target), _registry_egress(args.registry, target)]
-    port = dataset_port(args.dataset)
-    if port is not None:
-        egress.append({"ports": [{"protocol": "TCP", "port": port}]})
+    egress = [dns_egress(target), _registry_egress(args.registry.peer())]
+    if plan.dataset_port is not None:
+        egress.append({"ports": [{"protocol": "TCP", "port": plan.dataset_port}]})
     out["network_policy"] = k8s.networking.v1.NetworkPolicy(
         name,
         metadata=_meta(target, name, labels),

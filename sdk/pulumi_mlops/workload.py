@@ -17,16 +17,49 @@ from pulumi_mlops._validation import QUANTITY, ValidatedModel
 from pulumi_mlops.errors import InputError
 
 __all__ = [
+    "DRAIN_SECONDS",
     "ConfigFile",
     "EnvValue",
     "ExecCheck",
     "HttpCheck",
     "Mount",
+    "RegistryPeer",
     "Resources",
     "SecretRef",
     "Workload",
+    "pod_lifecycle",
     "resolve",
 ]
+
+# How a serving pod stops (both targets): the endpoint stops sending it requests during the
+# preStop sleep, the server drains for DRAIN_SECONDS (`mlops serve --drain-seconds`), then
+# in-flight requests get the rest of the grace period.
+_PRE_STOP_SECONDS = 5
+DRAIN_SECONDS = 10
+_IN_FLIGHT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class RegistryPeer:
+    """Where a workload connects to reach its registry (network intent, target-neutral): a
+    registry component says which pods serve it, a registry given by address only its ports.
+
+    Attributes:
+        ports: TCP ports the registry listens on.
+        namespace: Namespace of the registry's server pods (a registry component on
+            Kubernetes); None when only the address is known.
+        pod_labels: Labels selecting those pods; None when only the address is known.
+    """
+
+    ports: tuple[int, ...]
+    namespace: str | None = None
+    pod_labels: Mapping[str, str] | None = None
+
+
+def pod_lifecycle() -> tuple[int, int]:
+    """(preStop sleep, termination grace) in seconds: the grace outlasts the preStop sleep,
+    the server's drain and in-flight requests."""
+    return _PRE_STOP_SECONDS, _PRE_STOP_SECONDS + DRAIN_SECONDS + _IN_FLIGHT_SECONDS
 
 # Non-root identity every workload runs as; ≥ 10000 so it can never collide with a host user.
 RUN_AS_USER = 10001

@@ -19,10 +19,10 @@ import pulumi
 import pulumi_docker as docker
 from pydantic import Field, field_validator
 
-from pulumi_mlops import __version__
 from pulumi_mlops._validation import ArgsModel
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.registry import check_pinned_image
+from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.image_registry import IMAGE_PATH, ImageRegistry
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget

@@ -35,6 +35,7 @@ from pulumi_mlops.workload import (
     ExecCheck,
     HttpCheck,
     Mount,
+    RegistryPeer,
     Resources,
     SecretRef,
     Workload,
@@ -637,6 +638,18 @@ class ModelRegistry(pulumi.ComponentResource):
             "admin_username": self.admin_username,
             "admin_password": self.admin_password,
         })
+
+    def peer(self) -> RegistryPeer:
+        """Where a workload connects to reach this registry: its server pods (in their
+        namespace on Kubernetes) on its port."""
+        target = self.args.target
+        labels = self.plan.labels
+        return RegistryPeer(
+            ports=(self.args.port,),
+            namespace=target.namespace if isinstance(target, KubernetesTarget) else None,
+            pod_labels={"app.kubernetes.io/name": labels["app.kubernetes.io/name"],
+                        "app.kubernetes.io/instance": labels["app.kubernetes.io/instance"],
+                        "app.kubernetes.io/component": "server"})
 
 
 def _deferred_check(name: str, path: str, check: Callable[[str], None]) -> Callable[[str], str]:

@@ -24,6 +24,7 @@ import pydantic
 from pydantic import Field, field_validator
 
 from pulumi_mlops import _docker, _kubernetes
+from pulumi_mlops._kubernetes import JOB_NAME_LABEL, TTL_AFTER_FINISHED
 from pulumi_mlops._validation import QUANTITY, ArgsModel
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.image import check_runtime_image
@@ -33,6 +34,7 @@ from pulumi_mlops.components.service import (
     RegistryEndpoint,
     registry_access,
 )
+from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.runtime.retrain.config import (
     DEFAULT_DATASET_MAX_BYTES,
@@ -42,7 +44,7 @@ from pulumi_mlops.runtime.retrain.config import (
     RetrainConfig,
     redact_url,
 )
-from pulumi_mlops.runtime.scheduler import SLOT_ENV, parse_cron
+from pulumi_mlops.runtime.scheduler import parse_cron
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
 from pulumi_mlops.workload import (
     ConfigFile,
@@ -69,14 +71,9 @@ __all__ = [
 
 CONFIG_PATH = "/etc/mlops/retrain.json"
 """Where the job's config file is mounted."""
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
-"""The label the API server sets on every pod of a Job (Kubernetes 1.27+, as ``timeZone``),
-holding the Job's name: the CronJob's run's idempotency key, given to the job as `SLOT_ENV`."""
 DATASET_HEADERS_ENV = "MLOPS_DATASET_HEADERS"
 """The job's variable holding ``dataset_headers`` (JSON), from the component's secret data;
 the config names it (``dataset_headers_env``)."""
-TTL_AFTER_FINISHED = 7 * 24 * 3600
-"""Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
 _HEARTBEAT_INTERVAL = 30
 _HEARTBEAT_MAX_AGE = 120
 # The config fields that are inputs of the component under the same name.
@@ -301,6 +298,8 @@ class RetrainPlan:
             every slot (``mlops schedule``).
         labels: Labels of every object.
         selector: Labels that select the job's pods.
+        dataset_port: The TCP port a URL dataset is downloaded from (the job's egress); None
+            for a bundled or local dataset.
     """
 
     name: str
@@ -310,6 +309,7 @@ class RetrainPlan:
     scheduler: Workload
     labels: dict[str, str]
     selector: dict[str, str]
+    dataset_port: int | None
 
 
 def render_config(config: RetrainConfig) -> str:
@@ -396,7 +396,8 @@ def plan_retrain(
         startup_seconds=60,
     )
     return RetrainPlan(name=name, object_name=object_name, config=config, job=job,
-                       scheduler=scheduler, labels=labels, selector=selector)
+                       scheduler=scheduler, labels=labels, selector=selector,
+                       dataset_port=dataset_port(args.dataset))
 
 
 def dataset_port(dataset: str) -> int | None:

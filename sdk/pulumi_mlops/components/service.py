@@ -20,15 +20,26 @@ from urllib.parse import urlsplit
 import pulumi
 from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops import __version__, _docker, _kubernetes
+from pulumi_mlops import _docker, _kubernetes
 from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.image import check_runtime_image
 from pulumi_mlops.components.registry import ModelRegistry, Peer
+from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.runtime.serve.limits import Limits
 from pulumi_mlops.targets import DockerTarget, KubernetesTarget
-from pulumi_mlops.workload import EnvValue, HttpCheck, Mount, Resources, SecretRef, Workload
+from pulumi_mlops.workload import (
+    DRAIN_SECONDS,
+    EnvValue,
+    HttpCheck,
+    Mount,
+    RegistryPeer,
+    Resources,
+    SecretRef,
+    Workload,
+    pod_lifecycle,
+)
 
 __all__ = [
     "DEFAULT_RUNTIME_IMAGE",
@@ -46,6 +57,7 @@ __all__ = [
     "TrackPlan",
     "parse_model_uri",
     "plan_service",
+    "pod_lifecycle",
     "registry_access",
     "registry_resolver",
 ]
@@ -59,9 +71,6 @@ MODEL_URI = re.compile(
 _MODEL_URI_RULE = "must be models:/<name>/<version> or models:/<name>@<alias>"
 _MODEL_URI_FIX = "use e.g. 'models:/fraud/7' or 'models:/fraud@champion'."
 _LABEL_PREFIX = "mlops.dev"
-_PRE_STOP_SECONDS = 5
-_DRAIN_SECONDS = 10
-_IN_FLIGHT_SECONDS = 30
 
 ModelResolver = Callable[[str, str], str | None]
 """Resolves ``(model name, alias)`` to a version; None when the registry cannot be reached."""
@@ -257,6 +266,14 @@ class RegistryEndpoint(ArgsModel):
                              "pass both, or neither for a registry without auth.",
                              field="password")
         return self
+
+    def peer(self) -> RegistryPeer:
+        """Where a workload connects to reach this registry: the URI's port, or the usual
+        registry ports while the URI is only known at deployment (a stack reference)."""
+        if isinstance(self.tracking_uri, str):
+            parts = urlsplit(self.tracking_uri)
+            return RegistryPeer(ports=(parts.port or (443 if parts.scheme == "https" else 80),))
+        return RegistryPeer(ports=(80, 443, 5000))
 
 
 @dataclass(frozen=True)
@@ -639,7 +656,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         "--host", "0.0.0.0",
         "--port", str(args.port),
         "--workers", str(args.workers),
-        "--drain-seconds", str(_DRAIN_SECONDS),
+        "--drain-seconds", str(DRAIN_SECONDS),
     )
     if model.alias and model.version:
         # Pinned from an alias: the server still reports which alias it serves.
@@ -790,12 +807,6 @@ def _canary_replicas(stable: int, weight: int) -> int:
     exact = stable * weight / (100 - weight) if weight < 100 else float(stable)
     candidates = {min(max(c, 1), stable) for c in (math.floor(exact), math.ceil(exact))}
     return min(candidates, key=lambda c: (abs(c / (stable + c) - weight / 100), c))
-
-
-def pod_lifecycle() -> tuple[int, int]:
-    """(preStop sleep, termination grace) in seconds: the grace outlasts the preStop sleep,
-    the server's drain and in-flight requests."""
-    return _PRE_STOP_SECONDS, _PRE_STOP_SECONDS + _DRAIN_SECONDS + _IN_FLIGHT_SECONDS
 
 
 # --------------------------------------------------------------------------- component

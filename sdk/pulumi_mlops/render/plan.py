@@ -128,8 +128,9 @@ def build_plan(
         "resources": resources,
         "outputs": redact(dict(recording.outputs)),
         "secretConfig": {k: _fingerprint(v) for k, v in (secure_config or {}).items()},
-        "warnings": list(recording.warnings),
-        "notes": list(recording.notes),
+        # Sorted: the engine's messages arrive in no fixed order, and a plan is byte-stable.
+        "warnings": sorted(recording.warnings),
+        "notes": sorted(recording.notes),
     }))
     return plan
 

@@ -49,6 +49,8 @@ from typing import Protocol
 
 from croniter import croniter
 
+from pulumi_mlops.contracts.retrain import SLOT_ENV
+
 __all__ = [
     "DEFAULT_HEARTBEAT",
     "SLOT_ENV",
@@ -65,9 +67,6 @@ __all__ = [
 
 DEFAULT_HEARTBEAT = Path("/tmp/mlops-scheduler.heartbeat")
 """Where the scheduler writes its heartbeat (the container's only writable place is /tmp)."""
-SLOT_ENV = "MLOPS_SCHEDULE_SLOT"
-"""The variable through which a run learns its slot (`slot_id`): the same for every attempt of
-one slot, different for every slot."""
 
 
 class Clock(Protocol):

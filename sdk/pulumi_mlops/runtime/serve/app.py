@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.deadlines import Deadlines, deadlines
 from pulumi_mlops.runtime.serve.http import (
@@ -69,8 +70,6 @@ class ScoringApp:
 
     def __init__(self, model: ServedModel, *, limits: Limits | None = None,
                  prediction_log_rate: float = 0.0) -> None:
-        from pulumi_mlops import __version__  # names load lazily: no Pulumi import
-
         self.model = model
         self.limits = limits or Limits()
         self.prediction_log_rate = prediction_log_rate

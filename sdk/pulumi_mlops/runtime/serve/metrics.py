@@ -1,4 +1,5 @@
-"""Prometheus metrics of the scoring server (names are a contract: MonitoringStack uses them).
+"""Prometheus metrics of the scoring server (names and labels from
+`pulumi_mlops.contracts.metrics`: MonitoringStack builds on them).
 
 | metric | type | labels |
 |---|---|---|
@@ -49,6 +50,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
+from pulumi_mlops.contracts import metrics as names
 from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 
@@ -77,23 +79,23 @@ REGISTRY.register(_Flush())
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5)
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 _VALUE_BUCKETS = (-10, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 100, 1000)
-OTHER_CLASS = "__other__"
+OTHER_CLASS = names.OTHER_CLASS
 
-REQUESTS = Counter("mlops_requests", "Scoring requests by HTTP status code", ["code"],
+REQUESTS = Counter(names.REQUESTS, "Scoring requests by HTTP status code", [names.CODE_LABEL],
                    registry=REGISTRY)
-LATENCY = Histogram("mlops_request_duration_seconds", "Time to answer /invocations",
+LATENCY = Histogram(names.REQUEST_DURATION, "Time to answer /invocations",
                     buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-BATCH = Histogram("mlops_batch_rows", "Rows per scoring request", buckets=_ROW_BUCKETS,
+BATCH = Histogram(names.BATCH_ROWS, "Rows per scoring request", buckets=_ROW_BUCKETS,
                   registry=REGISTRY)
-CLASSES = Counter("mlops_predictions", "Predicted classes (classification models)", ["class"],
-                  registry=REGISTRY)
-VALUES = Histogram("mlops_prediction_value", "Predicted values (regression models)",
+CLASSES = Counter(names.PREDICTIONS, "Predicted classes (classification models)",
+                  [names.CLASS_LABEL], registry=REGISTRY)
+VALUES = Histogram(names.PREDICTION_VALUE, "Predicted values (regression models)",
                    buckets=_VALUE_BUCKETS, registry=REGISTRY)
-DRIFT = Gauge("mlops_feature_drift",
+DRIFT = Gauge(names.FEATURE_DRIFT,
               "Drift of an input feature: PSI (numeric) or Jensen-Shannon distance (categorical)",
-              ["feature", "statistic"], registry=REGISTRY, multiprocess_mode="mostrecent")
-INFO = Gauge("mlops_model_info", "The model being served (value 1)",
-             ["model_name", "model_version", "model_alias", "model_uri"],
+              [names.FEATURE_LABEL, names.STATISTIC_LABEL], registry=REGISTRY,
+              multiprocess_mode="mostrecent")
+INFO = Gauge(names.MODEL_INFO, "The model being served (value 1)", list(names.MODEL_INFO_LABELS),
              registry=REGISTRY, multiprocess_mode="max")
 
 
