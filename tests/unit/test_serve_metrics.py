@@ -94,3 +94,28 @@ def test_a_batch_counts_as_its_requests_would_one_by_one(values: np.ndarray) -> 
         assert (after[1] or 0) - (before[1] or 0) == 2  # the two 0.5s
     else:
         assert ((after[2] or 0) - (before[2] or 0), (after[3] or 0) - (before[3] or 0)) == (4, 2)
+
+
+@pytest.mark.parametrize("buckets, values", [
+    (metrics._LATENCY_BUCKETS, [0.0001, 0.0005, 0.0007, 0.01, 4.9, 5.0, 7.0]),
+    (metrics._ROW_BUCKETS, [1, 1, 2, 3, 100, 101, 10_000, 20_000]),
+    (metrics._VALUE_BUCKETS, [-11.0, -10.0, -0.3, 0.0, 0.1, 0.5, 0.95, 1.0, 999.0, 1e6]),
+])
+def test_counting_a_batch_gives_what_prometheus_clients_own_observe_gives(
+        buckets: tuple[float, ...], values: list[float]) -> None:
+    # The batch count uses prometheus_client's histogram internals (it has no public bulk
+    # observe): this fences them against a release that changes them.
+    from prometheus_client import CollectorRegistry, Histogram
+
+    def samples(observe: bool) -> list[tuple[str, dict[str, str], float]]:
+        registry = CollectorRegistry()
+        histogram = Histogram("h", "h", buckets=buckets, registry=registry)
+        if observe:
+            for value in values:
+                histogram.observe(value)
+        else:
+            metrics._observe_many(histogram, np.array(values))
+        return [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples
+                if not s.name.endswith("_created")]
+
+    assert samples(False) == samples(True)
