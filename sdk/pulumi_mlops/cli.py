@@ -50,7 +50,7 @@ def _plan(ns: argparse.Namespace) -> int:
 
 def _diff(ns: argparse.Namespace) -> int:
     from pulumi_mlops.render import diff_plans, format_markdown, format_text, load_plan
-    from pulumi_mlops.render.diff import diff_json
+    from pulumi_mlops.render.diff_format import diff_json
 
     diff = diff_plans(load_plan(Path(ns.old)), load_plan(Path(ns.new)))
     if ns.format == "json":

@@ -18,14 +18,12 @@ from pulumi_mlops.render.diff import (
     Named,
     PlanDiff,
     apply_changes,
-    diff_json,
     diff_plans,
     diff_values,
-    format_markdown,
-    format_text,
     model_refs,
     path_text,
 )
+from pulumi_mlops.render.diff_format import diff_json, format_markdown, format_text
 from pulumi_mlops.render.plan import (
     PLAN_FORMAT,
     PlanFormatError,

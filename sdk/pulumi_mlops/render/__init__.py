@@ -1,7 +1,8 @@
 """Render Pulumi programs under the mock runtime: the recording harness, the manifest writer,
 and plans (`mlops plan`) with their diff (`mlops diff`)."""
 
-from pulumi_mlops.render.diff import PlanDiff, diff_plans, format_markdown, format_text
+from pulumi_mlops.render.diff import PlanDiff, diff_plans
+from pulumi_mlops.render.diff_format import format_markdown, format_text
 from pulumi_mlops.render.harness import (
     ProgramConfigError,
     RecordedResource,
