@@ -28,7 +28,7 @@ from pulumi_mlops.workload import (
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
-    from pulumi_mlops.components.retrain import RetrainPlan, RetrainScheduleArgs
+    from pulumi_mlops.components.retrain import RetrainPlan
     from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 _HARDENING: dict[str, Any] = {
@@ -259,7 +259,7 @@ def materialize_service(
 def materialize_retrain(
     parent: pulumi.ComponentResource,
     plan: RetrainPlan,
-    args: RetrainScheduleArgs,
+    target: DockerTarget,
     secret_data: pulumi.Output[dict[str, str]],
     network: pulumi.Resource | None,
     after: list[pulumi.Resource],
@@ -267,8 +267,6 @@ def materialize_retrain(
     """Declare the scheduler container (``mlops schedule`` around the retrain job) on the
     registry's network (or its own) under ``parent``, started after ``after`` (the registry's
     container, when it is on the same engine); it publishes no port."""
-    target = args.target
-    assert isinstance(target, DockerTarget)
     network, opts, out = _beside_registry(parent, target, plan.object_name, plan.labels,
                                           network, after)
     out.update(materialize_workload(

@@ -34,7 +34,7 @@ TTL_AFTER_FINISHED = 7 * 24 * 3600
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
-    from pulumi_mlops.components.retrain import RetrainPlan, RetrainScheduleArgs
+    from pulumi_mlops.components.retrain import RetrainPlan
     from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
 
 # Checks checkov would flag on hardened workloads here, each skipped only where it applies and
@@ -647,12 +647,11 @@ def http_route(plan: ServicePlan, args: ModelServiceArgs, target: KubernetesTarg
 def materialize_retrain(
     parent: pulumi.ComponentResource,
     plan: RetrainPlan,
-    args: RetrainScheduleArgs,
+    target: KubernetesTarget,
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the schedule's CronJob, its ServiceAccount, Secret, ConfigMap and NetworkPolicy."""
-    target = args.target
-    assert isinstance(target, KubernetesTarget)
+    cron = plan.cron
     opts = target.resource_options(parent)
     name, labels, job = plan.object_name, plan.labels, plan.job
     out: dict[str, pulumi.Resource] = {}
@@ -674,19 +673,19 @@ def materialize_retrain(
         name,
         metadata=_meta(target, name, labels, skip_annotations(job)),
         spec={
-            "schedule": args.schedule,
+            "schedule": cron.schedule,
             # The scheduler in the Docker target reads the expression in UTC too.
             "time_zone": "Etc/UTC",
             "concurrency_policy": "Forbid",
-            "starting_deadline_seconds": args.starting_deadline,
-            "suspend": args.suspend,
-            "successful_jobs_history_limit": args.successful_jobs_history,
-            "failed_jobs_history_limit": args.failed_jobs_history,
+            "starting_deadline_seconds": cron.starting_deadline_seconds,
+            "suspend": cron.suspend,
+            "successful_jobs_history_limit": cron.successful_jobs_history,
+            "failed_jobs_history_limit": cron.failed_jobs_history,
             "job_template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": {
-                    "backoff_limit": args.retries,
-                    "active_deadline_seconds": args.timeout,
+                    "backoff_limit": cron.retries,
+                    "active_deadline_seconds": cron.timeout_seconds,
                     "ttl_seconds_after_finished": TTL_AFTER_FINISHED,
                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
                 },
@@ -696,7 +695,7 @@ def materialize_retrain(
         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             depends_on=[r for k, r in out.items() if k in ("secret", "config_map")])),
     )
-    egress = [dns_egress(target), _registry_egress(args.registry.peer())]
+    egress = [dns_egress(target), _registry_egress(plan.registry)]
     if plan.dataset_port is not None:
         egress.append({"ports": [{"protocol": "TCP", "port": plan.dataset_port}]})
     out["network_policy"] = k8s.networking.v1.NetworkPolicy(

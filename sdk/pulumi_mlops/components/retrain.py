@@ -51,6 +51,7 @@ from pulumi_mlops.workload import (
     EnvValue,
     ExecCheck,
     Mount,
+    RegistryPeer,
     Resources,
     SecretRef,
     Workload,
@@ -62,6 +63,7 @@ __all__ = [
     "JOB_NAME_LABEL",
     "SLOT_ENV",
     "TTL_AFTER_FINISHED",
+    "CronSettings",
     "Gates",
     "RetrainPlan",
     "RetrainSchedule",
@@ -286,6 +288,30 @@ def _config_problem(err: Any) -> Problem:
 
 
 @dataclass(frozen=True)
+class CronSettings:
+    """When and how the job runs, as a Kubernetes CronJob (and, for the schedule and
+    deadlines, the Docker target's scheduler) runs it.
+
+    Attributes:
+        schedule: Five-field cron expression, in UTC.
+        timeout_seconds: Seconds one run may take.
+        retries: Further attempts after a failed run.
+        starting_deadline_seconds: Seconds after its slot within which a missed run may start.
+        suspend: Keep the schedule but run nothing.
+        successful_jobs_history: Finished successful Jobs kept.
+        failed_jobs_history: Failed Jobs kept.
+    """
+
+    schedule: str
+    timeout_seconds: int
+    retries: int
+    starting_deadline_seconds: int
+    suspend: bool
+    successful_jobs_history: int
+    failed_jobs_history: int
+
+
+@dataclass(frozen=True)
 class RetrainPlan:
     """Everything the schedule declares, independent of the target.
 
@@ -300,6 +326,8 @@ class RetrainPlan:
         selector: Labels that select the job's pods.
         dataset_port: The TCP port a URL dataset is downloaded from (the job's egress); None
             for a bundled or local dataset.
+        cron: When and how the job runs.
+        registry: Where the job reaches its registry (its egress).
     """
 
     name: str
@@ -310,6 +338,8 @@ class RetrainPlan:
     labels: dict[str, str]
     selector: dict[str, str]
     dataset_port: int | None
+    cron: CronSettings
+    registry: RegistryPeer
 
 
 def render_config(config: RetrainConfig) -> str:
@@ -397,7 +427,15 @@ def plan_retrain(
     )
     return RetrainPlan(name=name, object_name=object_name, config=config, job=job,
                        scheduler=scheduler, labels=labels, selector=selector,
-                       dataset_port=dataset_port(args.dataset))
+                       dataset_port=dataset_port(args.dataset),
+                       cron=CronSettings(
+                           schedule=args.schedule, timeout_seconds=args.timeout,
+                           retries=args.retries,
+                           starting_deadline_seconds=args.starting_deadline,
+                           suspend=args.suspend,
+                           successful_jobs_history=args.successful_jobs_history,
+                           failed_jobs_history=args.failed_jobs_history),
+                       registry=args.registry.peer())
 
 
 def dataset_port(dataset: str) -> int | None:
@@ -468,10 +506,11 @@ class RetrainSchedule(pulumi.ComponentResource):
         secret_data = access.secret_data()
 
         if isinstance(args.target, KubernetesTarget):
-            self.resources = _kubernetes.materialize_retrain(self, plan, args, secret_data)
+            self.resources = _kubernetes.materialize_retrain(self, plan, args.target,
+                                                             secret_data)
             self.scheduler = self.resources["cron_job"]
         else:
-            self.resources = _docker.materialize_retrain(self, plan, args, secret_data,
+            self.resources = _docker.materialize_retrain(self, plan, args.target, secret_data,
                                                          access.network, list(access.after))
             self.scheduler = self.resources["container"]
         self.config = pulumi.Output.from_input(render_config(plan.config))
