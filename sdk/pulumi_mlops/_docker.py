@@ -29,7 +29,7 @@ from pulumi_mlops.workload import (
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
     from pulumi_mlops.components.retrain import RetrainPlan
-    from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
+    from pulumi_mlops.components.service import ServicePlan
 
 _HARDENING: dict[str, Any] = {
     "user": f"{RUN_AS_USER}:{RUN_AS_USER}",
@@ -231,7 +231,7 @@ def _beside_registry(
 def materialize_service(
     parent: pulumi.ComponentResource,
     plan: ServicePlan,
-    args: ModelServiceArgs,
+    target: DockerTarget,
     secret_data: pulumi.Output[dict[str, str]],
     network: pulumi.Resource | None,
     after: list[pulumi.Resource],
@@ -242,14 +242,12 @@ def materialize_service(
     Docker runs one track (rolling updates only); the port is published on the target's
     ``publish_host``.
     """
-    target = args.target
-    assert isinstance(target, DockerTarget)
     network, opts, out = _beside_registry(parent, target, plan.name, plan.labels, network, after)
     (track,) = plan.tracks
     created = materialize_workload(
         track.object_name, track.workload, target=target, network=network,
         aliases=[plan.name], labels=track.labels, secret_data=secret_data, opts=opts,
-        publish=True, wait=args.wait_ready,
+        publish=True, wait=plan.wait_ready,
     )
     out.update(created)
     out[f"deployment_{track.track}"] = created["container"]

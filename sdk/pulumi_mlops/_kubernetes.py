@@ -35,7 +35,7 @@ TTL_AFTER_FINISHED = 7 * 24 * 3600
 if TYPE_CHECKING:
     from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
     from pulumi_mlops.components.retrain import RetrainPlan
-    from pulumi_mlops.components.service import ModelServiceArgs, ServicePlan
+    from pulumi_mlops.components.service import ServicePlan
 
 # Checks checkov would flag on hardened workloads here, each skipped only where it applies and
 # for a stated reason. Kept in one place so the reasons are reviewed together.
@@ -496,12 +496,10 @@ def _registry_egress(peer: RegistryPeer) -> dict[str, Any]:
 def materialize_service(
     parent: pulumi.ComponentResource,
     plan: ServicePlan,
-    args: ModelServiceArgs,
+    target: KubernetesTarget,
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the service's Kubernetes objects under ``parent``."""
-    target = args.target
-    assert isinstance(target, KubernetesTarget)
     opts = target.resource_options(parent)
     name, labels = plan.name, plan.labels
     out: dict[str, pulumi.Resource] = {}
@@ -516,7 +514,7 @@ def materialize_service(
         # With maxSurge 1 an update replaces pods one after another, each within the progress
         # deadline; a stuck rollout still fails at that deadline, long before this timeout.
         pods = t.replicas if t.replicas is not None else (
-            args.autoscaling.max_replicas if args.autoscaling else 1)
+            plan.autoscaler[1] if plan.autoscaler else 1)
         timeouts = pulumi.CustomTimeouts(create=f"{deadline + 60}s",
                                          update=f"{deadline * max(pods, 1) + 60}s")
         spec = pod_spec(t.workload, secret_name=name, config_map_name=f"{name}-files",
@@ -544,13 +542,13 @@ def materialize_service(
             metadata=_meta(target, t.object_name,
                            {k: v for k, v in t.labels.items() if k != "mlops.dev/model-version"},
                            {**skip_annotations(t.workload),
-                            **({} if args.wait_ready else {"pulumi.com/skipAwait": "true"})}),
+                            **({} if plan.wait_ready else {"pulumi.com/skipAwait": "true"})}),
             spec=deployment_spec,
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[r for k, r in out.items() if k == "secret"],
                 custom_timeouts=timeouts)),
         )
-    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": str(plan.port),
               "prometheus.io/path": "/metrics"}
     services = {name: plan.endpoint_selector, **plan.extra_services}
     for service_name, selector in services.items():
@@ -565,32 +563,32 @@ def materialize_service(
             opts=opts,
         )
     stable = plan.tracks[0]
-    if args.autoscaling is not None:
-        a = args.autoscaling
+    if plan.autoscaler is not None:
+        min_replicas, max_replicas, target_cpu = plan.autoscaler
         out["autoscaler"] = k8s.autoscaling.v2.HorizontalPodAutoscaler(
             name,
             metadata=_meta(target, name, labels),
             spec={
                 "scale_target_ref": {"api_version": "apps/v1", "kind": "Deployment",
                                      "name": stable.object_name},
-                "min_replicas": a.min_replicas,
-                "max_replicas": a.max_replicas,
+                "min_replicas": min_replicas,
+                "max_replicas": max_replicas,
                 "metrics": [{"type": "Resource", "resource": {
                     "name": "cpu", "target": {"type": "Utilization",
-                                              "average_utilization": a.target_cpu}}}],
+                                              "average_utilization": target_cpu}}}],
             },
             opts=opts,
         )
-    if (args.autoscaling.min_replicas if args.autoscaling else args.replicas) >= 2:
+    if plan.disruption_budget:
         out["disruption_budget"] = k8s.policy.v1.PodDisruptionBudget(
             name,
             metadata=_meta(target, name, labels),
             spec={"max_unavailable": 1, "selector": {"match_labels": dict(stable.selector)}},
             opts=opts,
         )
-    peers = [_peer(p) for p in args.allow_from]
+    peers = [_peer(p) for p in plan.allow_from]
     peers.append({"namespace_selector": {"match_labels": {
-        "kubernetes.io/metadata.name": args.monitoring_namespace}}})
+        "kubernetes.io/metadata.name": plan.monitoring_namespace}}})
     if plan.route and target.gateway is not None:
         peers.append({"namespace_selector": {"match_labels": {
             "kubernetes.io/metadata.name": target.gateway.namespace}}})
@@ -600,17 +598,17 @@ def materialize_service(
         spec={
             "pod_selector": {"match_labels": dict(plan.selector)},
             "policy_types": ["Ingress", "Egress"],
-            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": args.port}]}],
-            "egress": [dns_egress(target), _registry_egress(args.registry.peer())],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": plan.port}]}],
+            "egress": [dns_egress(target), _registry_egress(plan.registry)],
         },
         opts=opts,
     )
     if plan.route and target.gateway is not None:
-        out["route"] = http_route(plan, args, target, opts)
+        out["route"] = http_route(plan, target, opts)
     return out
 
 
-def http_route(plan: ServicePlan, args: ModelServiceArgs, target: KubernetesTarget,
+def http_route(plan: ServicePlan, target: KubernetesTarget,
                opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
     """The Gateway API HTTPRoute: weighted backends (canary), a request mirror (shadow)."""
     gateway = target.gateway
@@ -629,8 +627,8 @@ def http_route(plan: ServicePlan, args: ModelServiceArgs, target: KubernetesTarg
         rule["filters"] = [{"type": "RequestMirror", "requestMirror": {
             "backendRef": {"name": service, "port": 80}, "percent": percent}}]
     spec: dict[str, Any] = {"parentRefs": [parent], "rules": [rule]}
-    if args.hostname:
-        spec["hostnames"] = [args.hostname]
+    if plan.hostname:
+        spec["hostnames"] = [plan.hostname]
     return k8s.apiextensions.CustomResource(
         plan.name,
         api_version="gateway.networking.k8s.io/v1",

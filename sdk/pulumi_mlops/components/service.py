@@ -604,7 +604,16 @@ class ServicePlan:
         effective_canary_weight: Percent of traffic the canary gets (replica-proportional
             without a Gateway).
         warnings: What the user should know about the plan.
-        env_secrets: Secret keys the workloads read.
+        port: The port the server listens on (and is scraped at).
+        autoscaler: (min, max, target CPU %) of the stable track's autoscaler; None for fixed
+            replicas.
+        disruption_budget: Whether the stable track keeps a disruption budget (at least two
+            pods).
+        wait_ready: Whether `pulumi up` waits for the pods to become ready.
+        allow_from: Who may connect to the pods (besides monitoring and the Gateway).
+        monitoring_namespace: The namespace Prometheus scrapes from.
+        registry: Where the pods reach their registry (their egress).
+        hostname: The Gateway route's hostname, if any.
     """
 
     name: str
@@ -612,6 +621,14 @@ class ServicePlan:
     labels: Mapping[str, str]
     selector: Mapping[str, str]
     endpoint_selector: Mapping[str, str]
+    port: int
+    autoscaler: tuple[int, int, int] | None
+    disruption_budget: bool
+    wait_ready: bool
+    allow_from: tuple[Peer, ...]
+    monitoring_namespace: str
+    registry: RegistryPeer
+    hostname: str | None
     extra_services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     route: tuple[tuple[str, int], ...] = ()
     mirror: tuple[str, int] | None = None
@@ -782,10 +799,16 @@ def plan_service(
             route = ((name, 100),)
     if endpoint.get(f"{_LABEL_PREFIX}/serving") == "true":
         tracks = [_serving(t) for t in tracks]
+    a = args.autoscaling
     return ServicePlan(
         name=name, tracks=tuple(tracks), labels=base, selector=selector,
         endpoint_selector=endpoint, extra_services=extra, route=route, mirror=mirror,
-        effective_canary_weight=effective, warnings=tuple(warnings),
+        effective_canary_weight=effective, warnings=tuple(warnings), port=args.port,
+        autoscaler=(None if a is None else (a.min_replicas, a.max_replicas, a.target_cpu)),
+        disruption_budget=(a.min_replicas if a is not None else args.replicas) >= 2,
+        wait_ready=args.wait_ready, allow_from=tuple(args.allow_from),
+        monitoring_namespace=args.monitoring_namespace, registry=args.registry.peer(),
+        hostname=args.hostname,
     )
 
 
@@ -885,13 +908,14 @@ class ModelService(pulumi.ComponentResource):
         secret_data = access.secret_data()
 
         if isinstance(args.target, KubernetesTarget):
-            self.resources = _kubernetes.materialize_service(self, plan, args, secret_data)
+            self.resources = _kubernetes.materialize_service(self, plan, args.target,
+                                                             secret_data)
             self.service = self.resources["service"]
             host = args.target.service_host(name)
             endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
                         else f"http://{host}")
         else:
-            self.resources = _docker.materialize_service(self, plan, args, secret_data,
+            self.resources = _docker.materialize_service(self, plan, args.target, secret_data,
                                                          access.network, list(access.after))
             self.service = None
             endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
