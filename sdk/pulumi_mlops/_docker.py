@@ -27,7 +27,7 @@ from pulumi_mlops.workload import (
 )
 
 if TYPE_CHECKING:
-    from pulumi_mlops.components.registry import ModelRegistryArgs, RegistryPlan
+    from pulumi_mlops.components.registry import RegistryPlan
     from pulumi_mlops.components.retrain import RetrainPlan
     from pulumi_mlops.components.service import ServicePlan
 
@@ -177,12 +177,10 @@ def materialize_workload(
 def materialize_registry(
     parent: pulumi.ComponentResource,
     plan: RegistryPlan,
-    args: ModelRegistryArgs,
+    target: DockerTarget,
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the registry's network, volumes and containers under ``parent``."""
-    target = args.target
-    assert isinstance(target, DockerTarget)
     opts = target.resource_options(parent)
     network = docker.Network(f"{plan.name}-net", name=f"{plan.name}-net",
                              labels=_labels(plan.labels), opts=opts)

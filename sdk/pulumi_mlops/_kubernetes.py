@@ -33,7 +33,7 @@ TTL_AFTER_FINISHED = 7 * 24 * 3600
 """Seconds a finished Job is kept (``ttlSecondsAfterFinished``), beside the history limits."""
 
 if TYPE_CHECKING:
-    from pulumi_mlops.components.registry import ModelRegistryArgs, Peer, RegistryPlan
+    from pulumi_mlops.components.registry import Peer, RegistryPlan
     from pulumi_mlops.components.retrain import RetrainPlan
     from pulumi_mlops.components.service import ServicePlan
 
@@ -252,12 +252,10 @@ def _storage_spec(target: KubernetesTarget, size: str, access_mode: str) -> dict
 def materialize_registry(
     parent: pulumi.ComponentResource,
     plan: RegistryPlan,
-    args: ModelRegistryArgs,
+    target: KubernetesTarget,
     secret_data: pulumi.Output[dict[str, str]],
 ) -> dict[str, pulumi.Resource]:
     """Declare the registry's Kubernetes objects under ``parent``."""
-    target = args.target
-    assert isinstance(target, KubernetesTarget)
     opts = target.resource_options(parent)
     out: dict[str, pulumi.Resource] = {}
     server, name = plan.server, plan.server_name
@@ -317,20 +315,20 @@ def materialize_registry(
         },
         opts=opts,
     )
-    peers = [_peer(p) for p in args.allow_from]
-    if args.ingress is not None:
+    ingress = plan.ingress
+    peers = [_peer(p) for p in plan.allow_from]
+    if ingress is not None:
         peers.append({"namespace_selector": {"match_labels": {
-            "kubernetes.io/metadata.name": args.ingress.controller_namespace}}})
+            "kubernetes.io/metadata.name": ingress.controller_namespace}}})
     egress = [dns_egress(target)]
-    db = args.effective_database()
     if plan.database is not None:
         egress.append({
             "to": [{"pod_selector": {"match_labels": _db_selector(plan)}}],
             "ports": [{"protocol": "TCP", "port": plan.database.port}],
         })
-    elif db.kind == "external":
+    elif plan.external_database:
         egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _EXTERNAL_DB_PORTS]})
-    if args.artifacts_destination is not None:
+    if plan.artifact_store_egress:
         egress.append({"ports": [{"protocol": "TCP", "port": 443}]})
     out["network_policy"] = k8s.networking.v1.NetworkPolicy(
         name,
@@ -351,18 +349,18 @@ def materialize_registry(
             spec={"max_unavailable": 1, "selector": {"match_labels": selector}},
             opts=opts,
         )
-    if args.ingress is not None:
+    if ingress is not None:
         ingress_spec: dict[str, Any] = {
-            "rules": [{"host": args.ingress.host, "http": {"paths": [{
+            "rules": [{"host": ingress.host, "http": {"paths": [{
                 "path": "/", "path_type": "Prefix",
                 "backend": {"service": {"name": name, "port": {"name": "http"}}},
             }]}}],
         }
         if target.ingress_class:
             ingress_spec["ingress_class_name"] = target.ingress_class
-        if args.ingress.tls_secret_name:
-            ingress_spec["tls"] = [{"hosts": [args.ingress.host],
-                                    "secret_name": args.ingress.tls_secret_name}]
+        if ingress.tls_secret_name:
+            ingress_spec["tls"] = [{"hosts": [ingress.host],
+                                    "secret_name": ingress.tls_secret_name}]
         out["ingress"] = k8s.networking.v1.Ingress(
             name, metadata=_meta(target, name, labels), spec=ingress_spec, opts=opts
         )

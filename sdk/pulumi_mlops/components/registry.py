@@ -364,6 +364,11 @@ class RegistryPlan:
         auth_database_uri: Database of the basic-auth app (a secret reference when it
             carries credentials).
         default_permission: MLflow's default_permission for the basic-auth app.
+        allow_from: Who may connect to the server (besides the ingress controller).
+        ingress: The Ingress in front of the server (host, TLS secret, controller namespace);
+            None for none.
+        external_database: Whether the server connects out to a database it does not run.
+        artifact_store_egress: Whether the server connects out to an object store (HTTPS).
     """
 
     name: str
@@ -375,6 +380,10 @@ class RegistryPlan:
     replicas: int
     auth_database_uri: str | SecretRef
     default_permission: str
+    allow_from: tuple[Peer, ...]
+    ingress: RegistryIngress | None
+    external_database: bool
+    artifact_store_egress: bool
 
     @property
     def server_name(self) -> str:
@@ -480,6 +489,10 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         replicas=args.replicas,
         auth_database_uri=auth_db,
         default_permission=args.default_permission.value,
+        allow_from=tuple(args.allow_from),
+        ingress=args.ingress,
+        external_database=database is None and args.effective_database().kind == "external",
+        artifact_store_egress=args.artifacts_destination is not None,
     )
 
 
@@ -625,9 +638,10 @@ class ModelRegistry(pulumi.ComponentResource):
         )
 
         if isinstance(args.target, KubernetesTarget):
-            self.resources = _kubernetes.materialize_registry(self, plan, args, secret_data)
+            self.resources = _kubernetes.materialize_registry(self, plan, args.target,
+                                                              secret_data)
         else:
-            self.resources = _docker.materialize_registry(self, plan, args, secret_data)
+            self.resources = _docker.materialize_registry(self, plan, args.target, secret_data)
 
         self.server = self.resources["server"]
         self.tracking_uri = pulumi.Output.from_input(plan.tracking_uri)
