@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         Permission,
         RegistryIngress,
     )
+    from pulumi_mlops.components.resolver import registry_resolver
     from pulumi_mlops.components.retrain import RetrainSchedule, RetrainScheduleArgs
     from pulumi_mlops.components.service import (
         Autoscaling,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         ModelServiceArgs,
         RegistryEndpoint,
         Rollout,
-        registry_resolver,
     )
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.image_registry import ImageRegistry
@@ -68,7 +68,7 @@ _EXPORTS = {
     "RuntimeImageArgs": "pulumi_mlops.components.image",
     "Target": "pulumi_mlops.targets",
     "ValidationError": "pulumi_mlops.errors",
-    "registry_resolver": "pulumi_mlops.components.service",
+    "registry_resolver": "pulumi_mlops.components.resolver",
 }
 
 __all__ = [

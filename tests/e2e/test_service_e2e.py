@@ -29,7 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 import pulumi_mlops as mlops
 from pulumi_mlops.components.registry import ModelRegistry
-from pulumi_mlops.components.service import ModelResolver, ModelService, TrackPlan
+from pulumi_mlops.components.resolver import ModelResolver
+from pulumi_mlops.components.service import ModelService, TrackPlan
 from pulumi_mlops.local import RunningWorkload, run_workload
 from pulumi_mlops.render import Recording, build_plan, diff_plans, record
 from pulumi_mlops.render.diff import Named

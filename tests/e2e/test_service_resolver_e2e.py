@@ -14,7 +14,8 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.service import ModelService, registry_resolver
+from pulumi_mlops.components.resolver import registry_resolver
+from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.errors import InputError
 from pulumi_mlops.render import Recording, record, redact
 from tests.e2e.ports import free_port

@@ -18,12 +18,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import pulumi_mlops as mlops
+from pulumi_mlops.components.resolver import RegistryResolver, registry_resolver
 from pulumi_mlops.components.service import (
     Autoscaling,
     ModelRef,
     ModelServiceArgs,
     RegistryEndpoint,
-    RegistryResolver,
     Rollout,
     RolloutKind,
     ServicePlan,
@@ -31,7 +31,6 @@ from pulumi_mlops.components.service import (
     parse_model_uri,
     plan_service,
     pod_lifecycle,
-    registry_resolver,
 )
 from pulumi_mlops.errors import InputError, ValidationError
 from pulumi_mlops.targets import GatewayRef

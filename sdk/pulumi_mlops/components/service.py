@@ -1,17 +1,17 @@
 """ModelService: a registered model version behind a stable endpoint, with rollouts.
 
 Args are validated on construction. Aliases are resolved at program time when the registry can
-be reached (`registry_resolver`), so the version is pinned into the pod spec and moving an alias
-shows up in the next preview. `plan_service` is the pure function that decides every name,
-label, command line and environment variable; the component materializes that plan on the
-chosen target.
+be reached (`pulumi_mlops.components.resolver`), so the version is pinned into the pod spec and
+moving an alias shows up in the next preview. `plan_service` is the pure function that decides
+every name, label, command line and environment variable; the component materializes that plan
+on the chosen target.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
@@ -25,6 +25,7 @@ from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
 from pulumi_mlops.components._base import build_args, note_declared
 from pulumi_mlops.components.image import check_runtime_image
 from pulumi_mlops.components.registry import ModelRegistry, Peer
+from pulumi_mlops.components.resolver import ModelResolver, RegistryResolver
 from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.runtime.serve.limits import Limits
@@ -45,12 +46,10 @@ __all__ = [
     "DEFAULT_RUNTIME_IMAGE",
     "Autoscaling",
     "ModelRef",
-    "ModelResolver",
     "ModelService",
     "ModelServiceArgs",
     "RegistryAccess",
     "RegistryEndpoint",
-    "RegistryResolver",
     "Rollout",
     "RolloutKind",
     "ServicePlan",
@@ -59,7 +58,6 @@ __all__ = [
     "plan_service",
     "pod_lifecycle",
     "registry_access",
-    "registry_resolver",
 ]
 
 # The runtime image built from this repository's Dockerfile, at this package's version.
@@ -71,9 +69,6 @@ MODEL_URI = re.compile(
 _MODEL_URI_RULE = "must be models:/<name>/<version> or models:/<name>@<alias>"
 _MODEL_URI_FIX = "use e.g. 'models:/fraud/7' or 'models:/fraud@champion'."
 _LABEL_PREFIX = "mlops.dev"
-
-ModelResolver = Callable[[str, str], str | None]
-"""Resolves ``(model name, alias)`` to a version; None when the registry cannot be reached."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -478,86 +473,6 @@ class ModelServiceArgs(ArgsModel):
                                  registry_kind,
                                  "use a registry on the same target, or a RegistryEndpoint."))
         return found
-
-
-# --------------------------------------------------------------------------- alias resolution
-
-
-class RegistryResolver:
-    """A resolver asking a registry over its REST API: ``resolver(name, alias)`` is the version,
-    or None when the registry cannot be reached; an alias or model the registry does not know
-    raises `InputError`.
-
-    Args:
-        tracking_uri: The registry, reachable from where Pulumi runs. Default:
-            ``MLFLOW_TRACKING_URI`` of the environment.
-        timeout: Seconds per request.
-        environ: Where ``MLFLOW_TRACKING_*`` come from. Default: ``os.environ``.
-    """
-
-    def __init__(self, tracking_uri: str | None = None, *, timeout: float = 5.0,
-                 environ: Mapping[str, str] | None = None) -> None:
-        import os
-
-        self._env = dict(os.environ if environ is None else environ)
-        if tracking_uri is not None:
-            self._env["MLFLOW_TRACKING_URI"] = tracking_uri
-        self._timeout = timeout
-
-    @property
-    def registry(self) -> str | None:
-        """The registry asked, without credentials or query (for messages); None when
-        ``MLFLOW_TRACKING_URI`` is not set."""
-        import urllib.parse
-
-        uri = self._env.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            return None
-        parts = urllib.parse.urlsplit(uri)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-    def why_unresolved(self) -> str:
-        """Why an alias could not be resolved (for the warning that says so)."""
-        import urllib.parse
-
-        scheme = urllib.parse.urlsplit(self._env.get("MLFLOW_TRACKING_URI", "")).scheme
-        if not self.registry:
-            return "no registry configured: MLFLOW_TRACKING_URI is unset"
-        if scheme not in ("http", "https") or self._env.get("MLFLOW_TRACKING_AUTH"):
-            return (f"MLFLOW_TRACKING_URI is a {scheme or 'local'} store or needs an auth "
-                    "plugin, not a registry server the resolver can ask over HTTP")
-        return f"the registry at {self.registry} is unreachable or refused the credentials"
-
-    def __call__(self, name: str, alias: str) -> str | None:
-        from http.client import HTTPException
-
-        from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
-
-        client = RestRegistry.from_env(self._env)
-        if client is None:
-            return None
-        client = RestRegistry(client.base_url, client.headers, client.context, self._timeout)
-        try:
-            return str(client.model_version(name, alias=alias)["version"])
-        except RegistryError as err:
-            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise InputError(f"names alias {alias!r} of model {name!r}, which the registry "
-                                 f"at {self.registry} does not have", "set the alias in the "
-                                 "registry, or pin a version: 'models:/<name>/<version>'."
-                                 ) from None
-            return None
-        except (OSError, HTTPException, ValueError, KeyError):
-            # Not reachable, or not an MLflow server answering (a proxy's login page, another
-            # service on that port): as good as unreachable.
-            return None
-
-
-def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,
-                      environ: Mapping[str, str] | None = None) -> RegistryResolver:
-    """A `RegistryResolver` (kept for programs that call this name)."""
-    return RegistryResolver(tracking_uri, timeout=timeout, environ=environ)
 
 
 # --------------------------------------------------------------------------- plan
