@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -29,6 +30,7 @@ __all__ = [
     "Workload",
     "pod_lifecycle",
     "resolve",
+    "url_port",
 ]
 
 # How a serving pod stops (both targets): the endpoint stops sending it requests during the
@@ -54,6 +56,15 @@ class RegistryPeer:
     ports: tuple[int, ...]
     namespace: str | None = None
     pod_labels: Mapping[str, str] | None = None
+
+
+def url_port(url: str) -> int | None:
+    """The TCP port an http(s) URL is reached at (its own, else the scheme's); None for any
+    other kind of location (a bundled dataset, a local path)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return None
+    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def pod_lifecycle() -> tuple[int, int]:

@@ -53,10 +53,12 @@ class RegistryResolver:
         """Why an alias could not be resolved (for the warning that says so)."""
         import urllib.parse
 
-        scheme = urllib.parse.urlsplit(self._env.get("MLFLOW_TRACKING_URI", "")).scheme
+        from pulumi_mlops.runtime.serve.fetch import RestRegistry
+
         if not self.registry:
             return "no registry configured: MLFLOW_TRACKING_URI is unset"
-        if scheme not in ("http", "https") or self._env.get("MLFLOW_TRACKING_AUTH"):
+        if RestRegistry.from_env(self._env) is None:  # what `__call__` asks
+            scheme = urllib.parse.urlsplit(self._env["MLFLOW_TRACKING_URI"]).scheme
             return (f"MLFLOW_TRACKING_URI is a {scheme or 'local'} store or needs an auth "
                     "plugin, not a registry server the resolver can ask over HTTP")
         return f"the registry at {self.registry} is unreachable or refused the credentials"

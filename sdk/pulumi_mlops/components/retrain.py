@@ -17,7 +17,6 @@ import json
 import re
 from dataclasses import dataclass, replace
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import pulumi
 import pydantic
@@ -55,6 +54,7 @@ from pulumi_mlops.workload import (
     Resources,
     SecretRef,
     Workload,
+    url_port,
 )
 
 __all__ = [
@@ -427,7 +427,7 @@ def plan_retrain(
     )
     return RetrainPlan(name=name, object_name=object_name, config=config, job=job,
                        scheduler=scheduler, labels=labels, selector=selector,
-                       dataset_port=dataset_port(args.dataset),
+                       dataset_port=url_port(args.dataset),
                        cron=CronSettings(
                            schedule=args.schedule, timeout_seconds=args.timeout,
                            retries=args.retries,
@@ -436,14 +436,6 @@ def plan_retrain(
                            successful_jobs_history=args.successful_jobs_history,
                            failed_jobs_history=args.failed_jobs_history),
                        registry=args.registry.peer())
-
-
-def dataset_port(dataset: str) -> int | None:
-    """The TCP port a URL dataset is downloaded from; None for a bundled or local dataset."""
-    parts = urlsplit(dataset)
-    if parts.scheme not in ("http", "https"):
-        return None
-    return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 # --------------------------------------------------------------------------- component

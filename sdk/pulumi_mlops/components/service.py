@@ -40,6 +40,7 @@ from pulumi_mlops.workload import (
     SecretRef,
     Workload,
     pod_lifecycle,
+    url_port,
 )
 
 __all__ = [
@@ -265,10 +266,8 @@ class RegistryEndpoint(ArgsModel):
     def peer(self) -> RegistryPeer:
         """Where a workload connects to reach this registry: the URI's port, or the usual
         registry ports while the URI is only known at deployment (a stack reference)."""
-        if isinstance(self.tracking_uri, str):
-            parts = urlsplit(self.tracking_uri)
-            return RegistryPeer(ports=(parts.port or (443 if parts.scheme == "https" else 80),))
-        return RegistryPeer(ports=(80, 443, 5000))
+        port = url_port(self.tracking_uri) if isinstance(self.tracking_uri, str) else None
+        return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000))
 
 
 @dataclass(frozen=True)
@@ -795,7 +794,8 @@ class ModelService(pulumi.ComponentResource):
         problems = args.problems()
         if problems:
             raise ValidationError(where, problems)
-        models = _resolve_models(where, args)
+        resolver: ModelResolver = args.resolver or RegistryResolver()
+        models = _resolve_models(where, args, resolver)
         access = registry_access(args.registry)
         plan = plan_service(name, args, models, tracking_uri=access.tracking_uri,
                             username=access.username, has_password=access.has_password)
@@ -804,7 +804,6 @@ class ModelService(pulumi.ComponentResource):
         note_declared(self)
         for warning in plan.warnings:
             pulumi.log.warn(f"{where}: {warning}", self)
-        resolver = args.resolver or RegistryResolver()
         at = (f"registry {resolver.registry}" if isinstance(resolver, RegistryResolver)
               else "the program's resolver")
         for t in plan.tracks:
@@ -844,7 +843,8 @@ class ModelService(pulumi.ComponentResource):
         self.register_outputs({"endpoint": self.endpoint, "models": self.models})
 
 
-def _resolve_models(where: str, args: ModelServiceArgs) -> dict[str, ModelRef]:
+def _resolve_models(where: str, args: ModelServiceArgs,
+                    resolver: ModelResolver) -> dict[str, ModelRef]:
     uris = {"stable": args.stable_uri()}
     rollout = args.rollout
     if rollout.kind in (RolloutKind.CANARY, RolloutKind.SHADOW):
@@ -852,7 +852,6 @@ def _resolve_models(where: str, args: ModelServiceArgs) -> dict[str, ModelRef]:
         uris[rollout.kind.value] = rollout.model_uri
     elif rollout.kind == RolloutKind.BLUE_GREEN and rollout.preview:
         uris["preview"] = rollout.preview
-    resolver: ModelResolver = args.resolver or RegistryResolver()
     out: dict[str, ModelRef] = {}
     for track_name, uri in uris.items():
         ref = parse_model_uri(uri)

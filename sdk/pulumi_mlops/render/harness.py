@@ -128,19 +128,21 @@ class _Mocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
-        if args.typ == "pulumi:pulumi:StackReference" and args.name not in self.stack_outputs:
-            # As `pulumi preview` shows a value it cannot know: what depends on the outputs
-            # is [computed] in the plan.
-            state["outputs"] = rpc.UNKNOWN
-            self.warnings.append(
-                f"StackReference `{args.name}`: its outputs are unknown here, so what depends "
-                "on them shows as [computed]; pass `--stack-outputs FILE` to plan with them")
-        elif args.typ == "pulumi:pulumi:StackReference":
-            outputs = self.stack_outputs[args.name]
-            state["outputs"] = {k: v.value if isinstance(v, SecretOutput) else v
-                                for k, v in outputs.items()}
-            state["secretOutputNames"] = sorted(
-                k for k, v in outputs.items() if isinstance(v, SecretOutput))
+        if args.typ == "pulumi:pulumi:StackReference":
+            outputs = self.stack_outputs.get(args.name)
+            if outputs is None:
+                # As `pulumi preview` shows a value it cannot know: what depends on the
+                # outputs is [computed] in the plan.
+                state["outputs"] = rpc.UNKNOWN
+                self.warnings.append(
+                    f"StackReference `{args.name}`: its outputs are unknown here, so what "
+                    "depends on them shows as [computed]; pass `--stack-outputs FILE` to plan "
+                    "with them")
+            else:
+                state["outputs"] = {k: v.value if isinstance(v, SecretOutput) else v
+                                    for k, v in outputs.items()}
+                state["secretOutputNames"] = sorted(
+                    k for k, v in outputs.items() if isinstance(v, SecretOutput))
         elif args.typ in ("random:index/randomPassword:RandomPassword",
                         "random:index/randomString:RandomString"):
             state["result"] = _fake_value(args.name, int(args.inputs.get("length", 16)))

@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import chain
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -249,6 +249,12 @@ class FastSpec:
         """The dtype pandas' ``np.asarray(frame)`` gives a frame of these columns."""
         return np.result_type(*self.dtypes)
 
+    @property
+    def order(self) -> Literal["F", "C"]:
+        """Column-major for columns, as ``np.asarray(frame)`` is (the estimator's sums then run
+        in the same order, to the last bit); row-major for a tensor."""
+        return "F" if self.names else "C"
+
     @functools.cached_property
     def name_list(self) -> list[str] | None:
         """`names` as the list a decoded ``dataframe_split`` has."""
@@ -367,7 +373,7 @@ def _few_values_matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] 
         return _matrix(rows, spec)
     try:
         with np.errstate(over="ignore"):  # a float32 overflow is refused below
-            matrix = np.array(rows, dtype=spec.matrix_dtype, order="F" if spec.names else "C")
+            matrix = np.array(rows, dtype=spec.matrix_dtype, order=spec.order)
     except ValueError:  # ragged rows
         return None
     if matrix.shape != (len(rows), spec.width) or (
@@ -381,7 +387,7 @@ def _float_matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | Non
     instead of inference and a copy. Wherever the shortcut cannot tell what `_matrix` would
     decide (an odd shape or value, a null, a number past int64), `_matrix` decides."""
     try:
-        matrix = np.array(rows, dtype=np.float64, order="F" if spec.names else "C")
+        matrix = np.array(rows, dtype=np.float64, order=spec.order)
     except (ValueError, OverflowError, TypeError):
         return _matrix(rows, spec)
     # NaN fails the comparison too: a null, NaN or ±Inf goes to `_matrix`.
@@ -415,10 +421,8 @@ def _matrix(rows: list[Any], spec: FastSpec) -> np.ndarray[Any, Any] | None:
                 column) <= high:
             return None
     dtype = spec.matrix_dtype
-    # Column-major, as ``np.asarray(frame)`` is: the estimator's sums then run in the same
-    # order, to the last bit.
     with np.errstate(over="ignore"):  # a float32 overflow is refused below
-        matrix = np.asarray(inferred, dtype=dtype, order="F" if spec.names else "C")
+        matrix = np.asarray(inferred, dtype=dtype, order=spec.order)
     if dtype.kind == "f" and inferred.dtype.kind == "f" and not np.isfinite(matrix).all():
         return None
     return _narrow(matrix, spec)
