@@ -2,7 +2,8 @@
 #   make up    deploy the dev stack to local Docker with `pulumi up` (local file state backend)
 #   make test  install what the tests need and run the whole suite
 # Also: make demo (run the dev stack's workloads as local processes), make render, make lint,
-# make lock-runtime (re-pin requirements/runtime.txt, the runtime image's requirements, to .venv).
+# make lock-runtime (re-pin requirements/runtime.txt, the runtime image's requirements, to .venv),
+# make docs (regenerate the docs pages' input tables from the args models).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -13,7 +14,7 @@ STAMP  := $(VENV)/.installed
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
-.PHONY: up test demo render lint lock-runtime preflight system-deps clean
+.PHONY: up test demo render lint lock-runtime docs preflight system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +61,12 @@ lint: $(STAMP)
 # they drift.
 lock-runtime: | $(BIN)/python
 	$(BIN)/python scripts/lock_runtime_requirements.py
+
+# Rewrite the Inputs table of each component's docs page from its args model (field names, types
+# and defaults from the model, descriptions from its docstring); tests/unit/test_docs.py fails
+# when a page's table is stale.
+docs: $(STAMP)
+	$(BIN)/python scripts/docs_tables.py --write
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -17,56 +17,52 @@ from typing import TYPE_CHECKING, Any
 from pulumi_mlops.contracts.version import __version__ as __version__
 
 if TYPE_CHECKING:
-    from pulumi_mlops.components.image import RuntimeImage, RuntimeImageArgs
-    from pulumi_mlops.components.registry import (
+    from pulumi_mlops.components.image import RuntimeImage
+    from pulumi_mlops.components.registry import ModelRegistry
+    from pulumi_mlops.components.resolver import registry_resolver
+    from pulumi_mlops.components.retrain import RetrainSchedule
+    from pulumi_mlops.components.service import ModelService
+    from pulumi_mlops.errors import ValidationError
+    from pulumi_mlops.plans.image import RuntimeImageArgs
+    from pulumi_mlops.plans.image_registry import ImageRegistry
+    from pulumi_mlops.plans.registry import (
         Database,
-        ModelRegistry,
         ModelRegistryArgs,
         Peer,
         Permission,
         RegistryIngress,
     )
-    from pulumi_mlops.components.resolver import registry_resolver
-    from pulumi_mlops.components.retrain import RetrainSchedule, RetrainScheduleArgs
-    from pulumi_mlops.components.service import (
-        Autoscaling,
-        Coercion,
-        ModelService,
-        ModelServiceArgs,
-        RegistryEndpoint,
-        Rollout,
-    )
-    from pulumi_mlops.errors import ValidationError
-    from pulumi_mlops.image_registry import ImageRegistry
-    from pulumi_mlops.runtime.retrain.config import Gates
-    from pulumi_mlops.targets import DockerTarget, GatewayRef, KubernetesTarget, Target
-    from pulumi_mlops.workload import Resources
+    from pulumi_mlops.plans.registry_ref import RegistryEndpoint
+    from pulumi_mlops.plans.retrain import Gates, RetrainScheduleArgs
+    from pulumi_mlops.plans.service import Autoscaling, Coercion, ModelServiceArgs, Rollout
+    from pulumi_mlops.plans.target import DockerTarget, GatewayRef, KubernetesTarget, Target
+    from pulumi_mlops.plans.workload import Resources
 
 
 _EXPORTS = {
-    "Autoscaling": "pulumi_mlops.components.service",
-    "Database": "pulumi_mlops.components.registry",
-    "DockerTarget": "pulumi_mlops.targets",
-    "Gates": "pulumi_mlops.runtime.retrain.config",
-    "GatewayRef": "pulumi_mlops.targets",
-    "ImageRegistry": "pulumi_mlops.image_registry",
-    "KubernetesTarget": "pulumi_mlops.targets",
-    "Coercion": "pulumi_mlops.components.service",
+    "Autoscaling": "pulumi_mlops.plans.service",
+    "Database": "pulumi_mlops.plans.registry",
+    "DockerTarget": "pulumi_mlops.plans.target",
+    "Gates": "pulumi_mlops.plans.retrain",
+    "GatewayRef": "pulumi_mlops.plans.target",
+    "ImageRegistry": "pulumi_mlops.plans.image_registry",
+    "KubernetesTarget": "pulumi_mlops.plans.target",
+    "Coercion": "pulumi_mlops.plans.service",
     "ModelRegistry": "pulumi_mlops.components.registry",
-    "ModelRegistryArgs": "pulumi_mlops.components.registry",
+    "ModelRegistryArgs": "pulumi_mlops.plans.registry",
     "ModelService": "pulumi_mlops.components.service",
-    "ModelServiceArgs": "pulumi_mlops.components.service",
-    "Peer": "pulumi_mlops.components.registry",
-    "Permission": "pulumi_mlops.components.registry",
-    "RegistryEndpoint": "pulumi_mlops.components.service",
-    "RegistryIngress": "pulumi_mlops.components.registry",
-    "Resources": "pulumi_mlops.workload",
+    "ModelServiceArgs": "pulumi_mlops.plans.service",
+    "Peer": "pulumi_mlops.plans.registry",
+    "Permission": "pulumi_mlops.plans.registry",
+    "RegistryEndpoint": "pulumi_mlops.plans.registry_ref",
+    "RegistryIngress": "pulumi_mlops.plans.registry",
+    "Resources": "pulumi_mlops.plans.workload",
     "RetrainSchedule": "pulumi_mlops.components.retrain",
-    "RetrainScheduleArgs": "pulumi_mlops.components.retrain",
-    "Rollout": "pulumi_mlops.components.service",
+    "RetrainScheduleArgs": "pulumi_mlops.plans.retrain",
+    "Rollout": "pulumi_mlops.plans.service",
     "RuntimeImage": "pulumi_mlops.components.image",
-    "RuntimeImageArgs": "pulumi_mlops.components.image",
-    "Target": "pulumi_mlops.targets",
+    "RuntimeImageArgs": "pulumi_mlops.plans.image",
+    "Target": "pulumi_mlops.plans.target",
     "ValidationError": "pulumi_mlops.errors",
     "registry_resolver": "pulumi_mlops.components.resolver",
 }

@@ -10,7 +10,7 @@ import pulumi
 import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError, ValidationError
+from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError, Problem, ValidationError
 
 # RFC 1123 label, as Kubernetes requires for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -48,6 +48,10 @@ class ArgsModel(ValidatedModel):
     """Base of every component's args: immutable, unknown inputs rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def problems(self) -> list[Problem]:
+        """Rules that span several inputs (each a `Problem`); none unless an args type says."""
+        return []
 
 
 def check_resource_name(component: str, name: str, max_length: int = 40) -> None:

@@ -32,12 +32,12 @@ def _render(ns: argparse.Namespace) -> int:
 
 
 def _plan(ns: argparse.Namespace) -> int:
-    from pulumi_mlops.render import dump_plan, plan_program
+    from pulumi_mlops.render import dump_stack_plan, plan_stack
 
     # Whatever the program prints must not end up inside a plan written to stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        plan = plan_program(Path(ns.cwd), ns.stack, _stack_outputs(ns))
-    text = dump_plan(plan)
+        plan = plan_stack(Path(ns.cwd), ns.stack, _stack_outputs(ns))
+    text = dump_stack_plan(plan)
     if ns.out == "-":
         sys.stdout.write(text)
     else:
@@ -49,10 +49,10 @@ def _plan(ns: argparse.Namespace) -> int:
 
 
 def _diff(ns: argparse.Namespace) -> int:
-    from pulumi_mlops.render import diff_plans, format_markdown, format_text, load_plan
+    from pulumi_mlops.render import diff_stack_plans, format_markdown, format_text, load_stack_plan
     from pulumi_mlops.render.diff_format import diff_json
 
-    diff = diff_plans(load_plan(Path(ns.old)), load_plan(Path(ns.new)))
+    diff = diff_stack_plans(load_stack_plan(Path(ns.old)), load_stack_plan(Path(ns.new)))
     if ns.format == "json":
         sys.stdout.write(json.dumps(diff_json(diff), indent=2, sort_keys=True) + "\n")
     elif ns.format == "markdown":

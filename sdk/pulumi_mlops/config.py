@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from typing import Any, TypeVar
 
 import pulumi
 import pydantic
-from pulumi.runtime import config as runtime_config
 
+from pulumi_mlops import _pulumi_compat as compat
 from pulumi_mlops.errors import ValidationError
 
 __all__ = ["UNKNOWN_SECRET_CONFIG", "load_config"]
@@ -19,21 +18,12 @@ __all__ = ["UNKNOWN_SECRET_CONFIG", "load_config"]
 UNKNOWN_SECRET_CONFIG = "\x00mlops-render:unknown-secret\x00"
 
 
-def _unknown_secret() -> pulumi.Output[Any]:
-    """A secret whose value is not known, as in a preview before it is computed."""
-    loop = asyncio.get_event_loop()
-    value, known, secret = loop.create_future(), loop.create_future(), loop.create_future()
-    value.set_result(None)
-    known.set_result(False)
-    secret.set_result(True)
-    return pulumi.Output(set(), value, known, secret)
-
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
 def _stack_config(project: str) -> dict[str, Any]:
     """Every config value of ``project`` (keys without the ``project:`` prefix)."""
-    raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw = compat.raw_stack_config()
     out: dict[str, Any] = {}
     for key, value in raw.items():
         namespace, _, name = key.partition(":")
@@ -44,8 +34,9 @@ def _stack_config(project: str) -> dict[str, Any]:
             with contextlib.suppress(json.JSONDecodeError):
                 value = json.loads(value)
         if value == UNKNOWN_SECRET_CONFIG:
-            out[name] = _unknown_secret()
-        elif runtime_config.is_config_secret(key):
+            # A secret whose value is not known, as in a preview before it is computed.
+            out[name] = compat.unknown_output(secret=True)
+        elif compat.is_secret_config(key):
             out[name] = pulumi.Output.secret(value)
         else:
             out[name] = value

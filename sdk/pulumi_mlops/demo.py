@@ -31,16 +31,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pulumi_mlops.components.registry import (
-    ModelRegistry,
-    RegistryPlan,
-    RegistrySecrets,
-    registry_secret_data,
-)
-from pulumi_mlops.components.retrain import RetrainPlan, RetrainSchedule
-from pulumi_mlops.components.service import ModelService, TrackPlan
+from pulumi_mlops.components.registry import ModelRegistry
+from pulumi_mlops.components.retrain import RetrainSchedule
+from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.errors import ValidationError
 from pulumi_mlops.local import run_job, run_workload
+from pulumi_mlops.plans.registry import RegistryPlan, RegistrySecrets, registry_secret_data
+from pulumi_mlops.plans.retrain import RetrainPlan
+from pulumi_mlops.plans.service import TrackPlan
 from pulumi_mlops.render import Recording, record_program
 
 __all__ = ["run_demo"]
@@ -208,7 +206,8 @@ def _train_and_register(registry: _Registry, name: str, aliases: set[str], log: 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+    from pulumi_mlops.runtime.drift.profile import build_profile
+    from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
@@ -364,6 +363,7 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
             print(f"{label}: skipped, {known.source} did not point `{track.model.alias}` at "
                   f"version {known.version}")
             continue
+        assert workload.port is not None  # a serving workload listens
         if workload.port in ports:
             print(f"{label}: skipped, port {workload.port} is taken by another demo workload "
                   "(tracks share the port; locally only one can listen)")

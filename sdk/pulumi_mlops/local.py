@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pulumi_mlops.workload import HttpCheck, Workload, resolve
+from pulumi_mlops.plans.workload import HttpCheck, Workload, resolve
 
 __all__ = ["LocalCommand", "RunningWorkload", "localize", "run_job", "run_workload"]
 

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.registry import (
+from pulumi_mlops.local import RunningWorkload, run_workload
+from pulumi_mlops.plans.registry import (
     ModelRegistryArgs,
     RegistrySecrets,
     plan_registry,
     registry_secret_data,
 )
-from pulumi_mlops.local import RunningWorkload, run_workload
 from tests.e2e.ports import free_port
 from tests.e2e.postgres import running_postgres
 

@@ -34,16 +34,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.service import (
-    ModelRef,
-    ModelServiceArgs,
-    plan_service,
-    registry_access,
-)
 from pulumi_mlops.local import run_job, run_workload
-from pulumi_mlops.runtime.retrain.job import trusted_types
+from pulumi_mlops.plans.service import ModelRef, ModelServiceArgs, plan_service
+from pulumi_mlops.plans.workload import Workload
+from pulumi_mlops.runtime.retrain.registry import trusted_types
 from pulumi_mlops.runtime.serve.server import EXIT_LOAD_FAILED
-from pulumi_mlops.workload import Workload
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 
@@ -107,7 +102,7 @@ def rendered(registry: Registry, name: str, **inputs: Any) -> Workload:
         target=mlops.DockerTarget(), model_uri=f"models:/{name}@{ALIAS}", port=free_port(),
         **inputs)
     version = mlops.registry_resolver(registry.url, environ=registry.env())(name, ALIAS)
-    access = registry_access(args.registry)
+    access = args.registry.access()
     plan = plan_service(name, args, {"stable": ModelRef(args.stable_uri(), name, version, ALIAS)},
                         tracking_uri=access.tracking_uri, username=access.username,
                         has_password=access.has_password)

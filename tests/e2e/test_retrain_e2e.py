@@ -21,20 +21,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pulumi_mlops import DockerTarget, Gates, RegistryEndpoint
-from pulumi_mlops.components.retrain import RetrainScheduleArgs, plan_retrain
 from pulumi_mlops.local import run_job
-from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, load_profile
+from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
+from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH, load_profile
 from pulumi_mlops.runtime.retrain import job
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
+from pulumi_mlops.runtime.retrain.config_file import config_digest
 from pulumi_mlops.runtime.retrain.job import (
-    CONFIG_TAG,
     EXIT_CONFIG_CHANGED,
     EXIT_FAILED,
     EXIT_NOT_PROMOTED,
     EXIT_PROMOTED,
-    SLOT_TAG,
-    config_digest,
 )
+from pulumi_mlops.runtime.retrain.registry import CONFIG_TAG, SLOT_TAG
 from tests.e2e.registry import Registry, registry_client
 from tests.loopback import http_server
 

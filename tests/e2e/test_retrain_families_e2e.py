@@ -40,19 +40,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.retrain import RetrainSchedule, RetrainScheduleArgs, plan_retrain
+from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.local import run_job, run_workload
+from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
 from pulumi_mlops.render import record, record_program
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
-from pulumi_mlops.runtime.retrain.job import (
-    EXIT_NOT_PROMOTED,
-    EXIT_PROMOTED,
-    SLOT_TAG,
-    infer_task,
-    load_dataset,
-    split,
-)
+from pulumi_mlops.runtime.retrain.data import infer_task, load_dataset, split
+from pulumi_mlops.runtime.retrain.job import EXIT_NOT_PROMOTED, EXIT_PROMOTED
+from pulumi_mlops.runtime.retrain.registry import SLOT_TAG
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 from tests.loopback import http_server

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
-from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+from pulumi_mlops.runtime.drift.profile import build_profile
+from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 from tests.e2e.serving import MLOPS, Server, start_serve

@@ -30,11 +30,13 @@ from sklearn.preprocessing import StandardScaler
 import pulumi_mlops as mlops
 from pulumi_mlops.components.registry import ModelRegistry
 from pulumi_mlops.components.resolver import ModelResolver
-from pulumi_mlops.components.service import ModelService, TrackPlan
+from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.local import RunningWorkload, run_workload
-from pulumi_mlops.render import Recording, build_plan, diff_plans, record
+from pulumi_mlops.plans.service import TrackPlan
+from pulumi_mlops.render import Recording, build_stack_plan, diff_stack_plans, record
 from pulumi_mlops.render.diff import Named
-from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, build_profile
+from pulumi_mlops.runtime.drift.profile import build_profile
+from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 
@@ -197,14 +199,14 @@ def test_moving_the_alias_changes_only_the_pods(kind: str, store: Registry, vers
         after = render(kind, store, port=port, resolver=resolver_for(store))
         assert _version_fields(after) == (f"models:/{MODEL}/{v2}", v2, v2)
 
-        diff = diff_plans(build_plan(before.recording), build_plan(after.recording))
+        diff = diff_stack_plans(build_stack_plan(before.recording),
+                                build_stack_plan(after.recording))
         assert (diff.added, diff.removed) == ((), ())
         changed = {c.key: c for c in diff.changed}
-        moved = [(m.key, m.model, m.old, m.new) for m in diff.model_versions
-                 if m.model == MODEL]
+        # What the service declares: its stable track moved from version 1 to 2.
+        assert [(m.key, m.role, m.model, m.old, m.new) for m in diff.model_versions] == [
+            (f"mlops:index:ModelService::{MODEL}", "stable", MODEL, "1", v2)]
         if kind == "kubernetes":
-            # The pod annotation keeps naming the alias the version was resolved from.
-            assert moved == [(DEPLOYMENT, MODEL, "1, @champion", f"{v2}, @champion")]
             # The Service, Secret, NetworkPolicy and the registry stay as they are; the
             # Deployment's selector too (it is immutable), so the change is a rolling update.
             assert set(changed) == {DEPLOYMENT}
@@ -218,7 +220,6 @@ def test_moving_the_alias_changes_only_the_pods(kind: str, store: Registry, vers
         else:
             # The network and the registry's container and volumes stay as they are.
             assert set(changed) == {CONTAINER}
-            assert moved == [(CONTAINER, MODEL, "1", v2)]
             # Docker takes the environment as one list holding the password too, a secret
             # the plan redacts: the version shows in the command and the labels.
             assert {c.path[0] for c in changed[CONTAINER].fields} == {"entrypoints", "labels"}

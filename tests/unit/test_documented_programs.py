@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from pulumi_mlops.render.harness import load_stack_outputs
-from pulumi_mlops.render.plan import dump_plan, parse_plan, plan_program
+from pulumi_mlops.render.stack_plan import dump_stack_plan, parse_stack_plan, plan_stack
 
 REPO = Path(__file__).resolve().parents[2]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -25,7 +25,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 def _programs() -> list[tuple[str, str]]:
     """(page#n, source) of each Python example; a block that does not start with an import
-    continues the page's previous one (the README builds one program over three blocks)."""
+    continues the page's previous one (a docs page may build one program over several blocks)."""
     found: list[tuple[str, str]] = []
     for page in PAGES:
         blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.S)
@@ -50,7 +50,7 @@ def program_dir() -> Iterator[Path]:
 
 
 def _check(plan: dict[str, object]) -> dict[str, object]:
-    plan = parse_plan(dump_plan(plan))
+    plan = parse_stack_plan(dump_stack_plan(plan))
     assert plan["resources"], "the program declared nothing"
     return plan
 
@@ -63,18 +63,18 @@ def test_every_python_example_of_the_docs_plans(where: str, source: str,
     config = {f"docs:{key}": ({"secure": "v1:AAAA"} if kind == "require_secret" else "value")
               for kind, key in re.findall(r"(require_secret|require)\(\"([^\"]+)\"\)", source)}
     (program_dir / "Pulumi.dev.yaml").write_text(yaml.safe_dump({"config": config}))
-    _check(plan_program(program_dir, "dev"))
+    _check(plan_stack(program_dir, "dev"))
 
 
 @pytest.mark.parametrize("cwd, stack", [
     ("examples/quickstart", "dev"), ("examples/team-stack", "dev"),
     (".", "dev"), (".", "staging"), (".", "prod")])
 def test_every_example_and_reference_stack_plans(cwd: str, stack: str) -> None:
-    _check(plan_program(REPO / cwd, stack))
+    _check(plan_stack(REPO / cwd, stack))
 
 
 def test_a_team_stack_without_the_platform_outputs_says_they_are_unknown() -> None:
-    plan = _check(plan_program(REPO / "examples/team-stack", "dev"))
+    plan = _check(plan_stack(REPO / "examples/team-stack", "dev"))
     warnings = plan["warnings"]
     assert isinstance(warnings, list)
     assert any("StackReference `organization/mlops/dev`" in w and "--stack-outputs" in w
@@ -87,9 +87,9 @@ def test_a_team_stack_plans_with_the_platform_outputs_given(tmp_path: Path) -> N
         "tracking_uri": "http://registry-mlflow.mlops:5000",
         "registry_admin_username": "admin",
         "registry_admin_password": {"secret": "platform-password-123"}}}))
-    plan = _check(plan_program(REPO / "examples/team-stack", "dev",
+    plan = _check(plan_stack(REPO / "examples/team-stack", "dev",
                                load_stack_outputs(outputs)))
-    text = dump_plan(plan)
+    text = dump_stack_plan(plan)
     assert "StackReference" not in text
     assert "platform-password-123" not in text
 

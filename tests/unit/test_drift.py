@@ -15,15 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pulumi_mlops.runtime.drift import (
+from pulumi_mlops.runtime.drift.monitor import DriftMonitor
+from pulumi_mlops.runtime.drift.profile import build_profile
+from pulumi_mlops.runtime.drift.spec import (
     PROFILE_ARTIFACT_PATH,
     PROFILE_FORMAT,
     PSI_EPSILON,
     CategoricalFeature,
-    DriftMonitor,
     NumericFeature,
     ProfileError,
-    build_profile,
     load_profile,
 )
 
@@ -569,3 +569,16 @@ def test_a_shared_window_still_slides() -> None:
     reference.observe_matrix(np.zeros((50, 3)))
     assert monitor.window_rows() == 50
     assert monitor.scores() == pytest.approx(reference.scores())
+
+
+def test_the_package_re_exports_what_the_job_and_the_server_import() -> None:
+    from pulumi_mlops.runtime import drift
+    from pulumi_mlops.runtime.drift import monitor, profile, spec
+
+    assert drift.__all__ == sorted(drift.__all__, key=lambda n: (not n.isupper(), n))
+    assert {name: getattr(drift, name) for name in drift.__all__} == {
+        "DriftMonitor": monitor.DriftMonitor,
+        "PROFILE_ARTIFACT_PATH": spec.PROFILE_ARTIFACT_PATH,
+        "build_profile": profile.build_profile,
+        "load_profile": spec.load_profile,
+    }

@@ -20,11 +20,11 @@ from packaging.requirements import Requirement
 from pulumi.runtime import rpc
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.image import check_runtime_image, plan_runtime_image
 from pulumi_mlops.errors import InputError
+from pulumi_mlops.plans.image import check_runtime_image, plan_runtime_image
+from pulumi_mlops.plans.workload import RUN_AS_USER
 from pulumi_mlops.render import Recording, harness, record, unwrap_secrets
 from pulumi_mlops.render.manifests import redact
-from pulumi_mlops.workload import RUN_AS_USER
 from tests.checkov import run_checkov_dockerfile
 from tests.recording import failing
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pulumi_mlops.local import localize, run_job
-from pulumi_mlops.workload import ConfigFile, ExecCheck, HttpCheck, Mount, SecretRef, Workload
+from pulumi_mlops.plans.workload import ConfigFile, ExecCheck, HttpCheck, Mount, SecretRef, Workload
 
 WORKLOAD = Workload(
     name="app",

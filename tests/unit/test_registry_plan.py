@@ -9,13 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.registry import (
+from pulumi_mlops.plans.registry import (
     ModelRegistryArgs,
     RegistrySecrets,
     plan_registry,
     registry_secret_data,
 )
-from pulumi_mlops.workload import SecretRef
+from pulumi_mlops.plans.workload import SecretRef
 
 names = st.from_regex(r"[a-z][a-z0-9]{0,10}(-[a-z0-9]{1,5})?", fullmatch=True)
 namespaces = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)

@@ -11,18 +11,14 @@ import pulumi
 import pytest
 
 import pulumi_mlops as mlops
-from pulumi_mlops.components.retrain import (
-    CONFIG_PATH,
-    JOB_NAME_LABEL,
-    SLOT_ENV,
-    RetrainSchedule,
-    plan_retrain,
-)
+from pulumi_mlops.components.retrain import RetrainSchedule
+from pulumi_mlops.plans.retrain import CONFIG_PATH, SLOT_ENV, plan_retrain
 from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
 from pulumi_mlops.render.manifests import manifests
-from pulumi_mlops.render.plan import build_plan, dump_plan
+from pulumi_mlops.render.stack_plan import build_stack_plan, dump_stack_plan
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
+from pulumi_mlops.targets.kubernetes.retrain import JOB_NAME_LABEL
 from tests.recording import failing
 
 COMPONENT = "mlops:index:RetrainSchedule"
@@ -110,7 +106,7 @@ def test_the_job_runs_mlops_retrain_on_the_mounted_config_without_probes() -> No
     [container] = pod["spec"]["containers"]
 
     assert container["command"] == ["mlops", "retrain", "--config", CONFIG_PATH]
-    assert container["image"] == mlops.components.retrain.DEFAULT_RUNTIME_IMAGE
+    assert container["image"] == mlops.plans.service.DEFAULT_RUNTIME_IMAGE
     for absent in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
         assert absent not in container
     assert {"name": "config-0", "mountPath": "/etc/mlops", "readOnly": True} in container[
@@ -285,7 +281,7 @@ def test_outputs_are_the_config_and_the_schedule() -> None:
 
     assert rec.outputs["schedule"] == "0 3 * * *"
     assert json.loads(rec.outputs["config"])["model_name"] == "fraud"
-    assert built[0].scheduler is built[0].resources["cron_job"]
+    assert built[0].scheduler is built[0].children.cron_job
 
 
 # --------------------------------------------------------------------------- validation
@@ -385,7 +381,7 @@ def test_dataset_headers_reach_the_job_only_by_secret_reference() -> None:
     config = json.loads(inputs(rec, CONFIG_MAP, f"{NAME}-files")["data"]["retrain.json"])
     assert config["dataset_headers_env"] == "MLOPS_DATASET_HEADERS"
     # Nothing `mlops plan` writes (resources.json) holds the token: only the Secret has it.
-    plan = dump_plan(build_plan(rec))
+    plan = dump_stack_plan(build_stack_plan(rec))
     assert TOKEN not in plan and "dataset-t0ken" not in plan
     assert "MLOPS_DATASET_HEADERS" in plan
 
@@ -397,7 +393,7 @@ def test_docker_gives_the_dataset_headers_as_a_secret_variable() -> None:
     envs = rec.get(CONTAINER, NAME).inputs["envs"]
     assert TOKEN not in json.dumps(redact(envs))
     assert f'MLOPS_DATASET_HEADERS={{"Authorization": "{TOKEN}"}}' in unwrap_secrets(envs)
-    assert TOKEN not in dump_plan(build_plan(rec))
+    assert TOKEN not in dump_stack_plan(build_stack_plan(rec))
 
 
 def test_both_estimator_and_trainer_says_only_one() -> None:

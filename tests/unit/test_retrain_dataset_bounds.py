@@ -16,15 +16,9 @@ from typing import Any
 import pytest
 
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
-from pulumi_mlops.runtime.retrain.job import (
-    EXIT_FAILED,
-    ConfigFileError,
-    DatasetError,
-    DatasetLimits,
-    load_config,
-    load_dataset,
-    run,
-)
+from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, load_config
+from pulumi_mlops.runtime.retrain.data import DatasetError, DatasetLimits, load_dataset
+from pulumi_mlops.runtime.retrain.job import EXIT_FAILED, run
 from tests.loopback import http_server
 
 pytestmark = pytest.mark.timeout(60)

@@ -22,26 +22,16 @@ from hypothesis import strategies as st
 
 from pulumi_mlops.cli import main
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
-from pulumi_mlops.runtime.retrain.job import (
-    EXIT_BAD_CONFIG,
-    HIGHER_IS_BETTER,
-    ConfigFileError,
-    DatasetError,
+from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, config_digest, load_config
+from pulumi_mlops.runtime.retrain.data import DatasetError, infer_task, load_dataset, split
+from pulumi_mlops.runtime.retrain.gates import HIGHER_IS_BETTER, apply_gates
+from pulumi_mlops.runtime.retrain.job import EXIT_BAD_CONFIG, run, run_key
+from pulumi_mlops.runtime.retrain.registry import (
     ModelLoadError,
-    apply_gates,
-    config_digest,
-    evaluate,
-    feature_pipeline,
-    infer_task,
-    load_config,
-    load_dataset,
     load_sklearn_model,
-    run,
-    run_key,
-    split,
-    train,
     trusted_types,
 )
+from pulumi_mlops.runtime.retrain.train import evaluate, feature_pipeline, train
 
 METRICS = sorted(HIGHER_IS_BETTER)
 TREE = "sklearn.tree.DecisionTreeClassifier"
@@ -468,7 +458,7 @@ def test_the_trusted_types_are_what_the_model_is_made_of() -> None:
 
 
 def test_the_docs_page_lists_every_config_field_and_exit_code() -> None:
-    from pulumi_mlops.runtime.retrain import job
+    from pulumi_mlops.runtime.retrain import job, registry
     from pulumi_mlops.runtime.retrain.config import RetrainConfig
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "retrain-job.md").read_text()
@@ -479,7 +469,7 @@ def test_the_docs_page_lists_every_config_field_and_exit_code() -> None:
     for code in (job.EXIT_PROMOTED, job.EXIT_NOT_PROMOTED, job.EXIT_FAILED, job.EXIT_BAD_CONFIG,
                  job.EXIT_CONFIG_CHANGED):
         assert f"\n| {code} |" in doc
-    for tag in job.LINEAGE_TAGS:
+    for tag in registry.LINEAGE_TAGS:
         assert f"`{tag}`" in doc
 
 

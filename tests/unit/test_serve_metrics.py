@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client.metrics_core import Metric
 
 from pulumi_mlops.runtime.serve import metrics
 
@@ -103,19 +109,230 @@ def test_a_batch_counts_as_its_requests_would_one_by_one(values: np.ndarray) -> 
 ])
 def test_counting_a_batch_gives_what_prometheus_clients_own_observe_gives(
         buckets: tuple[float, ...], values: list[float]) -> None:
-    # The batch count uses prometheus_client's histogram internals (it has no public bulk
-    # observe): this fences them against a release that changes them.
+    # A batch is counted with numpy into counts this module keeps: the histogram it exposes
+    # must be the one prometheus_client's own, observing one value at a time, exposes.
     from prometheus_client import CollectorRegistry, Histogram
 
-    def samples(observe: bool) -> list[tuple[str, dict[str, str], float]]:
-        registry = CollectorRegistry()
-        histogram = Histogram("h", "h", buckets=buckets, registry=registry)
-        if observe:
-            for value in values:
-                histogram.observe(value)
-        else:
-            metrics._observe_many(histogram, np.array(values))
-        return [(s.name, s.labels, s.value) for m in registry.collect() for s in m.samples
+    registry = CollectorRegistry()
+    reference = Histogram("h", "h", buckets=buckets, registry=registry)
+    for value in values:
+        reference.observe(value)
+    ours = metrics._Histogram("h", "h", buckets)
+    ours.observe(np.array(values[:3]))
+    ours.observe(np.array(values[3:]))
+
+    def samples(families: Iterable[Metric]) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for m in families for s in m.samples
                 if not s.name.endswith("_created")]
 
-    assert samples(False) == samples(True)
+    assert samples([ours.family(ours.counts.tolist(), ours.sum, merged=False)]) == samples(
+        registry.collect())
+
+
+# --------------------------------------------------------------------------- the page scraped
+
+# Run in fresh interpreters: the metrics are process-wide, and workers are processes. Each
+# worker answers a fixed series of requests twice over: through this module, and through
+# prometheus_client's own metric objects, observing one value at a time (what the module did
+# before it counted batches itself).
+_SCENARIO = r"""
+import asyncio, math, re, sys
+import numpy as np
+from pulumi_mlops.contracts import metrics as names
+from pulumi_mlops.runtime.serve import metrics
+from pulumi_mlops.runtime.serve.fetch import ModelInfo
+
+INFO = ModelInfo("models:/fraud@champion", "fraud", "3", "champion", "r1")
+KNOWN, MAX_CLASSES = ["a", "b"], 3
+
+
+def requests(worker):
+    # (status, rows, seconds, predictions): every class first seen in sorted order in the first
+    # request (a batch takes a flush's new classes in sorted order, by type), figures that are
+    # dyadic (sums exact in any order).
+    out = []
+    for i in range(14 + worker):
+        rows = (i + 4) % 5 + 1
+        status = (200, 200, 400, 200, 503, 200, 200)[i % 7]
+        seconds = (i * 37 % 64 + worker) / 256
+        kind = i % 4
+        predictions = None
+        if status == 200:
+            if kind == 0:
+                predictions = np.array(list("abcde")[:rows])
+            elif kind == 1:
+                predictions = np.array([(i - 9) / 4, 1024.5, -16.0, math.nan, 0.75][:rows])
+            elif kind == 2:
+                predictions = np.array([7, 7, 300, 1, 2][:rows])
+            else:
+                predictions = np.array([True, False, True, True, False][:rows])
+        out.append((status, rows, seconds, predictions))
+    return out
+
+
+def ours(worker):
+    metrics.model_info(INFO)
+    metrics.limit_class_labels(MAX_CLASSES, KNOWN)
+
+    async def serve():
+        for status, rows, seconds, predictions in requests(worker):
+            if predictions is not None:
+                metrics.observe_predictions(predictions)
+            metrics.observe_request(status, rows, seconds)
+
+    asyncio.run(serve())
+    metrics.flush()  # as a worker does when it stops
+    return metrics.exposition
+
+
+def reference(worker):
+    from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                                   generate_latest)
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry(auto_describe=True)
+    requests_total = Counter(names.REQUESTS, "Scoring requests by HTTP status code",
+                             [names.CODE_LABEL], registry=registry)
+    latency = Histogram(names.REQUEST_DURATION, "Time to answer /invocations",
+                        buckets=metrics._LATENCY_BUCKETS, registry=registry)
+    batch = Histogram(names.BATCH_ROWS, "Rows per scoring request",
+                      buckets=metrics._ROW_BUCKETS, registry=registry)
+    classes = Counter(names.PREDICTIONS, "Predicted classes (classification models)",
+                      [names.CLASS_LABEL], registry=registry)
+    values = Histogram(names.PREDICTION_VALUE, "Predicted values (regression models)",
+                       buckets=metrics._VALUE_BUCKETS, registry=registry)
+    Gauge(names.FEATURE_DRIFT,
+          "Drift of an input feature: PSI (numeric) or Jensen-Shannon distance (categorical)",
+          [names.FEATURE_LABEL, names.STATISTIC_LABEL], registry=registry,
+          multiprocess_mode="mostrecent")
+    info = Gauge(names.MODEL_INFO, "The model being served (value 1)",
+                 list(names.MODEL_INFO_LABELS), registry=registry, multiprocess_mode="max")
+    info.labels(INFO.name, INFO.version, INFO.alias, INFO.uri).set(1)
+    seen = []
+    for cls in KNOWN:
+        classes.labels(cls)
+        seen.append(cls)
+    for status, rows, seconds, predictions in requests(worker):
+        if predictions is not None and predictions.dtype.kind == "f":
+            for value in predictions:
+                if math.isfinite(value):
+                    values.observe(value)
+        elif predictions is not None:
+            for value in predictions.tolist():
+                label = str(value)
+                if label not in seen and len(seen) >= MAX_CLASSES:
+                    label = names.OTHER_CLASS
+                if label not in seen:
+                    seen.append(label)
+                classes.labels(label).inc()
+        requests_total.labels(str(status)).inc()
+        latency.observe(seconds)
+        if status == 200:
+            batch.observe(rows)
+
+    def exposition():
+        if "PROMETHEUS_MULTIPROC_DIR" not in __import__("os").environ:
+            return generate_latest(registry), ""
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged), ""
+
+    return exposition
+
+
+side, worker, show = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "show"
+exposition = (ours if side == "ours" else reference)(worker)
+if show:
+    page = exposition()[0].decode()
+    # When a series was created is the one figure that differs from run to run.
+    sys.stdout.write(re.sub(r"^(\w+_created(\{[^}]*\})?) \S+$", r"\1 T", page, flags=re.M))
+"""
+
+
+def _page(side: str, worker: int, *, show: bool = True,
+          environ: dict[str, str] | None = None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    result = subprocess.run([sys.executable, "-c", _SCENARIO, side, str(worker),
+                             "show" if show else "-"], env={**env, **(environ or {})},
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _families(page: str, *, order_counters: bool) -> dict[str, list[str]]:
+    """The page's lines by family (from its HELP line on); with ``order_counters``, a
+    counter's samples sorted (the order the multiprocess collector reads worker files in)."""
+    families: dict[str, list[str]] = {}
+    for line in page.splitlines():
+        if line.startswith("# HELP "):
+            lines = families.setdefault(line.split()[2], [])
+        lines.append(line)
+    if order_counters:
+        for lines in families.values():
+            if lines[1].endswith(" counter"):
+                lines[2:] = sorted(lines[2:])
+    return families
+
+
+def test_the_page_is_the_one_prometheus_clients_own_metrics_give() -> None:
+    ours, reference = _page("ours", 0), _page("reference", 0)
+
+    assert ours == reference
+    # What the comparison covers: every family, created series, bounded and known classes,
+    # values past the last bucket and below the first.
+    assert 'mlops_predictions_total{class="__other__"}' in ours
+    assert 'mlops_predictions_created{class="a"} T' in ours
+    assert "# TYPE mlops_predictions_created gauge" in ours
+    assert "mlops_prediction_value_sum" not in ours  # a bound is negative
+    assert 'mlops_prediction_value_bucket{le="-10.0"} 2.0' in ours
+    assert 'mlops_prediction_value_bucket{le="1000.0"} 6.0' in ours
+    assert 'mlops_prediction_value_bucket{le="+Inf"} 8.0' in ours
+    assert "mlops_model_info{" in ours
+
+
+def test_with_several_workers_the_page_sums_them_as_prometheus_client_did(
+        tmp_path: Path) -> None:
+    pages = {}
+    for side in ("ours", "reference"):
+        directory = tmp_path / side
+        directory.mkdir()
+        environ = {"PROMETHEUS_MULTIPROC_DIR": str(directory)}
+        for worker in (1, 2):  # workers that have stopped: their counts stay
+            _page(side, worker, show=False, environ=environ)
+        pages[side] = _page(side, 0, environ=environ)
+
+    ours = _families(pages["ours"], order_counters=True)
+    assert ours == _families(pages["reference"], order_counters=True)
+    assert 'mlops_requests_total{code="200"} ' + str(float(
+        sum(1 for w in (0, 1, 2) for i in range(14 + w) if i % 7 not in (2, 4)))) in ours[
+        "mlops_requests_total"]
+    # The multiprocess collector also sums a histogram with negative bounds.
+    assert any(line.startswith("mlops_prediction_value_sum ")
+               for line in ours["mlops_prediction_value"])
+
+
+def test_a_forked_worker_counts_its_own_requests_not_its_parents_again(tmp_path: Path) -> None:
+    # With several workers the parent's counts are in the parent's file: a worker forked
+    # from it starts from zero, as prometheus_client's multiprocess values did.
+    code = """
+import os, sys
+from pulumi_mlops.runtime.serve import metrics
+for _ in range(3):
+    metrics.observe_request(200, 1, 0.25)  # counted at once: no event loop
+pid = os.fork()
+if pid == 0:
+    metrics.observe_request(200, 1, 0.25)
+    metrics.observe_request(200, 1, 0.25)
+    page = metrics.exposition()[0].decode()
+    sys.stdout.write(page)
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120, check=True)
+
+    page = result.stdout
+    assert 'mlops_requests_total{code="200"} 5.0' in page, page  # not 3 + (3 + 2)
+    assert "mlops_request_duration_seconds_count 5.0" in page

@@ -19,8 +19,8 @@ from pulumi_mlops.errors import InputError
 from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import (
     Recording,
-    build_plan,
-    diff_plans,
+    build_stack_plan,
+    diff_stack_plans,
     format_text,
     record,
     redact,
@@ -166,8 +166,8 @@ def test_outputs_and_public_attributes() -> None:
     [svc] = built
     assert set(svc.deployments) == {"stable", "canary"}
     assert svc.deployment is svc.deployments["stable"]
-    assert svc.deployments["canary"] is svc.resources["deployment_canary"]
-    assert svc.service is svc.resources["service"]
+    assert svc.deployments["canary"] is svc.children.deployments["canary"]
+    assert svc.service is svc.children.services[0]
     assert svc.plan.track("canary").object_name == "fraud-canary"
     assert rec.components == [svc]
 
@@ -536,10 +536,10 @@ def test_blue_green_keeps_one_deployment_per_version_and_selects_the_active_one(
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_swapping_blue_green_roles_changes_only_selectors(replicas: int) -> None:
-    before = build_plan(blue_green("models:/fraud/7", "models:/fraud/8", replicas=replicas))
-    after = build_plan(blue_green("models:/fraud/8", "models:/fraud/7", replicas=replicas))
+    before = build_stack_plan(blue_green("models:/fraud/7", "models:/fraud/8", replicas=replicas))
+    after = build_stack_plan(blue_green("models:/fraud/8", "models:/fraud/7", replicas=replicas))
 
-    diff = diff_plans(before, after)
+    diff = diff_stack_plans(before, after)
 
     assert (diff.added, diff.removed) == ((), ())
     changed = {c.key: [f.path for f in c.fields] for c in diff.changed}
@@ -660,7 +660,7 @@ def test_docker_runs_one_hardened_container_on_the_registry_network() -> None:
     assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, "fraud").dependencies
     [svc] = built
     assert svc.service is None
-    assert svc.deployment is svc.resources["container"]
+    assert svc.deployment is svc.children.server.container
 
 
 def test_docker_with_a_registry_endpoint_gets_its_own_network() -> None:
@@ -907,11 +907,11 @@ def test_a_registry_on_another_kind_of_target_is_rejected() -> None:
 def test_args_object_and_keywords_build_the_same_service() -> None:
     kwargs: dict[str, Any] = {"registry": ENDPOINT, "target": K8S, "replicas": 2,
                               "model_uri": "models:/fraud/7"}
-    by_kwargs = build_plan(record(lambda: ModelService("fraud", **kwargs)))
-    by_args = build_plan(record(lambda: ModelService(
+    by_kwargs = build_stack_plan(record(lambda: ModelService("fraud", **kwargs)))
+    by_args = build_stack_plan(record(lambda: ModelService(
         "fraud", mlops.ModelServiceArgs(**kwargs))))
 
-    assert not diff_plans(by_kwargs, by_args).has_changes
+    assert not diff_stack_plans(by_kwargs, by_args).has_changes
 
 
 # --------------------------------------------------------------------------- version changes
@@ -924,11 +924,11 @@ def test_a_new_model_version_changes_only_the_stable_pod_template() -> None:
             ModelService("fraud", registry=registry, target=K8S, replicas=2,
                          model_uri="models:/fraud@champion", resolver=pinned(version),
                          autoscaling=mlops.Autoscaling(max_replicas=4))
-        plan: dict[str, Any] = build_plan(record(program))
+        plan: dict[str, Any] = build_stack_plan(record(program))
         return plan
 
     before, after = rendered("7"), rendered("8")
-    diff = diff_plans(before, after)
+    diff = diff_stack_plans(before, after)
 
     assert (diff.added, diff.removed) == ((), ())
     [change] = diff.changed
@@ -939,24 +939,23 @@ def test_a_new_model_version_changes_only_the_stable_pod_template() -> None:
     assert ("spec", "template", "metadata", "labels", "mlops.dev/model-version") in paths
     assert f"{SERVICE}::fraud" not in {c.key for c in diff.changed}
     assert diff.unchanged == len(before["resources"]) - 1
-    # Summarised once: the env variable and the label move with the URI and say nothing more.
-    [(key, _model, old, new)] = [(v.key, v.model, v.old, v.new) for v in diff.model_versions]
-    assert _model == "fraud"
-    assert key == f"{DEPLOYMENT}::fraud"
-    assert "7" in (old or "").split(", ") and "8" in (new or "").split(", ")
-    assert "7" not in (new or "").split(", ")
+    # Declared by the component: one row per track, whatever fields carry the version.
+    [(key, role, model, old, new)] = [(v.key, v.role, v.model, v.old, v.new)
+                                      for v in diff.model_versions]
+    assert (key, role, model, old, new) == (
+        "mlops:index:ModelService::fraud", "stable", "fraud", "7", "8")
     text = format_text(diff)
-    assert re.search(r"^  fraud 7\b.* -> 8\b.*\(Deployment fraud\)$", text, re.M), text
+    assert "  fraud 7 -> 8 (ModelService fraud, stable)" in text.splitlines(), text
 
 
 def test_a_new_canary_version_changes_only_the_canary_pod_template() -> None:
     def rendered(version: str) -> dict[str, Any]:
-        plan: dict[str, Any] = build_plan(service(
+        plan: dict[str, Any] = build_stack_plan(service(
             K8S_GW, hostname="fraud.example.com", replicas=2,
             rollout=mlops.Rollout.canary(f"models:/fraud/{version}", 10)))
         return plan
 
-    diff = diff_plans(rendered("8"), rendered("9"))
+    diff = diff_stack_plans(rendered("8"), rendered("9"))
 
     assert [c.key for c in diff.changed] == [f"{DEPLOYMENT}::fraud-canary"]
     assert all(f.path[:2] == ("spec", "template") for f in diff.changed[0].fields)

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 
 import pulumi_mlops as mlops
 from pulumi_mlops.components.resolver import RegistryResolver, registry_resolver
-from pulumi_mlops.components.service import (
+from pulumi_mlops.errors import InputError, ValidationError
+from pulumi_mlops.plans.registry_ref import RegistryEndpoint
+from pulumi_mlops.plans.service import (
     Autoscaling,
     ModelRef,
     ModelServiceArgs,
-    RegistryEndpoint,
     Rollout,
     RolloutKind,
     ServicePlan,
@@ -32,9 +33,8 @@ from pulumi_mlops.components.service import (
     plan_service,
     pod_lifecycle,
 )
-from pulumi_mlops.errors import InputError, ValidationError
-from pulumi_mlops.targets import GatewayRef
-from pulumi_mlops.workload import HttpCheck, SecretRef
+from pulumi_mlops.plans.target import GatewayRef
+from pulumi_mlops.plans.workload import HttpCheck, SecretRef
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -87,7 +87,9 @@ def test_other_uris_are_rejected_with_the_fix(uri: str) -> None:
     with pytest.raises(InputError) as raised:
         parse_model_uri(uri)
 
-    assert raised.value.rule == "must be models:/<name>/<version> or models:/<name>@<alias>"
+    rule, reason = raised.value.rule.split(" (", 1)
+    assert rule == "must be models:/<name>/<version> or models:/<name>@<alias>"
+    assert reason.endswith(")") and len(reason) > 10  # says what is wrong with this one
     assert "models:/fraud@champion" in raised.value.fix
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pulumi_mlops._docker import cpus
-from pulumi_mlops.workload import cpu_cores, quantity_bytes
+from pulumi_mlops.plans.workload import cpu_cores, quantity_bytes
+from pulumi_mlops.targets.docker._containers import cpus
 
 
 @pytest.mark.parametrize("quantity, cores", [

@@ -1,6 +1,6 @@
 """Resolving a model alias to a version at preview, so that moving an alias shows up as a
 diff: `RegistryResolver` asks the registry over MLflow's REST API (the client the serving
-runtime uses, `pulumi_mlops.runtime.serve.fetch.RestRegistry`)."""
+runtime uses, `pulumi_mlops.runtime.mlflow_rest.RestRegistry`)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class RegistryResolver:
         """Why an alias could not be resolved (for the warning that says so)."""
         import urllib.parse
 
-        from pulumi_mlops.runtime.serve.fetch import RestRegistry
+        from pulumi_mlops.runtime.mlflow_rest import RestRegistry
 
         if not self.registry:
             return "no registry configured: MLFLOW_TRACKING_URI is unset"
@@ -66,7 +66,7 @@ class RegistryResolver:
     def __call__(self, name: str, alias: str) -> str | None:
         from http.client import HTTPException
 
-        from pulumi_mlops.runtime.serve.fetch import RegistryError, RestRegistry
+        from pulumi_mlops.runtime.mlflow_rest import RegistryError, RestRegistry
 
         client = RestRegistry.from_env(self._env)
         if client is None:

@@ -1,755 +1,38 @@
 """ModelService: a registered model version behind a stable endpoint, with rollouts.
 
-Args are validated on construction. Aliases are resolved at program time when the registry can
-be reached (`pulumi_mlops.components.resolver`), so the version is pinned into the pod spec and
-moving an alias shows up in the next preview. `plan_service` is the pure function that decides
-every name, label, command line and environment variable; the component materializes that plan
-on the chosen target.
+The inputs and `plan_service`, the pure function deciding every name, label, command line and
+environment variable, are in `pulumi_mlops.plans.service`. This component resolves aliases at
+program time when the registry can be reached (`pulumi_mlops.components.resolver`), so the
+version is pinned into the pod spec and moving an alias shows up in the next preview, then
+materializes the plan on the chosen target.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Annotated, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import pulumi
-from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops import _docker, _kubernetes
-from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
-from pulumi_mlops.components._base import build_args, note_declared
-from pulumi_mlops.components.image import check_runtime_image
-from pulumi_mlops.components.registry import ModelRegistry, Peer
+from pulumi_mlops.components._base import Component, secret_data
 from pulumi_mlops.components.resolver import ModelResolver, RegistryResolver
-from pulumi_mlops.contracts.version import __version__
-from pulumi_mlops.errors import InputError, Problem, ValidationError
-from pulumi_mlops.runtime.serve.limits import Limits
-from pulumi_mlops.targets import DockerTarget, KubernetesTarget
-from pulumi_mlops.workload import (
-    DRAIN_SECONDS,
-    EnvValue,
-    HttpCheck,
-    Mount,
-    RegistryPeer,
-    Resources,
-    SecretRef,
-    Workload,
-    pod_lifecycle,
-    url_port,
+from pulumi_mlops.errors import InputError, ValidationError
+from pulumi_mlops.plans.service import (
+    ModelRef,
+    ModelServiceArgs,
+    RolloutKind,
+    ServicePlan,
+    parse_model_uri,
+    plan_service,
 )
+from pulumi_mlops.plans.target import KubernetesTarget
+from pulumi_mlops.targets.docker import service as docker_service
+from pulumi_mlops.targets.kubernetes import service as kubernetes_service
 
-__all__ = [
-    "DEFAULT_RUNTIME_IMAGE",
-    "Autoscaling",
-    "ModelRef",
-    "ModelService",
-    "ModelServiceArgs",
-    "RegistryAccess",
-    "RegistryEndpoint",
-    "Rollout",
-    "RolloutKind",
-    "ServicePlan",
-    "TrackPlan",
-    "parse_model_uri",
-    "plan_service",
-    "pod_lifecycle",
-    "registry_access",
-]
+__all__ = ["ModelService"]
 
-# The runtime image built from this repository's Dockerfile, at this package's version.
-DEFAULT_RUNTIME_IMAGE = f"ghcr.io/pulumi-mlops/mlops-runtime:{__version__}"
-MODEL_URI = re.compile(
-    r"^models:/(?P<name>[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)"
-    r"(/(?P<version>[1-9][0-9]{0,8})|@(?P<alias>[A-Za-z_][A-Za-z0-9_-]{0,62}))$"
-)
-_MODEL_URI_RULE = "must be models:/<name>/<version> or models:/<name>@<alias>"
-_MODEL_URI_FIX = "use e.g. 'models:/fraud/7' or 'models:/fraud@champion'."
-_LABEL_PREFIX = "mlops.dev"
 
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A parsed ``models:/`` URI, pinned to a version when it could be.
-
-    Attributes:
-        uri: The URI as given.
-        name: Registered model name.
-        version: The version (given, or resolved from the alias); None if unresolved.
-        alias: The alias the URI named, if any.
-    """
-
-    uri: str
-    name: str
-    version: str | None
-    alias: str | None
-
-    @property
-    def serving_uri(self) -> str:
-        """What the server is told to load: the pinned version when known."""
-        return f"models:/{self.name}/{self.version}" if self.version else self.uri
-
-    @property
-    def key(self) -> str:
-        """A DNS-label-safe key: ``v<version>``, or the alias when unresolved."""
-        if self.version:
-            return f"v{self.version}"
-        # Cut before stripping, so that the key never ends with '-'.
-        key = re.sub(r"[^a-z0-9-]", "-", (self.alias or "").lower())[:20].strip("-")
-        return key or "alias"
-
-
-def parse_model_uri(uri: str) -> ModelRef:
-    """Parse ``models:/name/version`` or ``models:/name@alias``.
-
-    Raises:
-        InputError: for any other URI.
-    """
-    match = MODEL_URI.match(uri) if isinstance(uri, str) else None
-    if match is None:
-        raise InputError(_MODEL_URI_RULE, _MODEL_URI_FIX)
-    return ModelRef(uri, match["name"], match["version"], match["alias"])
-
-
-def _check_model_uri(value: str | None) -> str | None:
-    if value is not None:
-        parse_model_uri(value)
-    return value
-
-
-class Autoscaling(ArgsModel):
-    """Horizontal autoscaling on CPU (a HorizontalPodAutoscaler; Kubernetes only).
-
-    Attributes:
-        min_replicas: Fewest replicas. Default: 2.
-        max_replicas: Most replicas.
-        target_cpu: Average CPU utilization to hold, percent of the CPU request. Default: 70.
-    """
-
-    min_replicas: Annotated[int, Field(ge=1, le=1000)] = 2
-    max_replicas: Annotated[int, Field(ge=1, le=1000)]
-    target_cpu: Annotated[int, Field(ge=1, le=100)] = 70
-
-    @model_validator(mode="after")
-    def _bounds(self) -> Autoscaling:
-        if self.min_replicas > self.max_replicas:
-            raise InputError("must not exceed `max_replicas`",
-                             "lower `min_replicas` or raise `max_replicas`.",
-                             field="min_replicas")
-        return self
-
-
-class Coercion(StrEnum):
-    """What ``mlops serve`` does with a request value that would change in converting it to its
-    column's type (2.9 into an integer column, ``"7"`` into a number, ``true`` into a double)."""
-
-    STRICT = "strict"
-    """Answer 400 naming the column."""
-    LOSSY = "lossy"
-    """Convert it, as MLflow's scoring server does."""
-
-
-class RolloutKind(StrEnum):
-    """How a new model version reaches traffic."""
-
-    ROLLING = "rolling"
-    CANARY = "canary"
-    BLUE_GREEN = "blue_green"
-    SHADOW = "shadow"
-
-
-class Rollout(ArgsModel):
-    """The rollout strategy; build it with a factory method.
-
-    Attributes:
-        kind: The strategy.
-        model_uri: The candidate model (canary, shadow).
-        weight: Percent of requests the canary answers.
-        percent: Percent of requests mirrored to the shadow.
-        active: The model serving traffic (blue/green).
-        preview: The model deployed beside it, reachable on the preview Service (blue/green).
-    """
-
-    kind: RolloutKind = RolloutKind.ROLLING
-    model_uri: str | None = None
-    weight: Annotated[int, Field(ge=0, le=100)] | None = None
-    percent: Annotated[int, Field(ge=1, le=100)] | None = None
-    active: str | None = None
-    preview: str | None = None
-
-    _uris = field_validator("model_uri", "active", "preview")(_check_model_uri)
-
-    @classmethod
-    def rolling(cls) -> Rollout:
-        """Replace pods in place, one at a time, never below the desired count (the default)."""
-        return cls()
-
-    @classmethod
-    def canary(cls, model_uri: str, weight: int = 10) -> Rollout:
-        """Run ``model_uri`` beside the stable model and send it ``weight`` percent of requests.
-
-        With a Gateway on the target the split is exact (weighted HTTPRoute backends);
-        without one it is approximated by replica counts behind the one Service.
-        """
-        return cls(kind=RolloutKind.CANARY, model_uri=model_uri, weight=weight)
-
-    @classmethod
-    def blue_green(cls, active: str | None = None, preview: str | None = None) -> Rollout:
-        """Keep one Deployment per model version; the Service selects the ``active`` one.
-
-        ``active`` defaults to the service's ``model_uri``. Switching ``active`` and
-        ``preview`` only switches Service selectors: cut-over and rollback are instant.
-        """
-        return cls(kind=RolloutKind.BLUE_GREEN, active=active, preview=preview)
-
-    @classmethod
-    def shadow(cls, model_uri: str, percent: int = 100) -> Rollout:
-        """Mirror ``percent`` of requests to ``model_uri``; its answers are discarded (needs a
-        Gateway on the target)."""
-        return cls(kind=RolloutKind.SHADOW, model_uri=model_uri, percent=percent)
-
-    @model_validator(mode="after")
-    def _fields_of_kind(self) -> Rollout:
-        allowed = {
-            RolloutKind.ROLLING: set(),
-            RolloutKind.CANARY: {"model_uri", "weight"},
-            RolloutKind.BLUE_GREEN: {"active", "preview"},
-            RolloutKind.SHADOW: {"model_uri", "percent"},
-        }[self.kind]
-        for name in ("model_uri", "weight", "percent", "active", "preview"):
-            if getattr(self, name) is not None and name not in allowed:
-                raise InputError(f"is not an input of a {self.kind.value} rollout",
-                                 f"build the rollout with Rollout.{self.kind.value}(...).",
-                                 field=name)
-        if self.kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and self.model_uri is None:
-            raise InputError(f"is required for a {self.kind.value} rollout",
-                             f"pass the candidate: Rollout.{self.kind.value}(model_uri=...).",
-                             field="model_uri")
-        return self
-
-
-class RegistryEndpoint(ArgsModel):
-    """A registry given by address, e.g. from a platform stack's `StackReference` outputs.
-
-    Attributes:
-        tracking_uri: URI the service reaches the registry at.
-        username: User the service authenticates as. Default: none (no auth).
-        password: Its password (a Pulumi secret). Default: none.
-    """
-
-    tracking_uri: Any
-    username: Any = None
-    password: Any = None
-
-    @field_validator("tracking_uri")
-    @classmethod
-    def _uri(cls, value: Any) -> Any:
-        if isinstance(value, str) and urlsplit(value).scheme not in ("http", "https"):
-            raise InputError("must be an http(s) URI", "use e.g. 'http://registry-mlflow:5000'.")
-        return value
-
-    @model_validator(mode="after")
-    def _pair(self) -> RegistryEndpoint:
-        if (self.username is None) != (self.password is None):
-            raise InputError("needs both `username` and `password`, or neither",
-                             "pass both, or neither for a registry without auth.",
-                             field="password")
-        return self
-
-    def peer(self) -> RegistryPeer:
-        """Where a workload connects to reach this registry: the URI's port, or the usual
-        registry ports while the URI is only known at deployment (a stack reference)."""
-        port = url_port(self.tracking_uri) if isinstance(self.tracking_uri, str) else None
-        return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000))
-
-
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How a component's containers reach a registry: env values and their secret data.
-
-    Attributes:
-        tracking_uri: ``MLFLOW_TRACKING_URI``: a literal, or a secret reference when it is only
-            known at deployment.
-        username: ``MLFLOW_TRACKING_USERNAME`` (None without auth).
-        secret_values: Secret data key → Pulumi input (``tracking-password`` and whatever else
-            is only known at deployment).
-        network: The registry's Docker network, when it is a component on Docker.
-        after: Resources the containers start after (the registry's container on Docker).
-    """
-
-    tracking_uri: EnvValue
-    username: EnvValue | None
-    secret_values: Mapping[str, Any]
-    network: pulumi.Resource | None = None
-    after: tuple[pulumi.Resource, ...] = ()
-
-    @property
-    def has_password(self) -> bool:
-        """Whether the containers read ``tracking-password``."""
-        return "tracking-password" in self.secret_values
-
-    def secret_data(self) -> pulumi.Output[dict[str, str]]:
-        """The secret data, as one Pulumi secret."""
-        keys = sorted(self.secret_values)
-        return pulumi.Output.secret(pulumi.Output.all(*[self.secret_values[k] for k in keys])
-                                    .apply(lambda values: dict(zip(keys, values, strict=True))))
-
-
-def registry_access(registry: ModelRegistry | RegistryEndpoint) -> RegistryAccess:
-    """How containers reach ``registry``: a component's own names and admin credentials, or an
-    endpoint's values (outputs travel through the Secret)."""
-    if isinstance(registry, ModelRegistry):
-        docker = isinstance(registry.args.target, DockerTarget)
-        return RegistryAccess(
-            registry.plan.tracking_uri, registry.args.admin_username,
-            {"tracking-password": registry.admin_password},
-            registry.resources.get("network") if docker else None,
-            (registry.server,) if docker else ())
-    secrets: dict[str, Any] = {}
-    tracking_uri: EnvValue = registry.tracking_uri
-    if not isinstance(registry.tracking_uri, str):
-        tracking_uri = SecretRef("tracking-uri")
-        secrets["tracking-uri"] = registry.tracking_uri
-    username: EnvValue | None = registry.username
-    if registry.username is not None and not isinstance(registry.username, str):
-        username = SecretRef("tracking-username")
-        secrets["tracking-username"] = registry.username
-    if registry.password is not None:
-        secrets["tracking-password"] = registry.password
-    return RegistryAccess(tracking_uri, username, secrets)
-
-
-class ModelServiceArgs(ArgsModel):
-    """Inputs of `ModelService`.
-
-    Attributes:
-        registry: The registry serving the model: a `ModelRegistry`, or a `RegistryEndpoint`
-            (tracking URI and credentials, e.g. from a `StackReference`).
-        target: Where it runs: a `KubernetesTarget` or a `DockerTarget`.
-        model_uri: ``models:/name/version`` or ``models:/name@alias`` of the stable model.
-            Required except with ``Rollout.blue_green(active=...)``.
-        rollout: How new versions reach traffic. Default: ``Rollout.rolling()``.
-        replicas: Replicas of the stable track. Default: 1. Ignored when ``autoscaling`` is
-            set.
-        autoscaling: CPU autoscaling (Kubernetes). Default: none, a fixed replica count.
-        image: The runtime image (e.g. ``RuntimeImage(...).image_ref``), pinned by tag or
-            digest. Default: the project's published runtime image at this version.
-        port: Container port of ``mlops serve``. On Docker also the published host port.
-            Default: 8080.
-        workers: Server worker processes per replica. Default: 1. Each holds at most
-            `max_concurrency` scoring requests at once, sized so that request bodies fit in
-            half the memory limit (32 per worker with the default 1Gi and one worker).
-        coerce: Request values that would change in converting them to their column's type:
-            ``Coercion.STRICT`` answers 400 naming the column, ``Coercion.LOSSY`` converts them
-            as MLflow's scoring server does. Default: strict.
-        allow_pickle: Whether the server may load a model whose loading can run code: a
-            pickle or cloudpickle file (of any flavor), a skops file that trusts types other
-            than scikit-learn classes, code logged with the model (code paths, models from
-            code) or a loader module that is not MLflow's. Rendered as
-            ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``. Default: false: such a model fails to
-            load (exit code 3, naming this input), because whoever can register a version of
-            the model could otherwise run code in the server with its registry credentials;
-            scikit-learn models saved with skops (what ``mlops retrain`` registers) load
-            either way. Turn it on only when everyone who can register versions of the
-            served models is trusted. Breaking change: before this input, such models loaded
-            (MLflow's default).
-        resources: Requests and limits per replica. Default: 250m/512Mi requested, 1 CPU/1Gi
-            limit.
-        scratch_size: Size of the writable ``/tmp`` the model is downloaded to. Default: 2Gi.
-        model_load_timeout: Seconds a replica may take to download and load the model before
-            it counts as failed; the startup probe and the rollout deadline cover it.
-            Default: 300.
-        hostname: Host name the Gateway route matches (Kubernetes with a Gateway). Default:
-            none; required for canary and shadow rollouts through a Gateway.
-        allow_from: Who may call the service (NetworkPolicy). Default: pods in the same
-            namespace.
-        monitoring_namespace: Namespace whose Prometheus may scrape ``/metrics``. Default:
-            ``monitoring``.
-        wait_ready: Whether `pulumi up` waits for the new pods (Docker: the container) to be
-            ready, and fails when they are not in time. Default: true. Turn it off only where
-            the model may not be registered yet (a fresh dev registry): the server then keeps
-            retrying until it is.
-        resolver: Resolves an alias to a version at program time. Default:
-            `registry_resolver()`, which asks the registry at ``MLFLOW_TRACKING_URI`` (with
-            ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) of the environment running Pulumi; when
-            that is unset or unreachable the alias is kept and resolved at start-up, with a
-            warning.
-    """
-
-    registry: Any
-    target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
-    model_uri: str | None = None
-    rollout: Rollout = Field(default_factory=Rollout.rolling)
-    replicas: Annotated[int, Field(ge=1, le=1000)] = 1
-    autoscaling: Autoscaling | None = None
-    image: Any = DEFAULT_RUNTIME_IMAGE
-    port: Annotated[int, Field(ge=1024, le=65535)] = 8080
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
-    coerce: Coercion = Coercion.STRICT
-    allow_pickle: bool = False
-    resources: Resources = Field(default_factory=Resources)
-    scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
-    model_load_timeout: Annotated[int, Field(ge=10, le=3600)] = 300
-    hostname: Annotated[str, Field(pattern=HOSTNAME, max_length=253)] | None = None
-    allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
-    monitoring_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "monitoring"
-    wait_ready: bool = True
-    resolver: Any = None
-
-    _uri = field_validator("model_uri")(_check_model_uri)
-
-    @field_validator("registry")
-    @classmethod
-    def _registry(cls, value: Any) -> Any:
-        if not isinstance(value, ModelRegistry | RegistryEndpoint):
-            raise InputError("must be a ModelRegistry or a RegistryEndpoint",
-                             "pass the registry component, or RegistryEndpoint(tracking_uri="
-                             "..., username=..., password=...).")
-        return value
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: Any) -> Any:
-        return check_runtime_image(value)
-
-    @field_validator("resolver")
-    @classmethod
-    def _resolver(cls, value: Any) -> Any:
-        if value is not None and not callable(value):
-            raise InputError("must be callable as resolver(name, alias) -> version | None",
-                             "pass a function, or omit it to ask the registry.")
-        return value
-
-    def stable_uri(self) -> str:
-        """The model the main Service serves (``model_uri``, or the blue/green ``active``)."""
-        uri = self.rollout.active or self.model_uri
-        assert uri is not None
-        return uri
-
-    def problems(self) -> list[Problem]:
-        """Rules that span several inputs."""
-        found: list[Problem] = []
-        kind = self.rollout.kind
-        if kind == RolloutKind.BLUE_GREEN and self.rollout.active and self.model_uri:
-            found.append(Problem("model_uri",
-                                 "Only one of `model_uri` or `rollout.active` can be provided",
-                                 self.model_uri, "drop one of the two."))
-        elif self.model_uri is None and not self.rollout.active:
-            found.append(Problem("model_uri", "is required", None,
-                                 "pass model_uri='models:/<name>@<alias>' (or /<version>)."))
-        if isinstance(self.target, DockerTarget):
-            if kind != RolloutKind.ROLLING:
-                found.append(Problem(
-                    "rollout", f"{kind.value} rollouts need the Kubernetes target", kind.value,
-                    "use Rollout.rolling() on Docker, or deploy to a KubernetesTarget."))
-            if self.autoscaling is not None:
-                found.append(Problem("autoscaling", "is only supported on the Kubernetes target",
-                                     self.autoscaling.max_replicas, "remove `autoscaling`."))
-            if self.replicas > 1:
-                found.append(Problem("replicas", "must be 1 on the Docker target",
-                                     self.replicas, "set `replicas` to 1, or use Kubernetes."))
-        else:
-            gateway = self.target.gateway is not None
-            if kind == RolloutKind.SHADOW and not gateway:
-                found.append(Problem(
-                    "rollout", "shadow traffic needs a Gateway on the target", kind.value,
-                    "set KubernetesTarget(gateway=GatewayRef(...)), or use Rollout.canary()."))
-            if gateway and kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and not self.hostname:
-                found.append(Problem(
-                    "hostname", f"is required for a {kind.value} rollout through the Gateway",
-                    None, "set `hostname` to the name clients call the service by."))
-        registry_kind = (self.registry.args.target.kind
-                         if isinstance(self.registry, ModelRegistry) else self.target.kind)
-        if registry_kind != self.target.kind:
-            found.append(Problem("registry", "must run on the same kind of target",
-                                 registry_kind,
-                                 "use a registry on the same target, or a RegistryEndpoint."))
-        return found
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class TrackPlan:
-    """One Deployment of the service.
-
-    Attributes:
-        track: ``stable``, ``canary``, ``shadow``, ``active`` or ``preview``.
-        object_name: Name of its Deployment (and container on Docker).
-        model: The model it serves.
-        replicas: Its replica count; None when an autoscaler owns it.
-        workload: What runs.
-        labels: Pod labels (selector labels included).
-        selector: Labels that select exactly this track's pods.
-        annotations: Pod annotations (scrape hints, the alias).
-    """
-
-    track: str
-    object_name: str
-    model: ModelRef
-    replicas: int | None
-    workload: Workload
-    labels: Mapping[str, str]
-    selector: Mapping[str, str]
-    annotations: Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class ServicePlan:
-    """Everything the service declares, independent of the target.
-
-    Attributes:
-        name: Component name; the stable endpoint's Service name.
-        tracks: The Deployments, stable (or active) first.
-        labels: Labels shared by every object.
-        selector: Labels shared by every pod of the service (all tracks).
-        endpoint_selector: Labels of the pods the main Service sends traffic to.
-        extra_services: Further Services by name: their pod selector (canary, shadow, preview).
-        route: Gateway route backends as (Service name, weight), when split by a Gateway.
-        mirror: (Service name, percent) mirrored by the Gateway route, for shadow.
-        effective_canary_weight: Percent of traffic the canary gets (replica-proportional
-            without a Gateway).
-        warnings: What the user should know about the plan.
-        port: The port the server listens on (and is scraped at).
-        autoscaler: (min, max, target CPU %) of the stable track's autoscaler; None for fixed
-            replicas.
-        disruption_budget: Whether the stable track keeps a disruption budget (at least two
-            pods).
-        wait_ready: Whether `pulumi up` waits for the pods to become ready.
-        allow_from: Who may connect to the pods (besides monitoring and the Gateway).
-        monitoring_namespace: The namespace Prometheus scrapes from.
-        registry: Where the pods reach their registry (their egress).
-        hostname: The Gateway route's hostname, if any.
-    """
-
-    name: str
-    tracks: tuple[TrackPlan, ...]
-    labels: Mapping[str, str]
-    selector: Mapping[str, str]
-    endpoint_selector: Mapping[str, str]
-    port: int
-    autoscaler: tuple[int, int, int] | None
-    disruption_budget: bool
-    wait_ready: bool
-    allow_from: tuple[Peer, ...]
-    monitoring_namespace: str
-    registry: RegistryPeer
-    hostname: str | None
-    extra_services: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    route: tuple[tuple[str, int], ...] = ()
-    mirror: tuple[str, int] | None = None
-    effective_canary_weight: float | None = None
-    warnings: tuple[str, ...] = ()
-
-    def track(self, name: str) -> TrackPlan:
-        """The track called ``name``."""
-        return next(t for t in self.tracks if t.track == name)
-
-
-def max_concurrency(memory_limit_mib: int, workers: int) -> int:
-    """Scoring requests each worker may hold at once so that the request bodies they can be
-    made to hold (workers x this x the 16 MiB body limit) fit in half the memory limit, the
-    other half being the model, the runtime and one request's decoding per worker; at most
-    the server's default (32)."""
-    body_mib = Limits().max_body_bytes // 2**20
-    return max(1, min(Limits().max_concurrency, memory_limit_mib // 2 // (workers * body_mib)))
-
-
-def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: EnvValue,
-                   username: EnvValue | None, has_password: bool) -> Workload:
-    """The ``mlops serve`` container for one model: command, env, probes, scratch space."""
-    env: dict[str, EnvValue] = {
-        "HOME": "/tmp",
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLOPS_MODEL_NAME": model.name,
-        "MLOPS_MODEL_VERSION": model.version or "",
-        "MLOPS_MODEL_ALIAS": model.alias or "",
-        # Unset, MLflow's loaders unpickle whatever a registered version holds: code run with
-        # this server's registry credentials by anyone who can register a version.
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true" if args.allow_pickle else "false",
-    }
-    if username is not None:
-        env["MLFLOW_TRACKING_USERNAME"] = username
-    if has_password:
-        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
-    command: tuple[str, ...] = (
-        "mlops", "serve",
-        "--model-uri", model.serving_uri,
-        "--host", "0.0.0.0",
-        "--port", str(args.port),
-        "--workers", str(args.workers),
-        "--drain-seconds", str(DRAIN_SECONDS),
-    )
-    if model.alias and model.version:
-        # Pinned from an alias: the server still reports which alias it serves.
-        command += ("--model-alias", model.alias)
-    if args.coerce is not Coercion.STRICT:
-        command += ("--coerce", args.coerce.value)
-    concurrency = max_concurrency(args.resources.memory_limit_mib(), args.workers)
-    if concurrency != Limits().max_concurrency:  # the server's default renders nothing new
-        command += ("--max-concurrency", str(concurrency))
-    return Workload(
-        name="server",
-        image=args.image,
-        command=command,
-        env=env,
-        port=args.port,
-        health=HttpCheck("/health"),
-        liveness=HttpCheck("/ping"),
-        mounts=(Mount("tmp", "/tmp", "scratch", args.scratch_size),),
-        resources=args.resources,
-        startup_seconds=args.model_load_timeout,
-    )
-
-
-def plan_service(
-    name: str,
-    args: ModelServiceArgs,
-    models: Mapping[str, ModelRef],
-    *,
-    tracking_uri: EnvValue,
-    username: EnvValue | None = None,
-    has_password: bool = False,
-) -> ServicePlan:
-    """The service's Deployments, labels, commands and traffic split: one pure function.
-
-    Args:
-        name: Component name.
-        args: Validated inputs.
-        models: The (resolved) model of every track: ``stable`` plus ``canary``,
-            ``shadow`` or ``preview`` as the rollout needs.
-        tracking_uri: The registry URI the containers use (a literal or a secret reference).
-        username: The registry user, if any.
-        has_password: Whether the containers read ``tracking-password`` from secret data.
-    """
-    kind = args.rollout.kind
-    gateway = isinstance(args.target, KubernetesTarget) and args.target.gateway is not None
-    base = {
-        "app.kubernetes.io/name": "model-service",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/part-of": "pulumi-mlops",
-        "app.kubernetes.io/managed-by": "pulumi",
-    }
-    if isinstance(args.target, KubernetesTarget):
-        base.update(args.target.labels)
-    selector = {k: base[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
-    stable_replicas = args.autoscaling.min_replicas if args.autoscaling else args.replicas
-    warnings: list[str] = []
-
-    blue_green = kind == RolloutKind.BLUE_GREEN
-
-    def track(track_name: str, object_name: str, model: ModelRef,
-              replicas: int | None) -> TrackPlan:
-        # Blue/green pods are told apart by model version, not by role, so switching roles
-        # only switches Service selectors and leaves both Deployments as they are.
-        distinct = ({f"{_LABEL_PREFIX}/model-key": model.key} if blue_green
-                    else {f"{_LABEL_PREFIX}/track": track_name})
-        track_selector = {**selector, **distinct}
-        labels = {**base, **track_selector, f"{_LABEL_PREFIX}/model-name": model.name,
-                  f"{_LABEL_PREFIX}/model-version": model.version or "unresolved"}
-        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(args.port),
-                       "prometheus.io/path": "/metrics", f"{_LABEL_PREFIX}/model-uri": model.uri}
-        if model.alias:
-            annotations[f"{_LABEL_PREFIX}/model-alias"] = model.alias
-        workload = serve_workload(model, args, tracking_uri=tracking_uri, username=username,
-                                  has_password=has_password)
-        return TrackPlan(track_name, object_name, model, replicas, workload, labels,
-                         track_selector, annotations)
-
-    stable = models["stable"]
-    tracks: list[TrackPlan] = []
-    extra: dict[str, Mapping[str, str]] = {}
-    route: tuple[tuple[str, int], ...] = ()
-    mirror: tuple[str, int] | None = None
-    effective: float | None = None
-    hpa_owned = None if args.autoscaling else stable_replicas
-    if blue_green:
-        tracks.append(track("active", f"{name}-{stable.key}", stable, hpa_owned))
-        endpoint = dict(tracks[0].selector)
-        if "preview" in models:
-            preview = models["preview"]
-            tracks.append(track("preview", f"{name}-{preview.key}", preview, stable_replicas))
-            extra[f"{name}-preview"] = dict(tracks[1].selector)
-        if gateway and args.hostname:
-            route = ((name, 100),)  # to the Service, whose selector picks the active version
-    else:
-        tracks.append(track("stable", name, stable, hpa_owned))
-        endpoint = dict(tracks[0].selector)
-        if kind == RolloutKind.CANARY:
-            weight = args.rollout.weight if args.rollout.weight is not None else 10
-            if gateway:
-                canary = track("canary", f"{name}-canary", models["canary"], 1)
-                extra[f"{name}-canary"] = dict(canary.selector)
-                route = ((name, 100 - weight), (f"{name}-canary", weight))
-                effective = float(weight)
-            else:
-                canary_replicas = _canary_replicas(stable_replicas, weight)
-                canary = track("canary", f"{name}-canary", models["canary"], canary_replicas)
-                # One Service over both tracks: traffic follows the replica counts.
-                endpoint = {**selector, f"{_LABEL_PREFIX}/serving": "true"}
-                effective = round(100 * canary_replicas / (stable_replicas + canary_replicas), 1)
-                if canary_replicas and effective != weight:
-                    warnings.append(
-                        f"no Gateway on the target: the canary gets {canary_replicas} of "
-                        f"{stable_replicas + canary_replicas} replicas, about {effective:g}% of "
-                        f"requests instead of {weight}%. Add a Gateway for an exact split.")
-            tracks.append(canary)
-        elif kind == RolloutKind.SHADOW:
-            shadow = track("shadow", f"{name}-shadow", models["shadow"], 1)
-            tracks.append(shadow)
-            extra[f"{name}-shadow"] = dict(shadow.selector)
-            route = ((name, 100),)
-            mirror = (f"{name}-shadow", args.rollout.percent or 100)
-        elif gateway and args.hostname:
-            route = ((name, 100),)
-    if endpoint.get(f"{_LABEL_PREFIX}/serving") == "true":
-        tracks = [_serving(t) for t in tracks]
-    a = args.autoscaling
-    return ServicePlan(
-        name=name, tracks=tuple(tracks), labels=base, selector=selector,
-        endpoint_selector=endpoint, extra_services=extra, route=route, mirror=mirror,
-        effective_canary_weight=effective, warnings=tuple(warnings), port=args.port,
-        autoscaler=(None if a is None else (a.min_replicas, a.max_replicas, a.target_cpu)),
-        disruption_budget=(a.min_replicas if a is not None else args.replicas) >= 2,
-        wait_ready=args.wait_ready, allow_from=tuple(args.allow_from),
-        monitoring_namespace=args.monitoring_namespace, registry=args.registry.peer(),
-        hostname=args.hostname,
-    )
-
-
-def _serving(t: TrackPlan) -> TrackPlan:
-    serving = {f"{_LABEL_PREFIX}/serving": "true"}
-    return TrackPlan(t.track, t.object_name, t.model, t.replicas, t.workload,
-                     {**t.labels, **serving}, t.selector, t.annotations)
-
-
-def _canary_replicas(stable: int, weight: int) -> int:
-    """Canary replicas so that canary / (stable + canary) comes closest to ``weight``%.
-
-    At most as many as the stable track has: beyond half of the traffic, a canary is a new
-    stable version, and without a Gateway it would cost ever more replicas.
-    """
-    if weight == 0:
-        return 0
-    stable = max(stable, 1)
-    exact = stable * weight / (100 - weight) if weight < 100 else float(stable)
-    candidates = {min(max(c, 1), stable) for c in (math.floor(exact), math.ceil(exact))}
-    return min(candidates, key=lambda c: (abs(c / (stable + c) - weight / 100), c))
-
-
-# --------------------------------------------------------------------------- component
-
-
-class ModelService(pulumi.ComponentResource):
+class ModelService(Component[ModelServiceArgs, ServicePlan]):
     """A registered model served by ``mlops serve`` behind a stable endpoint.
 
     Example:
@@ -759,20 +42,21 @@ class ModelService(pulumi.ComponentResource):
         >>> pulumi.export("endpoint", svc.endpoint)
     """
 
+    kind = "ModelService"
+    args_type = ModelServiceArgs
+
     endpoint: pulumi.Output[str]
     """URL of the stable endpoint inside the cluster / Docker network (or the Gateway host)."""
     models: pulumi.Output[dict[str, dict[str, str | None]]]
     """Per track: the model name, version (None when unresolved), alias and URI."""
-    plan: ServicePlan
-    """The target-neutral plan the component was built from."""
+    children: kubernetes_service.KubernetesService | docker_service.DockerService
+    """What the component declared on its target (Deployments, Services … or a container)."""
     deployments: dict[str, pulumi.Resource]
     """Each track's Deployment (Kubernetes) or Container (Docker), by track name."""
     deployment: pulumi.Resource
     """The stable (or active) track's Deployment or Container."""
     service: pulumi.Resource | None
     """The stable endpoint's Service (Kubernetes); None on Docker."""
-    resources: dict[str, pulumi.Resource]
-    """Every child by role."""
 
     def __init__(
         self,
@@ -789,19 +73,50 @@ class ModelService(pulumi.ComponentResource):
             opts: Pulumi resource options.
             **kwargs: The fields of `ModelServiceArgs`.
         """
-        args = build_args("ModelService", name, ModelServiceArgs, args, kwargs)
-        where = f"ModelService {name!r}"
-        problems = args.problems()
-        if problems:
-            raise ValidationError(where, problems)
-        resolver: ModelResolver = args.resolver or RegistryResolver()
-        models = _resolve_models(where, args, resolver)
-        access = registry_access(args.registry)
-        plan = plan_service(name, args, models, tracking_uri=access.tracking_uri,
+        super().__init__(name, args, opts, kwargs)
+
+    def _plan(self, name: str, args: ModelServiceArgs) -> ServicePlan:
+        self._resolver: ModelResolver = args.resolver or RegistryResolver()
+        models = _resolve_models(self.where(name), args, self._resolver)
+        access = args.registry.access()
+        return plan_service(name, args, models, tracking_uri=access.tracking_uri,
                             username=access.username, has_password=access.has_password)
-        super().__init__("mlops:index:ModelService", name, None, opts)
-        self.plan = plan
-        note_declared(self)
+
+    def _declare(self, name: str, args: ModelServiceArgs,
+                 plan: ServicePlan) -> Mapping[str, Any]:
+        self._log_plan(name, plan)
+        access = args.registry.access()
+        data = secret_data(access.secret_values)
+        if isinstance(args.target, KubernetesTarget):
+            k8s = kubernetes_service.materialize(self, plan, args.target, data)
+            self.children = k8s
+            self.deployments = dict(k8s.deployments)
+            self.service = k8s.services[0]
+            host = args.target.service_host(name)
+            endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
+                        else f"http://{host}")
+        else:
+            docker = docker_service.materialize(self, plan, args.target, data, access.network,
+                                                access.after)
+            self.children = docker
+            self.deployments = {plan.tracks[0].track: docker.server.container}
+            self.service = None
+            endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
+        self.deployment = self.deployments[plan.tracks[0].track]
+        self.endpoint = pulumi.Output.from_input(endpoint)
+        self.models = pulumi.Output.from_input({
+            t.track: {"name": t.model.name, "version": t.model.version, "alias": t.model.alias,
+                      "uri": t.model.uri} for t in plan.tracks})
+        return {"endpoint": self.endpoint, "models": self.models}
+
+    def declared_models(self) -> Mapping[str, ModelRef]:
+        """Each track's model (``stable``, ``canary`` …), pinned to its version when resolved."""
+        return {t.track: t.model for t in self.plan.tracks}
+
+    def _log_plan(self, name: str, plan: ServicePlan) -> None:
+        """The plan's warnings, and what each alias resolved to (or why it did not)."""
+        where = self.where(name)
+        resolver = self._resolver
         for warning in plan.warnings:
             pulumi.log.warn(f"{where}: {warning}", self)
         at = (f"registry {resolver.registry}" if isinstance(resolver, RegistryResolver)
@@ -818,29 +133,6 @@ class ModelService(pulumi.ComponentResource):
                     f"{t.track} track keeps the alias and resolves it at start-up, so moving "
                     "the alias will not show in previews. Set MLFLOW_TRACKING_URI (and "
                     "credentials) where Pulumi runs to pin the version.", self)
-
-        secret_data = access.secret_data()
-
-        if isinstance(args.target, KubernetesTarget):
-            self.resources = _kubernetes.materialize_service(self, plan, args.target,
-                                                             secret_data)
-            self.service = self.resources["service"]
-            host = args.target.service_host(name)
-            endpoint = (f"http://{args.hostname}" if plan.route and args.hostname
-                        else f"http://{host}")
-        else:
-            self.resources = _docker.materialize_service(self, plan, args.target, secret_data,
-                                                         access.network, list(access.after))
-            self.service = None
-            endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
-        self.deployments = {t.track: self.resources[f"deployment_{t.track}"]
-                            for t in plan.tracks}
-        self.deployment = self.deployments[plan.tracks[0].track]
-        self.endpoint = pulumi.Output.from_input(endpoint)
-        self.models = pulumi.Output.from_input({
-            t.track: {"name": t.model.name, "version": t.model.version, "alias": t.model.alias,
-                      "uri": t.model.uri} for t in plan.tracks})
-        self.register_outputs({"endpoint": self.endpoint, "models": self.models})
 
 
 def _resolve_models(where: str, args: ModelServiceArgs,

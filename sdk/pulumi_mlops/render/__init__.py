@@ -1,7 +1,7 @@
 """Render Pulumi programs under the mock runtime: the recording harness, the manifest writer,
 and plans (`mlops plan`) with their diff (`mlops diff`)."""
 
-from pulumi_mlops.render.diff import PlanDiff, diff_plans
+from pulumi_mlops.render.diff import StackPlanDiff, diff_stack_plans
 from pulumi_mlops.render.diff_format import format_markdown, format_text
 from pulumi_mlops.render.harness import (
     ProgramConfigError,
@@ -14,30 +14,30 @@ from pulumi_mlops.render.harness import (
     unwrap_secrets,
 )
 from pulumi_mlops.render.manifests import manifests, redact, write_render
-from pulumi_mlops.render.plan import (
+from pulumi_mlops.render.stack_plan import (
     PlanFormatError,
-    build_plan,
-    dump_plan,
-    load_plan,
-    plan_program,
+    build_stack_plan,
+    dump_stack_plan,
+    load_stack_plan,
+    plan_stack,
 )
 
 __all__ = [
-    "PlanDiff",
     "PlanFormatError",
     "ProgramConfigError",
     "RecordedResource",
     "Recording",
     "SecretOutput",
-    "build_plan",
-    "diff_plans",
-    "dump_plan",
+    "StackPlanDiff",
+    "build_stack_plan",
+    "diff_stack_plans",
+    "dump_stack_plan",
     "format_markdown",
     "format_text",
-    "load_plan",
     "load_secure_config",
+    "load_stack_plan",
     "manifests",
-    "plan_program",
+    "plan_stack",
     "record",
     "record_program",
     "redact",

@@ -1,5 +1,6 @@
-"""Compare two plans (`pulumi_mlops.render.plan`): resources added, removed and changed, the
-field paths that changed, and the model versions that move.
+"""Compare two plans (`pulumi_mlops.render.stack_plan`): resources added, removed and changed, the
+field paths that changed, and the model versions that move (as the components declare them in
+the plans' ``models``, never guessed from field names).
 
 Pure functions over plan documents (JSON-ready mappings); nothing here imports Pulumi. How a
 diff is shown (text, Markdown, JSON) is `pulumi_mlops.render.diff_format`.
@@ -30,13 +31,12 @@ __all__ = [
     "FieldChange",
     "ModelVersionChange",
     "Named",
-    "PlanDiff",
     "ResourceChange",
     "ResourceEntry",
+    "StackPlanDiff",
     "apply_changes",
-    "diff_plans",
+    "diff_stack_plans",
     "diff_values",
-    "model_refs",
     "path_text",
     "short_type",
 ]
@@ -129,29 +129,30 @@ class ResourceChange:
 
 @dataclass(frozen=True)
 class ModelVersionChange:
-    """A model whose version (or alias) a resource references differs between the plans.
+    """A model version a component deploys that differs between the plans.
 
     Attributes:
-        key: The resource's plan key.
-        type: Its type token.
-        name: Its logical name.
-        model: The registered model's name (from a ``models:/`` URI), or the name of the field
-            that carries a version (``mlops.dev/model-version``) when no URI says which model.
-        old: The versions before (``7``, ``@champion``; several joined by ``, ``), or None when
-            the resource did not reference the model.
-        new: The versions after, or None when it no longer references the model.
+        key: The component's plan key.
+        type: Its type token (``mlops:index:ModelService``).
+        name: Its name.
+        role: What the model is to it (a service's track: ``stable``, ``canary`` …).
+        model: The registered model's name.
+        old: The version before (``7``; ``@champion`` while the alias was unresolved), or None
+            when the component did not deploy the model in that role.
+        new: The version after, or None when it no longer does.
     """
 
     key: str
     type: str
     name: str
+    role: str
     model: str
     old: str | None
     new: str | None
 
 
 @dataclass(frozen=True)
-class PlanDiff:
+class StackPlanDiff:
     """What changes from one plan to another.
 
     Attributes:
@@ -333,80 +334,34 @@ def path_text(path: Sequence[Segment]) -> str:
 
 # --- model versions --------------------------------------------------------------------------
 
-_MODEL_URI = re.compile(
-    r"(?:^|(?<=[\s='\"]))models:/(?P<model>[^/@\s'\"]+)"
-    r"(?:/(?P<version>[^/\s'\"]+)|@(?P<alias>[^/\s'\"]+))(?=$|[\s'\"])"
-)
 
-
-def _version_field(path: Sequence[Segment]) -> str | None:
-    """The field's name when it carries a model version (``mlops.dev/model-version``, env
-    ``MODEL_VERSION``, ``modelVersion``): its last segment ends with "model version"."""
-    if not path:
+def _version(ref: Mapping[str, Any] | None) -> str | None:
+    """``7``, or ``@champion`` for an alias the plan could not resolve; None for no model."""
+    if ref is None:
         return None
-    last = path[-1]
-    if last == "value" and len(path) > 1 and isinstance(path[-2], Named):
-        last = path[-2]  # an env item: {name: MODEL_VERSION, value: "7"}
-    subject = last.name if isinstance(last, Named) else last
-    if not isinstance(subject, str):
-        return None
-    normal = subject.lower().replace("-", "").replace("_", "")
-    return subject if normal.endswith("modelversion") else None
+    return str(ref["version"]) if ref.get("version") else f"@{ref.get('alias')}"
 
 
-def model_refs(value: Any, path: tuple[Segment, ...] = ()) -> set[tuple[str, str]]:
-    """The ``(model, version)`` pairs a value references anywhere inside it.
-
-    A string holding a ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` URI (alone,
-    after ``=`` or among words) gives ``(name, version)`` or ``(name, "@alias")``; a field
-    whose name ends with "model-version" / "model_version" / "modelVersion" gives
-    ``(field name, value)``.
-    """
-    refs: set[tuple[str, str]] = set()
-    if isinstance(value, dict):
-        for key, item in value.items():
-            refs |= model_refs(item, (*path, key))
-    elif isinstance(value, list):
-        names = _names(value)
-        for i, item in enumerate(value):
-            refs |= model_refs(item, (*path, Named(names[i]) if names else i))
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        text = str(value)
-        for match in _MODEL_URI.finditer(text):
-            version = match["version"] or f"@{match['alias']}"
-            refs.add((match["model"], version))
-        subject = _version_field(path)
-        # MLflow's versions are whole numbers; anything else there (``unresolved``) is none.
-        if subject is not None and text.isdigit():
-            refs.add((subject, text))
-    return refs
-
-
-def _pinned(versions: str | None) -> str | None:
-    """A move's side without its aliases (``"7, @champion"`` → ``"7"``)."""
-    kept = [v for v in (versions or "").split(", ") if v and not v.startswith("@")]
-    return ", ".join(kept) or None
-
-
-def _model_version_changes(key: str, type_: str, name: str, old: Any,
-                           new: Any) -> list[ModelVersionChange]:
-    old_refs, new_refs = model_refs(old), model_refs(new)
-    if old_refs == new_refs:
-        return []
-    models = sorted({m for m, _ in old_refs | new_refs})
-    moves: list[tuple[str, str | None, str | None]] = []
-    for model in models:
-        before = sorted(v for m, v in old_refs if m == model)
-        after = sorted(v for m, v in new_refs if m == model)
-        if before != after:
-            moves.append((model, ", ".join(before) or None, ", ".join(after) or None))
-    # A version label that moves exactly like a URI of the same resource says nothing more;
-    # an alias the URIs keep naming on both sides (a pod annotation) does not make it differ.
-    uri_moves = {(_pinned(o), _pinned(n)) for m, o, n in moves if not _version_field((m,))}
-    return [
-        ModelVersionChange(key, type_, name, model, o, n) for model, o, n in moves
-        if not (_version_field((model,)) and (o, n) in uri_moves)
-    ]
+def _model_version_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                           resources: Mapping[str, Any]) -> list[ModelVersionChange]:
+    """Every (component, role) whose declared model or version differs."""
+    changes: list[ModelVersionChange] = []
+    for key in sorted(old.keys() | new.keys()):
+        before, after = old.get(key, {}), new.get(key, {})
+        entry = resources.get(key, {})
+        for role in sorted(before.keys() | after.keys()):
+            b, a = before.get(role), after.get(role)
+            if b is not None and a is not None and b["model"] != a["model"]:
+                # Another model in the same role: one leaves, one comes.
+                pairs = [(b["model"], _version(b), None), (a["model"], None, _version(a))]
+            else:
+                pairs = [((a or b or {})["model"], _version(b), _version(a))]
+            changes += [
+                ModelVersionChange(key, entry.get("type", ""), entry.get("name", key), role,
+                                   model, o, n)
+                for model, o, n in pairs if o != n
+            ]
+    return changes
 
 
 # --- plans ------------------------------------------------------------------------------------
@@ -440,24 +395,16 @@ def _restart_warning(change: ResourceChange) -> str | None:
     return None
 
 
-def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
-    """What changes from plan ``old`` to plan ``new`` (both as `parse_plan` returns them)."""
+def diff_stack_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> StackPlanDiff:
+    """What changes from plan ``old`` to plan ``new`` (both as `parse_stack_plan` returns them)."""
     old_res: Mapping[str, Any] = old["resources"]
     new_res: Mapping[str, Any] = new["resources"]
     added = tuple(_entry(k, new_res[k]) for k in sorted(new_res.keys() - old_res.keys()))
     removed = tuple(_entry(k, old_res[k]) for k in sorted(old_res.keys() - new_res.keys()))
     changed: list[ResourceChange] = []
     unchanged = 0
-    versions: list[ModelVersionChange] = []
-    for key in sorted(old_res.keys() | new_res.keys()):
-        before: Any = old_res.get(key)
-        after: Any = new_res.get(key)
-        entry = after if after is not None else before
-        versions += _model_version_changes(
-            key, entry["type"], entry["name"],
-            before["inputs"] if before else {}, after["inputs"] if after else {})
-        if before is None or after is None:
-            continue
+    for key in sorted(old_res.keys() & new_res.keys()):
+        before, after = old_res[key], new_res[key]
         fields = diff_values(before["inputs"], after["inputs"])
         parent = before.get("parent"), after.get("parent")
         moved = parent if parent[0] != parent[1] else None
@@ -465,7 +412,7 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
             changed.append(ResourceChange(key, after["type"], after["name"], fields, moved))
         else:
             unchanged += 1
-    return PlanDiff(
+    return StackPlanDiff(
         old_stack=str(old.get("stack", "")),
         new_stack=str(new.get("stack", "")),
         added=added,
@@ -475,8 +422,18 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> PlanDiff:
         outputs=diff_values(dict(old.get("outputs") or {}), dict(new.get("outputs") or {})),
         secret_config=diff_values(dict(old.get("secretConfig") or {}),
                                   dict(new.get("secretConfig") or {})),
-        model_versions=tuple(versions),
+        model_versions=tuple(_model_version_changes(
+            old["models"], new["models"], {**old_res, **new_res})
+            if old.get("models") is not None and new.get("models") is not None else ()),
         warnings=(*(new.get("warnings") or ()),
                   *filter(None, map(_restart_warning, changed))),
-        notes=tuple(new.get("notes") or ()),
+        notes=(*(new.get("notes") or ()), *_unrecorded_models(old, new)),
     )
+
+
+def _unrecorded_models(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """A note when a plan of an earlier version did not record model versions."""
+    if old.get("models") is None or new.get("models") is None:
+        return ["model versions are not compared: a plan written by an earlier mlops does not "
+                "record them; write both plans with this version"]
+    return []

@@ -17,10 +17,10 @@ from pulumi_mlops.render.diff import (
     FieldChange,
     ModelVersionChange,
     Named,
-    PlanDiff,
     ResourceChange,
     ResourceEntry,
     Segment,
+    StackPlanDiff,
     short_type,
 )
 
@@ -99,14 +99,14 @@ def _lines(changes: Iterable[FieldChange], width: int) -> list[_Line]:
     return lines
 
 
-def _counts(diff: PlanDiff) -> str:
+def _counts(diff: StackPlanDiff) -> str:
     return (f"{len(diff.added)} to add, {len(diff.removed)} to remove, "
             f"{len(diff.changed)} to change")
 
 
 def _version_text(change: ModelVersionChange) -> tuple[str, str, str]:
     """Model, ``old -> new`` and where, for one model version change."""
-    where = f"{short_type(change.type)} {change.name}"
+    where = f"{short_type(change.type)} {change.name}, {change.role}"
     if change.old is None:
         where += ", new"
     elif change.new is None:
@@ -125,7 +125,7 @@ def _config_key(change: FieldChange) -> str:
     return str(change.path[0])
 
 
-def _resource_rows(diff: PlanDiff) -> list[tuple[str, str, ResourceChange | None]]:
+def _resource_rows(diff: StackPlanDiff) -> list[tuple[str, str, ResourceChange | None]]:
     """(marker, key, change) for every added, removed or changed resource, in key order."""
     rows: list[tuple[str, str, ResourceChange | None]] = [
         *(("+", r.key, None) for r in diff.added),
@@ -142,11 +142,11 @@ def _with_parent(change: ResourceChange) -> list[FieldChange]:
     return fields
 
 
-def format_text(diff: PlanDiff, *, width: int = VALUE_WIDTH) -> str:
+def format_text(diff: StackPlanDiff, *, width: int = VALUE_WIDTH) -> str:
     """The diff for a terminal: model versions first, then one block per resource.
 
     Args:
-        diff: What `diff_plans` returned.
+        diff: What `diff_stack_plans` returned.
         width: Values longer than this many characters are cut (around the first difference).
     """
     if diff.old_stack == diff.new_stack:
@@ -244,13 +244,13 @@ def _resource_section(marker: str, entry: ResourceEntry | None, change: Resource
     return _details(summary, _fenced("yaml", body))
 
 
-def format_markdown(diff: PlanDiff, *, width: int = VALUE_WIDTH,
+def format_markdown(diff: StackPlanDiff, *, width: int = VALUE_WIDTH,
                     limit: int = MARKDOWN_LIMIT) -> str:
     """The diff as a pull-request comment: a heading with the counts, a table of the model
     versions that move, then one collapsed ``<details>`` per resource.
 
     Args:
-        diff: What `diff_plans` returned.
+        diff: What `diff_stack_plans` returned.
         width: Values longer than this many characters are cut (around the first difference).
         limit: The comment stays under this many characters; sections past it are listed by
             name only, with a pointer to `mlops diff`.
@@ -261,7 +261,7 @@ def format_markdown(diff: PlanDiff, *, width: int = VALUE_WIDTH,
         title = f"### mlops diff: `{diff.old_stack}` → `{diff.new_stack}`"
     parts = [title]
     if diff.model_versions:
-        rows = ["**Model versions**", "", "| Model | Version | Resource |", "|---|---|---|"]
+        rows = ["**Model versions**", "", "| Model | Version | Component |", "|---|---|---|"]
         for v in diff.model_versions:
             model, _move, where = _version_text(v)
             rows.append(f"| {_code(model)} | {_cell(v.old or 'none')} → "
@@ -319,7 +319,7 @@ def _change_json(change: FieldChange) -> dict[str, Any]:
     return out
 
 
-def diff_json(diff: PlanDiff) -> dict[str, Any]:
+def diff_json(diff: StackPlanDiff) -> dict[str, Any]:
     """The diff as a JSON-ready mapping (``format`` `DIFF_FORMAT`), values never cut."""
 
     def resource(r: ResourceEntry) -> dict[str, Any]:
@@ -333,7 +333,7 @@ def diff_json(diff: PlanDiff) -> dict[str, Any]:
         "summary": {"add": len(diff.added), "remove": len(diff.removed),
                     "change": len(diff.changed), "unchanged": diff.unchanged},
         "modelVersions": [
-            {"key": v.key, "type": v.type, "name": v.name, "model": v.model,
+            {"key": v.key, "type": v.type, "name": v.name, "role": v.role, "model": v.model,
              "old": v.old, "new": v.new} for v in diff.model_versions
         ],
         "added": [resource(r) for r in diff.added],

@@ -22,12 +22,8 @@ from typing import Any
 
 import pulumi
 import yaml
-from pulumi.runtime import mocks as pulumi_mocks
-from pulumi.runtime import rpc, settings
-from pulumi.runtime.config import set_all_config
-from pulumi.runtime.stack import run_in_stack
-from pulumi.runtime.sync_await import _ensure_event_loop, _sync_await
 
+from pulumi_mlops import _pulumi_compat as compat
 from pulumi_mlops.components._base import DECLARED
 from pulumi_mlops.config import UNKNOWN_SECRET_CONFIG
 from pulumi_mlops.errors import ProgramConfigError
@@ -42,9 +38,6 @@ __all__ = [
     "record_program",
     "unwrap_secrets",
 ]
-
-STACK_TYPE = "pulumi:pulumi:Stack"
-
 
 @dataclass(frozen=True)
 class RecordedResource:
@@ -133,7 +126,7 @@ class _Mocks(pulumi.runtime.Mocks):
             if outputs is None:
                 # As `pulumi preview` shows a value it cannot know: what depends on the
                 # outputs is [computed] in the plan.
-                state["outputs"] = rpc.UNKNOWN
+                state["outputs"] = compat.UNKNOWN_PROPERTY
                 self.warnings.append(
                     f"StackReference `{args.name}`: its outputs are unknown here, so what "
                     "depends on them shows as [computed]; pass `--stack-outputs FILE` to plan "
@@ -153,39 +146,6 @@ class _Mocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None
-
-
-class _RecordingMonitor(pulumi_mocks.MockMonitor):
-    def __init__(self, mocks: pulumi.runtime.Mocks, recording: Recording) -> None:
-        super().__init__(mocks)
-        self.recording = recording
-        self.stack_urn = ""
-
-    def RegisterResource(self, request: Any) -> Any:
-        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
-        if request.type == STACK_TYPE:
-            self.stack_urn = response.urn
-        else:
-            self.recording.resources.append(RecordedResource(
-                type=request.type,
-                name=request.name,
-                urn=response.urn,
-                parent=request.parent,
-                inputs=rpc.deserialize_properties(request.object),
-                custom=bool(request.custom),
-                custom_timeouts={
-                    op: getattr(request.customTimeouts, op)
-                    for op in ("create", "update", "delete")
-                    if getattr(request.customTimeouts, op)
-                },
-                dependencies=tuple(request.dependencies),
-            ))
-        return response
-
-    def RegisterResourceOutputs(self, request: Any) -> Any:
-        if request.urn == self.stack_urn:
-            self.recording.outputs.update(rpc.deserialize_properties(request.outputs))
-        return super().RegisterResourceOutputs(request)  # type: ignore[no-untyped-call]
 
 
 def record(
@@ -215,22 +175,34 @@ def record(
     """
     recording = Recording()
 
+    def on_register(registration: compat.ResourceRegistration) -> None:
+        recording.resources.append(RecordedResource(
+            type=registration.type,
+            name=registration.name,
+            urn=registration.urn,
+            parent=registration.parent,
+            inputs=registration.inputs,
+            custom=registration.custom,
+            custom_timeouts=registration.custom_timeouts,
+            dependencies=registration.dependencies,
+        ))
+
     def run() -> None:
         # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
-        _ensure_event_loop()  # type: ignore[no-untyped-call]
-        settings.ROOT.set(None)
+        compat.ensure_event_loop()
+        compat.forget_root_stack()
         mocks = _Mocks(stack_outputs, recording.warnings)
+        monitor = compat.RecordingMonitor(mocks, on_register=on_register,
+                                          on_stack_outputs=recording.outputs.update)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
-                                 monitor=_RecordingMonitor(mocks, recording),
-                                 logger=_PROGRAM_LOGGER)
-        # set_mocks registered its own root stack; run_in_stack declares the real one.
-        settings.ROOT.set(None)
+                                 monitor=monitor, logger=_PROGRAM_LOGGER)
+        # set_mocks registered its own root stack; run_in_new_stack declares the real one.
+        compat.forget_root_stack()
         recording.resources.clear()
-        set_all_config(dict(config or {}), list(secret_keys or []))
-        settings.SETTINGS.rpc_manager.clear()
-        settings.SETTINGS.outputs.clear()
+        compat.set_stack_config(config or {}, secret_keys or [])
+        compat.forget_pending_work()
         DECLARED.set(recording.components)
-        _sync_await(run_in_stack(program))
+        compat.run_in_new_stack(program)
 
     collect = _Collect(recording)
     _PROGRAM_LOGGER.addHandler(collect)
@@ -378,8 +350,8 @@ def record_program(cwd: Path, stack: str, *, preview: bool = True,
 
 def unwrap_secrets(value: Any) -> Any:
     """The value with Pulumi's secret envelopes removed (for asserting on secret inputs)."""
-    if rpc.is_rpc_secret(value):
-        return unwrap_secrets(rpc.unwrap_rpc_secret(value))
+    if compat.is_secret_envelope(value):
+        return unwrap_secrets(compat.unwrap_secret_envelope(value))
     if isinstance(value, dict):
         return {k: unwrap_secrets(v) for k, v in value.items()}
     if isinstance(value, list):

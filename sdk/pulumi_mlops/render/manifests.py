@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pulumi.output import Unknown
-from pulumi.runtime import rpc
 
+from pulumi_mlops import _pulumi_compat as compat
 from pulumi_mlops.render.harness import RecordedResource, Recording
 
 __all__ = ["REDACTED", "UNKNOWN", "is_kubernetes", "redact", "to_manifest", "write_render"]
@@ -32,12 +31,12 @@ def redact(value: Any) -> Any:
     A secret mapping keeps its keys (a Secret's ``stringData`` shows which keys it holds).
     Whole numbers that travelled as floats become ints again.
     """
-    if rpc.is_rpc_secret(value):
-        inner = rpc.unwrap_rpc_secret(value)
+    if compat.is_secret_envelope(value):
+        inner = compat.unwrap_secret_envelope(value)
         if isinstance(inner, dict):
             return {k: REDACTED for k in inner}
         return REDACTED
-    if isinstance(value, Unknown) or value == rpc.UNKNOWN:
+    if compat.is_unknown(value):
         return UNKNOWN
     if isinstance(value, dict):
         return {k: redact(v) for k, v in value.items()}

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from pulumi_mlops.contracts.version import __version__
+from pulumi_mlops.runtime._text import one_line
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.deadlines import Deadlines, deadlines
 from pulumi_mlops.runtime.serve.http import (
@@ -294,12 +295,7 @@ class _ClientErrorLog:
         self._lines += 1
         more = f" ({self._suppressed} more client errors not logged)" if self._suppressed else ""
         self._suppressed = 0
-        log.warning("%d %s: %s%s", status, path, _one_line(message), more)
-
-
-def _one_line(message: str, limit: int = 300) -> str:
-    text = " ".join(message.split())
-    return text if len(text) <= limit else text[:limit] + "…"
+        log.warning("%d %s: %s%s", status, path, one_line(message), more)
 
 
 def _message(body: bytes) -> str:

@@ -2,10 +2,11 @@
 scikit-learn fast path.
 
 Loading: a ``models:/`` URI against an HTTP(S) tracking server that proxies artifacts is
-fetched with a small REST client (`fetch`), and a scikit-learn model that qualifies for the fast
-path is deserialized directly, exactly as ``mlflow.sklearn`` does it; neither imports mlflow,
-which keeps the cold start short. Everything else (other URIs and stores, other flavors) goes
-through mlflow's client and ``mlflow.pyfunc.load_model``.
+fetched with a small REST client (`fetch`, with `pulumi_mlops.runtime.mlflow_rest`), and a
+scikit-learn model that qualifies for the fast path is deserialized directly, exactly as
+``mlflow.sklearn`` does it; neither imports mlflow, which keeps the cold start short.
+Everything else (other URIs and stores, other flavors) goes through mlflow's client and
+``mlflow.pyfunc.load_model``.
 
 Predicting (``/invocations``): the general path is MLflow's scoring server itself
 (``mlflow.pyfunc.scoring_server.invocations``: its parsers, schema enforcement, LLM payloads and
@@ -38,7 +39,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from pulumi_mlops.runtime._text import one_line
 from pulumi_mlops.runtime.drift import PROFILE_ARTIFACT_PATH, DriftMonitor, load_profile
+from pulumi_mlops.runtime.mlflow_rest import RestRegistry
 from pulumi_mlops.runtime.serve.fetch import (
     DEFAULT_FETCH_DEADLINE_SECONDS,
     DEFAULT_MAX_MODEL_BYTES,
@@ -46,7 +49,6 @@ from pulumi_mlops.runtime.serve.fetch import (
     FetchLimitError,
     ModelInfo,
     ModelLoadError,
-    RestRegistry,
     fetch_model,
     read_mlmodel,
     scratch_dir,
@@ -552,9 +554,8 @@ def load_drift_monitor(run_id: str | None, window: int, *,
             raise ValueError(f"larger than `max_profile_bytes` ({max_profile_bytes})")
         profile = load_profile(path.read_bytes())
     except Exception as err:
-        message = " ".join(str(err).split())[:500]
         log.warning("drift profile of run %s is unusable, drift gauges disabled: %s: %s",
-                    run_id, type(err).__name__, message)
+                    run_id, type(err).__name__, one_line(err, 500))
         return None
     return DriftMonitor(profile, window=window)
 

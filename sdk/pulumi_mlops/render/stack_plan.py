@@ -1,9 +1,12 @@
-"""The plan document: what a stack declares, rendered under mocks, in a stable diffable form.
+"""The stack plan (`mlops plan`): what a stack declares, rendered under mocks, in a stable
+diffable form. (A component's plan, the target-neutral decisions it materializes, is another
+thing: `pulumi_mlops.plans`.)
 
-A plan lists every resource of a stack under a key that does not depend on the stack or the
-project (``type::name``), with its parent's key and its inputs, secrets redacted. Two plans of
-the same program and config are byte-identical (`dump_plan` sorts every mapping), so a plan of
-the base branch and one of the head branch can be compared by `pulumi_mlops.render.diff`.
+A stack plan lists every resource of a stack under a key that does not depend on the stack or
+the project (``type::name``), with its parent's key and its inputs, secrets redacted, and the
+model versions the components declare. Two plans of the same program and config are
+byte-identical (`dump_stack_plan` sorts every mapping), so a plan of the base branch and one of
+the head branch can be compared by `pulumi_mlops.render.diff`.
 
 Secrets and what a plan can say about them:
     Every value that travels as a Pulumi secret is written as ``[secret]`` (a secret mapping
@@ -35,17 +38,17 @@ from pulumi_mlops.render.harness import Recording, load_secure_config, record_pr
 from pulumi_mlops.render.manifests import redact
 
 __all__ = [
-    "PLAN_FORMAT",
+    "STACK_PLAN_FORMAT",
     "PlanFormatError",
-    "build_plan",
-    "dump_plan",
-    "load_plan",
-    "parse_plan",
-    "plan_program",
+    "build_stack_plan",
+    "dump_stack_plan",
+    "load_stack_plan",
+    "parse_stack_plan",
+    "plan_stack",
     "resource_key",
 ]
 
-PLAN_FORMAT = "mlops-plan/v1"
+STACK_PLAN_FORMAT = "mlops-plan/v1"
 """The ``format`` of the documents this version writes and reads."""
 
 _URN_PREFIX = "urn:pulumi:"
@@ -80,7 +83,7 @@ def _fingerprint(ciphertext: str) -> str:
     return "sha256:" + hashlib.sha256(ciphertext.encode()).hexdigest()[:16]
 
 
-def build_plan(
+def build_stack_plan(
     recording: Recording,
     *,
     stack: str | None = None,
@@ -101,8 +104,10 @@ def build_plan(
         ``type``, ``name``, ``parent`` key or None for the stack, ``custom``, redacted
         ``inputs``), redacted stack ``outputs``, ``secretConfig`` (key → ciphertext digest),
         ``warnings`` (what `pulumi preview` would print as warnings: an unresolved alias, a
-        canary's effective weight, unknown stack references) and ``notes`` (info messages,
-        e.g. which registry an alias was resolved at).
+        canary's effective weight, unknown stack references), ``notes`` (info messages,
+        e.g. which registry an alias was resolved at) and ``models`` (component key → role →
+        ``model``, ``version`` (None while an alias is unresolved) and ``alias``: the model
+        versions the components declare they deploy).
     """
     if recording.resources and (stack is None or project is None):
         urn_stack, urn_project, _, _ = _urn_parts(recording.resources[0].urn)
@@ -119,10 +124,10 @@ def build_plan(
         }
         for r in recording.resources
     }
-    # Round-trip through JSON so that the document is exactly what `load_plan` reads back
+    # Round-trip through JSON so that the document is exactly what `load_stack_plan` reads back
     # (tuples become lists, every key a string).
     plan: dict[str, Any] = json.loads(json.dumps({
-        "format": PLAN_FORMAT,
+        "format": STACK_PLAN_FORMAT,
         "project": project or "",
         "stack": stack or "",
         "resources": resources,
@@ -131,20 +136,35 @@ def build_plan(
         # Sorted: the engine's messages arrive in no fixed order, and a plan is byte-stable.
         "warnings": sorted(recording.warnings),
         "notes": sorted(recording.notes),
+        "models": _declared_models(recording, keys),
     }))
     return plan
 
 
-def plan_program(cwd: Path, stack: str,
+def _declared_models(recording: Recording,
+                     keys: Mapping[str, str]) -> dict[str, dict[str, dict[str, str | None]]]:
+    """Component key → role → the model version it declares (`Component.declared_models`)."""
+    by_name = {(r.type, r.name): keys[r.urn] for r in recording.resources if not r.custom}
+    models: dict[str, dict[str, dict[str, str | None]]] = {}
+    for component in recording.components:
+        declared = component.declared_models()
+        key = by_name.get((component.type_token, component.component_name))
+        if declared and key is not None:
+            models[key] = {role: {"model": ref.name, "version": ref.version, "alias": ref.alias}
+                           for role, ref in declared.items()}
+    return models
+
+
+def plan_stack(cwd: Path, stack: str,
                  stack_outputs: Mapping[str, Mapping[str, Any]] | None = None
                  ) -> dict[str, Any]:
     """Run the program in ``cwd`` with ``stack``'s config under mocks and return its plan
     (``stack_outputs``: stand-ins for referenced stacks' outputs, see `record`)."""
     recording = record_program(cwd, stack, stack_outputs=stack_outputs)
-    return build_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
+    return build_stack_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
 
 
-def dump_plan(plan: Mapping[str, Any]) -> str:
+def dump_stack_plan(plan: Mapping[str, Any]) -> str:
     """The plan as JSON text: sorted keys, two-space indent, ASCII only, final newline."""
     return json.dumps(plan, indent=2, sort_keys=True) + "\n"
 
@@ -154,7 +174,7 @@ def _require(condition: bool, source: str, problem: str) -> None:
         raise PlanFormatError(f"{source}: {problem}")
 
 
-def parse_plan(text: str, source: str = "plan") -> dict[str, Any]:
+def parse_stack_plan(text: str, source: str = "plan") -> dict[str, Any]:
     """Read a plan document and check its format and shape.
 
     Raises:
@@ -168,10 +188,10 @@ def parse_plan(text: str, source: str = "plan") -> dict[str, Any]:
                               "`mlops plan --stack <stack> --out <file>`") from None
     _require(isinstance(doc, dict) and "format" in doc, source,
              "not a plan (no `format` field); write plans with `mlops plan`")
-    if doc["format"] != PLAN_FORMAT:
+    if doc["format"] != STACK_PLAN_FORMAT:
         raise PlanFormatError(
             f"{source}: plan format {doc['format']!r} is not supported (this mlops reads "
-            f"{PLAN_FORMAT!r}); write both plans with the same version of mlops"
+            f"{STACK_PLAN_FORMAT!r}); write both plans with the same version of mlops"
         )
     _require(isinstance(doc.get("stack"), str), source, "`stack` must be a string")
     resources: Any = doc.get("resources")
@@ -188,13 +208,22 @@ def parse_plan(text: str, source: str = "plan") -> dict[str, Any]:
         found = doc.setdefault(section, [])
         _require(isinstance(found, list) and all(isinstance(m, str) for m in found), source,
                  f"`{section}` must be a list of strings")
+    # None: a plan of an earlier version, which did not record the declared model versions.
+    models: Any = doc.setdefault("models", None)
+    _require(models is None or (isinstance(models, dict) and all(
+        isinstance(roles, dict) and all(
+            isinstance(ref, dict) and isinstance(ref.get("model"), str)
+            and all(isinstance(ref.get(k), str | None) for k in ("version", "alias"))
+            for ref in roles.values())
+        for roles in models.values())), source,
+        "`models` must map component keys to roles to {model, version, alias}")
     return doc
 
 
-def load_plan(path: Path) -> dict[str, Any]:
-    """Read and check the plan in ``path`` (see `parse_plan`)."""
+def load_stack_plan(path: Path) -> dict[str, Any]:
+    """Read and check the plan in ``path`` (see `parse_stack_plan`)."""
     try:
         text = path.read_text()
     except OSError as err:
         raise PlanFormatError(f"{path}: cannot read the plan: {err.strerror}") from None
-    return parse_plan(text, str(path))
+    return parse_stack_plan(text, str(path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -24,9 +25,9 @@ __all__ = [
     "ExecCheck",
     "HttpCheck",
     "Mount",
-    "RegistryPeer",
     "Resources",
     "SecretRef",
+    "UpdateStrategy",
     "Workload",
     "pod_lifecycle",
     "resolve",
@@ -39,23 +40,6 @@ __all__ = [
 _PRE_STOP_SECONDS = 5
 DRAIN_SECONDS = 10
 _IN_FLIGHT_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class RegistryPeer:
-    """Where a workload connects to reach its registry (network intent, target-neutral): a
-    registry component says which pods serve it, a registry given by address only its ports.
-
-    Attributes:
-        ports: TCP ports the registry listens on.
-        namespace: Namespace of the registry's server pods (a registry component on
-            Kubernetes); None when only the address is known.
-        pod_labels: Labels selecting those pods; None when only the address is known.
-    """
-
-    ports: tuple[int, ...]
-    namespace: str | None = None
-    pod_labels: Mapping[str, str] | None = None
 
 
 def url_port(url: str) -> int | None:
@@ -71,6 +55,15 @@ def pod_lifecycle() -> tuple[int, int]:
     """(preStop sleep, termination grace) in seconds: the grace outlasts the preStop sleep,
     the server's drain and in-flight requests."""
     return _PRE_STOP_SECONDS, _PRE_STOP_SECONDS + DRAIN_SECONDS + _IN_FLIGHT_SECONDS
+
+class UpdateStrategy(StrEnum):
+    """How a long-running workload's pods are replaced on an update."""
+
+    ROLLING = "rolling"
+    """A new pod becomes ready before an old one stops."""
+    RECREATE = "recreate"
+    """The old pods stop before the new ones start (volumes only one node can mount)."""
+
 
 # Non-root identity every workload runs as; ≥ 10000 so it can never collide with a host user.
 RUN_AS_USER = 10001
@@ -179,8 +172,10 @@ class Workload:
             digest reference).
         command: The full argument vector (entrypoint included).
         env: Environment; values are literals or secret references.
-        port: The one TCP port the container listens on.
-        health: How to tell the container is ready to serve (startup and readiness).
+        port: The one TCP port the container listens on; None for a run-to-completion (batch)
+            container, which listens on nothing.
+        health: How to tell the container is ready to serve (startup and readiness); None
+            for a batch container, whose exit status is its health.
         liveness: How to tell it is alive. Default: ``health``.
         files: Read-only config files.
         mounts: Writable directories.
@@ -192,13 +187,18 @@ class Workload:
     image: Any
     command: tuple[str, ...]
     env: Mapping[str, EnvValue]
-    port: int
-    health: HttpCheck | ExecCheck
+    port: int | None
+    health: HttpCheck | ExecCheck | None
     liveness: HttpCheck | ExecCheck | None = None
     files: tuple[ConfigFile, ...] = ()
     mounts: tuple[Mount, ...] = ()
     resources: Resources = field(default_factory=Resources)
     startup_seconds: int = 120
+
+    @property
+    def batch(self) -> bool:
+        """Whether the container runs to completion instead of serving."""
+        return self.health is None
 
     def secret_keys(self) -> frozenset[str]:
         """Every secret key the workload reads, from env and files."""

@@ -1,4 +1,4 @@
-"""Plans (what a stack declares, secrets redacted) and their diff, as pure functions."""
+"""Stack plans (what a stack declares, secrets redacted) and their diff, as pure functions."""
 
 from __future__ import annotations
 
@@ -16,20 +16,19 @@ from pulumi_mlops.render.diff import (
     ABSENT,
     FieldChange,
     Named,
-    PlanDiff,
+    StackPlanDiff,
     apply_changes,
-    diff_plans,
+    diff_stack_plans,
     diff_values,
-    model_refs,
     path_text,
 )
 from pulumi_mlops.render.diff_format import diff_json, format_markdown, format_text
-from pulumi_mlops.render.plan import (
-    PLAN_FORMAT,
+from pulumi_mlops.render.stack_plan import (
+    STACK_PLAN_FORMAT,
     PlanFormatError,
-    build_plan,
-    dump_plan,
-    parse_plan,
+    build_stack_plan,
+    dump_stack_plan,
+    parse_stack_plan,
 )
 
 THING = "test:index:Thing"
@@ -55,7 +54,7 @@ def _program() -> None:
 
 
 def _plan() -> dict[str, Any]:
-    return build_plan(record(_program, project="proj", stack="qa"))
+    return build_stack_plan(record(_program, project="proj", stack="qa"))
 
 
 # --- the plan document -----------------------------------------------------------------------
@@ -64,7 +63,7 @@ def _plan() -> dict[str, Any]:
 def test_plan_keys_resources_by_type_and_name_with_their_parent_key() -> None:
     plan = _plan()
 
-    assert plan["format"] == PLAN_FORMAT
+    assert plan["format"] == STACK_PLAN_FORMAT
     assert (plan["project"], plan["stack"]) == ("proj", "qa")
     plain = plan["resources"][f"{THING}::plain"]
     assert plain["parent"] is None
@@ -84,7 +83,7 @@ def test_resources_sharing_type_and_name_are_told_apart_by_their_parent_type() -
 
 def test_plan_shows_secrets_as_redacted_and_keeps_a_secret_mappings_keys() -> None:
     plan = _plan()
-    text = dump_plan(plan)
+    text = dump_stack_plan(plan)
 
     holder = plan["resources"][f"{THING}::holder"]["inputs"]
     assert holder == {"password": "[secret]", "stringData": {"admin-password": "[secret]"},
@@ -96,23 +95,23 @@ def test_plan_shows_secrets_as_redacted_and_keeps_a_secret_mappings_keys() -> No
 
 
 def test_two_plans_of_the_same_program_are_byte_identical() -> None:
-    assert dump_plan(_plan()) == dump_plan(_plan())
+    assert dump_stack_plan(_plan()) == dump_stack_plan(_plan())
 
 
 def test_encrypted_config_is_kept_as_a_digest_of_its_ciphertext() -> None:
     ciphertext = "v1:AAAAAAAAAAAAAAAA:BBBBBBBBBBBBBBBBBBBBBBBBBBBB"
-    plan = build_plan(record(_program), secure_config={"proj:databaseUri": ciphertext})
+    plan = build_stack_plan(record(_program), secure_config={"proj:databaseUri": ciphertext})
 
     digest = plan["secretConfig"]["proj:databaseUri"]
-    assert digest.startswith("sha256:") and ciphertext not in dump_plan(plan)
-    again = build_plan(record(_program), secure_config={"proj:databaseUri": ciphertext + "C"})
+    assert digest.startswith("sha256:") and ciphertext not in dump_stack_plan(plan)
+    again = build_stack_plan(record(_program), secure_config={"proj:databaseUri": ciphertext + "C"})
     assert again["secretConfig"]["proj:databaseUri"] != digest
 
 
 def test_a_plan_reads_back_as_written() -> None:
     plan = _plan()
 
-    assert parse_plan(dump_plan(plan)) == plan
+    assert parse_stack_plan(dump_stack_plan(plan)) == plan
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -121,16 +120,16 @@ def test_a_plan_reads_back_as_written() -> None:
     pytest.param('{"resources": {}}', "not a plan (no `format` field)", id="no-format"),
     pytest.param('{"format": "mlops-plan/v9", "stack": "x", "resources": {}}',
                  "plan format 'mlops-plan/v9' is not supported", id="future-format"),
-    pytest.param(f'{{"format": "{PLAN_FORMAT}", "stack": "x", "resources": []}}',
+    pytest.param(f'{{"format": "{STACK_PLAN_FORMAT}", "stack": "x", "resources": []}}',
                  "`resources` must be a mapping", id="resources-list"),
-    pytest.param(f'{{"format": "{PLAN_FORMAT}", "stack": "x", "resources": {{"k": {{}}}}}}',
+    pytest.param(f'{{"format": "{STACK_PLAN_FORMAT}", "stack": "x", "resources": {{"k": {{}}}}}}',
                  "resource 'k' needs", id="resource-without-fields"),
 ])
 def test_a_file_that_is_not_a_readable_plan_is_rejected_with_the_reason(
     text: str, message: str
 ) -> None:
     with pytest.raises(PlanFormatError, match=r"^old\.json: ") as raised:
-        parse_plan(text, "old.json")
+        parse_stack_plan(text, "old.json")
 
     assert message in str(raised.value)
 
@@ -190,38 +189,33 @@ def test_paths_quote_keys_that_are_not_plain_names() -> None:
 # --- model versions --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("value", "refs"), [
-    pytest.param("models:/fraud/7", {("fraud", "7")}, id="uri"),
-    pytest.param("models:/fraud@champion", {("fraud", "@champion")}, id="alias"),
-    pytest.param("--model-uri=models:/fraud/7", {("fraud", "7")}, id="flag-with-equals"),
-    pytest.param("mlops serve --model-uri 'models:/fraud/7' --port 8080", {("fraud", "7")},
-                 id="in-a-shell-command"),
-    pytest.param("^(mlflow-artifacts:/[^.]|models:/m-[0-9a-f]+$|runs:/[0-9a-f]+/)", set(),
-                 id="mlflow-source-regex-is-no-model"),
-    pytest.param({"labels": {"mlops.dev/model-version": "7"}},
-                 {("mlops.dev/model-version", "7")}, id="label"),
-    pytest.param({"env": [{"name": "MLOPS_MODEL_VERSION", "value": "7"}]},
-                 {("MLOPS_MODEL_VERSION", "7")}, id="env-var"),
-    pytest.param({"env": [{"name": "MLFLOW_CREATE_MODEL_VERSION_SOURCE_VALIDATION_REGEX",
-                           "value": "x"}]}, set(), id="env-var-mentioning-model-versions"),
-])
-def test_model_references_are_found_in_uris_and_version_fields(
-    value: Any, refs: set[tuple[str, str]]
-) -> None:
-    assert model_refs(value) == refs
+SERVICE_KEY = "mlops:index:ModelService::fraud"
 
 
-def _plan_of(resources: dict[str, dict[str, Any]], stack: str = "prod") -> dict[str, Any]:
+def _plan_of(resources: dict[str, dict[str, Any]], stack: str = "prod",
+             models: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A plan of Deployments named by ``resources``; ``models`` as components declare them."""
     return {
-        "format": PLAN_FORMAT, "project": "mlops", "stack": stack,
+        "format": STACK_PLAN_FORMAT, "project": "mlops", "stack": stack,
         "resources": {
             f"kubernetes:apps/v1:Deployment::{name}": {
                 "type": "kubernetes:apps/v1:Deployment", "name": name, "parent": None,
                 "custom": True, "inputs": inputs,
             } for name, inputs in resources.items()
-        },
-        "outputs": {}, "secretConfig": {},
+        } | ({SERVICE_KEY: {"type": "mlops:index:ModelService", "name": "fraud",
+                            "parent": None, "custom": False, "inputs": {}}}
+             if models else {}),
+        "outputs": {}, "secretConfig": {}, "models": models or {},
     }
+
+
+def _declared(**roles: str | None) -> dict[str, Any]:
+    """The service's declared models: role=version ("@alias" for an unresolved alias)."""
+    return {SERVICE_KEY: {
+        role: {"model": "fraud", "version": None, "alias": version[1:]}
+        if version and version.startswith("@") else
+        {"model": "fraud", "version": version, "alias": "champion"}
+        for role, version in roles.items()}}
 
 
 def _service(version: str, replicas: int = 2) -> dict[str, Any]:
@@ -235,61 +229,83 @@ def _service(version: str, replicas: int = 2) -> dict[str, Any]:
     }}}
 
 
-def test_a_model_version_bump_is_summarised_once_per_resource() -> None:
-    diff = diff_plans(_plan_of({"fraud-stable": _service("7")}),
-                      _plan_of({"fraud-stable": _service("8")}))
+def test_a_model_version_bump_is_summarised_once_per_component_role() -> None:
+    diff = diff_stack_plans(_plan_of({"fraud": _service("7")}, models=_declared(stable="7")),
+                      _plan_of({"fraud": _service("8")}, models=_declared(stable="8")))
 
     [move] = diff.model_versions
-    assert (move.model, move.old, move.new, move.name) == ("fraud", "7", "8", "fraud-stable")
+    assert (move.key, move.role, move.model, move.old, move.new) == (
+        SERVICE_KEY, "stable", "fraud", "7", "8")
+    assert (move.type, move.name) == ("mlops:index:ModelService", "fraud")
     assert len(diff.changed[0].fields) == 3
 
 
-def test_a_pinned_alias_moving_is_summarised_once_per_resource() -> None:
-    """ModelService pins the alias's version and keeps the alias in a pod annotation."""
-    def pinned(version: str) -> dict[str, Any]:
-        service = _service(version)
-        service["spec"]["template"]["metadata"]["annotations"] = {
-            "mlops.dev/model-uri": "models:/fraud@champion"}
-        return service
+def test_new_and_removed_roles_show_their_model_versions() -> None:
+    diff = diff_stack_plans(_plan_of({}, models=_declared(stable="7", canary="8")),
+                      _plan_of({}, models=_declared(stable="8")))
 
-    diff = diff_plans(_plan_of({"fraud": pinned("7")}), _plan_of({"fraud": pinned("8")}))
+    assert [(v.role, v.old, v.new) for v in diff.model_versions] == [
+        ("canary", "8", None), ("stable", "7", "8")]
+
+
+def test_another_model_in_the_same_role_leaves_and_comes() -> None:
+    old = _declared(stable="7")
+    new = {SERVICE_KEY: {"stable": {"model": "churn", "version": "3", "alias": None}}}
+
+    diff = diff_stack_plans(_plan_of({}, models=old), _plan_of({}, models=new))
 
     assert [(v.model, v.old, v.new) for v in diff.model_versions] == [
-        ("fraud", "7, @champion", "8, @champion")]
+        ("fraud", "7", None), ("churn", None, "3")]
 
 
-def test_new_and_removed_services_show_their_model_versions() -> None:
-    diff = diff_plans(_plan_of({"fraud-canary": _service("7")}),
-                      _plan_of({"fraud-stable": _service("8")}))
+def test_version_like_fields_of_resources_are_no_model_versions() -> None:
+    """Only what components declare counts: a label or env var named like a version is a
+    field change like any other."""
+    old = {"metadata": {"labels": {"mlops.dev/model-version": "3"}},
+           "env": [{"name": "MODEL_VERSION", "value": "3"}], "uri": "models:/x/3"}
+    new = {"metadata": {"labels": {"mlops.dev/model-version": "4"}},
+           "env": [{"name": "MODEL_VERSION", "value": "4"}], "uri": "models:/x/4"}
 
-    assert [(v.name, v.old, v.new) for v in diff.model_versions] == [
-        ("fraud-canary", "7", None), ("fraud-stable", None, "8")]
+    diff = diff_stack_plans(_plan_of({"svc": old}), _plan_of({"svc": new}))
+
+    assert diff.model_versions == ()
+    assert len(diff.changed[0].fields) == 3
 
 
-def test_a_version_label_without_a_uri_is_still_highlighted() -> None:
-    old = {"metadata": {"labels": {"mlops.dev/model-version": "3"}}}
-    new = {"metadata": {"labels": {"mlops.dev/model-version": "4"}}}
+def test_a_plan_without_declared_models_says_versions_are_not_compared() -> None:
+    old = _plan_of({"fraud": _service("7")})
+    del old["models"]  # as an earlier mlops wrote it
 
-    [move] = diff_plans(_plan_of({"svc": old}), _plan_of({"svc": new})).model_versions
+    diff = diff_stack_plans(parse_stack_plan(json.dumps(old)),
+                      _plan_of({"fraud": _service("8")}, models=_declared(stable="8")))
 
-    assert (move.model, move.old, move.new) == ("mlops.dev/model-version", "3", "4")
+    assert diff.model_versions == ()
+    assert any("model versions are not compared" in n for n in diff.notes)
+
+
+def test_declared_models_must_be_well_formed() -> None:
+    plan = _plan_of({}, models={SERVICE_KEY: {"stable": {"version": "7"}}})
+
+    with pytest.raises(PlanFormatError, match="`models` must map"):
+        parse_stack_plan(json.dumps(plan))
 
 
 # --- output ----------------------------------------------------------------------------------
 
 
 def test_text_puts_model_versions_first_then_each_changed_field() -> None:
-    diff = diff_plans(_plan_of({"fraud-stable": _service("7")}, "staging"),
-                      _plan_of({"fraud-stable": _service("8", replicas=3)}, "staging"))
+    diff = diff_stack_plans(
+        _plan_of({"fraud": _service("7")}, "staging", models=_declared(stable="7")),
+        _plan_of({"fraud": _service("8", replicas=3)}, "staging", models=_declared(stable="8")))
 
     text = format_text(diff)
 
     assert text.splitlines()[:3] == [
         "mlops diff: stack staging",
         "Model versions:",
-        "  fraud 7 -> 8 (Deployment fraud-stable)",
+        "  fraud 7 -> 8 (ModelService fraud, stable)",
     ]
-    assert "Resources: 0 to add, 0 to remove, 1 to change (0 unchanged)" in text
+    assert "Resources: 0 to add, 0 to remove, 1 to change (1 unchanged)" in text
     assert "    ~ spec.replicas: 2 -> 3" in text
     assert ('    ~ spec.template.spec.containers[name=server].args[2]: "models:/fraud/7" -> '
             '"models:/fraud/8"') in text
@@ -298,13 +314,13 @@ def test_text_puts_model_versions_first_then_each_changed_field() -> None:
 def test_text_of_identical_plans_says_no_changes() -> None:
     plan = _plan_of({"a": _service("1")})
 
-    assert format_text(diff_plans(plan, plan)) == (
+    assert format_text(diff_stack_plans(plan, plan)) == (
         "mlops diff: stack prod\nNo changes (1 resources unchanged).\n")
 
 
 def test_long_values_are_cut_around_where_they_differ() -> None:
     base = "postgresql://mlflow@registry-postgres.{}.svc.cluster.local:5432/mlflow"
-    diff = diff_plans(_plan_of({"a": {"uri": base.format("mlops-staging")}}),
+    diff = diff_stack_plans(_plan_of({"a": {"uri": base.format("mlops-staging")}}),
                       _plan_of({"a": {"uri": base.format("mlops")}}))
 
     [line] = [ln for ln in format_text(diff, width=40).splitlines() if "uri" in ln]
@@ -314,21 +330,22 @@ def test_long_values_are_cut_around_where_they_differ() -> None:
 
 
 def test_markdown_is_a_pull_request_comment_with_a_section_per_resource() -> None:
-    diff = diff_plans(_plan_of({"fraud-stable": _service("7"), "old": {"a": 1}}),
-                      _plan_of({"fraud-stable": _service("8"), "new": {"a": 1}}))
+    diff = diff_stack_plans(
+        _plan_of({"fraud-stable": _service("7"), "old": {"a": 1}}, models=_declared(stable="7")),
+        _plan_of({"fraud-stable": _service("8"), "new": {"a": 1}}, models=_declared(stable="8")))
 
     md = format_markdown(diff)
 
     assert md.startswith("### mlops diff: `prod`\n\n**Model versions**")
-    assert "| <code>fraud</code> | 7 → **8** | Deployment fraud-stable |" in md
-    assert "**1 to add, 1 to remove, 1 to change** (0 unchanged)" in md
+    assert "| <code>fraud</code> | 7 → **8** | ModelService fraud, stable |" in md
+    assert "**1 to add, 1 to remove, 1 to change** (1 unchanged)" in md
     assert md.count("<details>") == 3
     assert '- spec.replicas' not in md
     assert '+ spec.template.metadata.labels["mlops.dev/model-version"]: "8"' in md
 
 
 def test_markdown_fences_survive_backticks_in_values() -> None:
-    diff = diff_plans(_plan_of({"a": {"cmd": "echo ```"}}), _plan_of({"a": {"cmd": "x"}}))
+    diff = diff_stack_plans(_plan_of({"a": {"cmd": "echo ```"}}), _plan_of({"a": {"cmd": "x"}}))
 
     md = format_markdown(diff)
 
@@ -339,20 +356,22 @@ def test_markdown_stays_under_the_comment_limit() -> None:
     old = _plan_of({f"svc-{i}": {"blob": "a" * 70} for i in range(400)})
     new = _plan_of({f"svc-{i}": {"blob": "b" * 70} for i in range(400)})
 
-    md = format_markdown(diff_plans(old, new), limit=20_000)
+    md = format_markdown(diff_stack_plans(old, new), limit=20_000)
 
     assert len(md) < 20_000
     assert "Too long for one comment" in md
 
 
 def test_json_lists_every_change_with_structured_paths() -> None:
-    diff = diff_plans(_plan_of({"fraud-stable": _service("7")}),
-                      _plan_of({"fraud-stable": _service("8")}))
+    diff = diff_stack_plans(_plan_of({"fraud-stable": _service("7")}, models=_declared(stable="7")),
+                      _plan_of({"fraud-stable": _service("8")}, models=_declared(stable="8")))
 
     doc = json.loads(json.dumps(diff_json(diff)))
 
     assert doc["hasChanges"] is True
-    assert doc["modelVersions"][0]["new"] == "8"
+    assert doc["modelVersions"] == [{
+        "key": SERVICE_KEY, "type": "mlops:index:ModelService", "name": "fraud",
+        "role": "stable", "model": "fraud", "old": "7", "new": "8"}]
     env = next(f for f in doc["changed"][0]["fields"] if "env" in f["path"])
     assert env["segments"] == ["spec", "template", "spec", "containers", {"name": "server"},
                                "env", {"name": "MLOPS_MODEL_URI"}, "value"]
@@ -364,7 +383,7 @@ def test_encrypted_config_set_again_is_a_change_without_its_value() -> None:
     old["secretConfig"] = {"mlops:databaseUri": "sha256:aaaa"}
     new["secretConfig"] = {"mlops:databaseUri": "sha256:bbbb"}
 
-    diff = diff_plans(old, new)
+    diff = diff_stack_plans(old, new)
 
     assert diff.has_changes
     assert "mlops:databaseUri: set again" in format_text(diff)
@@ -401,7 +420,16 @@ def _plans(draw: st.DrawFn) -> dict[str, Any]:
     plan["outputs"] = draw(_inputs)
     plan["secretConfig"] = draw(st.dictionaries(st.sampled_from(["k1", "k2"]),
                                                 st.sampled_from(["sha256:1", "sha256:2"])))
+    plan["models"] = draw(_models)
     return plan
+
+
+_model_refs = st.sampled_from(["fraud", "churn"]).flatmap(lambda model: st.one_of(
+    st.sampled_from(["1", "2"]).map(lambda v: {"model": model, "version": v, "alias": None}),
+    st.just({"model": model, "version": None, "alias": "champion"})))
+_models = st.dictionaries(
+    st.sampled_from([SERVICE_KEY, "mlops:index:ModelService::other"]),
+    st.dictionaries(st.sampled_from(["stable", "canary"]), _model_refs, min_size=1))
 
 
 @st.composite
@@ -419,6 +447,8 @@ def _plan_pairs(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, Any]]:
             entry = new["resources"][key]
             entry["inputs"] = draw(st.sampled_from([
                 _mutate(draw, entry["inputs"]), draw(_inputs)]))
+    if draw(st.booleans()):
+        new["models"] = draw(_models)
     return old, new
 
 
@@ -463,9 +493,9 @@ def _canonical(value: Any) -> str:
 @settings(max_examples=300, deadline=None)
 @given(plan=_plans())
 def test_a_plan_compared_with_itself_has_no_changes(plan: dict[str, Any]) -> None:
-    diff = diff_plans(plan, copy.deepcopy(plan))
+    diff = diff_stack_plans(plan, copy.deepcopy(plan))
 
-    assert diff == PlanDiff(old_stack="prod", new_stack="prod",
+    assert diff == StackPlanDiff(old_stack="prod", new_stack="prod",
                             unchanged=len(plan["resources"]))
     assert not diff.has_changes
 
@@ -477,14 +507,15 @@ def test_what_one_direction_adds_the_other_removes(
 ) -> None:
     old, new = pair
 
-    forward, backward = diff_plans(old, new), diff_plans(new, old)
+    forward, backward = diff_stack_plans(old, new), diff_stack_plans(new, old)
 
     assert [r.key for r in forward.added] == [r.key for r in backward.removed]
     assert [r.key for r in forward.removed] == [r.key for r in backward.added]
     assert [c.key for c in forward.changed] == [c.key for c in backward.changed]
     assert forward.has_changes == backward.has_changes
-    assert {(v.key, v.model, v.old, v.new) for v in forward.model_versions} == {
-        (v.key, v.model, v.new, v.old) for v in backward.model_versions}
+    assert {(v.key, v.role, v.model, v.old, v.new) for v in forward.model_versions} == {
+        (v.key, v.role, v.model, v.new, v.old) for v in backward.model_versions}
+    assert bool(forward.model_versions) == (old["models"] != new["models"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -494,7 +525,7 @@ def test_applying_the_reported_changes_to_the_old_plan_gives_the_new_one(
 ) -> None:
     old, new = pair
 
-    diff = diff_plans(old, new)
+    diff = diff_stack_plans(old, new)
 
     rebuilt = {k: v for k, v in copy.deepcopy(old["resources"]).items()
                if k not in {r.key for r in diff.removed}}
@@ -528,7 +559,7 @@ def test_applying_a_value_diff_rebuilds_the_new_value(pair: tuple[Any, Any]) -> 
 def test_every_format_names_every_changed_resource(
     pair: tuple[dict[str, Any], dict[str, Any]]
 ) -> None:
-    diff = diff_plans(*pair)
+    diff = diff_stack_plans(*pair)
 
     text, md = format_text(diff), format_markdown(diff)
     doc = json.loads(json.dumps(diff_json(diff)))
@@ -554,14 +585,9 @@ def test_named_lists_rebuild_whatever_was_added_removed_or_reordered(
 
 def test_an_alias_becoming_unresolved_lists_only_the_model() -> None:
     """The finding: a bogus ``mlops.dev/model-version none → unresolved`` row."""
-    def service(version: str | None) -> dict[str, Any]:
-        uri = f"models:/fraud/{version}" if version else "models:/fraud@champion"
-        return {"spec": {"template": {
-            "metadata": {"labels": {"mlops.dev/model-version": version or "unresolved"}},
-            "spec": {"containers": [{"name": "server", "args": ["serve", "--model-uri", uri]}]},
-        }}}
+    diff = diff_stack_plans(_plan_of({}, models=_declared(stable="7")),
+                      _plan_of({}, models=_declared(stable="@champion")))
 
-    diff = diff_plans(_plan_of({"fraud": service("7")}), _plan_of({"fraud": service(None)}))
     assert [(v.model, v.old, v.new) for v in diff.model_versions] == [
         ("fraud", "7", "@champion")]
 
@@ -573,11 +599,11 @@ def _warned_program() -> None:
 
 
 def test_warnings_and_notes_of_the_program_are_in_the_plan_and_every_diff_format() -> None:
-    plan = parse_plan(dump_plan(build_plan(record(_warned_program))))
+    plan = parse_stack_plan(dump_stack_plan(build_stack_plan(record(_warned_program))))
     assert plan["warnings"] == ["canary weight 10% becomes 25% without a Gateway"]
     assert plan["notes"] == [
         "'models:/fraud@champion' resolved to version 7 at registry http://r:5000"]
-    diff = diff_plans(plan, plan)  # no changes: the warnings are still shown
+    diff = diff_stack_plans(plan, plan)  # no changes: the warnings are still shown
     assert "! canary weight 10% becomes 25%" in format_text(diff)
     markdown = format_markdown(diff)
     assert "**Warnings**" in markdown and "canary weight 10% becomes 25%" in markdown
@@ -588,16 +614,17 @@ def test_warnings_and_notes_of_the_program_are_in_the_plan_and_every_diff_format
 def test_a_plan_of_an_earlier_version_without_warnings_reads_with_none() -> None:
     doc = _plan_of({"fraud": _service("7")})
     assert "warnings" not in doc
-    assert parse_plan(json.dumps(doc))["warnings"] == []
+    assert parse_stack_plan(json.dumps(doc))["warnings"] == []
     with pytest.raises(PlanFormatError, match="`warnings` must be a list of strings"):
-        parse_plan(json.dumps({**doc, "warnings": "oops"}))
+        parse_stack_plan(json.dumps({**doc, "warnings": "oops"}))
 
 
 def test_a_change_to_a_pod_template_or_a_container_warns_that_it_restarts() -> None:
-    scaled = diff_plans(_plan_of({"fraud": _service("7", replicas=2)}),
+    scaled = diff_stack_plans(_plan_of({"fraud": _service("7", replicas=2)}),
                         _plan_of({"fraud": _service("7", replicas=3)}))
     assert scaled.warnings == ()  # more replicas: running pods stay
-    bumped = diff_plans(_plan_of({"fraud": _service("7")}), _plan_of({"fraud": _service("8")}))
+    bumped = diff_stack_plans(_plan_of({"fraud": _service("7")}),
+                              _plan_of({"fraud": _service("8")}))
     assert bumped.warnings == (
         "Deployment `fraud` restarts its pods (its pod template changes: 3 fields)",)
 
@@ -608,5 +635,5 @@ def test_a_change_to_a_pod_template_or_a_container_warns_that_it_restarts() -> N
             "custom": True, "inputs": {"image": image}}
         return plan
 
-    assert diff_plans(container("a:1"), container("a:2")).warnings == (
+    assert diff_stack_plans(container("a:1"), container("a:2")).warnings == (
         "Container `fraud` is replaced (its inputs change)",)

@@ -8,7 +8,7 @@ import pulumi
 from pydantic import ConfigDict, Field, field_validator
 
 from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, LABEL_VALUE, ValidatedModel
-from pulumi_mlops.image_registry import ImageRegistry
+from pulumi_mlops.plans.image_registry import ImageRegistry
 
 __all__ = ["DockerTarget", "GatewayRef", "KubernetesTarget", "Target"]
 

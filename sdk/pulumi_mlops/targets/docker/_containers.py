@@ -1,4 +1,4 @@
-"""Materialize workloads as Docker containers (pulumi-docker).
+"""Docker containers every component's materializer shares (pulumi-docker).
 
 Every container runs as a non-root user with a read-only root filesystem, all capabilities
 dropped and no-new-privileges. Docker has no secret volumes and a read-only container cannot
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 
-from pulumi_mlops.targets import DockerTarget
-from pulumi_mlops.workload import (
+from pulumi_mlops.plans.target import DockerTarget
+from pulumi_mlops.plans.workload import (
     RUN_AS_USER,
     ExecCheck,
     HttpCheck,
@@ -25,11 +26,6 @@ from pulumi_mlops.workload import (
     quantity_bytes,
     resolve,
 )
-
-if TYPE_CHECKING:
-    from pulumi_mlops.components.registry import RegistryPlan
-    from pulumi_mlops.components.retrain import RetrainPlan
-    from pulumi_mlops.components.service import ServicePlan
 
 _HARDENING: dict[str, Any] = {
     "user": f"{RUN_AS_USER}:{RUN_AS_USER}",
@@ -47,8 +43,10 @@ def cpus(quantity: str) -> str:
     return f"{cpu_cores(quantity):g}"
 
 
-def healthcheck(workload: Workload) -> dict[str, Any]:
-    """The container healthcheck for the workload's health check."""
+def healthcheck(workload: Workload) -> dict[str, Any] | None:
+    """The container healthcheck for the workload's health check; None for a batch one."""
+    if workload.health is None:
+        return None
     if isinstance(workload.health, HttpCheck):
         url = f"http://127.0.0.1:{workload.port}{workload.health.path}"
         test = ["CMD", "python", "-c",
@@ -72,8 +70,26 @@ def init_script(workload: Workload) -> str:
     return "\n".join(lines)
 
 
-def _labels(labels: Mapping[str, str]) -> list[dict[str, str]]:
+def labels_list(labels: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"label": k, "value": v} for k, v in sorted(labels.items())]
+
+
+@dataclass(frozen=True)
+class DockerWorkload:
+    """One workload's Docker objects.
+
+    Attributes:
+        image: The image, kept on the engine.
+        volumes: Its data volumes by mount name, then its config volumes (``config-<i>``).
+        init: The init container that owns the volumes and writes the config files; None
+            when the workload has neither.
+        container: The workload's container.
+    """
+
+    image: docker.RemoteImage
+    volumes: Mapping[str, docker.Volume]
+    init: docker.Container | None
+    container: docker.Container
 
 
 def materialize_workload(
@@ -88,33 +104,32 @@ def materialize_workload(
     opts: pulumi.ResourceOptions,
     publish: bool,
     wait: bool = True,
-) -> dict[str, pulumi.Resource]:
+) -> DockerWorkload:
     """Declare volumes, the init container and the container of one workload.
 
     With ``wait``, `pulumi up` waits for the container's healthcheck to pass.
     """
-    out: dict[str, pulumi.Resource] = {}
     image = docker.RemoteImage(f"{object_name}-image", name=workload.image, keep_locally=True,
                                opts=opts)
-    out["image"] = image
+    created: dict[str, docker.Volume] = {}
     volumes: list[dict[str, Any]] = []
     init_volumes: list[dict[str, Any]] = []
     for m in workload.mounts:
         if m.kind == "data":
             vol = docker.Volume(f"{object_name}-{m.name}", name=f"{object_name}-{m.name}",
-                                labels=_labels(labels), opts=opts)
-            out[f"{m.name}_volume"] = vol
+                                labels=labels_list(labels), opts=opts)
+            created[m.name] = vol
             volumes.append({"volume_name": vol.name, "container_path": m.path})
     config_dirs = sorted({posixpath.dirname(f.path) for f in workload.files})
     for i, directory in enumerate(config_dirs):
         vol = docker.Volume(f"{object_name}-config-{i}", name=f"{object_name}-config-{i}",
-                            labels=_labels(labels), opts=opts)
-        out[f"config_volume_{i}"] = vol
+                            labels=labels_list(labels), opts=opts)
+        created[f"config-{i}"] = vol
         init_volumes.append({"volume_name": vol.name, "container_path": directory})
         volumes.append({"volume_name": vol.name, "container_path": directory, "read_only": True})
     init_volumes += [v for v in volumes if not v.get("read_only")]
 
-    depends: list[pulumi.Resource] = []
+    init = None
     if init_volumes:
         files = list(workload.files)
         init_env: pulumi.Output[list[str]] = pulumi.Output.secret(secret_data.apply(
@@ -134,11 +149,9 @@ def materialize_workload(
             network_mode="none",
             attach=True,
             must_run=False,
-            labels=_labels(labels),
+            labels=labels_list(labels),
             opts=opts,
         )
-        out["init"] = init
-        depends.append(init)
 
     env = dict(workload.env)
     envs: pulumi.Output[list[str]] = pulumi.Output.secret(
@@ -147,9 +160,9 @@ def materialize_workload(
     r = workload.resources
     ports = (
         [{"internal": workload.port, "external": workload.port, "ip": target.publish_host}]
-        if publish else []
+        if publish and workload.port is not None else []
     )
-    out["container"] = docker.Container(
+    container = docker.Container(
         object_name,
         name=object_name,
         image=image.image_id,
@@ -168,106 +181,28 @@ def materialize_workload(
         restart="unless-stopped",
         wait=wait,
         wait_timeout=workload.startup_seconds,
-        labels=_labels(labels),
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)),
+        labels=labels_list(labels),
+        opts=pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(depends_on=[init] if init is not None else [])),
     )
-    return out
+    return DockerWorkload(image, created, init, container)
 
 
-def materialize_registry(
-    parent: pulumi.ComponentResource,
-    plan: RegistryPlan,
-    target: DockerTarget,
-    secret_data: pulumi.Output[dict[str, str]],
-) -> dict[str, pulumi.Resource]:
-    """Declare the registry's network, volumes and containers under ``parent``."""
-    opts = target.resource_options(parent)
-    network = docker.Network(f"{plan.name}-net", name=f"{plan.name}-net",
-                             labels=_labels(plan.labels), opts=opts)
-    out: dict[str, pulumi.Resource] = {"network": network}
-    if plan.database is not None:
-        db = materialize_workload(
-            plan.database_name, plan.database, target=target, network=network,
-            aliases=[plan.database_name], labels=plan.labels, secret_data=secret_data,
-            opts=opts, publish=False,
-        )
-        out.update({f"database_{k}": v for k, v in db.items()})
-        opts = pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(depends_on=[db["container"]])
-        )
-    server = materialize_workload(
-        plan.server_name, plan.server, target=target, network=network,
-        aliases=[plan.server_name], labels=plan.labels, secret_data=secret_data, opts=opts,
-        publish=True,
-    )
-    out.update(server)
-    out["server"] = server["container"]
-    return out
-
-
-def _beside_registry(
+def client_network(
     parent: pulumi.ComponentResource,
     target: DockerTarget,
     name: str,
     labels: Mapping[str, str],
-    network: pulumi.Resource | None,
-    after: list[pulumi.Resource],
-) -> tuple[docker.Network, pulumi.ResourceOptions, dict[str, pulumi.Resource]]:
-    """The network a registry client's containers join (the registry's, or a new
-    ``<name>-net``), options that start them after ``after``, and the children declared."""
+    network: docker.Network | None,
+    after: tuple[pulumi.Resource, ...],
+) -> tuple[docker.Network, docker.Network | None, pulumi.ResourceOptions]:
+    """Where a registry client's containers run: the registry's network (or a new
+    ``<name>-net``, returned second when declared here), and options that start them after
+    ``after`` (the registry's container on the same engine)."""
     opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
-                                        pulumi.ResourceOptions(depends_on=after))
-    out: dict[str, pulumi.Resource] = {}
-    if network is None:
-        network = docker.Network(f"{name}-net", name=f"{name}-net", labels=_labels(labels),
-                                 opts=opts)
-        out["network"] = network
-    assert isinstance(network, docker.Network)
-    return network, opts, out
-
-
-def materialize_service(
-    parent: pulumi.ComponentResource,
-    plan: ServicePlan,
-    target: DockerTarget,
-    secret_data: pulumi.Output[dict[str, str]],
-    network: pulumi.Resource | None,
-    after: list[pulumi.Resource],
-) -> dict[str, pulumi.Resource]:
-    """Declare the service's container on the registry's network (or its own) under ``parent``,
-    started after ``after`` (the registry's container, when it is on the same engine).
-
-    Docker runs one track (rolling updates only); the port is published on the target's
-    ``publish_host``.
-    """
-    network, opts, out = _beside_registry(parent, target, plan.name, plan.labels, network, after)
-    (track,) = plan.tracks
-    created = materialize_workload(
-        track.object_name, track.workload, target=target, network=network,
-        aliases=[plan.name], labels=track.labels, secret_data=secret_data, opts=opts,
-        publish=True, wait=plan.wait_ready,
-    )
-    out.update(created)
-    out[f"deployment_{track.track}"] = created["container"]
-    return out
-
-
-def materialize_retrain(
-    parent: pulumi.ComponentResource,
-    plan: RetrainPlan,
-    target: DockerTarget,
-    secret_data: pulumi.Output[dict[str, str]],
-    network: pulumi.Resource | None,
-    after: list[pulumi.Resource],
-) -> dict[str, pulumi.Resource]:
-    """Declare the scheduler container (``mlops schedule`` around the retrain job) on the
-    registry's network (or its own) under ``parent``, started after ``after`` (the registry's
-    container, when it is on the same engine); it publishes no port."""
-    network, opts, out = _beside_registry(parent, target, plan.object_name, plan.labels,
-                                          network, after)
-    out.update(materialize_workload(
-        plan.object_name, plan.scheduler, target=target, network=network,
-        aliases=[plan.object_name], labels=plan.labels, secret_data=secret_data, opts=opts,
-        publish=False,
-    ))
-    return out
+                                        pulumi.ResourceOptions(depends_on=list(after)))
+    if network is not None:
+        return network, None, opts
+    own = docker.Network(f"{name}-net", name=f"{name}-net", labels=labels_list(labels),
+                         opts=opts)
+    return own, own, opts

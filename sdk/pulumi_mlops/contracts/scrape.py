@@ -1,0 +1,32 @@
+"""Where Prometheus scrapes a workload, as components declare it and MonitoringStack reads it.
+
+The ``prometheus.io/*`` annotations are the convention Prometheus' Kubernetes service
+discovery examples relabel on; the ``mlops.dev/scrape`` label selects every scrapable Service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["SCRAPE_LABEL", "ScrapeTarget"]
+
+SCRAPE_LABEL = "mlops.dev/scrape"
+"""Label (value ``"true"``) on every Service whose endpoints serve Prometheus metrics."""
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """A workload's metrics endpoint.
+
+    Attributes:
+        port: The TCP port its server listens on.
+        path: The HTTP path of the Prometheus exposition.
+    """
+
+    port: int
+    path: str = "/metrics"
+
+    def annotations(self) -> dict[str, str]:
+        """The ``prometheus.io/*`` annotations for the workload's pods and Service."""
+        return {"prometheus.io/scrape": "true", "prometheus.io/port": str(self.port),
+                "prometheus.io/path": self.path}

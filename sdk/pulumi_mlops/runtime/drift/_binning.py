@@ -1,0 +1,282 @@
+"""How `~pulumi_mlops.runtime.drift.monitor.DriftMonitor` bins rows against a profile, and
+scores the window's counts against it (the statistics are defined in
+`~pulumi_mlops.runtime.drift.spec`). Pure: a `Binning` holds only what the profile fixes; the
+monitor owns the window, the pending rows and the locks."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from pulumi_mlops.runtime.drift.spec import (
+    PSI_EPSILON,
+    CategoricalFeature,
+    NumericFeature,
+    Profile,
+)
+
+__all__ = ["Binning", "ColumnsBatch", "numeric_column"]
+
+# Bounds the (features x rows) temporaries of the vectorized binning.
+_BINNING_CELLS: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class ColumnsBatch:
+    """A pending `observe_columns` batch, converted only when flushed."""
+
+    rows: int
+    numeric: list[npt.NDArray[Any] | None]  # per numeric feature: 1-D numeric array, or absent
+    categorical: list[Any]  # per categorical feature: 1-D array-like, or None if absent
+    complete: bool  # every numeric feature present
+
+    def tail(self, skip: int) -> ColumnsBatch:
+        """The batch without its first ``skip`` rows."""
+        return ColumnsBatch(
+            rows=self.rows - skip,
+            numeric=[None if c is None else c[skip:] for c in self.numeric],
+            categorical=[None if c is None else _as_objects(c)[skip:] for c in self.categorical],
+            complete=self.complete,
+        )
+
+
+class Binning:
+    """A profile laid out for counting: every (feature, bucket) pair's slot in one flat count
+    vector, the binning of rows into those slots, and the scores of counts over them.
+
+    Args:
+        profile: The training-data reference profile.
+    """
+
+    def __init__(self, profile: Profile) -> None:
+        self._profile = profile
+        self._numeric = profile.numeric_features
+        self._categorical = profile.categorical_features
+        self._n_numeric = len(self._numeric)
+
+        # Every (feature, bucket) pair, plus one "missing" slot per feature, gets a slot in one
+        # flat count vector, so one bincount updates every feature. The last slot stays 0 and
+        # pads the numeric gather below.
+        slot = 0
+        num_offsets, num_missing, num_bins = [], [], []
+        for name in self._numeric:
+            ref = profile.features[name]
+            assert isinstance(ref, NumericFeature)
+            num_offsets.append(slot)
+            num_bins.append(len(ref.proportions))
+            num_missing.append(slot + len(ref.proportions))
+            slot += len(ref.proportions) + 1
+        self._cat_index: list[dict[str, int]] = []
+        self._cat_slices: list[slice] = []  # training categories then "other"
+        self._cat_missing: list[int] = []
+        self._cat_reference: list[npt.NDArray[np.float64]] = []
+        for name in self._categorical:
+            ref = profile.features[name]
+            assert isinstance(ref, CategoricalFeature)
+            n = len(ref.frequencies)
+            self._cat_index.append({c: slot + i for i, c in enumerate(ref.frequencies)})
+            self._cat_slices.append(slice(slot, slot + n + 1))
+            self._cat_missing.append(slot + n + 1)
+            reference = np.zeros(n + 1)
+            reference[:n] = list(ref.frequencies.values())
+            if n == 0:  # no training values: every observed value is "other", as in training
+                reference[n] = 1.0
+            self._cat_reference.append(reference)
+            slot += n + 2
+        self._zero_slot = slot
+        self._n_slots = slot + 1
+
+        max_edges = max((b - 1 for b in num_bins), default=0)
+        # Edges padded with +inf: counting the edges below x gives the right-closed bin index,
+        # i.e. searchsorted(edges, x, side="left"), and the padding is never below x.
+        self._edges = np.full((self._n_numeric, max_edges), np.inf)
+        self._num_reference = np.zeros((self._n_numeric, max_edges + 1))
+        self._num_gather = np.full((self._n_numeric, max_edges + 1), self._zero_slot, np.intp)
+        for i, name in enumerate(self._numeric):
+            ref = profile.features[name]
+            assert isinstance(ref, NumericFeature)
+            self._edges[i, : len(ref.edges)] = ref.edges
+            self._num_reference[i, : num_bins[i]] = ref.proportions
+            self._num_gather[i, : num_bins[i]] = np.arange(num_offsets[i], num_missing[i])
+        self._num_offsets = np.asarray(num_offsets, dtype=np.int32)
+        self._num_missing = np.asarray(num_missing, dtype=np.int32)
+        self._num_bins = np.asarray(num_bins, dtype=np.float64)
+        self._cat_missing_row = np.asarray(self._cat_missing, dtype=np.int32)
+        self._n_features = self._n_numeric + len(self._categorical)
+
+    @property
+    def n_slots(self) -> int:
+        """Length of the count vector: every feature's buckets, its "missing" slot, and one
+        slot that stays 0."""
+        return self._n_slots
+
+    @property
+    def n_features(self) -> int:
+        """Number of features: the slots of one row (numeric features first)."""
+        return self._n_features
+
+    def scores(self, counts: npt.NDArray[np.int64]) -> dict[str, float]:
+        """Drift score of every feature given the window's ``counts``, in profile order.
+
+        Returns:
+            Feature name to PSI (numeric) or Jensen-Shannon distance (categorical); NaN for a
+            feature with no value in the window yet.
+        """
+        result: dict[str, float] = {}
+        if self._n_numeric:
+            observed = counts[self._num_gather].astype(np.float64)
+            totals = observed.sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                q = observed / totals[:, None]
+            norm = (1.0 + self._num_bins * PSI_EPSILON)[:, None]
+            p_s = (self._num_reference + PSI_EPSILON) / norm
+            q_s = (q + PSI_EPSILON) / norm
+            # Padding bins have p = q = 0, so they add exactly 0.
+            psi = ((q_s - p_s) * np.log(q_s / p_s)).sum(axis=1)
+            psi[totals == 0] = np.nan
+            for name, value in zip(self._numeric, psi.tolist(), strict=True):
+                result[name] = value
+        for j, name in enumerate(self._categorical):
+            observed = counts[self._cat_slices[j]].astype(np.float64)
+            total = observed.sum()
+            result[name] = (
+                math.nan if total == 0 else _js_distance(self._cat_reference[j], observed / total)
+            )
+        return {name: result[name] for name in self._profile.features}
+
+    def feature_counts(self, counts: npt.NDArray[np.int64], feature: str
+                       ) -> npt.NDArray[np.int64]:
+        """The entries of ``counts`` that hold ``feature``'s non-missing values, per bucket.
+
+        Raises:
+            KeyError: ``feature`` is not in the profile.
+        """
+        selected: npt.NDArray[np.int64]
+        if feature in self._numeric:
+            i = self._numeric.index(feature)
+            selected = counts[self._num_gather[i, : int(self._num_bins[i])]]
+            return selected
+        if feature in self._categorical:
+            selected = counts[self._cat_slices[self._categorical.index(feature)]]
+            return selected
+        raise KeyError(f"drift: `{feature}` is not a feature of the profile.")
+
+    def _numeric_slots(self, x: npt.NDArray[np.float64], out: npt.NDArray[np.int32]) -> None:
+        """Write the slots of the numeric features of rows ``x`` into ``out[:, :n_numeric]``."""
+        n_numeric, n_edges = self._edges.shape
+        if n_numeric == 0:
+            return
+        step = max(1, _BINNING_CELLS // n_numeric)
+        for lo in range(0, x.shape[0], step):
+            # Features along rows, so that each comparison runs over a contiguous row of values
+            # against one edge per feature; counting the edges below x gives the right-closed bin.
+            values = np.ascontiguousarray(x[lo : lo + step].T)
+            above = np.empty(values.shape, dtype=np.bool_)
+            bins: npt.NDArray[np.integer[Any]]
+            if n_edges < 256:
+                bins = np.zeros(values.shape, dtype=np.uint8)
+                above_u8 = above.view(np.uint8)
+                for k in range(n_edges):
+                    np.greater(values, self._edges[:, k : k + 1], out=above)
+                    np.add(bins, above_u8, out=bins)
+            else:
+                bins = np.zeros(values.shape, dtype=np.int32)
+                for k in range(n_edges):
+                    np.greater(values, self._edges[:, k : k + 1], out=above)
+                    bins += above
+            slots = np.where(
+                np.isnan(values), self._num_missing[:, None], self._num_offsets[:, None] + bins
+            )
+            out[lo : lo + step, :n_numeric] = slots.T
+
+    def matrix_slots(self, matrices: list[npt.NDArray[Any]]) -> npt.NDArray[np.int32]:
+        """The slots of the rows of ``matrices`` (`observe_matrix` batches, in order), one row
+        per input row; the categorical features count as missing."""
+        x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
+        x = x.astype(np.float64, copy=False)
+        out = np.empty((x.shape[0], self._n_features), dtype=np.int32)
+        self._numeric_slots(x, out)
+        out[:, self._n_numeric :] = self._cat_missing_row
+        return out
+
+    def batch_slots(self, batches: list[ColumnsBatch]) -> npt.NDArray[np.int32]:
+        """The slots of the rows of ``batches`` (`observe_columns` batches, in order), one row
+        per input row; an absent feature counts as missing."""
+        rows = sum(b.rows for b in batches)
+        complete = all(b.complete for b in batches)
+        x = np.empty((rows, self._n_numeric))
+        for i, parts in enumerate(zip(*(b.numeric for b in batches), strict=True)):
+            if not complete:
+                if all(p is None for p in parts):
+                    x[:, i] = np.nan
+                    continue
+                parts = tuple(
+                    np.full(b.rows, np.nan) if p is None else p
+                    for p, b in zip(parts, batches, strict=True)
+                )
+            x[:, i] = np.concatenate(parts)
+        out = np.empty((rows, self._n_features), dtype=np.int32)
+        self._numeric_slots(x, out)
+        for j, parts in enumerate(zip(*(b.categorical for b in batches), strict=True)):
+            column = out[:, self._n_numeric + j]
+            column[:] = self._cat_missing[j]
+            if all(p is None for p in parts):
+                continue
+            objects = np.concatenate(
+                [
+                    np.full(b.rows, None, dtype=object) if p is None else _as_objects(p)
+                    for p, b in zip(parts, batches, strict=True)
+                ]
+            )
+            keep = ~pd.isna(objects)
+            other = self._cat_slices[j].stop - 1
+            index = self._cat_index[j]
+            column[keep] = [index.get(str(v), other) for v in objects[keep]]
+        return out
+
+
+def numeric_column(name: str, values: Any) -> npt.NDArray[np.float64]:
+    """The values of numeric feature ``name`` as a 1-D float array (NaN where missing).
+
+    Raises:
+        ValueError: the values are not numbers, or not 1-D.
+    """
+    try:
+        converted = _as_float(values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"drift: feature `{name}` must be numeric ({exc}).") from None
+    if converted.ndim != 1:
+        raise ValueError(f"drift: feature `{name}` must be 1-D; got shape {converted.shape}.")
+    return converted
+
+
+def _as_float(values: Any) -> npt.NDArray[np.float64]:
+    converted: npt.NDArray[np.float64]
+    if isinstance(values, pd.Series | pd.api.extensions.ExtensionArray):
+        converted = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        converted = np.asarray(values, dtype=np.float64)
+    return converted
+
+
+def _as_objects(values: Any) -> npt.NDArray[np.object_]:
+    converted: npt.NDArray[np.object_]
+    if isinstance(values, pd.Series | pd.api.extensions.ExtensionArray):
+        converted = values.to_numpy(dtype=object)
+    else:
+        converted = np.asarray(values, dtype=object)
+    return converted
+
+
+def _js_distance(p: npt.NDArray[np.float64], q: npt.NDArray[np.float64]) -> float:
+    m = (p + q) / 2.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum()
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum()
+    divergence = min(1.0, max(0.0, 0.5 * float(kl_p) + 0.5 * float(kl_q)))
+    return math.sqrt(divergence)

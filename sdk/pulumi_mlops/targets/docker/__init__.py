@@ -1,0 +1,1 @@
+"""The Docker target (pulumi-docker): one module per component beside `_containers`."""

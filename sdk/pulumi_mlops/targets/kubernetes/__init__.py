@@ -1,0 +1,1 @@
+"""The Kubernetes target (pulumi-kubernetes): one module per component beside `_objects`."""
