@@ -19,11 +19,8 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel, Field
 
-from pulumi_mlops.plans.service import (
-    DEFAULT_RUNTIME_IMAGE,
-    Autoscaling,
-    pod_lifecycle,
-)
+from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE
+from pulumi_mlops.plans.service import Autoscaling, pod_lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

@@ -133,7 +133,7 @@ def test_relative_context_keeps_the_dockerfile_relative_to_the_working_directory
     for cwd, context, dockerfile in ((REPO / "stacks", "..", "../Dockerfile"),
                                      (REPO, ".", "Dockerfile")):
         monkeypatch.chdir(cwd)
-        plan = plan_runtime_image(mlops.RuntimeImageArgs(context=context,
+        plan = plan_runtime_image("runtime", mlops.RuntimeImageArgs(context=context,
                                                          target=mlops.DockerTarget()))
         assert (plan.context, plan.dockerfile) == (context, dockerfile)
 

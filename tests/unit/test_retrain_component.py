@@ -106,7 +106,7 @@ def test_the_job_runs_mlops_retrain_on_the_mounted_config_without_probes() -> No
     [container] = pod["spec"]["containers"]
 
     assert container["command"] == ["mlops", "retrain", "--config", CONFIG_PATH]
-    assert container["image"] == mlops.plans.service.DEFAULT_RUNTIME_IMAGE
+    assert container["image"] == mlops.plans.image.DEFAULT_RUNTIME_IMAGE
     for absent in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
         assert absent not in container
     assert {"name": "config-0", "mountPath": "/etc/mlops", "readOnly": True} in container[

@@ -1,8 +1,8 @@
 """RuntimeImage: build the runtime image (``mlops serve``, ``mlops retrain``) and push it.
 
-The inputs and `plan_runtime_image` are in `pulumi_mlops.plans.image`; this component
-declares the build with pulumi-docker and pushes the result to an image registry, taken from
-the target (``image_registry``) or given explicitly.
+The inputs and `plan_runtime_image` are in `pulumi_mlops.plans.image`, the build (pulumi-docker)
+in `pulumi_mlops.targets.docker.image`; the image is pushed to an image registry, taken from the
+target (``image_registry``) or given explicitly, or kept on a DockerTarget's engine.
 """
 
 from __future__ import annotations
@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
-import pulumi_docker as docker
 
 from pulumi_mlops.components._base import Component
 from pulumi_mlops.plans.image import ImagePlan, RuntimeImageArgs, plan_runtime_image
-from pulumi_mlops.plans.target import DockerTarget
+from pulumi_mlops.targets.docker import image as docker_image
 
 __all__ = ["RuntimeImage"]
 
@@ -64,33 +63,13 @@ class RuntimeImage(Component[RuntimeImageArgs, ImagePlan]):
         super().__init__(name, args, opts, kwargs)
 
     def _plan(self, name: str, args: RuntimeImageArgs) -> ImagePlan:
-        return plan_runtime_image(args)
+        return plan_runtime_image(name, args)
 
     def _declare(self, name: str, args: RuntimeImageArgs,
                  plan: ImagePlan) -> Mapping[str, Any]:
-        # A DockerTarget builds on its own engine, where its containers will find the image.
-        child = (args.target.resource_options(self) if isinstance(args.target, DockerTarget)
-                 else pulumi.ResourceOptions(parent=self))
         registry = args.effective_registry()
-        registry_input: dict[str, Any] | None = None
-        if registry is not None:
-            registry_input = {"server": registry.server}
-            if registry.username is not None:
-                registry_input["username"] = registry.username
-                registry_input["password"] = pulumi.Output.secret(registry.password)
-        build: dict[str, Any] = {"context": plan.context, "dockerfile": plan.dockerfile}
-        if plan.platform is not None:
-            build["platform"] = plan.platform
-        if plan.build_args:
-            build["args"] = dict(plan.build_args)
-        self.image = image = docker.Image(
-            f"{name}-image",
-            image_name=plan.image_name,
-            build=build,
-            registry=registry_input,
-            skip_push=not plan.push,
-            opts=child,
-        )
+        password = registry.password if registry is not None else None
+        self.image = image = docker_image.materialize(self, plan, args.target, password)
         self.image_name = image.image_name
         # The engine reports a digest after a push (the image ID for a local build); without
         # one (mock runs) the tagged name stands in.

@@ -26,6 +26,7 @@ from pulumi_mlops.plans.registry import check_pinned_image
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 
 __all__ = [
+    "DEFAULT_RUNTIME_IMAGE",
     "DEFAULT_RUNTIME_REPOSITORY",
     "ImagePlan",
     "RuntimeImageArgs",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 DEFAULT_RUNTIME_REPOSITORY = "mlops-runtime"
+DEFAULT_RUNTIME_IMAGE = f"ghcr.io/pulumi-mlops/{DEFAULT_RUNTIME_REPOSITORY}:{__version__}"
+"""The runtime image built from this repository's Dockerfile and published at this package's
+version: what services and retrain schedules run unless given ``image=``."""
 # OCI tag grammar.
 _TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 # os/arch[/variant], e.g. linux/amd64, linux/arm64/v8.
@@ -161,6 +165,7 @@ class ImagePlan:
     """What the image build declares, decided before any resource.
 
     Attributes:
+        name: Component name; the build is ``<name>-image``.
         image_name: Name the image is tagged with: ``<server>/<namespace>/<repository>:<tag>``
             when pushed, ``<repository>:<tag>`` when it stays on the engine.
         context: Build context, as given.
@@ -169,23 +174,27 @@ class ImagePlan:
         platform: Target platform, or None for the engine's.
         push: Whether the image is pushed to a registry.
         registry_server: Host of that registry (None when not pushed).
+        registry_username: User pushing to it; None for the engine's own credentials.
         build_args: ``--build-arg`` values.
     """
 
+    name: str
     image_name: str
     context: str
     dockerfile: str
     platform: str | None
     push: bool
     registry_server: str | None
+    registry_username: str | None
     build_args: Mapping[str, str] = field(default_factory=dict)
 
 
-def plan_runtime_image(args: RuntimeImageArgs) -> ImagePlan:
+def plan_runtime_image(name: str, args: RuntimeImageArgs) -> ImagePlan:
     """Name, build inputs and push decision of the runtime image: a pure function."""
     registry = args.effective_registry()
     repository = registry.repository(args.repository) if registry else args.repository
     return ImagePlan(
+        name=name,
         image_name=f"{repository}:{args.tag}",
         context=args.context,
         # pulumi-docker resolves the Dockerfile against the working directory, not the context.
@@ -193,5 +202,6 @@ def plan_runtime_image(args: RuntimeImageArgs) -> ImagePlan:
         platform=args.platform,
         push=registry is not None,
         registry_server=registry.server if registry else None,
+        registry_username=registry.username if registry else None,
         build_args=dict(args.build_args),
     )

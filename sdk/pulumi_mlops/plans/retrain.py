@@ -25,13 +25,12 @@ from pydantic import Field, field_validator
 from pulumi_mlops._validation import QUANTITY, ArgsModel
 from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.errors import InputError, Problem, ValidationError
-from pulumi_mlops.plans.image import check_runtime_image
+from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
     check_registry,
     same_target_problem,
 )
-from pulumi_mlops.plans.service import DEFAULT_RUNTIME_IMAGE
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 from pulumi_mlops.plans.workload import (
     ConfigFile,

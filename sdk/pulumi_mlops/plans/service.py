@@ -26,9 +26,8 @@ from pulumi_mlops.contracts.model_uri import (
 )
 from pulumi_mlops.contracts.model_uri import parse_model_uri as contract_parse
 from pulumi_mlops.contracts.scrape import ScrapeTarget
-from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.errors import InputError, Problem
-from pulumi_mlops.plans.image import check_runtime_image
+from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
 from pulumi_mlops.plans.registry import Peer
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
@@ -49,7 +48,6 @@ from pulumi_mlops.plans.workload import (
 from pulumi_mlops.runtime.serve.limits import Limits
 
 __all__ = [
-    "DEFAULT_RUNTIME_IMAGE",
     "Autoscaling",
     "ModelRef",
     "ModelServiceArgs",
@@ -62,8 +60,6 @@ __all__ = [
     "pod_lifecycle",
 ]
 
-# The runtime image built from this repository's Dockerfile, at this package's version.
-DEFAULT_RUNTIME_IMAGE = f"ghcr.io/pulumi-mlops/mlops-runtime:{__version__}"
 _LABEL_PREFIX = "mlops.dev"
 
 
