@@ -136,12 +136,13 @@ def _schedule(ns: argparse.Namespace) -> int:
 def _retrain(ns: argparse.Namespace) -> int:
     import logging
 
-    from pulumi_mlops.runtime.retrain.job import EXIT_BAD_CONFIG, ConfigFileError, load_config
+    from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, load_job_config
+    from pulumi_mlops.runtime.retrain.job import EXIT_BAD_CONFIG
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        config = load_config(ns.config)
+        config = load_job_config(ns.config)
     except ConfigFileError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_CONFIG

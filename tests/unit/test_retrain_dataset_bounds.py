@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
-from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, load_config
+from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, load_job_config
 from pulumi_mlops.runtime.retrain.data import DatasetError, DatasetLimits, load_dataset
 from pulumi_mlops.runtime.retrain.job import EXIT_FAILED, run
 from tests.loopback import http_server
@@ -248,7 +248,7 @@ def test_a_url_holding_credentials_is_refused_without_showing_them(
     path.write_text(json.dumps({"model_name": "m", "dataset": url, "target_column": "y",
                                 "estimator": "sklearn.linear_model.LogisticRegression"}))
     with pytest.raises(ConfigFileError, match="`dataset`") as refused:
-        load_config(path)
+        load_job_config(path)
     assert "hunter2" not in str(refused.value)
 
 

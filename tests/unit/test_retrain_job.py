@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pulumi_mlops.cli import main
 from pulumi_mlops.runtime.retrain.config import Gates, RetrainConfig
-from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, config_digest, load_config
+from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, config_digest, load_job_config
 from pulumi_mlops.runtime.retrain.data import DatasetError, infer_task, load_dataset, split
 from pulumi_mlops.runtime.retrain.gates import HIGHER_IS_BETTER, apply_gates
 from pulumi_mlops.runtime.retrain.job import EXIT_BAD_CONFIG, run, run_key
@@ -133,7 +133,7 @@ def _write(tmp_path: Path, data: object) -> Path:
 def test_a_valid_config_loads(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
                              "estimator": TREE})
-    assert load_config(path).model_name == "m"
+    assert load_job_config(path).model_name == "m"
 
 
 @pytest.mark.parametrize(("data", "names"), [
@@ -147,7 +147,7 @@ def test_a_valid_config_loads(tmp_path: Path) -> None:
 ])
 def test_a_bad_config_names_the_field(tmp_path: Path, data: object, names: str) -> None:
     with pytest.raises(ConfigFileError) as info:
-        load_config(_write(tmp_path, data))
+        load_job_config(_write(tmp_path, data))
     assert names in str(info.value)
 
 
@@ -166,15 +166,15 @@ def test_a_yaml_config_loads_to_the_same_config_as_its_json(tmp_path: Path, name
     as_yaml.write_text(yaml.safe_dump(VALID, sort_keys=False))
 
     assert not as_yaml.read_text().lstrip().startswith("{")
-    assert load_config(as_yaml) == load_config(as_json)
-    assert config_digest(load_config(as_yaml)) == config_digest(load_config(as_json))
+    assert load_job_config(as_yaml) == load_job_config(as_json)
+    assert config_digest(load_job_config(as_yaml)) == config_digest(load_job_config(as_json))
 
 
 def test_a_json_document_named_yaml_is_read_too(tmp_path: Path) -> None:
     path = tmp_path / "retrain.yaml"
     path.write_text(json.dumps(VALID))
 
-    assert load_config(path).params == {"n_estimators": 200}
+    assert load_job_config(path).params == {"n_estimators": 200}
 
 
 YAML_BASE = ("model_name: m\ndataset: sklearn:iris\n"
@@ -195,7 +195,7 @@ def test_a_bad_yaml_config_names_the_field(tmp_path: Path, text: str, names: str
     path = tmp_path / "retrain.yaml"
     path.write_text(text)
     with pytest.raises(ConfigFileError) as info:
-        load_config(path)
+        load_job_config(path)
     assert names in str(info.value)
 
 
@@ -203,7 +203,7 @@ def test_a_key_given_twice_in_json_is_refused(tmp_path: Path) -> None:
     path = _write(tmp_path, '{"model_name": "m", "model_name": "n", "dataset": "sklearn:iris",'
                             ' "estimator": "sklearn.tree.DecisionTreeClassifier"}')
     with pytest.raises(ConfigFileError, match="'model_name' is given twice"):
-        load_config(path)
+        load_job_config(path)
 
 
 def test_the_config_digest_changes_with_any_value_and_not_with_the_layout() -> None:
@@ -217,7 +217,7 @@ def test_the_config_digest_changes_with_any_value_and_not_with_the_layout() -> N
 
 def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigFileError, match="cannot read"):
-        load_config(tmp_path / "nope.json")
+        load_job_config(tmp_path / "nope.json")
 
 
 def test_the_cli_exits_with_the_bad_config_code_naming_the_field(
@@ -480,8 +480,8 @@ def test_the_docs_json_and_yaml_examples_are_the_same_valid_config(tmp_path: Pat
     (tmp_path / "a.json").write_text(as_json)
     (tmp_path / "a.yaml").write_text(as_yaml)
 
-    config = load_config(tmp_path / "a.yaml")
-    assert config == load_config(tmp_path / "a.json")
+    config = load_job_config(tmp_path / "a.yaml")
+    assert config == load_job_config(tmp_path / "a.json")
     assert config.gates.max_regression == {"log_loss": 0.05}
 
 
@@ -489,7 +489,7 @@ def test_a_schedule_that_is_not_cron_is_a_config_error(tmp_path: Path) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris",
                              "estimator": TREE, "schedule": "every day"})
     with pytest.raises(ConfigFileError, match="`schedule`"):
-        load_config(path)
+        load_job_config(path)
 
 
 # --------------------------------------------------------------------------- code in the config
@@ -519,7 +519,7 @@ def test_code_the_config_may_not_name_is_refused_naming_the_field(
         rule: str) -> None:
     path = _write(tmp_path, {"model_name": "m", "dataset": "sklearn:iris", field: value})
     with pytest.raises(ConfigFileError) as info:
-        load_config(path)
+        load_job_config(path)
     assert f"`{field}`" in str(info.value)
     assert rule in str(info.value)
     # A standard-library module is refused by its name, without importing it (`this` prints).

@@ -5,7 +5,7 @@ container. Unknown keys are refused, so a typo fails the job before any work.
 The config names code (``estimator``, ``trainer``), and whoever can edit it (a ConfigMap) is not
 always whoever can change the job's image, so validating it checks what the names resolve to
 (`check_estimator`, `check_trainer`): the same rule at preview (RetrainSchedule validates its
-config) and in the job (`load_config`), before anything runs. A dataset URL is kept free of
+config) and in the job (`load_job_config`), before anything runs. A dataset URL is kept free of
 credentials (`url_credentials`): it is written into the ConfigMap, the plan, the job's logs and
 lineage tags that every reader of the registry sees.
 """

@@ -17,7 +17,7 @@ import yaml
 from pulumi_mlops.runtime.retrain.config import RetrainConfig, redact_url
 from pulumi_mlops.runtime.scheduler import parse_cron
 
-__all__ = ["ConfigFileError", "config_digest", "load_config"]
+__all__ = ["ConfigFileError", "config_digest", "load_job_config"]
 
 
 class ConfigFileError(ValueError):
@@ -25,7 +25,7 @@ class ConfigFileError(ValueError):
     field."""
 
 
-def load_config(path: str | os.PathLike[str]) -> RetrainConfig:
+def load_job_config(path: str | os.PathLike[str]) -> RetrainConfig:
     """Read and validate a ``mlops-retrain/v1`` config file, JSON or YAML (one schema).
 
     A ``.json`` file is read as JSON and a ``.yaml``/``.yml`` file as YAML; any other name by

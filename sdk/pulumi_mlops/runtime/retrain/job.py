@@ -83,7 +83,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
-from pulumi_mlops.runtime.retrain.config_file import ConfigFileError, config_digest, load_config
+from pulumi_mlops.runtime.retrain.config_file import config_digest
 from pulumi_mlops.runtime.retrain.data import DatasetLimits, Task, infer_task, load_dataset, split
 from pulumi_mlops.runtime.retrain.gates import GateResult, apply_gates
 from pulumi_mlops.runtime.retrain.registry import (
@@ -104,17 +104,13 @@ from pulumi_mlops.runtime.retrain.registry import (
 from pulumi_mlops.runtime.retrain.train import evaluate, train
 from pulumi_mlops.runtime.scheduler import SLOT_ENV
 
-# `load_config` and `ConfigFileError` too: the entry point (`mlops retrain`) reads the config
-# with them before it calls `run`.
 __all__ = [
     "EXIT_BAD_CONFIG",
     "EXIT_CONFIG_CHANGED",
     "EXIT_FAILED",
     "EXIT_NOT_PROMOTED",
     "EXIT_PROMOTED",
-    "ConfigFileError",
     "StageError",
-    "load_config",
     "run",
     "run_key",
 ]
