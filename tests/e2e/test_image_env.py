@@ -107,7 +107,7 @@ def test_the_image_environment_loads_and_scores_a_saved_model(
     code = (
         "import json, sys\n"
         "import mlflow.pyfunc, pandas as pd\n"
-        "from pulumi_mlops.runtime.serve.model import load_served_model\n"
+        "from pulumi_mlops.runtime.serve.loading import load_served_model\n"
         "served = load_served_model(sys.argv[1])\n"
         "fast = served.invoke(sys.argv[2].encode(), 'application/json')\n"
         "general = served.invoke(sys.argv[3].encode(), 'text/csv')\n"

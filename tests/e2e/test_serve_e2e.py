@@ -108,7 +108,7 @@ def test_the_deployed_path_loads_without_importing_mlflow(store: Registry) -> No
     # and a direct deserialization, which is what keeps the cold start short.
     probe = (
         "import json, sys\n"
-        "from pulumi_mlops.runtime.serve.model import load_served_model\n"
+        "from pulumi_mlops.runtime.serve.loading import load_served_model\n"
         "m = load_served_model('models:/cancer@champion')\n"
         "print(json.dumps({'version': m.info.version, 'run_id': m.info.run_id,\n"
         "  'fast': m.fast_predict is not None, 'drift': m.drift is not None,\n"
@@ -132,7 +132,7 @@ def test_wrong_credentials_fail_at_once_without_retrying(store: Registry) -> Non
 
 
 def test_runs_uri_loads_the_logged_model(store: Registry) -> None:
-    from pulumi_mlops.runtime.serve.model import load_served_model
+    from pulumi_mlops.runtime.serve.loading import load_served_model
 
     run_id = MlflowClient().get_model_version("cancer", "1").run_id
     served = load_served_model(f"runs:/{run_id}/model")

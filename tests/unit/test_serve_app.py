@@ -20,7 +20,8 @@ from sklearn.linear_model import LogisticRegression
 
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.limits import Limits
-from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
+from pulumi_mlops.runtime.serve.loading import load_served_model
+from pulumi_mlops.runtime.serve.model import ServedModel
 from pulumi_mlops.runtime.serve.payload import ColumnSpec, FastSpec, fast_matrix
 from tests.asgi import asgi_request
 from tests.unit.serving_data import COLUMNS, general_only, training_frame

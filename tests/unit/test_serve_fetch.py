@@ -31,7 +31,7 @@ from pulumi_mlops.runtime.serve.fetch import (
     fetch_model,
     read_mlmodel,
 )
-from pulumi_mlops.runtime.serve.model import load_drift_monitor, load_served_model
+from pulumi_mlops.runtime.serve.loading import load_drift_monitor, load_served_model
 from tests.e2e.ports import free_port
 from tests.e2e.serving import MLOPS
 from tests.unit.serving_data import COLUMNS, training_frame

@@ -23,9 +23,10 @@ from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.app import ScoringApp
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 from pulumi_mlops.runtime.serve.limits import Limits
-from pulumi_mlops.runtime.serve.model import ServedModel, load_served_model
+from pulumi_mlops.runtime.serve.loading import load_served_model
+from pulumi_mlops.runtime.serve.model import ServedModel
 from pulumi_mlops.runtime.serve.payload import PayloadError
-from pulumi_mlops.runtime.serve.v2 import decode_request
+from pulumi_mlops.runtime.serve.v2_codec import decode_request
 from tests.asgi import asgi_request
 from tests.unit.serving_data import COLUMNS, FEATURES, general_only, training_frame
 

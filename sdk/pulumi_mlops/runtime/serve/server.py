@@ -235,7 +235,7 @@ def serve(options: ServeOptions) -> int:
         if (flavors.get("sklearn") or {}).get("serialization_format") == "skops":
             threading.Thread(target=importlib.import_module, args=("skops.io",),
                              daemon=True).start()
-        from pulumi_mlops.runtime.serve.model import open_model
+        from pulumi_mlops.runtime.serve.loading import open_model
 
         model = open_model(path, info, options.drift_window, options.coerce)
     except ModelLoadError as err:
