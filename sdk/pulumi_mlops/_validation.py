@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import pulumi
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError, Problem, ValidationError
+from pulumi_mlops.errors import (
+    PATTERN_DESCRIPTIONS,
+    InputError,
+    Problem,
+    SecretInput,
+    ValidationError,
+    register_model,
+)
+
+T = TypeVar("T")
+
+Secret = Annotated[T, SecretInput(), Field(repr=False)]
+"""An input whose value is a secret (``admin_password: Secret[Any] = None``): error messages
+show ``[redacted]`` instead of it, also inside a value shown, and the model's repr leaves it
+out. Mark by type, not by name: a ``model_uri`` is shown, a ``Database.uri`` is not."""
 
 # RFC 1123 label, as Kubernetes requires for most object names.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -41,7 +55,14 @@ class ValidatedModel(BaseModel):
         try:
             super().__init__(**data)
         except pydantic.ValidationError as exc:
-            raise ValidationError.from_pydantic(type(self).__name__, exc) from None
+            raise ValidationError.from_pydantic(type(self).__name__, exc,
+                                                model=type(self)) from None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # Errors of a validation by name (``Args.model_validate``) find its secret inputs.
+        register_model(cls)
 
 
 class ArgsModel(ValidatedModel):

@@ -9,15 +9,20 @@ the engine.
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pulumi
+import pydantic
 import pytest
 from pulumi.runtime import settings
+from pydantic import BaseModel
 
 import pulumi_mlops as mlops
+from pulumi_mlops import errors
+from pulumi_mlops._validation import ArgsModel
 from pulumi_mlops.render.harness import record
 from tests.recording import failing
 
@@ -283,3 +288,165 @@ def test_a_deployment_time_failure_does_not_leak_into_the_next_recording() -> No
     recording = record(lambda: registry(target=K8S))
 
     assert recording.resources
+
+
+# --------------------------------------------------------------------------- secrets, by type
+
+SECRET = "s3cret-sentinel"  # 15 characters: too short for a password, not a URI
+SECRET_NUMBER = 424242424242424242  # not a string: what a secret input must be
+SECRET_VALID = "s3cret-sentinel-long-enough"  # a valid password
+CANDIDATES: list[Any] = [SECRET, SECRET_NUMBER, {"Bad Header": SECRET}, [SECRET], SECRET_VALID]
+SECRET_TEXTS = (SECRET, str(SECRET_NUMBER))
+ENDPOINT = mlops.RegistryEndpoint(tracking_uri="http://registry-mlflow:5000")
+# Inputs each model with a secret input accepts, so that a bad secret is the only error (a
+# model-level rule about it runs only when its other inputs are valid).
+VALID: dict[str, dict[str, Any]] = {
+    "ModelRegistryArgs": {"target": {"kind": "kubernetes"}},
+    "Database": {"kind": "external"},
+    "ImageRegistry": {"server": "registry.example.com", "username": "ci"},
+    "RegistryEndpoint": {"tracking_uri": "http://registry-mlflow:5000"},
+    "KubernetesTarget": {"kind": "kubernetes"},
+    "DockerTarget": {"kind": "docker"},
+    "ModelServiceArgs": {"registry": ENDPOINT, "target": {"kind": "kubernetes"},
+                         "model_uri": "models:/fraud/1"},
+    "RetrainScheduleArgs": {"registry": ENDPOINT, "target": {"kind": "kubernetes"},
+                            "schedule": "0 3 * * *", "model_name": "fraud",
+                            "dataset": "https://data.example.com/fraud.csv",
+                            "target_column": "label",
+                            "estimator": "sklearn.linear_model.LogisticRegression"},
+    "RuntimeImageArgs": {"context": "."},
+}
+
+
+def args_models() -> list[type[BaseModel]]:
+    """Every args model of the package (each `ValidatedModel`), components' and nested."""
+    for name in ("ModelRegistry", "ModelService", "RetrainSchedule", "RuntimeImage"):
+        getattr(mlops, name)  # import each component's args
+    return [m for models in errors._MODELS.values() for m in models
+            if m.__module__.startswith("pulumi_mlops.")]
+
+
+SECRET_INPUTS = [pytest.param(model, path, id=f"{model.__name__}.{path}")
+                 for model in args_models() for path in errors.secret_inputs(model)]
+
+
+def with_input(model: type[BaseModel], path: str, value: Any) -> dict[str, Any]:
+    """`VALID` inputs of ``model`` with ``value`` at ``path``, nested models built from theirs."""
+    inputs: dict[str, Any] = copy.deepcopy(VALID[model.__name__])
+    here, annotations = inputs, [model]
+    *parents, last = path.split(".")
+    for i, name in enumerate([*parents, last]):
+        if name == last and i == len(parents):
+            here[name] = value
+            break
+        step = errors.step_into(annotations, name)
+        assert step is not None
+        annotations = step[0]
+        nested = [t for a in annotations for t, _ in errors.input_types(a) if errors.is_model(t)
+                  and path.split(".")[i + 1] in t.model_fields]
+        if not isinstance(here.get(name), dict):
+            here[name] = copy.deepcopy(VALID.get(nested[0].__name__, {}))
+        here = here[name]
+    return inputs
+
+
+@pytest.mark.parametrize(("model", "path"), SECRET_INPUTS)
+def test_a_secret_input_never_appears_in_an_error_message(
+    model: type[BaseModel], path: str
+) -> None:
+    assert model.__name__ in VALID, f"give VALID inputs of {model.__name__} to test {path}"
+    reported = False
+    for candidate in CANDIDATES:
+        inputs = with_input(model, path, candidate)
+        try:
+            args = model.model_validate(inputs)
+        except pydantic.ValidationError as exc:
+            # As a component reports it: the model found by the error's title.
+            err = mlops.ValidationError.from_pydantic("X", exc)
+            texts = [str(err), repr(err.problems)]
+            reported |= any(p.path == path or p.path.startswith(f"{path}.")
+                            for p in err.problems)
+            with pytest.raises(mlops.ValidationError) as direct:
+                model(**inputs)
+            texts.append(str(direct.value))
+        else:
+            problems = args.problems() if isinstance(args, ArgsModel) else []
+            texts = [repr(args), mlops.ValidationError("X", problems).args[0] if problems
+                     else ""]
+            assert SECRET_VALID not in repr(args)
+        for text in texts:
+            assert not any(secret in text for secret in SECRET_TEXTS), text
+    assert reported, f"no candidate value was rejected at {path}: the test proves nothing"
+
+
+def test_every_secret_input_is_tested() -> None:
+    secret_inputs = {(m.__name__, p) for m in args_models() for p in errors.secret_inputs(m)}
+
+    assert {("ModelRegistryArgs", "admin_password"), ("Database", "uri"),
+            ("ModelRegistryArgs", "database.uri"), ("ImageRegistry", "password"),
+            ("RegistryEndpoint", "password"), ("RetrainScheduleArgs", "dataset_headers"),
+            ("ModelServiceArgs", "target.image_registry.password")} <= secret_inputs
+
+
+def test_a_missing_input_does_not_echo_the_secrets_beside_it() -> None:
+    err, rec = failing(lambda: registry(admin_password=SECRET_VALID))
+
+    assert str(err) == (f"{REG}: `target` is required (got None). Fix: provide `target`.")
+    assert rec.resources == []
+
+
+def test_a_mapping_shown_in_an_error_has_its_secrets_redacted() -> None:
+    err, _ = failing(lambda: registry(target=K8S, database=[
+        {"kind": "external", "uri": f"postgresql://mlflow:{URI_PASSWORD}@db:5432/mlflow"}]))
+
+    assert URI_PASSWORD not in str(err)
+    assert "'uri': '[redacted]'" in str(err)
+
+
+@pytest.mark.parametrize(("build", "shown"), [
+    pytest.param(lambda: mlops.ModelService("fraud", registry=ENDPOINT, target=K8S,
+                                            model_uri="s3://bucket/fraud-model"),
+                 "s3://bucket/fraud-model", id="model_uri"),
+    pytest.param(lambda: mlops.Rollout(kind="canary", model_uri="s3://bucket/challenger"),
+                 "s3://bucket/challenger", id="rollout.model_uri"),
+    pytest.param(lambda: mlops.RegistryEndpoint(tracking_uri="file:///tmp/uri"),
+                 "file:///tmp/uri", id="tracking_uri"),
+    pytest.param(lambda: mlops.KubernetesTarget(labels={"password": "Not A Label!"}),
+                 "Not A Label!", id="a-label-keyed-password"),
+    pytest.param(lambda: registry(target=K8S, admin_password_length=8), "(got 8)",
+                 id="admin_password_length"),
+])
+def test_an_input_named_like_a_secret_but_not_marked_one_is_shown(
+    build: Callable[[], object], shown: str
+) -> None:
+    err, _ = failing(build)
+
+    assert shown in str(err)
+    assert "[redacted]" not in str(err)
+
+
+# --------------------------------------------------------------------------- related inputs
+
+
+def test_a_nested_rule_names_its_related_inputs_by_their_full_paths() -> None:
+    err, _ = failing(lambda: registry(target=K8S, resources={"cpu_request": "4",
+                                                             "cpu_limit": "1"}))
+
+    [problem] = err.problems
+    assert (problem.path, problem.related) == ("resources.cpu_request", ("resources.cpu_limit",))
+    assert str(err) == (
+        f"{REG}: `resources.cpu_request` must not exceed `resources.cpu_limit` (got '4'). "
+        "Fix: lower `resources.cpu_request` or raise `resources.cpu_limit`.")
+
+
+def test_a_problem_renamed_renames_its_inputs_where_rule_and_fix_name_them() -> None:
+    problem = errors.Problem("model_uri", "Only one of `model_uri` or `rollout.active` can be "
+                            "provided", "models:/a/1", "drop `model_uri` or `rollout.active`; "
+                            "`rollout` is fine.", related=("rollout.active",))
+
+    renamed = problem.renamed(lambda p: f"cfg.{p}")
+
+    assert renamed == errors.Problem(
+        "cfg.model_uri", "Only one of `cfg.model_uri` or `cfg.rollout.active` can be provided",
+        "models:/a/1", "drop `cfg.model_uri` or `cfg.rollout.active`; `rollout` is fine.",
+        related=("cfg.rollout.active",))

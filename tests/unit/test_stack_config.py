@@ -2,7 +2,9 @@
 
 Each case copies the project (Pulumi.yaml and stacks/) into a temporary directory, writes one
 bad ``stacks/Pulumi.bad.yaml`` and runs the program under the mock harness, as `mlops render`
-does.
+does. The entries of ``mlops:registry``, ``mlops:services`` and ``mlops:retrain`` go to the
+components' own args models as written, so most rules here are the components' own, reported
+under the config keys.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import yaml
 from pulumi.runtime import settings
 
 import pulumi_mlops as mlops
+from pulumi_mlops.config import ConfigInputs
 from pulumi_mlops.render.harness import ProgramConfigError, record_program
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -81,9 +84,8 @@ def rt_key(key: str) -> str:
     return f"mlops:retrain.nightly.{key}"
 
 
-# (config, accepted input paths, a secret that must not be echoed). Where the value is checked
-# by a component rather than by the stack's config model, the message names the component's
-# input; both spellings are accepted so that naming the config key later stays green.
+# (config, accepted config keys, a secret that must not be echoed). Whether the stack's own
+# model or a component checks the value, the message names the config key it came from.
 CASES = [
     pytest.param({"mlops:target": "openshift"}, ("mlops:target",), None,
                  id="unknown-target"),
@@ -107,30 +109,51 @@ CASES = [
     pytest.param({**K8S, "mlops:registry": {"defaultPermission": "ALL"}},
                  ("mlops:registry.defaultPermission",), None, id="default-permission-unknown"),
     pytest.param({**K8S, "mlops:registry": {"artifactsDestination": "ftp://x"}},
-                 ("mlops:registry.artifactsDestination", "artifacts_destination"), None,
+                 ("mlops:registry.artifactsDestination",), None,
                  id="artifacts-destination-ftp"),
     pytest.param({"mlops:target": "docker", "mlops:registry": {"replicas": 2}},
-                 ("mlops:registry.replicas", "replicas"), None, id="replicas-2-on-docker"),
+                 ("mlops:registry.replicas",), None, id="replicas-2-on-docker"),
     pytest.param({**K8S, "mlops:registry": {"database": "sqlite"}},
-                 ("mlops:registry.database", "database"), None, id="sqlite-on-kubernetes"),
+                 ("mlops:registry.database",), None, id="sqlite-on-kubernetes"),
+    pytest.param({**K8S, "mlops:registry": {"database": {"kind": "sqlite"}}},
+                 ("mlops:registry.database",), None, id="sqlite-on-kubernetes-as-a-mapping"),
     pytest.param({**K8S, "mlops:registry": {"resources": {"cpuLimit": "lots"}}},
-                 ("mlops:registry.resources.cpuLimit", "cpu_limit"), None,
-                 id="cpu-limit-not-a-quantity"),
-    pytest.param({**K8S, "mlops:namespace": "Bad_NS"}, ("mlops:namespace", "namespace"), None,
+                 ("mlops:registry.resources.cpuLimit",), None, id="cpu-limit-not-a-quantity"),
+    pytest.param({**K8S, "mlops:registry": {"port": 80}}, ("mlops:registry.port",), None,
+                 id="registry-port-privileged"),
+    pytest.param({**K8S, "mlops:registry": {"artifactsStorageSize": "lots"}},
+                 ("mlops:registry.artifactsStorageSize",), None,
+                 id="artifacts-storage-size-not-a-quantity"),
+    pytest.param({**K8S, "mlops:namespace": "Bad_NS"}, ("mlops:namespace",), None,
                  id="namespace-not-dns-label"),
-    pytest.param({**K8S, "mlops:storageClass": "Fast_SSD"},
-                 ("mlops:storageClass", "storage_class"), None, id="storage-class-not-dns-name"),
+    pytest.param({**K8S, "mlops:storageClass": "Fast_SSD"}, ("mlops:storageClass",), None,
+                 id="storage-class-not-dns-name"),
     pytest.param({"mlops:target": "docker", "mlops:publishHost": "everywhere"},
-                 ("mlops:publishHost", "publish_host"), None, id="publish-host-not-an-address"),
-    pytest.param({**K8S, "mlops:registry": {"database": "postgres", "databaseStorage": "10 GB"}},
-                 ("mlops:registry.databaseStorage", "storage_size"), None,
+                 ("mlops:publishHost",), None, id="publish-host-not-an-address"),
+    pytest.param({**K8S, "mlops:registry": {"database": {"kind": "postgres",
+                                                          "storageSize": "10 GB"}}},
+                 ("mlops:registry.database.storageSize",), None,
                  id="database-storage-not-a-quantity"),
-    pytest.param({**K8S, "mlops:registry": {"ingressHost": "Not A Host"}},
-                 ("mlops:registry.ingressHost", "host"), None, id="ingress-host-not-dns-name"),
+    pytest.param({**K8S, "mlops:registry": {"databaseStorage": "10Gi"}},
+                 ("mlops:registry.databaseStorage",), None, id="database-storage-old-key"),
+    pytest.param({**K8S, "mlops:registry": {"ingress": {"host": "Not A Host"}}},
+                 ("mlops:registry.ingress.host",), None, id="ingress-host-not-dns-name"),
+    pytest.param({"mlops:target": "docker", "mlops:registry": {"ingress": {
+        "host": "mlflow.example.com"}}}, ("mlops:registry.ingress",), None,
+                 id="ingress-on-docker"),
     pytest.param(
         {**K8S, "mlops:registry": {"database": "external"},
          "mlops:databaseUri": f"postgresql://mlflow:{URI_PASSWORD}@:5432/mlflow"},
-        ("mlops:databaseUri", "uri"), URI_PASSWORD, id="plaintext-database-uri-without-host"),
+        ("mlops:databaseUri",), URI_PASSWORD, id="plaintext-database-uri-without-host"),
+    pytest.param(
+        {**K8S, "mlops:registry": {"database": {
+            "kind": "external", "uri": f"postgresql://mlflow:{URI_PASSWORD}@db:5432/mlflow"}}},
+        ("mlops:registry.database.uri",), URI_PASSWORD, id="database-uri-in-the-entry"),
+    pytest.param({**K8S, "mlops:registry": {"target": "docker"}}, ("mlops:registry.target",),
+                 None, id="target-in-the-registry-entry"),
+    pytest.param({**K8S, "mlops:registry": {"adminPassword": "short-secret"}},
+                 ("mlops:registry.adminPassword",), "short-secret",
+                 id="admin-password-too-short"),
     # mlops:services: what the config model checks ...
     pytest.param({**K8S, "mlops:services": ["cancer"]}, ("mlops:services",), None,
                  id="services-not-a-mapping"),
@@ -143,8 +166,12 @@ CASES = [
     pytest.param({**K8S, **services(autoscaling={"minReplicas": 2})},
                  (svc_key("autoscaling.maxReplicas"),), None,
                  id="autoscaling-without-max-replicas"),
-    pytest.param({**K8S, **services(rollout={"kind": "blue_green"})}, (svc_key("rollout.kind"),),
+    pytest.param({**K8S, **services(rollout={"kind": "blueGreen"})}, (svc_key("rollout.kind"),),
                  None, id="rollout-kind-unknown"),
+    pytest.param({**K8S, **services(registry="other")}, (svc_key("registry"),), None,
+                 id="registry-in-a-service-entry"),
+    pytest.param({**K8S, **services(model_uri="s3://models/cancer")}, (svc_key("model_uri"),),
+                 None, id="model-uri-written-snake-case"),
     pytest.param({**K8S, **services(rollout={"kind": "canary"})},
                  (svc_key("rollout.modelUri"),), None, id="canary-without-model-uri"),
     pytest.param({**K8S, **services(rollout={"kind": "canary", "modelUri": "models:/cancer/2",
@@ -172,8 +199,16 @@ CASES = [
                                                         "modelUri": "models:/cancer/2"})},
                  (svc_key("hostname"),), None, id="shadow-through-gateway-without-hostname"),
     pytest.param({**K8S, **services(modelUri="models:/cancer/1", rollout={
-        "kind": "blueGreen", "active": "models:/cancer/2"})}, (svc_key("modelUri"),), None,
+        "kind": "blue_green", "active": "models:/cancer/2"})}, (svc_key("modelUri"),), None,
                  id="blue-green-with-model-uri-and-active"),
+    pytest.param({**K8S, **services(rollout="shadow")}, (svc_key("rollout.modelUri"),
+                                                         svc_key("rollout")), None,
+                 id="rollout-kind-alone-without-model-uri"),
+    pytest.param({**K8S, **services(allowFrom=[{"podLabels": {"app": "web"}},
+                                               {"podLabel": {"app": "api"}}])},
+                 (svc_key("allowFrom[1].podLabel"),), None, id="service-allow-from-typo"),
+    pytest.param({**K8S, **services(coerce="loose")}, (svc_key("coerce"),), None,
+                 id="service-coerce-unknown"),
     pytest.param({**K8S, **services(resources={"cpuRequest": "2", "cpuLimit": "1"})},
                  (svc_key("resources.cpuRequest"),), None, id="service-cpu-request-above-limit"),
     pytest.param({**K8S, **services(port=80)}, (svc_key("port"),), None,
@@ -225,6 +260,14 @@ CASES = [
                  id="retrain-promote-alias-is-the-challenger-alias"),
     pytest.param({**K8S, **retrain(timeout=10)}, (rt_key("timeout"),), None,
                  id="retrain-timeout-below-a-minute"),
+    pytest.param({**K8S, **retrain(datasetHeaders={"Authorization": "Bearer hunter2-token"})},
+                 (rt_key("datasetHeaders"),), "hunter2-token",
+                 id="retrain-dataset-headers-without-a-url-dataset"),
+    pytest.param({**K8S, **retrain(datasetHeaders={"Bad Header": "Bearer hunter2-token"},
+                                   dataset="https://data.example.com/cancer.csv",
+                                   targetColumn="label")},
+                 (rt_key("datasetHeaders"),), "hunter2-token",
+                 id="retrain-dataset-headers-bad-header-name"),
     pytest.param({**DOCKER, **retrain(resources={"cpuRequest": "4"})},
                  (rt_key("resources.cpuRequest"),), None, id="retrain-cpu-request-above-limit"),
 ]
@@ -333,7 +376,7 @@ def test_a_canary_through_the_gateway_declares_a_weighted_route(project: Path) -
 
 def test_blue_green_serves_the_active_model_without_a_model_uri(project: Path) -> None:
     stack = write_stack(project, {**K8S, **services(rollout={
-        "kind": "blueGreen", "active": "models:/cancer/3", "preview": "models:/cancer/4"})})
+        "kind": "blue_green", "active": "models:/cancer/3", "preview": "models:/cancer/4"})})
 
     recording = record_program(project, stack)
 
@@ -390,3 +433,88 @@ def test_a_retrain_schedule_takes_the_components_defaults_for_unset_settings(
     assert plan.job.resources.cpu_request == "500m"
     assert plan.job.startup_seconds == 3600
     assert plan.config.schedule == "0 3 * * *"
+
+
+def test_a_rule_across_inputs_names_each_related_input_by_its_config_key(project: Path) -> None:
+    stack = write_stack(project, {**DOCKER, **services(
+        rollout={"kind": "canary", "modelUri": "models:/cancer/2"})})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    [problem] = raised.value.problems
+    assert problem.related == (svc_key("rollout.kind"), "mlops:target")
+    assert str(raised.value) == (
+        "stack 'bad' config: `mlops:services.cancer.rollout` canary rollouts need the Kubernetes "
+        "target (got 'canary'). Fix: set `mlops:services.cancer.rollout.kind` to rolling on "
+        "Docker, or deploy to a Kubernetes `mlops:target`.")
+
+
+def test_a_nested_rule_names_the_key_as_written(project: Path) -> None:
+    stack = write_stack(project, {**K8S, "mlops:registry": {"database": "sqlite"}})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    assert str(raised.value) == (
+        "stack 'bad' config: `mlops:registry.database` cannot be SQLite on Kubernetes (got "
+        "'sqlite'). Fix: set `mlops:registry.database` to postgres (run beside the server) or "
+        "external (a database you run).")
+
+
+def test_a_database_uri_in_the_entry_is_refused_without_echoing_it(project: Path) -> None:
+    uri = f"postgresql://mlflow:{URI_PASSWORD}@db:5432/mlflow"
+    stack = write_stack(project, {**K8S, "mlops:registry": {"database": {
+        "kind": "external", "uri": uri}}})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    assert str(raised.value) == (
+        "stack 'bad' config: `mlops:registry.database.uri` is set by the program, from "
+        "`mlops:databaseUri` (got '[redacted]'). Fix: remove it, and set `mlops:databaseUri` "
+        "instead.")
+
+
+def test_a_nested_input_given_in_part_keeps_the_components_defaults(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **retrain(resources={"cpuLimit": "4"})})
+
+    recording = record_program(project, stack)
+
+    resources = _component(recording, "nightly").plan.job.resources
+    assert (resources.cpu_request, resources.memory_request, resources.cpu_limit,
+            resources.memory_limit) == ("500m", "1Gi", "4", "2Gi")
+
+
+def test_every_input_of_the_args_model_can_be_set(project: Path) -> None:
+    stack = write_stack(project, {**K8S, **services(
+        scratchSize="4Gi", modelLoadTimeout=600, coerce="lossy", monitoringNamespace="prom",
+        allowFrom=[{"namespaceLabels": {"team": "fraud"}}])})
+
+    recording = record_program(project, stack)
+
+    service = _component(recording, "cancer")
+    assert (service.args.scratch_size, service.args.model_load_timeout,
+            service.args.coerce.value, service.plan.monitoring_namespace) == (
+        "4Gi", 600, "lossy", "prom")
+    assert service.plan.allow_from == (mlops.Peer.namespaces({"team": "fraud"}),)
+
+
+def test_config_inputs_map_keys_both_ways_by_the_args_model() -> None:
+    entry = ConfigInputs.read("mlops:retrain.nightly", mlops.RetrainScheduleArgs, {
+        "modelName": "cancer", "target_column": "label", "params": {"maxDepth": 3},
+        "gates": {"minImprovement": {"Roc-AUC": 0.0}}, "resources": {"cpuLimit": "4"}})
+
+    assert entry.inputs == {
+        "model_name": "cancer", "target_column": "label", "params": {"maxDepth": 3},
+        "gates": {"min_improvement": {"Roc-AUC": 0.0}},
+        "resources": {"cpu_request": "500m", "memory_request": "1Gi", "cpu_limit": "4",
+                      "memory_limit": "2Gi"}}
+    assert [entry.key(p) for p in ("model_name", "target_column", "params.maxDepth",
+                                   "gates.min_improvement.Roc-AUC", "resources.memory_limit",
+                                   "successful_jobs_history", "(root)")] == [
+        "mlops:retrain.nightly.modelName", "mlops:retrain.nightly.target_column",
+        "mlops:retrain.nightly.params.maxDepth",
+        "mlops:retrain.nightly.gates.minImprovement.Roc-AUC",
+        "mlops:retrain.nightly.resources.memoryLimit",
+        "mlops:retrain.nightly.successfulJobsHistory", "mlops:retrain.nightly"]

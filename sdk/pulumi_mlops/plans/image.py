@@ -129,19 +129,20 @@ class RuntimeImageArgs(ArgsModel):
             found.append(Problem(
                 "registry", "is required without a target", None,
                 "pass `registry=ImageRegistry(server=...)`, or a `target` (a DockerTarget "
-                "keeps the image on its engine)."))
+                "keeps the image on its engine).", related=("target",)))
         elif registry is None and isinstance(self.target, KubernetesTarget):
             found.append(Problem(
                 "registry", "is required on the Kubernetes target (nodes pull images from a "
                 "registry)", None,
-                "set `image_registry` on the KubernetesTarget, or pass `registry=`."))
+                "set `target.image_registry` (the KubernetesTarget's), or pass `registry=`.",
+                related=("target.image_registry",)))
         dockerfile = Path(self.context, self.dockerfile)
         if not dockerfile.is_file():
             found.append(Problem(
                 "dockerfile", f"must name an existing file ({dockerfile} does not exist)",
                 self.dockerfile,
                 "point `context` at the pulumi-mlops sources, or `dockerfile` at the "
-                "Dockerfile (relative to `context`)."))
+                "Dockerfile (relative to `context`).", related=("context",)))
         return found
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops._validation import ArgsModel, check_secret_input
+from pulumi_mlops._validation import ArgsModel, Secret, check_secret_input
 from pulumi_mlops.errors import PATTERN_DESCRIPTIONS, InputError
 
 __all__ = ["IMAGE_PATH", "ImageRegistry", "check_registry_server"]
@@ -42,7 +42,7 @@ class ImageRegistry(ArgsModel):
     server: str
     namespace: Annotated[str, Field(pattern=IMAGE_PATH, max_length=200)] | None = None
     username: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    password: Any = None
+    password: Secret[Any] = None
 
     @field_validator("server")
     @classmethod
@@ -65,6 +65,7 @@ class ImageRegistry(ArgsModel):
                 "pass both `username` and `password`, or neither to use the Docker engine's "
                 "own credentials.",
                 field=missing,
+                related=(given,),
             )
         return self
 

@@ -22,6 +22,7 @@ from pulumi_mlops._validation import (
     HOSTNAME,
     QUANTITY,
     ArgsModel,
+    Secret,
     check_secret_input,
 )
 from pulumi_mlops.errors import InputError, Problem
@@ -96,7 +97,7 @@ class Database(ArgsModel):
     kind: Literal["sqlite", "postgres", "external"]
     storage_size: Annotated[str, Field(pattern=QUANTITY)] = "10Gi"
     image: str = DEFAULT_POSTGRES_IMAGE
-    uri: Any = None
+    uri: Secret[Any] = None
 
     @classmethod
     def sqlite(cls) -> Database:
@@ -217,7 +218,7 @@ class ModelRegistryArgs(ArgsModel):
     artifacts_destination: str | None = None
     artifacts_storage_size: Annotated[str, Field(pattern=QUANTITY)] = "20Gi"
     admin_username: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{1,63}$")] = "admin"
-    admin_password: Any = None
+    admin_password: Secret[Any] = None
     admin_password_length: Annotated[int, Field(ge=MIN_PASSWORD_LENGTH, le=256)] = 32
     default_permission: Permission = Permission.READ
     allowed_hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9*.:\[\]-]+$")]] = Field(
@@ -268,13 +269,16 @@ class ModelRegistryArgs(ArgsModel):
         on_docker = isinstance(self.target, DockerTarget)
         if on_docker and self.replicas > 1:
             found.append(Problem("replicas", "must be 1 on the Docker target", self.replicas,
-                                 "set `replicas` to 1, or use a KubernetesTarget for HA."))
+                                 "set `replicas` to 1, or deploy to a Kubernetes `target` for "
+                                 "HA.", related=("target",)))
         if db.kind == "sqlite" and not on_docker:
             found.append(Problem("database", "cannot be SQLite on Kubernetes", "sqlite",
-                                 "use Database.postgres() or Database.external(uri)."))
+                                 "set `database.kind` to postgres (run beside the server) or "
+                                 "external (a database you run).", related=("database.kind",)))
         elif db.kind == "sqlite" and self.replicas > 1:
             found.append(Problem("replicas", "must be 1 with a SQLite database", self.replicas,
-                                 "set `replicas` to 1 or use Database.postgres()."))
+                                 "set `replicas` to 1, or `database.kind` to postgres.",
+                                 related=("database.kind",)))
         if on_docker and self.ingress is not None:
             found.append(Problem("ingress", "is only supported on the Kubernetes target",
                                  self.ingress.host,

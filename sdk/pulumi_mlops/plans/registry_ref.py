@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator, model_validator
 
-from pulumi_mlops._validation import ArgsModel
+from pulumi_mlops._validation import ArgsModel, Secret
 from pulumi_mlops.errors import InputError, Problem
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 from pulumi_mlops.plans.workload import EnvValue, SecretRef, url_port
@@ -103,7 +103,7 @@ class RegistryEndpoint(ArgsModel):
 
     tracking_uri: Any
     username: Any = None
-    password: Any = None
+    password: Secret[Any] = None
 
     @field_validator("tracking_uri")
     @classmethod
@@ -117,7 +117,7 @@ class RegistryEndpoint(ArgsModel):
         if (self.username is None) != (self.password is None):
             raise InputError("needs both `username` and `password`, or neither",
                              "pass both, or neither for a registry without auth.",
-                             field="password")
+                             field="password", related=("username",))
         return self
 
     @property

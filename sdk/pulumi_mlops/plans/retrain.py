@@ -22,7 +22,7 @@ import pulumi
 import pydantic
 from pydantic import Field, field_validator
 
-from pulumi_mlops._validation import QUANTITY, ArgsModel
+from pulumi_mlops._validation import QUANTITY, ArgsModel, Secret
 from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
@@ -158,7 +158,7 @@ class RetrainScheduleArgs(ArgsModel):
     schedule: str
     model_name: str
     dataset: str
-    dataset_headers: dict[str, Any] | None = None
+    dataset_headers: Secret[dict[str, Any] | None] = None
     dataset_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_DATASET_MAX_BYTES
     dataset_max_ratio: Annotated[float, Field(ge=1)] = DEFAULT_DATASET_MAX_RATIO
     dataset_timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = DEFAULT_DATASET_TIMEOUT
@@ -224,18 +224,22 @@ class RetrainScheduleArgs(ArgsModel):
         found: list[Problem] = []
         if self.estimator is not None and self.trainer is not None:
             found.append(Problem("estimator", "Only one of `estimator` or `trainer` can be "
-                                 "provided", self.estimator, "drop `estimator` or `trainer`."))
+                                 "provided", self.estimator, "drop `estimator` or `trainer`.",
+                                 related=("trainer",)))
         elif self.estimator is None and self.trainer is None:
             found.append(Problem("estimator", "is required (or `trainer`)", None,
-                                 "set estimator='sklearn.ensemble.RandomForestClassifier' (an "
-                                 "import path) or trainer='pkg.module:function'."))
+                                 "set `estimator` to a scikit-learn estimator's import path, "
+                                 "e.g. 'sklearn.ensemble.RandomForestClassifier', or `trainer` "
+                                 "to a function, 'pkg.module:function'.", related=("trainer",)))
         if not self.dataset.startswith("sklearn:") and not self.target_column:
             found.append(Problem("target_column", "is required for a CSV or Parquet dataset",
-                                 None, "name the label column: target_column='label'."))
+                                 None, "set `target_column` to the name of the label column, "
+                                 "e.g. 'label'."))
         if self.dataset_headers and not self.dataset.startswith(("http://", "https://")):
             found.append(Problem("dataset_headers", "is only sent with an http(s) dataset",
                                  sorted(self.dataset_headers),
-                                 "drop `dataset_headers`, or use a URL `dataset`."))
+                                 "drop `dataset_headers`, or use a URL `dataset`.",
+                                 related=("dataset",)))
         try:
             self.config()
         except pydantic.ValidationError as exc:
@@ -263,9 +267,14 @@ def _config_problem(err: Any) -> Problem:
         # A rule across fields: it names them in backticks; the first is the input to fix.
         named = [n for n in re.findall(r"`(\w+)`", message) if n in _CONFIG_INPUTS]
         path, value = (named[0] if named else "(config)"), None
+    # The message may open with the input's name, which the problem names already.
+    message = message.removeprefix(f"`{path}`: ").removeprefix(f"`{path}` ")
     rule = message[0].lower() + message[1:] if message else "is invalid"
+    # The config's own messages name the other inputs they are about in backticks.
+    related = tuple(n for n in dict.fromkeys(re.findall(r"`(\w+)`", message))
+                    if n in _CONFIG_INPUTS and n != path)
     return Problem(path, rule.rstrip("."), value,
-                   f"correct `{path}` (see docs/retrain-schedule.md).")
+                   f"correct `{path}` (see docs/retrain-schedule.md).", related=related)
 
 
 

@@ -103,7 +103,7 @@ class Autoscaling(ArgsModel):
         if self.min_replicas > self.max_replicas:
             raise InputError("must not exceed `max_replicas`",
                              "lower `min_replicas` or raise `max_replicas`.",
-                             field="min_replicas")
+                             field="min_replicas", related=("max_replicas",))
         return self
 
 
@@ -178,20 +178,22 @@ class Rollout(ArgsModel):
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> Rollout:
-        allowed = {
+        inputs: dict[RolloutKind, set[str]] = {
             RolloutKind.ROLLING: set(),
             RolloutKind.CANARY: {"model_uri", "weight"},
             RolloutKind.BLUE_GREEN: {"active", "preview"},
             RolloutKind.SHADOW: {"model_uri", "percent"},
-        }[self.kind]
+        }
         for name in ("model_uri", "weight", "percent", "active", "preview"):
-            if getattr(self, name) is not None and name not in allowed:
+            if getattr(self, name) is not None and name not in inputs[self.kind]:
+                kinds = " or ".join(k.value for k, taken in inputs.items() if name in taken)
                 raise InputError(f"is not an input of a {self.kind.value} rollout",
-                                 f"build the rollout with Rollout.{self.kind.value}(...).",
-                                 field=name)
+                                 f"remove `{name}`, or set `kind` to {kinds}.",
+                                 field=name, related=("kind",))
         if self.kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and self.model_uri is None:
             raise InputError(f"is required for a {self.kind.value} rollout",
-                             f"pass the candidate: Rollout.{self.kind.value}(model_uri=...).",
+                             "set `model_uri` to the candidate model, e.g. "
+                             "'models:/fraud@challenger'.",
                              field="model_uri")
         return self
 
@@ -305,7 +307,8 @@ class ModelServiceArgs(ArgsModel):
         if kind == RolloutKind.BLUE_GREEN and self.rollout.active and self.model_uri:
             found.append(Problem("model_uri",
                                  "Only one of `model_uri` or `rollout.active` can be provided",
-                                 self.model_uri, "drop one of the two."))
+                                 self.model_uri, "drop one of the two.",
+                                 related=("rollout.active",)))
         elif self.model_uri is None and not self.rollout.active:
             found.append(Problem("model_uri", "is required", None,
                                  "pass model_uri='models:/<name>@<alias>' (or /<version>)."))
@@ -313,7 +316,8 @@ class ModelServiceArgs(ArgsModel):
             if kind != RolloutKind.ROLLING:
                 found.append(Problem(
                     "rollout", f"{kind.value} rollouts need the Kubernetes target", kind.value,
-                    "use Rollout.rolling() on Docker, or deploy to a KubernetesTarget."))
+                    "set `rollout.kind` to rolling on Docker, or deploy to a Kubernetes "
+                    "`target`.", related=("rollout.kind", "target")))
             if self.autoscaling is not None:
                 found.append(Problem("autoscaling", "is only supported on the Kubernetes target",
                                      self.autoscaling.max_replicas, "remove `autoscaling`."))
@@ -325,7 +329,8 @@ class ModelServiceArgs(ArgsModel):
             if kind == RolloutKind.SHADOW and not gateway:
                 found.append(Problem(
                     "rollout", "shadow traffic needs a Gateway on the target", kind.value,
-                    "set KubernetesTarget(gateway=GatewayRef(...)), or use Rollout.canary()."))
+                    "set KubernetesTarget(gateway=GatewayRef(...)), i.e. `target.gateway`, or "
+                    "set `rollout.kind` to canary.", related=("target.gateway", "rollout.kind")))
             if gateway and kind in (RolloutKind.CANARY, RolloutKind.SHADOW) and not self.hostname:
                 found.append(Problem(
                     "hostname", f"is required for a {kind.value} rollout through the Gateway",

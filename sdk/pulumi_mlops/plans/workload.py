@@ -150,11 +150,12 @@ class Resources(ValidatedModel):
     def _requests_within_limits(self) -> Resources:
         if cpu_cores(self.cpu_request) > cpu_cores(self.cpu_limit):
             raise InputError("must not exceed `cpu_limit`",
-                             "lower `cpu_request` or raise `cpu_limit`.", field="cpu_request")
+                             "lower `cpu_request` or raise `cpu_limit`.", field="cpu_request",
+                             related=("cpu_limit",))
         if quantity_bytes(self.memory_request) > quantity_bytes(self.memory_limit):
             raise InputError("must not exceed `memory_limit`",
                              "lower `memory_request` or raise `memory_limit`.",
-                             field="memory_request")
+                             field="memory_request", related=("memory_limit",))
         return self
 
     def memory_limit_mib(self) -> int:
