@@ -26,6 +26,7 @@ __all__ = [
     "RegistryPeer",
     "RegistryReference",
     "check_registry",
+    "credentials_env",
     "same_target_problem",
 ]
 
@@ -146,6 +147,17 @@ class RegistryEndpoint(ArgsModel):
         registry ports while the URI is only known at deployment (a stack reference)."""
         port = url_port(self.tracking_uri) if isinstance(self.tracking_uri, str) else None
         return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000))
+
+
+def credentials_env(username: EnvValue | None, has_password: bool) -> dict[str, EnvValue]:
+    """The MLflow client's credential variables of a registry's client (services and retrain
+    jobs): the user, and the password from the secret data's ``tracking-password``."""
+    env: dict[str, EnvValue] = {}
+    if username is not None:
+        env["MLFLOW_TRACKING_USERNAME"] = username
+    if has_password:
+        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
+    return env
 
 
 def check_registry(value: Any) -> Any:

@@ -28,7 +28,9 @@ from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
+    RegistryReference,
     check_registry,
+    credentials_env,
     same_target_problem,
 )
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
@@ -153,7 +155,7 @@ class RetrainScheduleArgs(ArgsModel):
         failed_jobs_history: Failed Jobs kept for inspection (Kubernetes). Default: 3.
     """
 
-    registry: Any
+    registry: RegistryReference
     target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
     schedule: str
     model_name: str
@@ -182,7 +184,7 @@ class RetrainScheduleArgs(ArgsModel):
     successful_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
     failed_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
 
-    _registry = field_validator("registry")(check_registry)
+    _registry = field_validator("registry", mode="before")(check_registry)
 
     @field_validator("dataset_headers")
     @classmethod
@@ -384,10 +386,7 @@ def plan_retrain(
         "MLFLOW_TRACKING_URI": tracking_uri,
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    if username is not None:
-        env["MLFLOW_TRACKING_USERNAME"] = username
-    if has_password:
-        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
+    env.update(credentials_env(username, has_password))
     if isinstance(args.image, str):
         # Lineage: the job tags each version with the image that trained it.
         env["MLOPS_IMAGE_DIGEST"] = args.image

@@ -31,7 +31,9 @@ from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
 from pulumi_mlops.plans.registry import Peer
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
+    RegistryReference,
     check_registry,
+    credentials_env,
     same_target_problem,
 )
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
@@ -41,7 +43,6 @@ from pulumi_mlops.plans.workload import (
     HttpCheck,
     Mount,
     Resources,
-    SecretRef,
     Workload,
     pod_lifecycle,
 )
@@ -257,7 +258,7 @@ class ModelServiceArgs(ArgsModel):
             warning.
     """
 
-    registry: Any
+    registry: RegistryReference
     target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
     model_uri: str | None = None
     rollout: Rollout = Field(default_factory=Rollout.rolling)
@@ -279,7 +280,7 @@ class ModelServiceArgs(ArgsModel):
 
     _uri = field_validator("model_uri")(_check_model_uri)
 
-    _registry = field_validator("registry")(check_registry)
+    _registry = field_validator("registry", mode="before")(check_registry)
 
     @field_validator("image")
     @classmethod
@@ -462,10 +463,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         # this server's registry credentials by anyone who can register a version.
         "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true" if args.allow_pickle else "false",
     }
-    if username is not None:
-        env["MLFLOW_TRACKING_USERNAME"] = username
-    if has_password:
-        env["MLFLOW_TRACKING_PASSWORD"] = SecretRef("tracking-password")
+    env.update(credentials_env(username, has_password))
     command: tuple[str, ...] = (
         "mlops", "serve",
         "--model-uri", model.serving_uri,

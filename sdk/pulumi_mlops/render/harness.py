@@ -39,31 +39,10 @@ __all__ = [
     "unwrap_secrets",
 ]
 
-@dataclass(frozen=True)
-class RecordedResource:
-    """One resource the program declared.
-
-    Attributes:
-        type: Type token, e.g. ``kubernetes:apps/v1:Deployment``.
-        name: Pulumi logical name.
-        urn: Its URN.
-        parent: The parent's URN ("" for the stack itself).
-        inputs: Inputs as the engine received them; secrets are wrapped in Pulumi's secret
-            envelope (see `unwrap_secrets`).
-        custom: Whether it is a provider resource (not a component).
-        custom_timeouts: The ``custom_timeouts`` resource option (``create``, ``update``,
-            ``delete``) as the engine received it; only the ones that were set.
-        dependencies: URNs of the resources it depends on (``depends_on`` and inputs).
-    """
-
-    type: str
-    name: str
-    urn: str
-    parent: str
-    inputs: Mapping[str, Any]
-    custom: bool
-    custom_timeouts: Mapping[str, str] = field(default_factory=dict)
-    dependencies: tuple[str, ...] = ()
+RecordedResource = compat.ResourceRegistration
+"""One resource the program declared: type, name, URN, parent URN ("" for the stack), inputs
+as the engine received them (secrets in Pulumi's envelope, see `unwrap_secrets`), whether it is
+a custom (provider) resource, its custom timeouts and the URNs it depends on."""
 
 
 @dataclass
@@ -175,24 +154,12 @@ def record(
     """
     recording = Recording()
 
-    def on_register(registration: compat.ResourceRegistration) -> None:
-        recording.resources.append(RecordedResource(
-            type=registration.type,
-            name=registration.name,
-            urn=registration.urn,
-            parent=registration.parent,
-            inputs=registration.inputs,
-            custom=registration.custom,
-            custom_timeouts=registration.custom_timeouts,
-            dependencies=registration.dependencies,
-        ))
-
     def run() -> None:
         # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
         compat.ensure_event_loop()
         compat.forget_root_stack()
         mocks = _Mocks(stack_outputs, recording.warnings)
-        monitor = compat.RecordingMonitor(mocks, on_register=on_register,
+        monitor = compat.RecordingMonitor(mocks, on_register=recording.resources.append,
                                           on_stack_outputs=recording.outputs.update)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,
                                  monitor=monitor, logger=_PROGRAM_LOGGER)
