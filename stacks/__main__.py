@@ -27,7 +27,8 @@ from pulumi_mlops.errors import InputError
 
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 # The keys of each target, besides `mlops:target` itself (the others are left alone).
-_TARGET_KEYS = {"kubernetes": ("namespace", "storage_class", "ingress_class", "gateway"),
+_TARGET_KEYS = {"kubernetes": ("namespace", "storage_class", "ingress_class", "gateway",
+                               "image_registry"),
                 "docker": ("publish_host",)}
 WHERE = f"stack {pulumi.get_stack()!r} config"
 
@@ -45,6 +46,12 @@ class EnvironmentConfig(BaseModel):
     ingress_class: str | None = None
     publish_host: str | None = None
     gateway: dict[str, Any] | None = None
+    # Where RuntimeImage pushes the runtime image it builds (Kubernetes; `ImageRegistry`).
+    image_registry: dict[str, Any] | None = None
+    # A prebuilt runtime image instead of building one from the repository's Dockerfile.
+    image: str | None = None
+    # Refuse `image` unless pinned by digest (what a production stack wants).
+    require_image_digest: bool = False
     # The components' inputs, each entry as its args model takes it.
     registry: dict[str, Any] = Field(default_factory=dict)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -117,10 +124,30 @@ def _registry_inputs(cfg: EnvironmentConfig, given: Mapping[str, Any]) -> Config
     return inputs
 
 
+def _runtime_image(cfg: EnvironmentConfig, target: mlops.Target) -> Any:
+    """`mlops:image`, else the runtime image built from this repository's Dockerfile: kept on
+    the engine on Docker, pushed to the target's `mlops:imageRegistry` on Kubernetes (its
+    reference is then pinned by digest). The project publishes no image to fall back on."""
+    if cfg.image is not None:
+        if cfg.require_image_digest and "@sha256:" not in cfg.image:
+            raise mlops.ValidationError.single(
+                WHERE, "mlops:image", "must be pinned by digest in this stack "
+                "(`mlops:requireImageDigest` is true)", cfg.image,
+                "use the image's `repository@sha256:...` reference, or unset `mlops:image` to "
+                "build and push the image from the repository's Dockerfile.")
+        return cfg.image
+    # The program runs in stacks/; the Dockerfile is at the repository's root.
+    keys = {"registry": "mlops:imageRegistry", "image_registry": "mlops:imageRegistry",
+            "target": "mlops:target"}
+    with _under_config_keys(lambda path: keys.get(path, path)):
+        return mlops.RuntimeImage("runtime", context="..", target=target).image_ref
+
+
 cfg = load_config(EnvironmentConfig)
 target, target_key = _target(cfg)
+image = _runtime_image(cfg, target)
 # Inputs the stack sets for every component, and the keys they come from.
-STACK_INPUTS = {"target": target_key}
+STACK_INPUTS = {"target": target_key, "image": "mlops:image"}
 
 entry = _registry_inputs(cfg, STACK_INPUTS)
 with _under_config_keys(entry.key):
@@ -129,6 +156,7 @@ with _under_config_keys(entry.key):
 pulumi.export("tracking_uri", registry.tracking_uri)
 pulumi.export("registry_admin_username", registry.admin_username)
 pulumi.export("registry_admin_password", registry.admin_password)
+pulumi.export("runtime_image", image)
 
 
 def _service(name: str, values: dict[str, Any]) -> mlops.ModelService:
@@ -141,14 +169,16 @@ def _service(name: str, values: dict[str, Any]) -> mlops.ModelService:
         # like the service is served.
         inputs["model_uri"] = f"models:/{name}@champion"
     with _under_config_keys(entry.key):
-        return mlops.ModelService(name, registry=registry, target=target, **inputs)
+        return mlops.ModelService(name, registry=registry, target=target, image=image,
+                                  **inputs)
 
 
 def _retrain(name: str, values: dict[str, Any]) -> mlops.RetrainSchedule:
     entry = ConfigInputs.read(f"mlops:retrain.{name}", mlops.RetrainScheduleArgs, values,
                               given={**STACK_INPUTS, "registry": "mlops:registry"})
     with _under_config_keys(entry.key):
-        return mlops.RetrainSchedule(name, registry=registry, target=target, **entry.inputs)
+        return mlops.RetrainSchedule(name, registry=registry, target=target, image=image,
+                                     **entry.inputs)
 
 
 services = {name: _service(name, values) for name, values in cfg.services.items()}

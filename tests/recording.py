@@ -10,6 +10,9 @@ from pulumi.runtime import rpc
 import pulumi_mlops as mlops
 from pulumi_mlops.render import Recording, record
 
+RUNTIME_IMAGE = "registry.example.com/ml/mlops-runtime:0.1.0"
+"""The runtime image tests pass as ``image=`` (components imply none)."""
+
 
 def failing(build: Callable[[], object]) -> tuple[mlops.ValidationError, Recording]:
     """The ValidationError ``build`` raised under the mock engine, and what was declared."""

@@ -1,8 +1,8 @@
 """A team's stack: the platform stack owns the registry; the team reads its outputs.
 
-The registry's tracking URI and credentials cross stacks as StackReference outputs; the
-password stays a Pulumi secret on the way. The team's model service is declared here against
-that registry, on the platform's Kubernetes namespace.
+The registry's tracking URI and credentials, and the runtime image the platform built, cross
+stacks as StackReference outputs; the password stays a Pulumi secret on the way. The team's
+model service is declared here against that registry, on the platform's Kubernetes namespace.
 
 `mlops plan --cwd examples/team-stack` plans it without the platform stack's state (its outputs
 show as [computed], with a warning); `--stack-outputs FILE` stands values in for them (see
@@ -27,6 +27,8 @@ fraud = mlops.ModelService(
     "fraud",
     registry=registry,
     target=target,
+    # The runtime image the platform stack built and pushed (pinned by digest).
+    image=platform.require_output("runtime_image"),
     model_uri="models:/fraud@champion",
     autoscaling=mlops.Autoscaling(min_replicas=3, max_replicas=10, target_cpu=70),
     # Without a Gateway the split follows replica counts: 1 canary beside 3 stable pods is 25%.

@@ -72,7 +72,8 @@ def _width(text: str) -> int:
 def _demo(ns: argparse.Namespace) -> int:
     from pulumi_mlops.demo import run_demo
 
-    return run_demo(Path(ns.cwd), ns.stack, check=ns.check)
+    return run_demo(Path(ns.cwd), ns.stack, check=ns.check,
+                    workdir=Path(ns.workdir) if ns.workdir else None)
 
 
 def _serve(ns: argparse.Namespace) -> int:
@@ -96,7 +97,7 @@ def _serve(ns: argparse.Namespace) -> int:
         load_attempts=ns.load_attempts, max_model_bytes=ns.max_model_bytes,
         fetch_deadline_seconds=ns.fetch_deadline_seconds, drift_window=ns.drift_window,
         prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
-        coerce=ns.coerce,
+        coerce=ns.coerce, exit_when_unhealthy_seconds=ns.exit_when_unhealthy_seconds,
     ))
 
 
@@ -152,7 +153,11 @@ def _retrain(ns: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pulumi_mlops.contracts.version import __version__
+
     parser = argparse.ArgumentParser(prog="mlops", description="pulumi-mlops command line")
+    parser.add_argument("--version", action="version", version=f"mlops {__version__}",
+                        help="print the version of pulumi-mlops and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     render = sub.add_parser(
         "render",
@@ -209,12 +214,18 @@ def _parser() -> argparse.ArgumentParser:
         "demo",
         help="run the stack's workloads as local processes (nothing but Python)",
         description="Run the workloads a stack declares as local processes on 127.0.0.1, from "
-        "the very commands the components render (paths remapped to a temp directory).",
+        "the very commands the components render (paths remapped to a temporary folder, "
+        "removed on exit unless --workdir is given). What cannot run here is skipped with "
+        "the reason; when nothing can, the demo exits 1.",
     )
     demo.add_argument("--cwd", default=".", help="project directory with Pulumi.yaml")
     demo.add_argument("--stack", default="dev", help="stack to run (default: dev)")
     demo.add_argument("--check", action="store_true",
-                      help="start, smoke-test, stop and exit 0 when everything answered")
+                      help="start, smoke-test, stop and exit 0 when everything answered; "
+                      "exits 1 when a check failed or nothing could run here")
+    demo.add_argument("--workdir", metavar="DIR",
+                      help="keep the workloads' data and logs in DIR (default: a temporary "
+                      "folder, removed on exit)")
     demo.set_defaults(func=_demo)
     serve = sub.add_parser(
         "serve",
@@ -285,6 +296,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--prediction-log-rate", type=float, default=d.prediction_log_rate,
                        help="share of requests logged as JSON lines on stdout: request id, "
                        "model version, inputs, outputs, latency (default: %(default)s, off)")
+    serve.add_argument("--exit-when-unhealthy-seconds", type=float,
+                       default=d.exit_when_unhealthy_seconds,
+                       help="once /health has passed, exit 4 when it has failed this long in a "
+                       "row, for a restart policy that acts on exits only, such as Docker's "
+                       "(default: %(default)s, never)")
     serve.set_defaults(func=_serve)
     schedule = sub.add_parser(
         "schedule",

@@ -9,6 +9,12 @@ alias the services name. The program is then rendered again with ``MLFLOW_TRACKI
 pointing at the running registry, as `pulumi preview` would be run, so each alias is pinned to
 the version it names. Each service's rendered ``mlops serve`` command is started and sent
 predictions.
+
+Each step prints a line when it starts, and the retrain job's stages as they finish. Whatever
+cannot run here (a registry whose database runs in the target, a service of a registry the
+demo does not run) is skipped with the reason; when nothing could run, the demo fails. Its data
+and logs go to a temporary folder removed on exit (also on error or Ctrl-C), or to
+``workdir``, which is kept.
 """
 
 from __future__ import annotations
@@ -17,16 +23,19 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
+import shutil
 import signal
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -78,6 +87,23 @@ class _Provided:
 # (registry tracking URI, model name): what the demo registered of that model, None when a
 # retrain schedule produces the model but its run registered nothing.
 _Models = dict[tuple[str, str], _Provided | None]
+
+
+@dataclass
+class _Progress:
+    """What the demo said it starts, what ran and what it skipped (and why)."""
+
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def step(self, text: str) -> None:
+        """Say that a step starts (some take a minute: the terminal should not go quiet)."""
+        print(f"==> {text} ...", flush=True)
+
+    def skip(self, label: str, reason: str) -> None:
+        """Say that ``label`` does not run here, and why."""
+        print(f"{label}: skipped, {reason}", flush=True)
+        self.skipped.append(f"{label}: {reason}")
 
 
 def _authenticated_status(url: str, user: str, password: str) -> int:
@@ -154,8 +180,25 @@ def _alias_version(registry: _Registry, name: str, alias: str) -> str | None:
             return None
 
 
+_STAGE = re.compile(r"\bstage=(?P<stage>\S+) status=(?P<status>\S+) duration=(?P<took>\S+)"
+                    r"(?P<rest>.*)")
+
+
+def _echo_stage(line: str) -> None:
+    """Show one stage line of the retrain job's log (the rest of its output stays in the log):
+    ``stage=train status=ok duration=1.20s`` becomes ``  train: ok (1.20s)``."""
+    match = _STAGE.search(line)
+    if match:
+        rest = match["rest"].strip()
+        if len(rest) > 60:
+            rest = rest[:57] + "..."
+        print(f"  {match['stage']}: {match['status']} ({match['took']})"
+              + (f" {rest}" if rest else ""), flush=True)
+
+
 def _run_retrains(schedules: list[RetrainPlan], registries: Mapping[str, _Registry],
-                  root: Path, *, check: bool) -> tuple[_Models, list[str]]:
+                  root: Path, progress: _Progress, *,
+                  check: bool) -> tuple[_Models, list[str]]:
     """Run each schedule's rendered job once against its running registry; what the runs
     registered, and the problems found."""
     models: _Models = {}
@@ -164,13 +207,16 @@ def _run_retrains(schedules: list[RetrainPlan], registries: Mapping[str, _Regist
         job = plan.job
         registry = registries.get(str(job.env.get("MLFLOW_TRACKING_URI")))
         if registry is None:
-            print(f"{plan.name}: skipped, its registry ({job.env.get('MLFLOW_TRACKING_URI')}) "
-                  "is not one the demo runs")
+            progress.skip(plan.name, f"its registry ({job.env.get('MLFLOW_TRACKING_URI')}) "
+                          "is not one the demo runs")
             continue
         config = plan.config
         work = root / plan.object_name
+        progress.step(f"running the retrain job of `{plan.name}` once: train {config.model_name}, "
+                      "evaluate, register, promote if the gates pass")
         result = run_job(job, {"tracking-password": registry.password}, work,
-                         hosts=registry.hosts())
+                         hosts=registry.hosts(), on_line=_echo_stage)
+        progress.ran.append(plan.name)
         outcome = _RETRAIN_OUTCOMES.get(result.returncode, "unexpected exit code")
         # The job's summary (MLflow's own progress lines before it stay in the log).
         lines = result.stdout.strip().splitlines()
@@ -180,7 +226,7 @@ def _run_retrains(schedules: list[RetrainPlan], registries: Mapping[str, _Regist
         print(f"{plan.name}: ran the retrain job once, as its schedule ({config.schedule}, UTC) "
               f"would\n  command, as rendered: {' '.join(job.command)}\n{output}"
               f"  exit code {result.returncode} ({outcome})\n"
-              f"  log: {work / f'{job.name}.log'}")
+              f"  log: {work / f'{job.name}.log'}", flush=True)
         key = (registry.plan.tracking_uri, config.model_name)
         challenger = _alias_version(registry, config.model_name, config.challenger_alias)
         champion = _alias_version(registry, config.model_name, config.promote_alias)
@@ -283,18 +329,21 @@ def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], l
     return problems, served, predictions
 
 
-def _start_registries(recording: Recording, stack: ExitStack, root: Path) -> dict[str, _Registry]:
+def _start_registries(recording: Recording, stack: ExitStack, root: Path,
+                      progress: _Progress) -> dict[str, _Registry]:
     """Start every SQLite registry of the recording; by in-network tracking URI."""
     running_registries: dict[str, _Registry] = {}
     for registry in (c for c in recording.components if isinstance(c, ModelRegistry)):
         plan = registry.plan
         if plan.database is not None:
-            print(f"{plan.name}: skipped, its database runs in the target; the demo runs "
-                  "SQLite registries (use the dev stack)")
+            progress.skip(plan.name, "its database runs in the target; the demo runs SQLite "
+                          "registries (use the dev stack)")
             continue
         password = secrets.token_urlsafe(24)
         data = registry_secret_data(plan, RegistrySecrets(password, secrets.token_hex(32)))
+        progress.step(f"starting the MLflow registry `{plan.name}` (SQLite)")
         running = stack.enter_context(run_workload(plan.server, data, root / plan.name))
+        progress.ran.append(plan.name)
         user = str(plan.server.env["MLFLOW_AUTH_ADMIN_USERNAME"])
         status = _authenticated_status(running.url, user, password)
         print(f"{plan.name}: MLflow registry up at {running.url} (healthy, API {status})\n"
@@ -302,13 +351,13 @@ def _start_registries(recording: Recording, stack: ExitStack, root: Path) -> dic
               f"  export MLFLOW_TRACKING_URI={running.url}\n"
               f"  export MLFLOW_TRACKING_USERNAME={user}\n"
               f"  export MLFLOW_TRACKING_PASSWORD={password}\n"
-              f"  data and logs: {root / plan.name}")
+              f"  data and logs: {root / plan.name}", flush=True)
         running_registries[plan.tracking_uri] = _Registry(plan, running.url, user, password)
     return running_registries
 
 
 def _register_models(services: list[ModelService], registries: Mapping[str, _Registry],
-                     root: Path, retrained: _Models) -> _Models:
+                     root: Path, retrained: _Models, progress: _Progress) -> _Models:
     """Train and register one version of every model the services serve that no retrain
     schedule produces (those in ``retrained``)."""
     wanted: dict[tuple[str, str], set[str]] = {}
@@ -324,19 +373,20 @@ def _register_models(services: list[ModelService], registries: Mapping[str, _Reg
     for (uri, name), aliases in sorted(wanted.items()):
         registry = registries[uri]
         log = root / f"train-{name}.log"
+        progress.step(f"training {name} (no retrain schedule registers it)")
         version = _train_and_register(registry, name, aliases, log)
         registered[(uri, name)] = _Provided(version, frozenset(aliases), "the demo")
         named = "".join(f", alias {a}" for a in sorted(aliases))
         print(f"{registry.plan.name}: registered {name} version {version}{named}\n"
               "  trained: scaled LogisticRegression on scikit-learn's breast_cancer data, "
               "logged with an input example and its drift profile\n"
-              f"  log: {log}")
+              f"  log: {log}", flush=True)
     return registered
 
 
 def _serve(service: ModelService, registries: Mapping[str, _Registry],
            registered: _Models, stack: ExitStack, root: Path,
-           ports: set[int]) -> list[str]:
+           ports: set[int], progress: _Progress) -> list[str]:
     """Start each track of the service from its rendered command and send it predictions;
     the problems found."""
     problems: list[str] = []
@@ -346,31 +396,33 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
         registry = _registry_of(track, registries)
         workload = track.workload
         if registry is None:
-            print(f"{label}: skipped, its registry ({workload.env.get('MLFLOW_TRACKING_URI')}) "
-                  "is not one the demo runs")
+            progress.skip(label, f"its registry ({workload.env.get('MLFLOW_TRACKING_URI')}) "
+                          "is not one the demo runs")
             continue
         known = registered.get((registry.plan.tracking_uri, track.model.name))
         if known is None:
-            print(f"{label}: skipped, no version of {track.model.name} was registered "
-                  "(see the retrain job above)")
+            progress.skip(label, f"no version of {track.model.name} was registered "
+                          "(see the retrain job above)")
             continue
         if track.model.alias is None and track.model.version != known.version:
-            print(f"{label}: skipped, it pins {track.model.uri} and the demo registered "
-                  f"version {known.version} only")
+            progress.skip(label, f"it pins {track.model.uri} and the demo registered "
+                          f"version {known.version} only")
             continue
         if track.model.alias is not None and track.model.alias not in known.aliases and (
                 track.model.version != known.version):
-            print(f"{label}: skipped, {known.source} did not point `{track.model.alias}` at "
-                  f"version {known.version}")
+            progress.skip(label, f"{known.source} did not point `{track.model.alias}` at "
+                          f"version {known.version}")
             continue
         assert workload.port is not None  # a serving workload listens
         if workload.port in ports:
-            print(f"{label}: skipped, port {workload.port} is taken by another demo workload "
-                  "(tracks share the port; locally only one can listen)")
+            progress.skip(label, f"port {workload.port} is taken by another demo workload "
+                          "(tracks share the port; locally only one can listen)")
             continue
+        progress.step(f"starting the model server `{label}` ({track.model.uri})")
         running = stack.enter_context(run_workload(
             workload, {"tracking-password": registry.password}, root / track.object_name,
             hosts=registry.hosts()))
+        progress.ran.append(label)
         ports.add(workload.port)
         found, served, predictions = _smoke_test(running.url, track.model.name)
         pinned = ("pinned at render" if track.model.version
@@ -384,7 +436,7 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
               f"(MLflow payloads; Open Inference Protocol under /v2/models/{track.model.name}; "
               "also /metrics)\n"
               f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}\n"
-              f"  logs: {running.log_path}")
+              f"  logs: {running.log_path}", flush=True)
         problems += [f"{label}: {p}" for p in found]
     return problems
 
@@ -395,50 +447,109 @@ def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool 
     with ``check``, require every retrain to promote, smoke-test and stop.
 
     Secrets are generated afresh for the demo (the stack's real ones live in its Pulumi state).
+
+    Args:
+        cwd: The project directory (with ``Pulumi.yaml``).
+        stack: The stack whose config is used.
+        workdir: Where the workloads' data and logs go; kept on exit. Default: a temporary
+            folder, removed on exit (also on error or Ctrl-C).
+        check: Stop after the smoke tests instead of running until Ctrl-C.
+
+    Returns:
+        0 when everything that ran answered (and, with ``check``, every retrain promoted); 1
+        when something failed or nothing could run here; 130 on Ctrl-C (or SIGTERM) before
+        the demo was up.
     """
+    progress = _Progress()
+    progress.step(f"rendering stack {stack!r} under Pulumi's mock runtime")
     # This first render only finds the registries: aliases cannot be resolved before one runs.
     with _environ(_NO_REGISTRY), _quiet():
         recording = record_program(cwd, stack, preview=True)
     if not any(isinstance(c, ModelRegistry) for c in recording.components):
         print(f"stack {stack!r} declares no ModelRegistry: nothing to run")
         return 1
-    root = workdir or Path(tempfile.mkdtemp(prefix=f"mlops-demo-{stack}-"))
+    if workdir is None:
+        root = Path(tempfile.mkdtemp(prefix=f"mlops-demo-{stack}-"))
+        print(f"data and logs: {root} (removed on exit; --workdir DIR keeps them)")
+    else:
+        root = workdir.resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        print(f"data and logs: {root} (kept)")
+    restore = _stop_on_sigterm()
+    try:
+        return _run(cwd, stack, recording, root, progress, check=check)
+    except KeyboardInterrupt:
+        print("interrupted; stopped everything", flush=True)
+        return 130
+    finally:
+        restore()
+        if workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"data and logs kept in {root}")
+
+
+def _stop_on_sigterm() -> Callable[[], object]:
+    """Make SIGTERM stop the demo as Ctrl-C does (its processes stopped, its folder removed);
+    returns what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set handlers, and receives signals
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _run(cwd: Path, stack: str, recording: Recording, root: Path, progress: _Progress, *,
+         check: bool) -> int:
+    """Run what can run of the recording under ``root``; everything started is stopped on
+    return."""
     problems: list[str] = []
-    retrain_problems: list[str] = []
     with ExitStack() as stack_:
-        registries = _start_registries(recording, stack_, root)
+        registries = _start_registries(recording, stack_, root, progress)
         services = _services(recording)
-        retrained: _Models = {}
-        if registries:
-            # Before serving: the schedule's job registers the version the services serve.
-            retrained, retrain_problems = _run_retrains(_schedules(recording), registries,
-                                                        root, check=check)
-        if services and registries:
-            registered = {**retrained,
-                          **_register_models(services, registries, root, retrained)}
-            if len(registries) == 1:
-                # Rendered as `pulumi preview` would be with the registry reachable: every
-                # alias is pinned to the version it names now.
-                (registry,) = registries.values()
-                try:
-                    with _environ(registry.env()):
-                        services = _services(record_program(cwd, stack, preview=True))
-                except ValidationError as err:
-                    # As `pulumi preview` would fail: an alias the registry does not have.
-                    print(f"rendered again against {registry.url}: {err}\n"
-                          "  serving from the first render (aliases resolved at start-up)")
-            ports = {urlsplit(r.url).port or 0 for r in registries.values()}
-            for service in services:
-                problems += _serve(service, registries, registered, stack_, root, ports)
+        # Before serving: the schedule's job registers the version the services serve.
+        retrained, retrain_problems = _run_retrains(_schedules(recording), registries, root,
+                                                    progress, check=check)
+        registered = {**retrained,
+                      **_register_models(services, registries, root, retrained, progress)}
+        if services and len(registries) == 1:
+            # Rendered as `pulumi preview` would be with the registry reachable: every
+            # alias is pinned to the version it names now.
+            (registry,) = registries.values()
+            progress.step(f"rendering stack {stack!r} again against {registry.url}, as "
+                          "`pulumi preview` would (pins each alias to its version)")
+            try:
+                with _environ(registry.env()):
+                    services = _services(record_program(cwd, stack, preview=True))
+            except ValidationError as err:
+                # As `pulumi preview` would fail: an alias the registry does not have.
+                print(f"rendered again against {registry.url}: {err}\n"
+                      "  serving from the first render (aliases resolved at start-up)")
+        ports = {urlsplit(r.url).port or 0 for r in registries.values()}
+        for service in services:
+            problems += _serve(service, registries, registered, stack_, root, ports, progress)
         for problem in retrain_problems:
             print(f"retrain check failed: {problem}")
         for problem in problems:
             print(f"smoke test failed: {problem}")
         problems += retrain_problems
+        if not progress.ran:
+            print(f"nothing ran{', so nothing was checked' if check else ''}: all "
+                  f"{len(progress.skipped)} workloads of stack {stack!r} were skipped (reasons "
+                  "above). The demo runs SQLite registries, and the retrain jobs and model "
+                  "services that use them, as local processes. Try `mlops demo --stack dev`; "
+                  f"`mlops render --stack {stack} --out-dir out/{stack}` shows what this stack "
+                  "declares.", flush=True)
+            return 1
+        if progress.skipped:
+            print(f"ran {len(progress.ran)}, skipped {len(progress.skipped)} (reasons above): "
+                  + ", ".join(item.split(":", 1)[0] for item in progress.skipped))
         if check:
             return 1 if problems else 0
-        print("running; Ctrl-C stops everything")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        print("running; Ctrl-C stops everything", flush=True)
         try:
             while True:
                 time.sleep(3600)

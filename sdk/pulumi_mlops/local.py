@@ -22,10 +22,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,9 @@ def localize(
     pattern = _rewriter(replacements)
 
     def remap(text: str) -> str:
+        # With nothing to replace, the pattern would be empty and match everywhere.
+        if not replacements:
+            return text
         return pattern.sub(lambda m: replacements[m.group(0)], text)
 
     argv = [remap(a) for a in workload.command]
@@ -154,6 +158,7 @@ def run_job(
     hosts: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
+    on_line: Callable[[str], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run a batch workload once, to completion, as one run of its Job would.
 
@@ -168,6 +173,8 @@ def run_job(
         env: Variables the platform would add to this one run. Default: none.
         timeout: Seconds before the run is killed. Default: the workload's time budget
             (``startup_seconds``: a retrain job's ``timeout``).
+        on_line: Called with each line the run prints (stdout or stderr, without its line
+            end) as it prints it, e.g. to show progress. Default: nothing is shown.
 
     Returns:
         The finished process, with its exit code and its stdout and stderr as text.
@@ -177,13 +184,45 @@ def run_job(
         subprocess.TimeoutExpired: when the run takes longer than ``timeout``.
     """
     command = _prepare(localize(workload, secrets, root, hosts=hosts))
-    result = subprocess.run(
-        command.argv, env={**command.env, **dict(env or {})}, cwd=command.cwd,
-        capture_output=True, text=True, timeout=timeout or workload.startup_seconds,
-        check=False,
-    )
+    argv, full_env = command.argv, {**command.env, **dict(env or {})}
+    budget = timeout or workload.startup_seconds
+    if on_line is None:
+        result = subprocess.run(argv, env=full_env, cwd=command.cwd, capture_output=True,
+                                text=True, timeout=budget, check=False)
+    else:
+        result = _run_streaming(argv, full_env, command.cwd, budget, on_line)
     (root / f"{workload.name}.log").write_text(result.stdout + result.stderr)
     return result
+
+
+def _run_streaming(argv: tuple[str, ...], env: Mapping[str, str], cwd: Path, timeout: float,
+                   on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run` with captured output, passing each line to ``on_line`` as it comes."""
+    captured: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    lock = threading.Lock()
+    with subprocess.Popen(argv, env=dict(env), cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as process:
+
+        def pump(stream: str) -> None:
+            for line in getattr(process, stream):
+                captured[stream].append(line)
+                with lock:
+                    on_line(line.rstrip("\n"))
+
+        readers = [threading.Thread(target=pump, args=(s,), daemon=True) for s in captured]
+        for reader in readers:
+            reader.start()
+        try:
+            process.wait(timeout=timeout)
+        except BaseException:  # the timeout, or Ctrl-C: the run stops with its caller
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+    return subprocess.CompletedProcess(list(argv), process.returncode,
+                                       "".join(captured["stdout"]), "".join(captured["stderr"]))
 
 
 @contextlib.contextmanager

@@ -26,6 +26,8 @@ def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int]:
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True)
     (project / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
+    # The dev stack builds its runtime image from the repository's Dockerfile.
+    (project / "Dockerfile").write_text((REPO / "Dockerfile").read_text())
     (project / "stacks" / "__main__.py").write_text(
         (REPO / "stacks" / "__main__.py").read_text())
     config = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
@@ -65,6 +67,14 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     assert re.search(r"^    roc_auc +0\.9\d+ +- *$", out, re.M), out
     assert re.search(r"^    min +roc_auc +pass ", out, re.M), out
     assert "  exit code 0 (promoted)\n" in out
+    # Progress: each step says when it starts, the job's stages show as they finish.
+    steps = ["==> starting the MLflow registry `registry` (SQLite) ...\n",
+             "==> running the retrain job of `cancer-nightly` once",
+             "==> rendering stack 'dev' again against",
+             "==> starting the model server `cancer` (models:/cancer@champion) ...\n"]
+    assert [out.index(step) for step in steps] == sorted(out.index(step) for step in steps)
+    assert re.search(r"^  train: ok \(\d+\.\d+s\)$", out, re.M), out
+    assert out.index("  promote: ok (") < out.index(RETRAINED)
     assert "registered cancer version" not in out  # the demo trained nothing itself
     server_up = f"cancer: model server up at http://127.0.0.1:{service_port} (healthy)"
     assert out.index(RETRAINED) < out.index(server_up)
@@ -77,16 +87,21 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     assert "check failed" not in out and "smoke test failed" not in out
 
 
-def test_demo_trains_the_model_itself_when_no_schedule_retrains_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_demo_trains_the_model_itself_when_no_schedule_retrains_it_and_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_retrain(config: dict[str, Any]) -> None:
         del config["mlops:retrain"]
 
     project, _, service_port = _project(tmp_path, no_retrain)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(temp))
 
-    assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 0
+    assert run_demo(project, "dev", check=True) == 0  # in a temporary folder
     out = capsys.readouterr().out
+    assert list(temp.glob("mlops-demo-*")) == []
+    assert "==> training cancer (no retrain schedule registers it) ...\n" in out
     assert "retrain job" not in out
     assert "registered cancer version 1, alias champion" in out
     assert "model: cancer version 1 (models:/cancer@champion, pinned at render)" in out

@@ -41,6 +41,7 @@ from pulumi_mlops.runtime.retrain.registry import trusted_types
 from pulumi_mlops.runtime.serve.server import EXIT_LOAD_FAILED
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
+from tests.recording import RUNTIME_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -100,7 +101,7 @@ def rendered(registry: Registry, name: str, **inputs: Any) -> Workload:
         registry=mlops.RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                         password=registry.password),
         target=mlops.DockerTarget(), model_uri=f"models:/{name}@{ALIAS}", port=free_port(),
-        **inputs)
+        image=RUNTIME_IMAGE, **inputs)
     version = mlops.registry_resolver(registry.url, environ=registry.env())(name, ALIAS)
     access = args.registry.access()
     plan = plan_service(name, args, {"stable": ModelRef(args.stable_uri(), name, version, ALIAS)},

@@ -240,7 +240,8 @@ def serving(registry: Registry, model_uri: str, root: Path) -> Iterator[str]:
     endpoint = mlops.RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                       password=registry.password)
     recording = record(lambda: ModelService("svc", registry=endpoint, target=mlops.DockerTarget(),
-                                            model_uri=model_uri, port=port), preview=True)
+                                            model_uri=model_uri, port=port, image=IMAGE),
+                       preview=True)
     (service,) = [c for c in recording.components if isinstance(c, ModelService)]
     workload = service.plan.tracks[0].workload
     assert workload.command[:4] == ("mlops", "serve", "--model-uri", model_uri)

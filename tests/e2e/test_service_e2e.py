@@ -39,6 +39,7 @@ from pulumi_mlops.runtime.drift.profile import build_profile
 from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
+from tests.recording import RUNTIME_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -109,7 +110,7 @@ def render(kind: str, store: Registry, *, port: int, resolver: ModelResolver) ->
         target: mlops.Target = (mlops.DockerTarget() if kind == "docker"
                                 else mlops.KubernetesTarget(namespace="ml"))
         registry = mlops.ModelRegistry("reg", target=target, port=registry_port)
-        mlops.ModelService(MODEL, registry=registry, target=target,
+        mlops.ModelService(MODEL, registry=registry, target=target, image=RUNTIME_IMAGE,
                            model_uri=f"models:/{MODEL}@{ALIAS}", port=port, resolver=resolver)
 
     recording = record(program, preview=True)

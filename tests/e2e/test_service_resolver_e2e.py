@@ -20,6 +20,7 @@ from pulumi_mlops.errors import InputError
 from pulumi_mlops.render import Recording, record, redact
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
+from tests.recording import RUNTIME_IMAGE
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -91,7 +92,7 @@ def _render(resolver: object = None) -> Recording:
     def program() -> None:
         ModelService("fraud", registry=mlops.RegistryEndpoint(
             tracking_uri="http://registry-mlflow.ml.svc.cluster.local:5000"),
-            target=mlops.KubernetesTarget(namespace="ml"),
+            target=mlops.KubernetesTarget(namespace="ml"), image=RUNTIME_IMAGE,
             model_uri=f"models:/{MODEL}@champion", resolver=resolver)
 
     return record(program)

@@ -35,6 +35,9 @@ SERVICE_DOC = REPO / "docs" / "model-service.md"
 RETRAIN_DOC = REPO / "docs" / "retrain-schedule.md"
 
 
+IMAGE = "registry.example.com/ml/mlops-runtime@sha256:" + "c" * 64
+
+
 def rollouts_program() -> None:
     """Every ModelService rollout on Kubernetes, so each object kind it declares is checked."""
     routed = mlops.KubernetesTarget(
@@ -42,27 +45,29 @@ def rollouts_program() -> None:
                                                  section_name="https"))
     registry = mlops.ModelRegistry("registry", target=routed)
     mlops.ModelService(
-        "fraud", registry=registry, target=routed, model_uri="models:/fraud@champion",
+        "fraud", image=IMAGE, registry=registry, target=routed, model_uri="models:/fraud@champion",
         resolver=lambda name, alias: "7", hostname="fraud.example.com",
         autoscaling=mlops.Autoscaling(min_replicas=2, max_replicas=6),
         rollout=mlops.Rollout.canary(model_uri="models:/fraud/8", weight=10))
     mlops.ModelService(
-        "churn", registry=registry, target=routed, model_uri="models:/churn/3",
+        "churn", image=IMAGE, registry=registry, target=routed, model_uri="models:/churn/3",
         hostname="churn.example.com", rollout=mlops.Rollout.shadow("models:/churn/4", 25))
     mlops.ModelService(
-        "ranker", registry=registry, target=routed, replicas=2, hostname="ranker.example.com",
+        "ranker", image=IMAGE,
+registry=registry, target=routed, replicas=2, hostname="ranker.example.com",
         rollout=mlops.Rollout.blue_green(active="models:/ranker/2", preview="models:/ranker/3"))
     mlops.ModelService(
-        "scorer", registry=registry, target=routed, model_uri="models:/scorer/5",
+        "scorer", image=IMAGE, registry=registry, target=routed, model_uri="models:/scorer/5",
         hostname="scorer.example.com")
     # No Gateway: the canary share follows replica counts behind the one Service.
     plain = mlops.KubernetesTarget(namespace="ml")
     mlops.ModelService(
-        "pricing", registry=registry, target=plain, model_uri="models:/pricing/1", replicas=3,
+        "pricing", image=IMAGE,
+registry=registry, target=plain, model_uri="models:/pricing/1", replicas=3,
         rollout=mlops.Rollout.canary("models:/pricing/2", weight=25))
     # A registry of another stack, by address, with credentials as secrets.
     mlops.ModelService(
-        "team", target=plain, model_uri="models:/team/4",
+        "team", image=IMAGE, target=plain, model_uri="models:/team/4",
         registry=mlops.RegistryEndpoint(
             tracking_uri="https://mlflow.example.com", username="team-svc",
             password=pulumi.Output.secret("team-registry-password-1234")))
@@ -106,7 +111,9 @@ def render(name: str, tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     """A stack of the reference program, or one of `PROGRAMS`, rendered once per session."""
     if name not in _cache:
         program = PROGRAMS.get(name)
-        recording = (record_program(REPO, name) if program is None
+        # As `pulumi up` applies it: what the engine computes (the pushed runtime image's
+        # reference) is known, where a preview shows it as [computed].
+        recording = (record_program(REPO, name, preview=False) if program is None
                      else record(program, project="mlops", stack="render"))
         out = tmp_path_factory.mktemp(f"render-{name}")
         files = write_render(recording, out)

@@ -19,6 +19,8 @@ from pulumi_mlops.render import record_program
 from tests.recording import secret_values
 
 REPO = Path(__file__).resolve().parents[2]
+# A runtime image the stacks take instead of building one (the project publishes none).
+IMAGE = "registry.example.com/ml/mlops-runtime:1.0"
 
 
 def test_render_writes_manifests_and_a_redacted_listing(tmp_path: Path) -> None:
@@ -54,8 +56,10 @@ def test_render_reports_bad_config_and_exits_2(
     shutil.copytree(REPO / "stacks", project / "stacks",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "Pulumi.yaml", project)
+    shutil.copy(REPO / "Dockerfile", project)  # the dev stack builds it
     (project / "stacks" / "Pulumi.bad.yaml").write_text(yaml.safe_dump(
-        {"config": {"mlops:target": "kubernetes", "mlops:registry": {"replicas": -1}}}))
+        {"config": {"mlops:target": "kubernetes", "mlops:image": IMAGE,
+                    "mlops:registry": {"replicas": -1}}}))
     out = tmp_path / "out"
     assert main(["render", "--cwd", str(project), "--stack", "bad", "--out-dir", str(out)]) == 2
     assert "`mlops:registry.replicas` must be at least 1" in capsys.readouterr().err
@@ -81,7 +85,9 @@ def test_team_stack_example_serves_through_the_platform_registry() -> None:
 
     platform = {"tracking_uri": "http://registry-mlflow.mlops.svc.cluster.local:5000",
                 "registry_admin_username": "admin",
-                "registry_admin_password": SecretOutput("platform-password-0123456789")}
+                "registry_admin_password": SecretOutput("platform-password-0123456789"),
+                "runtime_image": "registry.example.com/ml-platform/mlops-runtime@sha256:"
+                                 + "d" * 64}
     recording = record_program(REPO / "examples" / "team-stack", "dev",
                                stack_outputs={"organization/mlops/dev": platform})
     deployment = recording.get("kubernetes:apps/v1:Deployment", "fraud")
@@ -237,11 +243,13 @@ def test_a_secret_set_again_in_stack_config_shows_in_the_diff_but_not_its_cipher
     shutil.copytree(REPO / "stacks", project / "stacks",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "Pulumi.yaml", project)
+    shutil.copy(REPO / "Dockerfile", project)  # the dev stack builds it
     ciphertexts = {"before": "v1:AAAAAAAAAAAAAAAA:BBBBBBBBBBBBBBBBBBBBBBBBBBBB",
                    "after": "v1:CCCCCCCCCCCCCCCC:DDDDDDDDDDDDDDDDDDDDDDDDDDDD"}
     for stack, ciphertext in ciphertexts.items():
         (project / "stacks" / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump({"config": {
-            "mlops:target": "kubernetes", "mlops:registry": {"database": "external"},
+            "mlops:target": "kubernetes", "mlops:image": IMAGE,
+            "mlops:registry": {"database": "external"},
             "mlops:databaseUri": {"secure": ciphertext}}}))
         assert main(["plan", "--cwd", str(project), "--stack", stack,
                      "--out", str(tmp_path / f"{stack}.json")]) == 0
@@ -262,6 +270,7 @@ def test_what_the_program_prints_does_not_end_up_in_a_plan_on_stdout(
     shutil.copytree(REPO / "stacks", tmp_path / "stacks",
                     ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "Pulumi.yaml", tmp_path)
+    shutil.copy(REPO / "Dockerfile", tmp_path)  # the dev stack builds it
     main_py = tmp_path / "stacks" / "__main__.py"
     main_py.write_text(main_py.read_text() + '\nprint("hello from the program")\n')
 
@@ -282,6 +291,7 @@ def test_the_pull_request_workflow_comments_the_diff_of_every_stack(tmp_path: Pa
         shutil.copytree(REPO / "stacks", tmp_path / side / "stacks",
                         ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(REPO / "Pulumi.yaml", tmp_path / side)
+        shutil.copy(REPO / "Dockerfile", tmp_path / side)  # the dev stack builds it
         # Stands in for the side's virtual environment, with this checkout's mlops.
         mlops = tmp_path / side / ".venv" / "bin" / "mlops"
         mlops.parent.mkdir(parents=True)
@@ -333,3 +343,237 @@ def test_the_plan_and_diff_docs_show_real_output(
     assert real["resources"][key]["parent"] == resource["parent"]
     assert real["resources"][key]["inputs"]["spec"]["replicas"] == 3
     assert real["outputs"]["tracking_uri"] == example["outputs"]["tracking_uri"]
+
+
+# --- mlops --version, make up / make down ------------------------------------------------------
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    from pulumi_mlops.contracts.version import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"mlops {__version__}\n"
+    assert __version__ == version("pulumi-mlops")
+
+
+def _make_dry_run(*args: str) -> list[str]:
+    """The commands `make -n` prints for ``args`` in the repository (nothing is run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    done = subprocess.run(["make", "-n", "--no-print-directory", *args], cwd=REPO, env=env,
+                          check=True, capture_output=True, text=True)
+    return done.stdout.splitlines()
+
+
+def _pulumi_vars(words: list[str]) -> dict[str, str]:
+    return {k: v for k, _, v in (w.partition("=") for w in words) if k.startswith("PULUMI_")}
+
+
+def test_make_up_and_down_use_one_backend_and_passphrase_and_up_says_how_to_read_outputs(
+    plans: dict[str, Path],
+) -> None:
+    import shlex
+
+    up = _make_dry_run("up", "YES=1")
+    down = _make_dry_run("down", "YES=1")
+
+    (deploy,) = [line for line in up if "pulumi up --stack dev --yes" in line]
+    (destroy,) = [line for line in down if "pulumi destroy --stack dev --yes" in line]
+    state = REPO / ".pulumi-state"
+    expected = {"PULUMI_BACKEND_URL": f"file://{state}",
+                "PULUMI_CONFIG_PASSPHRASE_FILE": f"{state / 'passphrase'}"}
+    assert _pulumi_vars(shlex.split(deploy)) == expected
+    assert _pulumi_vars(shlex.split(destroy)) == expected
+    # What `make up` prints at the end: run its echo commands, then read the printed commands.
+    echoed = subprocess.run(["sh", "-c", "\n".join(line for line in up
+                                                   if line.startswith("echo "))],
+                            check=True, capture_output=True, text=True).stdout
+    printed = [shlex.split(line) for line in echoed.splitlines()
+               if "pulumi stack output" in line]
+    assert [words[2:] for words in printed] == [
+        ["pulumi", "stack", "output", "--stack", "dev"],
+        ["pulumi", "stack", "output", "--stack", "dev", "--show-secrets",
+         "registry_admin_password"]]
+    assert all(_pulumi_vars(words) == expected for words in printed)
+    assert "registry_admin_password" in json.loads(plans["dev"].read_text())["outputs"]
+    assert "make down" in echoed
+
+
+def test_make_up_and_down_run_pulumi_with_the_same_state_as_the_printed_commands(
+    tmp_path: Path,
+) -> None:
+    """The Makefile's targets, run for real with stand-ins for the Pulumi and Docker CLIs."""
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "Makefile", project)
+    shutil.copy(REPO / "scripts" / "preflight.sh", project / "scripts")
+    for name in ("pyproject.toml", "requirements/runtime.txt"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).touch()
+    (project / ".venv" / "bin").mkdir(parents=True)
+    (project / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    os.utime(project / "pyproject.toml", (0, 0))
+    os.utime(project / "requirements/runtime.txt", (0, 0))
+    (project / ".venv" / ".installed").touch()  # installed: make up installs nothing
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("pulumi", "docker"):
+        (fake / tool).write_text(
+            f'#!/bin/sh\necho "{tool} $* | $PULUMI_BACKEND_URL | $PULUMI_CONFIG_PASSPHRASE_FILE"'
+            f' >> "{calls}"\necho "{tool} 0.0"\n')
+        (fake / tool).chmod(0o755)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MAKE")},
+           "PATH": f"{fake}:{os.environ['PATH']}"}
+
+    def make(*args: str) -> str:
+        return subprocess.run(["make", "--no-print-directory", *args], cwd=project, env=env,
+                              check=True, capture_output=True, text=True).stdout
+
+    printed = make("up", "YES=1")
+    password = next(line for line in printed.splitlines() if "--show-secrets" in line)
+    subprocess.run(["sh", "-c", password], cwd=project, env=env, check=True,
+                   capture_output=True)
+    make("down", "YES=1")
+
+    state = project / ".pulumi-state"
+    assert len((state / "passphrase").read_text().strip()) >= 32
+    same = f" | file://{state} | {state / 'passphrase'}"
+    pulumi = [line for line in calls.read_text().splitlines() if line.startswith("pulumi ")]
+    assert pulumi == [
+        "pulumi version |  | ", "pulumi stack select --create dev" + same,
+        "pulumi up --stack dev --yes" + same, "pulumi stack output --stack dev" + same,
+        "pulumi stack output --stack dev --show-secrets registry_admin_password" + same,
+        "pulumi version |  | ", "pulumi destroy --stack dev --yes" + same]
+
+
+def test_the_readme_documents_make_down_beside_make_up() -> None:
+    readme = (REPO / "README.md").read_text()
+    commands = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+
+    assert "make down" in commands
+    assert "--show-secrets registry_admin_password" in commands
+
+
+# --- mlops demo: what it cannot run, its folders, its progress ---------------------------------
+
+
+@pytest.fixture
+def temp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the demo's temporary folders go in this test (to see whether one is left)."""
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(root))
+    return root
+
+
+def test_demo_check_of_a_stack_it_cannot_run_fails_saying_what_it_skipped_and_why(
+    temp_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--cwd", str(REPO), "--stack", "staging", "--check"]) == 1
+
+    out = capsys.readouterr().out
+    assert ("registry: skipped, its database runs in the target; the demo runs SQLite "
+            "registries (use the dev stack)\n") in out
+    assert ("cancer-nightly: skipped, its registry "
+            "(http://registry-mlflow.mlops-staging.svc.cluster.local:5000) is not one") in out
+    assert "cancer: skipped, its registry" in out
+    assert ("nothing ran, so nothing was checked: all 3 workloads of stack 'staging' were "
+            "skipped") in out
+    assert "mlops demo --stack dev" in out
+    assert list(temp_root.iterdir()) == []
+
+
+def test_demo_keeps_the_workdir_it_was_given_and_says_where(
+    tmp_path: Path, temp_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workdir = tmp_path / "kept"
+
+    assert main(["demo", "--cwd", str(REPO), "--stack", "prod", "--check",
+                 "--workdir", str(workdir)]) == 1
+
+    assert workdir.is_dir()
+    assert f"data and logs kept in {workdir}\n" in capsys.readouterr().out
+    assert list(temp_root.iterdir()) == []
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_demo_removes_its_temporary_folder_on_ctrl_c_and_on_error(
+    error: type[BaseException], temp_root: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pulumi_mlops import demo
+
+    def start_then_fail(recording: object, stack: object, root: Path,
+                        progress: object) -> None:
+        (root / "registry").mkdir()
+        (root / "registry" / "mlflow.db").write_text("data")
+        raise error("registry failed to start")
+
+    monkeypatch.setattr(demo, "_start_registries", start_then_fail)
+
+    if error is KeyboardInterrupt:
+        assert demo.run_demo(REPO, "dev") == 130
+        assert "interrupted; stopped everything" in capsys.readouterr().out
+    else:
+        with pytest.raises(error, match="registry failed to start"):
+            demo.run_demo(REPO, "dev")
+    assert list(temp_root.iterdir()) == []
+
+
+def test_demo_shows_the_retrain_job_stages_as_they_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pulumi_mlops.demo import _echo_stage
+    from pulumi_mlops.local import run_job
+    from pulumi_mlops.plans.workload import ExecCheck, Workload
+
+    stages = ("import logging, sys, time\n"
+              "logging.basicConfig(stream=sys.stderr, level=logging.INFO, "
+              "format='%(asctime)s %(levelname)s job %(message)s')\n"
+              "logging.info('stage=load_dataset status=ok duration=0.40s rows=569')\n"
+              "print('progress bar', flush=True)\n"
+              "logging.error('stage=train status=failed duration=1.25s error=ValueError: x')\n")
+    job = Workload(name="job", image="img:1", command=("python", "-c", stages), env={},
+                   port=0, health=ExecCheck(("true",)), startup_seconds=60)
+    seen: list[str] = []
+
+    def show(line: str) -> None:
+        seen.append(line)
+        _echo_stage(line)
+
+    result = run_job(job, {}, tmp_path, on_line=show)
+
+    assert capsys.readouterr().out == ("  load_dataset: ok (0.40s) rows=569\n"
+                                       "  train: failed (1.25s) error=ValueError: x\n")
+    assert "progress bar" in seen and result.stdout == "progress bar\n"
+    assert result.returncode == 0 and "stage=train" in result.stderr
+    assert "stage=train" in (tmp_path / "job.log").read_text()
+
+
+@pytest.mark.slow
+def test_make_dist_builds_a_wheel_with_the_package_and_the_mlops_command(
+    tmp_path: Path,
+) -> None:
+    import zipfile
+
+    from pulumi_mlops.contracts.version import __version__
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    subprocess.run(["make", "--no-print-directory", "dist", f"DIST={tmp_path}"], cwd=REPO,
+                   env=env, check=True, capture_output=True, text=True)
+
+    (wheel,) = tmp_path.glob("pulumi_mlops-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        info = f"pulumi_mlops-{__version__}.dist-info"
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+        metadata = archive.read(f"{info}/METADATA").decode()
+    assert {name.split("/")[0] for name in names} == {"pulumi_mlops", info}
+    assert "pulumi_mlops/components/service.py" in names
+    assert "mlops = pulumi_mlops.cli:main" in entry_points
+    assert "\nRequires-Dist: pulumi<" in metadata  # its dependencies come with it

@@ -19,7 +19,6 @@ from typing import Annotated
 import pytest
 from pydantic import BaseModel, Field
 
-from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE
 from pulumi_mlops.plans.service import Autoscaling, pod_lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,11 +99,15 @@ def test_every_model_service_sub_input_is_documented() -> None:
         assert f"`{name}`" in doc
 
 
+def test_no_doc_implies_an_image_the_project_does_not_build() -> None:
+    for page in [REPO / "README.md", *sorted(DOCS.glob("*.md"))]:
+        assert "ghcr.io/pulumi-mlops" not in page.read_text(), page.name
+
+
 def test_the_documented_lifecycle_is_the_code_lifecycle() -> None:
     doc = SERVICE_DOC.read_text()
     pre_stop, grace = pod_lifecycle()
 
-    assert DEFAULT_RUNTIME_IMAGE.rsplit(":", 1)[0] in doc
     assert f"`terminationGracePeriodSeconds` is {grace}" in doc
     assert f"`preStop` sleep of {pre_stop} s" in doc
 

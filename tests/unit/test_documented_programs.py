@@ -86,7 +86,9 @@ def test_a_team_stack_plans_with_the_platform_outputs_given(tmp_path: Path) -> N
     outputs.write_text(yaml.safe_dump({"organization/mlops/dev": {
         "tracking_uri": "http://registry-mlflow.mlops:5000",
         "registry_admin_username": "admin",
-        "registry_admin_password": {"secret": "platform-password-123"}}}))
+        "registry_admin_password": {"secret": "platform-password-123"},
+        "runtime_image": "registry.example.com/ml-platform/mlops-runtime@sha256:" + "d" * 64,
+    }}))
     plan = _check(plan_stack(REPO / "examples/team-stack", "dev",
                                load_stack_outputs(outputs)))
     text = dump_stack_plan(plan)

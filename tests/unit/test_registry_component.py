@@ -179,6 +179,26 @@ def test_docker_runs_sqlite_on_volumes_with_hardened_containers() -> None:
     assert "chown 10001:10001 /mlflow/data /mlflow/artifacts" in init["entrypoints"][2]
 
 
+def test_every_docker_container_is_bounded_in_processes_and_the_init_containers_in_all() -> None:
+    rec = docker(database=mlops.Database.postgres())
+    for name in ("reg-postgres", "reg-mlflow"):
+        container = redact(dict(rec.get(CONTAINER, name).inputs))
+        # pulumi-docker has no --pids-limit: the nproc ulimit is the bound it offers.
+        assert container["ulimits"] == [{"name": "nproc", "soft": 4096, "hard": 4096}]
+        assert container["restart"] == "unless-stopped"
+    for name in ("reg-postgres-init", "reg-mlflow-init"):
+        init = redact(dict(rec.get(CONTAINER, name).inputs))
+        assert init["memory"] == 64
+        assert init["cpus"] == "0.25"
+        assert init["ulimits"] == [{"name": "nproc", "soft": 32, "hard": 32}]
+
+
+def test_docker_pids_limit_follows_the_resources() -> None:
+    rec = docker(resources=mlops.Resources(pids_limit=512))
+    server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
+    assert server["ulimits"] == [{"name": "nproc", "soft": 512, "hard": 512}]
+
+
 def test_docker_postgres_is_optional() -> None:
     rec = docker(database=mlops.Database.postgres())
     names = {c.inputs["name"] for c in rec.of_type(CONTAINER)}

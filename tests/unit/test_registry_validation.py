@@ -24,7 +24,7 @@ import pulumi_mlops as mlops
 from pulumi_mlops import errors
 from pulumi_mlops._validation import ArgsModel
 from pulumi_mlops.render.harness import record
-from tests.recording import failing
+from tests.recording import RUNTIME_IMAGE, failing
 
 K8S = mlops.KubernetesTarget(namespace="ml")
 DOCKER = mlops.DockerTarget()
@@ -308,8 +308,9 @@ VALID: dict[str, dict[str, Any]] = {
     "KubernetesTarget": {"kind": "kubernetes"},
     "DockerTarget": {"kind": "docker"},
     "ModelServiceArgs": {"registry": ENDPOINT, "target": {"kind": "kubernetes"},
-                         "model_uri": "models:/fraud/1"},
+                         "model_uri": "models:/fraud/1", "image": RUNTIME_IMAGE},
     "RetrainScheduleArgs": {"registry": ENDPOINT, "target": {"kind": "kubernetes"},
+                            "image": RUNTIME_IMAGE,
                             "schedule": "0 3 * * *", "model_name": "fraud",
                             "dataset": "https://data.example.com/fraud.csv",
                             "target_column": "label",
@@ -404,8 +405,8 @@ def test_a_mapping_shown_in_an_error_has_its_secrets_redacted() -> None:
 
 
 @pytest.mark.parametrize(("build", "shown"), [
-    pytest.param(lambda: mlops.ModelService("fraud", registry=ENDPOINT, target=K8S,
-                                            model_uri="s3://bucket/fraud-model"),
+    pytest.param(lambda: mlops.ModelService("fraud", image=RUNTIME_IMAGE, registry=ENDPOINT,
+                                            target=K8S, model_uri="s3://bucket/fraud-model"),
                  "s3://bucket/fraud-model", id="model_uri"),
     pytest.param(lambda: mlops.Rollout(kind="canary", model_uri="s3://bucket/challenger"),
                  "s3://bucket/challenger", id="rollout.model_uri"),

@@ -19,7 +19,7 @@ from pulumi_mlops.render.manifests import manifests
 from pulumi_mlops.render.stack_plan import build_stack_plan, dump_stack_plan
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.targets.kubernetes.retrain import JOB_NAME_LABEL
-from tests.recording import failing
+from tests.recording import RUNTIME_IMAGE, failing
 
 COMPONENT = "mlops:index:RetrainSchedule"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
@@ -41,6 +41,7 @@ BASE: dict[str, Any] = {
     "schedule": "0 3 * * *", "model_name": "fraud", "dataset": "sklearn:breast_cancer",
     "estimator": "sklearn.ensemble.GradientBoostingClassifier",
     "params": {"n_estimators": 200}, "gates": GATES, "promote_alias": "champion",
+    "image": RUNTIME_IMAGE,
 }
 
 
@@ -106,7 +107,7 @@ def test_the_job_runs_mlops_retrain_on_the_mounted_config_without_probes() -> No
     [container] = pod["spec"]["containers"]
 
     assert container["command"] == ["mlops", "retrain", "--config", CONFIG_PATH]
-    assert container["image"] == mlops.plans.image.DEFAULT_RUNTIME_IMAGE
+    assert container["image"] == RUNTIME_IMAGE
     for absent in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
         assert absent not in container
     assert {"name": "config-0", "mountPath": "/etc/mlops", "readOnly": True} in container[
@@ -251,6 +252,17 @@ def test_docker_runs_a_hardened_scheduler_with_the_same_job_and_a_healthcheck() 
     assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, NAME).dependencies
 
 
+def test_docker_scheduler_and_its_init_container_are_bounded() -> None:
+    rec = schedule(DOCKER)
+
+    container = inputs(rec, CONTAINER)
+    assert container["ulimits"] == [{"name": "nproc", "soft": 4096, "hard": 4096}]
+    assert (container["memory"], container["cpus"]) == (2048, "2")
+    init = inputs(rec, CONTAINER, f"{NAME}-init")
+    assert (init["memory"], init["cpus"]) == (64, "0.25")
+    assert init["ulimits"] == [{"name": "nproc", "soft": 32, "hard": 32}]
+
+
 def test_docker_with_a_registry_endpoint_gets_its_own_network_and_can_be_suspended() -> None:
     rec = schedule(DOCKER, suspend=True)
 
@@ -321,6 +333,7 @@ def test_outputs_are_the_config_and_the_schedule() -> None:
     ({"dataset_max_bytes": 0}, "dataset_max_bytes"),
     ({"dataset_max_ratio": 0.5}, "dataset_max_ratio"),
     ({"dataset_timeout": 0}, "dataset_timeout"),
+    ({"image": None}, "image"),
 ])
 def test_bad_input_is_rejected_naming_the_input_and_nothing_declared(
     kwargs: dict[str, Any], path: str

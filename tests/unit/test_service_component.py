@@ -27,7 +27,7 @@ from pulumi_mlops.render import (
     unwrap_secrets,
 )
 from pulumi_mlops.render.manifests import manifests
-from tests.recording import failing
+from tests.recording import RUNTIME_IMAGE, failing
 
 COMPONENT = "mlops:index:ModelService"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -67,6 +67,7 @@ def no_registry_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def service(target: mlops.Target = K8S, **kwargs: Any) -> Recording:
     kwargs.setdefault("registry", ENDPOINT)
+    kwargs.setdefault("image", RUNTIME_IMAGE)
     if "rollout" not in kwargs or kwargs["rollout"].kind != "blue_green":
         kwargs.setdefault("model_uri", "models:/fraud@champion")
     kwargs.setdefault("resolver", pinned("7"))
@@ -148,7 +149,8 @@ def test_outputs_and_public_attributes() -> None:
     built: list[ModelService] = []
 
     def program() -> None:
-        svc = ModelService("fraud", registry=ENDPOINT, target=K8S, resolver=pinned("7"),
+        svc = ModelService("fraud", image=RUNTIME_IMAGE,
+                           registry=ENDPOINT, target=K8S, resolver=pinned("7"),
                            model_uri="models:/fraud@champion",
                            rollout=mlops.Rollout.canary("models:/fraud/8", 25), replicas=3)
         built.append(svc)
@@ -174,7 +176,8 @@ def test_outputs_and_public_attributes() -> None:
 
 def test_the_endpoint_is_the_gateway_host_when_routed() -> None:
     def program() -> None:
-        svc = ModelService("fraud", registry=ENDPOINT, target=K8S_GW, model_uri="models:/fraud/7",
+        svc = ModelService("fraud", image=RUNTIME_IMAGE,
+                           registry=ENDPOINT, target=K8S_GW, model_uri="models:/fraud/7",
                            hostname="fraud.example.com")
         pulumi.export("endpoint", svc.endpoint)
 
@@ -329,7 +332,8 @@ def test_egress_to_a_registry_component_is_limited_to_its_server_pods() -> None:
     def program() -> None:
         registry = mlops.ModelRegistry("reg", target=mlops.KubernetesTarget(namespace="platform"),
                                        port=5001)
-        ModelService("fraud", registry=registry, target=K8S, model_uri="models:/fraud/7")
+        ModelService("fraud", image=RUNTIME_IMAGE,
+                     registry=registry, target=K8S, model_uri="models:/fraud/7")
 
     rec = record(program)
 
@@ -489,7 +493,7 @@ def test_shadow_mirrors_requests_through_the_gateway() -> None:
 
 def test_shadow_without_a_gateway_is_an_error_with_the_fix() -> None:
     err, rec = failing(lambda: ModelService(
-        "fraud", registry=ENDPOINT, target=K8S, model_uri="models:/fraud/7",
+        "fraud", image=RUNTIME_IMAGE, registry=ENDPOINT, target=K8S, model_uri="models:/fraud/7",
         rollout=mlops.Rollout.shadow("models:/fraud/8")))
 
     assert err.where == WHERE
@@ -505,7 +509,8 @@ def test_shadow_without_a_gateway_is_an_error_with_the_fix() -> None:
                          ids=lambda r: r.kind.value)
 def test_splitting_through_a_gateway_needs_a_hostname(rollout: mlops.Rollout) -> None:
     err, rec = failing(lambda: ModelService(
-        "fraud", registry=ENDPOINT, target=K8S_GW, model_uri="models:/fraud/7", rollout=rollout))
+        "fraud", image=RUNTIME_IMAGE,
+registry=ENDPOINT, target=K8S_GW, model_uri="models:/fraud/7", rollout=rollout))
 
     assert [p.path for p in err.problems] == ["hostname"]
     assert f"is required for a {rollout.kind.value} rollout through the Gateway" in str(err)
@@ -573,7 +578,7 @@ def test_blue_green_active_defaults_to_the_model_uri() -> None:
 
 def test_blue_green_takes_the_active_model_once() -> None:
     err, rec = failing(lambda: ModelService(
-        "fraud", registry=ENDPOINT, target=K8S, model_uri="models:/fraud/7",
+        "fraud", image=RUNTIME_IMAGE, registry=ENDPOINT, target=K8S, model_uri="models:/fraud/7",
         rollout=mlops.Rollout.blue_green(active="models:/fraud/7")))
 
     assert [p.path for p in err.problems] == ["model_uri"]
@@ -583,7 +588,7 @@ def test_blue_green_takes_the_active_model_once() -> None:
 
 def test_blue_green_preview_must_be_another_version_after_resolution() -> None:
     err, rec = failing(lambda: ModelService(
-        "fraud", registry=ENDPOINT, target=K8S, resolver=pinned("7"),
+        "fraud", image=RUNTIME_IMAGE, registry=ENDPOINT, target=K8S, resolver=pinned("7"),
         rollout=mlops.Rollout.blue_green(active="models:/fraud@champion",
                                          preview="models:/fraud/7")))
 
@@ -608,7 +613,8 @@ def test_blue_green_preview_must_be_another_version_after_resolution() -> None:
 ], ids=["canary", "blue-green", "shadow", "autoscaling", "replicas"])
 def test_docker_rejects_what_needs_kubernetes(kwargs: dict[str, Any], path: str,
                                               rule: str) -> None:
-    err, rec = failing(lambda: ModelService("fraud", registry=ENDPOINT, target=DOCKER,
+    err, rec = failing(lambda: ModelService("fraud", image=RUNTIME_IMAGE,
+                                            registry=ENDPOINT, target=DOCKER,
                                             model_uri="models:/fraud/7", **kwargs))
 
     assert err.where == WHERE
@@ -623,7 +629,7 @@ def test_docker_runs_one_hardened_container_on_the_registry_network() -> None:
 
     def program() -> None:
         registry = mlops.ModelRegistry("reg", target=DOCKER)
-        svc = ModelService("fraud", registry=registry, target=DOCKER,
+        svc = ModelService("fraud", image=RUNTIME_IMAGE, registry=registry, target=DOCKER,
                            model_uri="models:/fraud@champion", resolver=pinned("3"), port=8081)
         built.append(svc)
         pulumi.export("endpoint", svc.endpoint)
@@ -668,6 +674,26 @@ def test_docker_with_a_registry_endpoint_gets_its_own_network() -> None:
 
     assert (NETWORK, "fraud-net") in children(rec)
     assert inputs(rec, CONTAINER, "fraud")["networksAdvanced"][0]["name"] == "fraud-net"
+
+
+def test_docker_bounds_processes_and_exits_when_unhealthy_for_the_restart_policy() -> None:
+    rec = service(DOCKER, resources=mlops.Resources(pids_limit=1024))
+
+    container = inputs(rec, CONTAINER, "fraud")
+    assert container["ulimits"] == [{"name": "nproc", "soft": 1024, "hard": 1024}]
+    # Docker restarts on exit only: the server exits once unhealthy for a minute.
+    assert container["restart"] == "unless-stopped"
+    command = container["entrypoints"]
+    assert command[command.index("--exit-when-unhealthy-seconds") + 1] == "60"
+    # No volume or config file: no init container.
+    assert {c.name for c in rec.of_type(CONTAINER)} == {"fraud"}
+
+
+def test_kubernetes_has_the_liveness_probe_and_no_watchdog() -> None:
+    [container] = pod(service())["spec"]["containers"]
+    assert "--exit-when-unhealthy-seconds" not in container["command"] + container.get(
+        "args", [])
+    assert container["livenessProbe"]["httpGet"]["path"] == "/ping"
 
 
 # --------------------------------------------------------------------------- alias pinning
@@ -728,7 +754,7 @@ def test_an_unreachable_registry_keeps_the_alias_and_warns(
 def test_by_default_the_registry_of_the_environment_is_asked(
     warnings: Callable[[], list[str]],
 ) -> None:
-    rec = record(lambda: ModelService("fraud", registry=ENDPOINT, target=K8S,
+    rec = record(lambda: ModelService("fraud", image=RUNTIME_IMAGE, registry=ENDPOINT, target=K8S,
                                       model_uri="models:/fraud@champion"))
 
     # No MLFLOW_TRACKING_URI here (see the autouse fixture): resolved at start-up.
@@ -766,7 +792,8 @@ def missing_alias(name: str, alias: str) -> str:
 def test_an_alias_the_registry_does_not_have_is_an_error_naming_the_input(
     kwargs: dict[str, Any], path: str, uri: str
 ) -> None:
-    err, rec = failing(lambda: ModelService("fraud", registry=ENDPOINT, target=K8S,
+    err, rec = failing(lambda: ModelService("fraud", image=RUNTIME_IMAGE,
+                                            registry=ENDPOINT, target=K8S,
                                             resolver=missing_alias, **kwargs))
 
     assert err.where == WHERE
@@ -832,7 +859,8 @@ def test_registry_outputs_from_a_stack_reference_travel_as_secrets() -> None:
             tracking_uri=pulumi.Output.secret("http://mlflow.platform:5000"),
             username=pulumi.Output.from_input("svc"),
             password=pulumi.Output.secret(password))
-        ModelService("fraud", registry=endpoint, target=K8S, model_uri="models:/fraud/7")
+        ModelService("fraud", image=RUNTIME_IMAGE,
+                     registry=endpoint, target=K8S, model_uri="models:/fraud/7")
 
     rec = record(program)
 
@@ -875,13 +903,15 @@ def test_a_registry_without_credentials_needs_no_secret() -> None:
     ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
     ({"replica": 2}, "replica"),
     ({"allow_pickle": "sometimes"}, "allow_pickle"),
+    ({"image": None}, "image"),
 ], ids=["no-model", "uri-without-version", "runs-uri", "registry-string", "port-80",
         "replicas-0", "hostname", "load-timeout", "resolver-not-callable", "image-latest",
-        "monitoring-namespace", "typo", "allow-pickle-not-a-boolean"])
+        "monitoring-namespace", "typo", "allow-pickle-not-a-boolean", "no-image"])
 def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     kwargs: dict[str, Any], path: str
 ) -> None:
-    args = {"registry": ENDPOINT, "target": K8S, "model_uri": "models:/fraud/7", **kwargs}
+    args = {"registry": ENDPOINT, "target": K8S, "model_uri": "models:/fraud/7",
+            "image": RUNTIME_IMAGE, **kwargs}
     args = {k: v for k, v in args.items() if v is not None}
 
     err, rec = failing(lambda: ModelService("fraud", **args))
@@ -895,7 +925,8 @@ def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
 def test_a_registry_on_another_kind_of_target_is_rejected() -> None:
     def build() -> None:
         registry = mlops.ModelRegistry("reg", target=DOCKER)
-        ModelService("fraud", registry=registry, target=K8S, model_uri="models:/fraud/7")
+        ModelService("fraud", image=RUNTIME_IMAGE,
+                     registry=registry, target=K8S, model_uri="models:/fraud/7")
 
     err, rec = failing(build)
 
@@ -906,7 +937,7 @@ def test_a_registry_on_another_kind_of_target_is_rejected() -> None:
 
 def test_args_object_and_keywords_build_the_same_service() -> None:
     kwargs: dict[str, Any] = {"registry": ENDPOINT, "target": K8S, "replicas": 2,
-                              "model_uri": "models:/fraud/7"}
+                              "model_uri": "models:/fraud/7", "image": RUNTIME_IMAGE}
     by_kwargs = build_stack_plan(record(lambda: ModelService("fraud", **kwargs)))
     by_args = build_stack_plan(record(lambda: ModelService(
         "fraud", mlops.ModelServiceArgs(**kwargs))))
@@ -921,7 +952,7 @@ def test_a_new_model_version_changes_only_the_stable_pod_template() -> None:
     def rendered(version: str) -> dict[str, Any]:
         def program() -> None:
             registry = mlops.ModelRegistry("reg", target=K8S)
-            ModelService("fraud", registry=registry, target=K8S, replicas=2,
+            ModelService("fraud", image=RUNTIME_IMAGE, registry=registry, target=K8S, replicas=2,
                          model_uri="models:/fraud@champion", resolver=pinned(version),
                          autoscaling=mlops.Autoscaling(max_replicas=4))
         plan: dict[str, Any] = build_stack_plan(record(program))

@@ -35,6 +35,7 @@ from pulumi_mlops.plans.service import (
 )
 from pulumi_mlops.plans.target import GatewayRef
 from pulumi_mlops.plans.workload import HttpCheck, SecretRef
+from tests.recording import RUNTIME_IMAGE
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -51,6 +52,7 @@ aliases = st.from_regex(r"[A-Za-z_][A-Za-z0-9_-]{0,62}", fullmatch=True)
 def args_of(**kwargs: Any) -> ModelServiceArgs:
     kwargs.setdefault("registry", ENDPOINT)
     kwargs.setdefault("target", K8S)
+    kwargs.setdefault("image", RUNTIME_IMAGE)
     if "rollout" not in kwargs or kwargs["rollout"].kind != RolloutKind.BLUE_GREEN:
         kwargs.setdefault("model_uri", "models:/fraud/7")
     return ModelServiceArgs(**kwargs)
@@ -617,7 +619,8 @@ def _declare_fraud(resolver: Any) -> Any:
     from pulumi_mlops.render import record
 
     def program() -> None:
-        mlops.ModelService("fraud", registry=ENDPOINT, target=K8S, resolver=resolver,
+        mlops.ModelService("fraud", image=RUNTIME_IMAGE,
+                           registry=ENDPOINT, target=K8S, resolver=resolver,
                            model_uri="models:/fraud@champion")
 
     return record(program, preview=True)

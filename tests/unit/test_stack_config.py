@@ -32,6 +32,7 @@ URI_PASSWORD = "hunter2-db-secret"
 def project(tmp_path: Path) -> Path:
     """A copy of the reference project, safe to rewrite."""
     shutil.copy(PROJECT / "Pulumi.yaml", tmp_path / "Pulumi.yaml")
+    shutil.copy(PROJECT / "Dockerfile", tmp_path / "Dockerfile")  # RuntimeImage builds it
     shutil.copytree(PROJECT / "stacks", tmp_path / "stacks",
                     ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
@@ -55,7 +56,9 @@ def write_stack(project: Path, config: dict[str, Any], stack: str = "bad") -> st
     return stack
 
 
-K8S = {"mlops:target": "kubernetes"}
+# Kubernetes nodes pull the runtime image from a registry the stack pushes it to.
+K8S = {"mlops:target": "kubernetes",
+       "mlops:imageRegistry": {"server": "registry.example.com", "namespace": "ml"}}
 DOCKER = {"mlops:target": "docker"}
 GATEWAY = {"mlops:gateway": {"name": "public", "namespace": "gateway-system"}}
 
@@ -518,3 +521,65 @@ def test_config_inputs_map_keys_both_ways_by_the_args_model() -> None:
         "mlops:retrain.nightly.gates.minImprovement.Roc-AUC",
         "mlops:retrain.nightly.resources.memoryLimit",
         "mlops:retrain.nightly.successfulJobsHistory", "mlops:retrain.nightly"]
+
+
+# --- the runtime image: built from the repository, never implied ---------------------------
+
+
+def _image_of(recording: Any, type_: str, name: str) -> Any:
+    inputs = recording.get(type_, name).inputs
+    if type_ == "docker:index/container:Container":
+        return inputs["image"]
+    return inputs["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_the_dev_stack_builds_the_runtime_image_and_runs_it(project: Path) -> None:
+    recording = record_program(project, "dev", preview=False)  # as `pulumi up` sees it
+
+    [build] = recording.of_type("docker:index/image:Image")
+    assert build.inputs["skipPush"] is True  # kept on the dev engine
+    assert build.inputs["build"]["dockerfile"] == "../Dockerfile"
+    # The workloads run the image built on the engine; nothing pulls it from elsewhere.
+    for name in ("cancer", "cancer-nightly-retrain"):
+        assert _image_of(recording, "docker:index/container:Container", name) == (
+            build.inputs["imageName"])
+    pulled = {r.inputs["name"] for r in recording.of_type("docker:index/remoteImage:RemoteImage")}
+    assert pulled == {"ghcr.io/mlflow/mlflow:v3.17.2-full"}  # only the registry's
+
+
+def test_a_kubernetes_stack_without_an_image_registry_says_where_to_push(
+        project: Path, forget_failed_outputs: None) -> None:
+    stack = write_stack(project, {"mlops:target": "kubernetes", **services()})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    assert "`mlops:imageRegistry` is required on the Kubernetes target" in str(raised.value)
+
+
+def test_a_stack_requiring_digests_refuses_an_image_pinned_by_tag(
+        project: Path, forget_failed_outputs: None) -> None:
+    tagged = "registry.example.com/ml/mlops-runtime:0.1.0"
+    stack = write_stack(project, {**K8S, "mlops:requireImageDigest": True,
+                                  "mlops:image": tagged, **services()})
+
+    with pytest.raises(mlops.ValidationError) as raised:
+        record_program(project, stack)
+
+    message = str(raised.value)
+    assert "`mlops:image` must be pinned by digest in this stack" in message
+    assert tagged in message
+
+
+def test_a_given_image_is_what_every_workload_runs(project: Path) -> None:
+    pinned = "registry.example.com/ml/mlops-runtime@sha256:" + "a" * 64
+    stack = write_stack(project, {**K8S, "mlops:requireImageDigest": True,
+                                  "mlops:image": pinned, **services(), **retrain()})
+
+    recording = record_program(project, stack)
+
+    assert not recording.of_type("docker:index/image:Image")  # nothing built
+    assert _image_of(recording, "kubernetes:apps/v1:Deployment", "cancer") == pinned
+    job = recording.get("kubernetes:batch/v1:CronJob", "nightly-retrain").inputs
+    assert job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0][
+        "image"] == pinned

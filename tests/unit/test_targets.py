@@ -108,3 +108,15 @@ def test_a_service_plan_literal_materializes_on_docker() -> None:
     assert container["wait"] is False  # the plan's wait_ready
     assert container["ports"] == [{"internal": 8080, "external": 8080, "ip": "127.0.0.1"}]
     assert container["networksAdvanced"][0]["aliases"] == ["svc"]
+
+
+def test_docker_reports_a_container_unhealthy_before_its_watchdog_ends_it() -> None:
+    from pulumi_mlops.plans.workload import UNHEALTHY_EXIT_SECONDS
+    from pulumi_mlops.targets.docker._containers import healthcheck
+
+    check = healthcheck(Workload(name="s", image="i", command=("serve",), env={}, port=8080,
+                                 health=HttpCheck("/health"),
+                                 unhealthy_exit_seconds=UNHEALTHY_EXIT_SECONDS))
+    assert check is not None
+    # `docker ps` shows "unhealthy" (and why, in `docker inspect`) before the restart.
+    assert int(check["interval"].rstrip("s")) * check["retries"] < UNHEALTHY_EXIT_SECONDS

@@ -26,18 +26,15 @@ from pulumi_mlops.plans.registry import check_pinned_image
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 
 __all__ = [
-    "DEFAULT_RUNTIME_IMAGE",
     "DEFAULT_RUNTIME_REPOSITORY",
     "ImagePlan",
     "RuntimeImageArgs",
     "check_runtime_image",
     "plan_runtime_image",
+    "require_runtime_image",
 ]
 
 DEFAULT_RUNTIME_REPOSITORY = "mlops-runtime"
-DEFAULT_RUNTIME_IMAGE = f"ghcr.io/pulumi-mlops/{DEFAULT_RUNTIME_REPOSITORY}:{__version__}"
-"""The runtime image built from this repository's Dockerfile and published at this package's
-version: what services and retrain schedules run unless given ``image=``."""
 # OCI tag grammar.
 _TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 # os/arch[/variant], e.g. linux/amd64, linux/arm64/v8.
@@ -144,6 +141,18 @@ class RuntimeImageArgs(ArgsModel):
                 "point `context` at the pulumi-mlops sources, or `dockerfile` at the "
                 "Dockerfile (relative to `context`).", related=("context",)))
         return found
+
+
+def require_runtime_image(data: Any) -> Any:
+    """A ``model_validator(mode="before")`` of components that run the runtime: ``image`` must
+    be given, since the project publishes no image that could be implied."""
+    if isinstance(data, dict) and data.get("image") is None:
+        raise InputError(
+            "is required: the project publishes no runtime image",
+            "pass `image=RuntimeImage(\"runtime\", context=\"...\", target=...).image_ref` "
+            "(built from the pulumi-mlops Dockerfile), or an image you built, pinned by tag or "
+            "digest.", field="image")
+    return data
 
 
 def check_runtime_image(image: Any) -> Any:

@@ -20,12 +20,12 @@ from typing import Annotated, Any
 
 import pulumi
 import pydantic
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pulumi_mlops._validation import QUANTITY, ArgsModel, Secret
 from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.errors import InputError, Problem, ValidationError
-from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
+from pulumi_mlops.plans.image import check_runtime_image, require_runtime_image
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
     RegistryReference,
@@ -138,8 +138,9 @@ class RetrainScheduleArgs(ArgsModel):
             of the model could act as the job. Versions this job registers are saved with
             skops and need no opt-in. Default: false (a pickled champion fails the run at the
             ``champion`` stage, moving no alias).
-        image: The runtime image holding ``mlops retrain``, pinned by tag or digest. Default:
-            the project's published runtime image at this version.
+        image: The runtime image holding ``mlops retrain``: ``RuntimeImage(...).image_ref``, or
+            a prebuilt image pinned by tag or digest. Required: the project publishes no image,
+            so none is implied.
         resources: Requests and limits of the job. Default: 500m/1Gi requested, 2 CPU/2Gi
             limit.
         scratch_size: Size of the writable ``/tmp`` (dataset download, model files).
@@ -174,7 +175,7 @@ class RetrainScheduleArgs(ArgsModel):
     gates: Gates = Field(default_factory=Gates)
     promote_alias: str = "champion"
     allow_pickle: bool = False
-    image: Any = DEFAULT_RUNTIME_IMAGE
+    image: Any
     resources: Resources = Field(default_factory=_default_resources)
     scratch_size: Annotated[str, Field(pattern=QUANTITY)] = "2Gi"
     timeout: Annotated[int, Field(ge=60, le=7 * 24 * 3600)] = 3600
@@ -212,6 +213,8 @@ class RetrainScheduleArgs(ArgsModel):
     @classmethod
     def _image(cls, value: Any) -> Any:
         return check_runtime_image(value)
+
+    _image_given = model_validator(mode="before")(require_runtime_image)
 
     def config(self) -> RetrainConfig:
         """The job's config file (raises pydantic's error; `problems` reports it readably)."""

@@ -27,7 +27,7 @@ from pulumi_mlops.contracts.model_uri import (
 from pulumi_mlops.contracts.model_uri import parse_model_uri as contract_parse
 from pulumi_mlops.contracts.scrape import ScrapeTarget
 from pulumi_mlops.errors import InputError, Problem
-from pulumi_mlops.plans.image import DEFAULT_RUNTIME_IMAGE, check_runtime_image
+from pulumi_mlops.plans.image import check_runtime_image, require_runtime_image
 from pulumi_mlops.plans.registry import Peer
 from pulumi_mlops.plans.registry_ref import (
     RegistryPeer,
@@ -39,6 +39,7 @@ from pulumi_mlops.plans.registry_ref import (
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 from pulumi_mlops.plans.workload import (
     DRAIN_SECONDS,
+    UNHEALTHY_EXIT_SECONDS,
     EnvValue,
     HttpCheck,
     Mount,
@@ -213,8 +214,9 @@ class ModelServiceArgs(ArgsModel):
         replicas: Replicas of the stable track. Default: 1. Ignored when ``autoscaling`` is
             set.
         autoscaling: CPU autoscaling (Kubernetes). Default: none, a fixed replica count.
-        image: The runtime image (e.g. ``RuntimeImage(...).image_ref``), pinned by tag or
-            digest. Default: the project's published runtime image at this version.
+        image: The runtime image: ``RuntimeImage(...).image_ref`` (built from the repository's
+            Dockerfile), or a prebuilt image pinned by tag or digest. Required: the project
+            publishes no image, so none is implied.
         port: Container port of ``mlops serve``. On Docker also the published host port.
             Default: 8080.
         workers: Server worker processes per replica. Default: 1. Each holds at most
@@ -264,7 +266,7 @@ class ModelServiceArgs(ArgsModel):
     rollout: Rollout = Field(default_factory=Rollout.rolling)
     replicas: Annotated[int, Field(ge=1, le=1000)] = 1
     autoscaling: Autoscaling | None = None
-    image: Any = DEFAULT_RUNTIME_IMAGE
+    image: Any
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     coerce: Coercion = Coercion.STRICT
@@ -286,6 +288,8 @@ class ModelServiceArgs(ArgsModel):
     @classmethod
     def _image(cls, value: Any) -> Any:
         return check_runtime_image(value)
+
+    _image_given = model_validator(mode="before")(require_runtime_image)
 
     @field_validator("resolver")
     @classmethod
@@ -480,6 +484,10 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
     concurrency = max_concurrency(args.resources.memory_limit_mib(), args.workers)
     if concurrency != Limits().max_concurrency:  # the server's default renders nothing new
         command += ("--max-concurrency", str(concurrency))
+    # Docker restarts on exit only (Kubernetes has the liveness probe): the server exits itself.
+    unhealthy_exit = UNHEALTHY_EXIT_SECONDS if isinstance(args.target, DockerTarget) else None
+    if unhealthy_exit is not None:
+        command += ("--exit-when-unhealthy-seconds", str(unhealthy_exit))
     return Workload(
         name="server",
         image=args.image,
@@ -491,6 +499,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         mounts=(Mount("tmp", "/tmp", "scratch", args.scratch_size),),
         resources=args.resources,
         startup_seconds=args.model_load_timeout,
+        unhealthy_exit_seconds=unhealthy_exit,
     )
 
 

@@ -20,6 +20,9 @@ from pulumi_mlops.errors import InputError
 
 __all__ = [
     "DRAIN_SECONDS",
+    "INIT_RESOURCES",
+    "PIDS_LIMIT",
+    "UNHEALTHY_EXIT_SECONDS",
     "ConfigFile",
     "EnvValue",
     "ExecCheck",
@@ -64,6 +67,21 @@ class UpdateStrategy(StrEnum):
     RECREATE = "recreate"
     """The old pods stop before the new ones start (volumes only one node can mount)."""
 
+
+# Tasks (processes and threads) a container may run. Above what ours run in normal work, also
+# all together (Docker renders it as the per-user `nproc` ulimit, which every container running
+# as RUN_AS_USER on one engine shares): a 16-worker server on a 64-core host is ~1,100 (OpenBLAS
+# starts a thread per core in each process), PostgreSQL one process per connection (100 by
+# default) plus ~10, the MLflow server a few gunicorn workers, the scheduler one job. Yet a fork
+# bomb stops at it instead of taking the host's PIDs: 4096 is an eighth of the smallest kernel
+# default pid_max (32768).
+PIDS_LIMIT = 4096
+
+# How long `mlops serve` may fail its own health check, after having passed it, before it exits
+# non-zero for the target's restart policy to start it again (Docker, whose restart policy acts
+# on exits only). Longer than Docker's health check takes to report it unhealthy (3 failed
+# checks 10 s apart), so `docker ps` shows why before the restart.
+UNHEALTHY_EXIT_SECONDS = 60
 
 # Non-root identity every workload runs as; ≥ 10000 so it can never collide with a host user.
 RUN_AS_USER = 10001
@@ -137,6 +155,13 @@ class Resources(ValidatedModel):
         memory_request: Memory the scheduler reserves. Default: ``512Mi``.
         cpu_limit: CPU ceiling. Default: ``1``.
         memory_limit: Memory ceiling; the container is killed above it. Default: ``1Gi``.
+        pids_limit: Most tasks (processes and threads) the container may run at once; a
+            fork bomb stops there instead of exhausting the host's process IDs. Default:
+            4096. Docker only, as the ``nproc`` ulimit (pulumi-docker has no ``--pids-limit``
+            input), which the kernel counts per user: the containers running as the same
+            user on one engine share it. Kubernetes has no per-container limit (the
+            kubelet's ``podPidsLimit`` bounds a whole pod, and is the node administrator's
+            setting).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -145,6 +170,7 @@ class Resources(ValidatedModel):
     memory_request: Annotated[str, Field(pattern=QUANTITY)] = "512Mi"
     cpu_limit: Annotated[str, Field(pattern=QUANTITY)] = "1"
     memory_limit: Annotated[str, Field(pattern=QUANTITY)] = "1Gi"
+    pids_limit: Annotated[int, Field(ge=16, le=1_000_000)] = PIDS_LIMIT
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> Resources:
@@ -182,6 +208,14 @@ class Workload:
         mounts: Writable directories.
         resources: Requests and limits.
         startup_seconds: Time the process may take to become healthy after start.
+        unhealthy_exit_seconds: Where the target restarts a container only when it exits
+            (Docker), the process's own watchdog: it exits non-zero once its health check has
+            failed this long after having passed, and the restart policy starts it again.
+            Set only together with the option in ``command`` that arms it (``mlops serve
+            --exit-when-unhealthy-seconds``). None: the target's liveness probe restarts it
+            (Kubernetes), or nothing does (a process we do not own on Docker, such as the
+            MLflow server or PostgreSQL: the engine marks it unhealthy and an operator
+            restarts it).
     """
 
     name: str
@@ -195,6 +229,7 @@ class Workload:
     mounts: tuple[Mount, ...] = ()
     resources: Resources = field(default_factory=Resources)
     startup_seconds: int = 120
+    unhealthy_exit_seconds: int | None = None
 
     @property
     def batch(self) -> bool:
@@ -234,3 +269,9 @@ def resolve(value: str | SecretRef, secrets: Mapping[str, str]) -> str:
     if isinstance(value, SecretRef):
         return secrets[value.key]
     return value
+
+
+# The Docker init container (root, CAP_CHOWN; `chown` and `printf` under `sh`) needs little,
+# and being the one root container, gets no more than that.
+INIT_RESOURCES = Resources(cpu_request="50m", memory_request="32Mi", cpu_limit="250m",
+                           memory_limit="64Mi", pids_limit=32)

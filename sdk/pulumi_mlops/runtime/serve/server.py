@@ -17,6 +17,12 @@ worker, and the container's restart policy is its supervisor.
 SIGTERM: ``/ping`` and ``/health`` turn 503, requests keep being served for
 ``drain_seconds`` (time for the load balancer to notice), then the listener closes, in-flight
 requests finish, and the process exits 0, removing its scratch directories.
+
+Unhealthy (``exit_when_unhealthy_seconds``, for targets whose restart policy acts on exits
+only): once ``/health`` has passed, the process (the master, with several workers) probes it
+over loopback, and when it has failed that long in a row, exits 4 (`EXIT_UNHEALTHY`), killing
+its workers, for the restart policy to start the server again (see
+`pulumi_mlops.runtime.serve.watchdog`).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pulumi_mlops.runtime.serve.fetch import (
     DEFAULT_MAX_MODEL_BYTES,
 )
 from pulumi_mlops.runtime.serve.limits import Limits
+from pulumi_mlops.runtime.serve.watchdog import EXIT_UNHEALTHY, HealthWatchdog, probe_host
 
 if TYPE_CHECKING:
     from pulumi_mlops.runtime.drift import DriftMonitor
@@ -90,6 +97,9 @@ class ServeOptions:
         coerce: ``strict`` answers 400 for a value MLflow would change in converting it to its
             column's type (2.9 into an integer, "7" into a number, true into a double);
             ``lossy`` converts it as MLflow does. Default: strict.
+        exit_when_unhealthy_seconds: Once ``/health`` has passed, exit 4 when it has failed
+            this long in a row, for a restart policy that acts on exits only (Docker's) to
+            start the server again. 0: never. Default: 0.
     """
 
     model_uri: str
@@ -105,6 +115,18 @@ class ServeOptions:
     prediction_log_rate: float = 0.0
     model_alias: str | None = None
     coerce: str = "strict"
+    exit_when_unhealthy_seconds: float = 0.0
+
+
+def _watchdog(options: ServeOptions, port: int,
+              on_unhealthy: Callable[[], None] | None = None) -> HealthWatchdog | None:
+    if options.exit_when_unhealthy_seconds <= 0:
+        return None
+    if on_unhealthy is None:
+        return HealthWatchdog(probe_host(options.host), port,
+                              options.exit_when_unhealthy_seconds)
+    return HealthWatchdog(probe_host(options.host), port, options.exit_when_unhealthy_seconds,
+                          on_unhealthy)
 
 
 def _listen(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -155,7 +177,8 @@ def _flush_periodically(drift: DriftMonitor, seconds: float) -> None:
 
 
 def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: ServeOptions,
-                model: ServedModel, workers_alive: Callable[[], bool] | None = None) -> None:
+                model: ServedModel, workers_alive: Callable[[], bool] | None = None,
+                watchdog: HealthWatchdog | None = None) -> None:
     import uvicorn
 
     from pulumi_mlops.runtime.serve import metrics
@@ -191,6 +214,8 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
                     signal.signal(sig, handler)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if watchdog is not None:
+                watchdog.stop()  # stopping: health fails on purpose now
             if not app.ready or options.drain_seconds <= 0:
                 app.ready = False
                 super().handle_exit(sig, frame)
@@ -201,6 +226,8 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
                 sig, frame))
             signal.setitimer(signal.ITIMER_REAL, options.drain_seconds)
 
+    if watchdog is not None:
+        watchdog.start()
     try:
         DrainingServer(config).run(
             sockets=[listen if isinstance(listen, socket.socket) else listen()])
@@ -254,7 +281,7 @@ def serve(options: ServeOptions) -> int:
              options.model_uri, model.info.version, model.fast_predict is not None,
              options.host, options.port, options.workers)
     if options.workers == 1:
-        _run_worker(listen, options, model)
+        _run_worker(listen, options, model, watchdog=_watchdog(options, _bound_port(listen)))
         return 0
     return _Supervisor(listen, options, model).run()
 
@@ -275,6 +302,7 @@ class _Supervisor:
         self._children: dict[int, tuple[int, float]] = {}  # pid: (slot, started)
         self._quick_deaths = 0
         self._stopping = False
+        self._watchdog = _watchdog(options, _bound_port(listen), self._unhealthy)
 
     def run(self) -> int:
         """Serve until a stop signal (exit 0) or until workers keep dying (exit 1)."""
@@ -282,6 +310,8 @@ class _Supervisor:
             self._spawn(slot)
         signal.signal(signal.SIGTERM, self._forward)
         signal.signal(signal.SIGINT, self._forward)
+        if self._watchdog is not None:
+            self._watchdog.start()
         while self._children:
             pid, status = os.waitpid(-1, 0)
             if pid not in self._children:
@@ -329,7 +359,19 @@ class _Supervisor:
     def _all_alive(self) -> bool:
         return bool(self._alive.value >= self._options.workers)
 
+    def _unhealthy(self) -> None:
+        """The watchdog's way out: the workers cannot be trusted to stop (they may be what
+        hangs), so they are killed, and the master exits at once."""
+        self._stopping = True
+        for pid in list(self._children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        logging.shutdown()
+        os._exit(EXIT_UNHEALTHY)
+
     def _forward(self, sig: int, _frame: FrameType | None) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._stopping = True
         for pid in self._children:
             with contextlib.suppress(ProcessLookupError):
@@ -339,6 +381,14 @@ class _Supervisor:
         while self._children:
             pid, _ = os.waitpid(-1, 0)
             self._children.pop(pid, None)
+
+
+def _bound_port(listen: socket.socket | Callable[[], socket.socket]) -> int:
+    """The port the server listens on (known also when it was asked for port 0)."""
+    if isinstance(listen, socket.socket):
+        return int(listen.getsockname()[1])
+    assert isinstance(listen, functools.partial)
+    return int(listen.args[1])
 
 
 def _describe(status: int) -> str:

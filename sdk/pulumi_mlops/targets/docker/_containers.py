@@ -3,7 +3,22 @@
 Every container runs as a non-root user with a read-only root filesystem, all capabilities
 dropped and no-new-privileges. Docker has no secret volumes and a read-only container cannot
 take uploads, so a short-lived init container (root, only CAP_CHOWN) hands the volumes to the
-workload's user and writes its config files, whose content it receives as Pulumi secrets.
+workload's user and writes its config files, whose content it receives as Pulumi secrets; it
+runs within `INIT_RESOURCES`.
+
+Process limit: pulumi-docker (5.2, like the Terraform provider it bridges) has no input for
+Docker's ``--pids-limit``, so a workload's ``resources.pids_limit`` is rendered as the ``nproc``
+ulimit, the one process bound it offers. The kernel counts that per user, not per container:
+every container running as `RUN_AS_USER` on one engine shares it (a fork bomb in one leaves the
+others unable to fork, but not the host), and it is not enforced for root (the init container,
+which runs a fixed script and no user code).
+
+Unhealthy containers: Docker's restart policy acts on exits only, and Docker never restarts a
+container its health check reports unhealthy. A workload whose plan sets
+``unhealthy_exit_seconds`` exits by itself once unhealthy that long (``mlops serve``'s
+watchdog), and ``restart=unless-stopped`` starts it again; for processes we do not own (the
+MLflow server, PostgreSQL) the health check marks the container unhealthy and an operator
+restarts it (``docker ps --filter health=unhealthy``, then ``docker restart``).
 """
 
 from __future__ import annotations
@@ -18,9 +33,11 @@ import pulumi_docker as docker
 
 from pulumi_mlops.plans.target import DockerTarget
 from pulumi_mlops.plans.workload import (
+    INIT_RESOURCES,
     RUN_AS_USER,
     ExecCheck,
     HttpCheck,
+    Resources,
     Workload,
     cpu_cores,
     quantity_bytes,
@@ -41,6 +58,14 @@ _HARDENING: dict[str, Any] = {
 def cpus(quantity: str) -> str:
     """Docker's ``--cpus`` value for a Kubernetes CPU quantity (``500m`` → ``0.5``)."""
     return f"{cpu_cores(quantity):g}"
+
+
+def limits(resources: Resources) -> dict[str, Any]:
+    """The container inputs bounding memory, CPU and processes (see the module's note on
+    ``nproc``)."""
+    n = resources.pids_limit
+    return {"memory": resources.memory_limit_mib(), "cpus": cpus(resources.cpu_limit),
+            "ulimits": [{"name": "nproc", "soft": n, "hard": n}]}
 
 
 def healthcheck(workload: Workload) -> dict[str, Any] | None:
@@ -79,14 +104,15 @@ class DockerWorkload:
     """One workload's Docker objects.
 
     Attributes:
-        image: The image, kept on the engine.
+        image: The image pulled by reference and kept on the engine; None for an image the
+            program built on this engine (a `RuntimeImage`), which is used as it is.
         volumes: Its data volumes by mount name, then its config volumes (``config-<i>``).
         init: The init container that owns the volumes and writes the config files; None
             when the workload has neither.
         container: The workload's container.
     """
 
-    image: docker.RemoteImage
+    image: docker.RemoteImage | None
     volumes: Mapping[str, docker.Volume]
     init: docker.Container | None
     container: docker.Container
@@ -109,8 +135,14 @@ def materialize_workload(
 
     With ``wait``, `pulumi up` waits for the container's healthcheck to pass.
     """
-    image = docker.RemoteImage(f"{object_name}-image", name=workload.image, keep_locally=True,
-                               opts=opts)
+    # A reference (a string) is pulled; an image the program builds (an output) is already on
+    # the engine and may exist nowhere else, so pulling it would fail.
+    image = None
+    image_id: pulumi.Input[str] = workload.image
+    if isinstance(workload.image, str):
+        image = docker.RemoteImage(f"{object_name}-image", name=workload.image,
+                                   keep_locally=True, opts=opts)
+        image_id = image.image_id
     created: dict[str, docker.Volume] = {}
     volumes: list[dict[str, Any]] = []
     init_volumes: list[dict[str, Any]] = []
@@ -138,7 +170,7 @@ def materialize_workload(
         init = docker.Container(
             f"{object_name}-init",
             name=f"{object_name}-init",
-            image=image.image_id,
+            image=image_id,
             entrypoints=["sh", "-c", init_script(workload)],
             envs=init_env,
             user="0:0",
@@ -147,6 +179,7 @@ def materialize_workload(
             security_opts=["no-new-privileges:true"],
             volumes=init_volumes,
             network_mode="none",
+            **limits(INIT_RESOURCES),
             attach=True,
             must_run=False,
             labels=labels_list(labels),
@@ -157,7 +190,6 @@ def materialize_workload(
     envs: pulumi.Output[list[str]] = pulumi.Output.secret(
         secret_data.apply(lambda d: [f"{k}={resolve(v, d)}" for k, v in env.items()])
     )
-    r = workload.resources
     ports = (
         [{"internal": workload.port, "external": workload.port, "ip": target.publish_host}]
         if publish and workload.port is not None else []
@@ -165,7 +197,7 @@ def materialize_workload(
     container = docker.Container(
         object_name,
         name=object_name,
-        image=image.image_id,
+        image=image_id,
         entrypoints=list(workload.command),
         envs=envs,
         **_HARDENING,
@@ -176,8 +208,9 @@ def materialize_workload(
         networks_advanced=[{"name": network.name, "aliases": aliases}],
         ports=ports,
         healthcheck=healthcheck(workload),
-        memory=r.memory_limit_mib(),
-        cpus=cpus(r.cpu_limit),
+        **limits(workload.resources),
+        # Restarts a container that exited, also one whose watchdog ended it for being
+        # unhealthy too long (`Workload.unhealthy_exit_seconds`).
         restart="unless-stopped",
         wait=wait,
         wait_timeout=workload.startup_seconds,
