@@ -154,6 +154,8 @@ with _under_config_keys(entry.key):
     registry = mlops.ModelRegistry("registry", target=target, **entry.inputs)
 
 pulumi.export("tracking_uri", registry.tracking_uri)
+# From where the user is: the published port on Docker, the Ingress on Kubernetes (if any).
+pulumi.export("registry_url", registry.external_tracking_uri)
 pulumi.export("registry_admin_username", registry.admin_username)
 pulumi.export("registry_admin_password", registry.admin_password)
 pulumi.export("runtime_image", image)
@@ -183,6 +185,7 @@ def _retrain(name: str, values: dict[str, Any]) -> mlops.RetrainSchedule:
 
 services = {name: _service(name, values) for name, values in cfg.services.items()}
 pulumi.export("endpoints", {name: s.endpoint for name, s in services.items()})
+pulumi.export("service_urls", {name: s.external_endpoint for name, s in services.items()})
 pulumi.export("models", {name: s.models for name, s in services.items()})
 retrain = {name: _retrain(name, values) for name, values in cfg.retrain.items()}
 pulumi.export("retrain_schedules", {name: r.schedule for name, r in retrain.items()})

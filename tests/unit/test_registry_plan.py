@@ -77,3 +77,19 @@ def test_sqlite_plan_keeps_database_and_auth_on_the_data_volume() -> None:
     assert {m.path for m in plan.server.mounts if m.kind == "data"} == {
         "/mlflow/data", "/mlflow/artifacts"}
     assert plan.database is None
+
+
+def test_the_external_tracking_uri_is_where_the_user_reaches_the_registry() -> None:
+    docker = plan_registry("reg", ModelRegistryArgs(target=mlops.DockerTarget(), port=5001))
+    ipv6 = plan_registry("reg", ModelRegistryArgs(
+        target=mlops.DockerTarget(publish_host="::1")))
+    ingress = plan_registry("reg", ModelRegistryArgs(
+        target=mlops.KubernetesTarget(namespace="ml"),
+        ingress=mlops.RegistryIngress(host="mlflow.example.com")))
+    internal = plan_registry("reg", ModelRegistryArgs(
+        target=mlops.KubernetesTarget(namespace="ml")))
+
+    assert docker.external_tracking_uri == "http://127.0.0.1:5001"  # the published port
+    assert ipv6.external_tracking_uri == "http://[::1]:5000"
+    assert ingress.external_tracking_uri == "https://mlflow.example.com"
+    assert internal.external_tracking_uri is None  # only reachable inside the cluster

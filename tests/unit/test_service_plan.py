@@ -650,3 +650,13 @@ def test_an_unresolved_alias_warns_with_the_reason(environ: dict[str, str], why:
     recording = _declare_fraud(RegistryResolver(environ=environ, timeout=2))
     [warning] = recording.warnings
     assert "could not resolve 'models:/fraud@champion'" in warning and why in warning
+
+
+def test_the_external_endpoint_is_where_clients_outside_reach_the_service() -> None:
+    docker = plan_of(args_of(target=mlops.DockerTarget(), port=8081))
+    routed = plan_of(args_of(target=K8S_GW, hostname="fraud.example.com"))
+    internal = plan_of(args_of())
+
+    assert docker.external_endpoint == "http://127.0.0.1:8081"
+    assert routed.external_endpoint == "http://fraud.example.com"
+    assert internal.external_endpoint is None

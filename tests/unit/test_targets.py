@@ -40,6 +40,7 @@ def _plan(*, replicas: int | None = 3, autoscaler: tuple[int, int, int] | None =
         endpoint_selector=SELECTOR, port=8080, autoscaler=autoscaler,
         disruption_budget=disruption_budget, wait_ready=False, allow_from=(),
         monitoring_namespace="obs", registry=RegistryPeer(ports=(5000,)), hostname=None,
+        external_endpoint=None,
         scrape=ScrapeTarget(8080), rollout_deadline_seconds=180, pre_stop_seconds=3,
         grace_seconds=33)
 

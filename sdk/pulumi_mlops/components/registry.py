@@ -49,6 +49,9 @@ class ModelRegistry(Component[ModelRegistryArgs, RegistryPlan]):
 
     tracking_uri: pulumi.Output[str]
     """URI clients use inside the cluster / Docker network, e.g. ``http://registry-mlflow...``."""
+    external_tracking_uri: pulumi.Output[str | None]
+    """URI from outside the cluster or Docker network: ``http://127.0.0.1:<port>`` (the port
+    published on the Docker host), or ``https://<ingress host>``; None without either."""
     admin_username: pulumi.Output[str]
     """Username of the admin user."""
     admin_password: pulumi.Output[str]
@@ -116,10 +119,12 @@ class ModelRegistry(Component[ModelRegistryArgs, RegistryPlan]):
             self.children = docker_registry.materialize(self, plan, args.target, data)
             self.server = self.children.server.container
         self.tracking_uri = pulumi.Output.from_input(plan.tracking_uri)
+        self.external_tracking_uri = pulumi.Output.from_input(plan.external_tracking_uri)
         self.admin_username = pulumi.Output.from_input(args.admin_username)
         self.admin_password = pulumi.Output.secret(admin_password)
         return {
             "tracking_uri": self.tracking_uri,
+            "external_tracking_uri": self.external_tracking_uri,
             "admin_username": self.admin_username,
             "admin_password": self.admin_password,
         }

@@ -47,6 +47,9 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
 
     endpoint: pulumi.Output[str]
     """URL of the stable endpoint inside the cluster / Docker network (or the Gateway host)."""
+    external_endpoint: pulumi.Output[str | None]
+    """URL from outside the cluster or Docker network: the port published on the Docker host
+    (``http://127.0.0.1:<port>``) or the Gateway route's hostname; None without either."""
     models: pulumi.Output[dict[str, dict[str, str | None]]]
     """Per track: the model name, version (None when unresolved), alias and URI."""
     children: kubernetes_service.KubernetesService | docker_service.DockerService
@@ -104,10 +107,12 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
             endpoint = f"http://{plan.tracks[0].object_name}:{args.port}"
         self.deployment = self.deployments[plan.tracks[0].track]
         self.endpoint = pulumi.Output.from_input(endpoint)
+        self.external_endpoint = pulumi.Output.from_input(plan.external_endpoint)
         self.models = pulumi.Output.from_input({
             t.track: {"name": t.model.name, "version": t.model.version, "alias": t.model.alias,
                       "uri": t.model.uri} for t in plan.tracks})
-        return {"endpoint": self.endpoint, "models": self.models}
+        return {"endpoint": self.endpoint, "external_endpoint": self.external_endpoint,
+                "models": self.models}
 
     def declared_models(self) -> Mapping[str, ModelRef]:
         """Each track's model (``stable``, ``canary`` …), pinned to its version when resolved."""

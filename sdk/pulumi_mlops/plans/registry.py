@@ -37,6 +37,7 @@ from pulumi_mlops.plans.workload import (
     SecretRef,
     UpdateStrategy,
     Workload,
+    url_host,
 )
 
 __all__ = [
@@ -360,6 +361,8 @@ class RegistryPlan:
         labels: Labels shared by every object of the component.
         server_host: DNS name clients use to reach the server.
         tracking_uri: ``http://<server_host>:<port>``.
+        external_tracking_uri: Where the registry is reached from outside its cluster or Docker
+            network: the port published on the Docker host, or the Ingress; None without one.
         replicas: Server replicas.
         auth_database_uri: Database of the basic-auth app (a secret reference when it
             carries credentials).
@@ -385,6 +388,7 @@ class RegistryPlan:
     labels: Mapping[str, str]
     server_host: str
     tracking_uri: str
+    external_tracking_uri: str | None
     replicas: int
     auth_database_uri: str | SecretRef
     default_permission: str
@@ -502,6 +506,10 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         labels=labels,
         server_host=server_host,
         tracking_uri=f"http://{server_host}:{args.port}",
+        external_tracking_uri=(
+            f"http://{url_host(target.publish_host)}:{args.port}"
+            if isinstance(target, DockerTarget) else
+            f"https://{args.ingress.host}" if args.ingress is not None else None),
         replicas=args.replicas,
         auth_database_uri=auth_db,
         default_permission=args.default_permission.value,

@@ -46,6 +46,7 @@ from pulumi_mlops.plans.workload import (
     Resources,
     Workload,
     pod_lifecycle,
+    url_host,
 )
 from pulumi_mlops.runtime.serve.limits import Limits
 
@@ -407,6 +408,9 @@ class ServicePlan:
         monitoring_namespace: The namespace Prometheus scrapes from.
         registry: Where the pods reach their registry (their egress).
         hostname: The Gateway route's hostname, if any.
+        external_endpoint: Where clients outside the cluster or Docker network reach the
+            service: the port published on the Docker host, or the Gateway route's hostname;
+            None without either.
         scrape: Where Prometheus scrapes the pods (and the Services in front of them).
         rollout_deadline_seconds: Seconds a rollout may go without progress before it counts
             as failed (the old pods keep serving).
@@ -429,6 +433,7 @@ class ServicePlan:
     monitoring_namespace: str
     registry: RegistryPeer
     hostname: str | None
+    external_endpoint: str | None
     scrape: ScrapeTarget
     rollout_deadline_seconds: int
     pre_stop_seconds: int
@@ -623,7 +628,12 @@ def plan_service(
         disruption_budget=(a.min_replicas if a is not None else args.replicas) >= 2,
         wait_ready=args.wait_ready, allow_from=tuple(args.allow_from),
         monitoring_namespace=args.monitoring_namespace, registry=args.registry.peer(),
-        hostname=args.hostname, scrape=scrape, rollout_deadline_seconds=deadline,
+        hostname=args.hostname, scrape=scrape,
+        external_endpoint=(
+            f"http://{url_host(args.target.publish_host)}:{args.port}"
+            if isinstance(args.target, DockerTarget) else
+            f"http://{args.hostname}" if route and args.hostname else None),
+        rollout_deadline_seconds=deadline,
         pre_stop_seconds=pre_stop, grace_seconds=grace,
     )
 

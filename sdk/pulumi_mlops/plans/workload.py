@@ -34,6 +34,7 @@ __all__ = [
     "Workload",
     "pod_lifecycle",
     "resolve",
+    "url_host",
     "url_port",
 ]
 
@@ -43,6 +44,11 @@ __all__ = [
 _PRE_STOP_SECONDS = 5
 DRAIN_SECONDS = 10
 _IN_FLIGHT_SECONDS = 30
+
+
+def url_host(address: str) -> str:
+    """An IP address as the host of a URL (an IPv6 address in brackets)."""
+    return f"[{address}]" if ":" in address else address
 
 
 def url_port(url: str) -> int | None:
