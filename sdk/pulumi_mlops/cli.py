@@ -129,7 +129,8 @@ def _schedule(ns: argparse.Namespace) -> int:
         return 2
     return Scheduler(ScheduleOptions(
         cron=cron, command=tuple(command), timeout=ns.timeout, retries=ns.retries,
-        starting_deadline=ns.starting_deadline, suspend=ns.suspend, heartbeat=heartbeat,
+        starting_deadline=ns.starting_deadline, suspend=ns.suspend,
+        run_at_start=ns.run_at_start, heartbeat=heartbeat,
         heartbeat_interval=ns.heartbeat_interval, kill_grace=ns.kill_grace,
     )).run()
 
@@ -324,6 +325,9 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: %(default)s)")
     schedule.add_argument("--suspend", action="store_true",
                           help="run nothing; keep the schedule and the heartbeat")
+    schedule.add_argument("--run-at-start", action="store_true",
+                          help="also run the command once at start, keyed 'initial' (a restart "
+                               "repeats that run, which registers nothing new)")
     schedule.add_argument("--heartbeat", default="/tmp/mlops-scheduler.heartbeat",
                           help="heartbeat file (default: %(default)s)")
     schedule.add_argument("--heartbeat-interval", type=float, default=30.0,

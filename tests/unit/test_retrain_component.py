@@ -424,3 +424,26 @@ def test_a_registry_on_another_kind_of_target_is_rejected() -> None:
     err, _ = failing(build)
 
     assert "registry" in {p.path for p in err.problems}
+
+
+def test_run_on_create_adds_a_job_beside_the_cron_job_on_kubernetes() -> None:
+    rec = schedule(run_on_create=True)
+
+    job = inputs(rec, "kubernetes:batch/v1:Job", f"{NAME}-initial")
+    cron = inputs(rec, CRON_JOB)["spec"]["jobTemplate"]["spec"]
+    # The same pod as every scheduled run; kept (no TTL), so `pulumi up` never runs it again.
+    assert job["spec"]["template"] == cron["template"]
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert job["spec"]["backoffLimit"] == cron["backoffLimit"]
+    assert job["metadata"]["annotations"]["pulumi.com/skipAwait"] == "true"
+    assert not schedule().of_type("kubernetes:batch/v1:Job")  # off by default
+
+
+def test_run_on_create_makes_the_docker_scheduler_run_at_start() -> None:
+    entrypoints = inputs(schedule(DOCKER, run_on_create=True), CONTAINER)["entrypoints"]
+    suspended = inputs(schedule(DOCKER, run_on_create=True, suspend=True), CONTAINER)
+
+    assert "--run-at-start" in entrypoints[:entrypoints.index("--")]
+    assert "--run-at-start" not in suspended["entrypoints"]
+    assert not schedule(K8S, run_on_create=True, suspend=True).of_type(
+        "kubernetes:batch/v1:Job")

@@ -203,3 +203,26 @@ def test_the_cli_checks_the_heartbeat_and_rejects_a_bad_cron(
     assert main(["schedule", "--cron", "0 3 * *", "--", "true"]) == 2
     assert main(["schedule", "--cron", "0 3 * * *"]) == 2
     assert "five-field" in capsys.readouterr().err
+
+
+def test_run_at_start_runs_once_keyed_initial_before_the_first_slot(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    lines: list[str] = []
+    scheduler = Scheduler(options(tmp_path, record_slot(tmp_path), run_at_start=True), clock,
+                          lines.append)
+
+    assert scheduler.run(max_slots=1) == 0
+
+    slot = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    assert (tmp_path / "slot").read_text().split() == ["initial", slot_id(slot)]
+    assert [code for _, code in scheduler.runs] == [0, 0]
+    assert scheduler.runs[0][0] == T0  # at start, not at a slot
+
+
+def test_a_suspended_schedule_does_not_run_at_start(tmp_path: Path) -> None:
+    scheduler = Scheduler(options(tmp_path, record_slot(tmp_path), run_at_start=True,
+                                  suspend=True), FakeClock(T0), lambda line: None)
+
+    assert scheduler.run(max_slots=1) == 0
+
+    assert not (tmp_path / "slot").exists() and scheduler.runs == []

@@ -151,6 +151,12 @@ class RetrainScheduleArgs(ArgsModel):
         starting_deadline: Seconds after its slot within which a missed run may still start;
             later the slot is skipped (``startingDeadlineSeconds``). Default: 600.
         suspend: Keep the schedule but run nothing. Default: false.
+        run_on_create: Also run the job once when the schedule is created, so that a new
+            environment gets a trained, promoted model without waiting for the first slot:
+            on Kubernetes a Job ``<name>-retrain-initial`` beside the CronJob, on Docker the
+            scheduler runs it when it starts (keyed ``initial``, so a restarted scheduler
+            repeats that run, which registers nothing new). Not while ``suspend``.
+            Default: false.
         successful_jobs_history: Finished successful Jobs kept for inspection (Kubernetes).
             Default: 3.
         failed_jobs_history: Failed Jobs kept for inspection (Kubernetes). Default: 3.
@@ -182,6 +188,7 @@ class RetrainScheduleArgs(ArgsModel):
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     starting_deadline: Annotated[int, Field(ge=10, le=24 * 3600)] = 600
     suspend: bool = False
+    run_on_create: bool = False
     successful_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
     failed_jobs_history: Annotated[int, Field(ge=0, le=100)] = 3
 
@@ -297,6 +304,7 @@ class CronSettings:
         retries: Further attempts after a failed run.
         starting_deadline_seconds: Seconds after its slot within which a missed run may start.
         suspend: Keep the schedule but run nothing.
+        run_on_create: Run the job once when the schedule is created (not while suspended).
         successful_jobs_history: Finished successful Jobs kept.
         failed_jobs_history: Failed Jobs kept.
         ttl_seconds_after_finished: Seconds a finished run's record is kept, beside the
@@ -308,6 +316,7 @@ class CronSettings:
     retries: int
     starting_deadline_seconds: int
     suspend: bool
+    run_on_create: bool
     successful_jobs_history: int
     failed_jobs_history: int
     ttl_seconds_after_finished: int
@@ -418,6 +427,8 @@ def plan_retrain(
     )
     if args.suspend:
         schedule_command += ("--suspend",)
+    elif args.run_on_create:
+        schedule_command += ("--run-at-start",)
     scheduler = replace(
         job, name="scheduler", command=(*schedule_command, "--", *job.command),
         health=ExecCheck(("mlops", "schedule", "--check", "--max-age",
@@ -432,6 +443,7 @@ def plan_retrain(
                            retries=args.retries,
                            starting_deadline_seconds=args.starting_deadline,
                            suspend=args.suspend,
+                           run_on_create=args.run_on_create and not args.suspend,
                            successful_jobs_history=args.successful_jobs_history,
                            failed_jobs_history=args.failed_jobs_history,
                            ttl_seconds_after_finished=TTL_AFTER_FINISHED),

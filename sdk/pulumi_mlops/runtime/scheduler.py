@@ -53,6 +53,7 @@ from pulumi_mlops.contracts.retrain import SLOT_ENV
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "INITIAL_SLOT",
     "SLOT_ENV",
     "Clock",
     "ScheduleOptions",
@@ -103,6 +104,9 @@ class ScheduleOptions:
         starting_deadline: Seconds after its slot within which a run may still start; later,
             the slot is skipped. Default: 600.
         suspend: Run nothing (slots are logged as skipped). Default: false.
+        run_at_start: Also run the command once when the scheduler starts, before the first
+            slot, with the key `INITIAL_SLOT` (so a restarted scheduler's run repeats the same
+            run, which registers nothing new). Not while suspended. Default: false.
         heartbeat: The heartbeat file. Default: ``/tmp/mlops-scheduler.heartbeat``.
         heartbeat_interval: Seconds between heartbeats. Default: 30.
         kill_grace: Seconds a run's command has to exit after SIGTERM (timeout or stop) before
@@ -120,6 +124,7 @@ class ScheduleOptions:
     retries: int = 0
     starting_deadline: float = 600.0
     suspend: bool = False
+    run_at_start: bool = False
     heartbeat: Path = DEFAULT_HEARTBEAT
     heartbeat_interval: float = 30.0
     kill_grace: float = 5.0
@@ -252,10 +257,10 @@ class Scheduler:
 
     # ----------------------------------------------------------------- runs
 
-    def _attempt(self, slot: datetime) -> int:
+    def _attempt(self, slot: datetime, key: str) -> int:
         if self._stopping:  # a stop signal arrived between two attempts
             raise _Stopped
-        env = {**self.environ, SLOT_ENV: slot_id(slot)}
+        env = {**self.environ, SLOT_ENV: key}
         try:
             child = subprocess.Popen(list(self.options.command), env=env,
                                      start_new_session=True)
@@ -314,14 +319,15 @@ class Scheduler:
                 self.log(f"slot {slot.isoformat()}: the run (pid {child.pid}) is still there "
                          f"{grace:g}s after SIGKILL; going on")
 
-    def run_slot(self, slot: datetime) -> int:
-        """Run the command for ``slot``, retrying a failed attempt; the last exit status."""
+    def run_slot(self, slot: datetime, key: str | None = None) -> int:
+        """Run the command for ``slot``, retrying a failed attempt; the last exit status.
+        ``key`` is the run's `SLOT_ENV` (default: the slot's `slot_id`)."""
         attempts = 1 + self.options.retries
         code = 0
         for attempt in range(1, attempts + 1):
             self.log(f"slot {slot.isoformat()}: attempt {attempt}/{attempts}: "
                      + " ".join(self.options.command))
-            code = self._attempt(slot)
+            code = self._attempt(slot, key or slot_id(slot))
             self.log(f"slot {slot.isoformat()}: attempt {attempt}/{attempts} exited {code}")
             if code == 0:
                 break
@@ -351,6 +357,10 @@ class Scheduler:
         self.log(f"scheduling {' '.join(o.command)!r} on {o.cron!r} (UTC)"
                  + (", suspended" if o.suspend else ""))
         after = self.clock.now()
+        if o.run_at_start and not o.suspend:
+            self.log(f"running once at start ({SLOT_ENV}={INITIAL_SLOT})")
+            self.run_slot(after, INITIAL_SLOT)
+            after = max(after, self.clock.now())
         while max_slots is None or handled < max_slots:
             slot = next_slot(o.cron, after)
             self.log(f"next slot {slot.isoformat()}")
@@ -392,6 +402,10 @@ def _restore(previous: dict[int, _Handler]) -> None:
 def main(options: ScheduleOptions) -> int:
     """Run the scheduler until SIGTERM; what ``mlops schedule`` calls."""
     return Scheduler(options).run()
+
+
+INITIAL_SLOT = "initial"
+"""The key of the run a scheduler makes at start (`ScheduleOptions.run_at_start`)."""
 
 
 def slot_id(slot: datetime) -> str:

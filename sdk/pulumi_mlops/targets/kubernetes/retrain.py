@@ -36,11 +36,13 @@ class KubernetesRetrain:
     Attributes:
         pods: The job's ServiceAccount, Secret and ConfigMap (its config file).
         cron_job: The CronJob.
+        initial_job: The Job running the job once at creation (``run_on_create``), if any.
         network_policy: No ingress; egress to DNS, the registry and a URL dataset.
     """
 
     pods: PodObjects
     cron_job: k8s.batch.v1.CronJob
+    initial_job: k8s.batch.v1.Job | None
     network_policy: k8s.networking.v1.NetworkPolicy
 
 
@@ -65,6 +67,15 @@ def materialize(
         "name": SLOT_ENV,
         "value_from": {"field_ref": {"field_path": f"metadata.labels['{JOB_NAME_LABEL}']"}},
     })
+    job_spec = {
+        "backoff_limit": cron.retries,
+        "active_deadline_seconds": cron.timeout_seconds,
+        "ttl_seconds_after_finished": cron.ttl_seconds_after_finished,
+        "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+    }
+    # Pods must not start before the Secret and ConfigMap they mount exist.
+    after_mounts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+        depends_on=pods.mounted()))
     cron_job = k8s.batch.v1.CronJob(
         name,
         metadata=meta(target, name, labels, skip_annotations(job)),
@@ -77,23 +88,28 @@ def materialize(
             "suspend": cron.suspend,
             "successful_jobs_history_limit": cron.successful_jobs_history,
             "failed_jobs_history_limit": cron.failed_jobs_history,
-            "job_template": {
-                "metadata": {"labels": dict(labels)},
-                "spec": {
-                    "backoff_limit": cron.retries,
-                    "active_deadline_seconds": cron.timeout_seconds,
-                    "ttl_seconds_after_finished": cron.ttl_seconds_after_finished,
-                    "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
-                },
-            },
+            "job_template": {"metadata": {"labels": dict(labels)}, "spec": job_spec},
         },
-        # Pods must not start before the Secret and ConfigMap they mount exist.
-        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            depends_on=pods.mounted())),
+        opts=after_mounts,
     )
+    initial_job = None
+    if cron.run_on_create:
+        # Its name is the run's key too (the pods' job-name label): a retry registers nothing.
+        initial = f"{name}-initial"
+        initial_job = k8s.batch.v1.Job(
+            initial,
+            metadata=meta(target, initial, labels, {
+                **skip_annotations(job),
+                # Created once; `pulumi up` does not wait for the training to finish.
+                "pulumi.com/skipAwait": "true"}),
+            # No TTL: a Job the cluster deleted would be created, and run, again by the next
+            # `pulumi up`.
+            spec={k: v for k, v in job_spec.items() if k != "ttl_seconds_after_finished"},
+            opts=after_mounts,
+        )
     egress = [dns_egress(target), registry_egress(plan.registry)]
     if plan.dataset_port is not None:
         egress.append({"ports": [{"protocol": "TCP", "port": plan.dataset_port}]})
     # A batch job serves nothing: no ingress rule admits anyone.
     policy = network_policy(name, target, labels, plan.selector, [], egress, opts)
-    return KubernetesRetrain(pods, cron_job, policy)
+    return KubernetesRetrain(pods, cron_job, initial_job, policy)
