@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements/runtime.txt | $(BIN)/python
 	touch $(STAMP)
 
 preflight:
-	@scripts/preflight.sh
+	@STACK=$(STACK) scripts/preflight.sh
 
 # Local file backend and a passphrase file kept beside it: no cloud account needed. `up`, `down`
 # and the commands `up` prints at the end all use these two variables.

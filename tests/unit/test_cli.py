@@ -411,6 +411,8 @@ def test_make_up_and_down_run_pulumi_with_the_same_state_as_the_printed_commands
     (project / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "Makefile", project)
     shutil.copy(REPO / "scripts" / "preflight.sh", project / "scripts")
+    (project / "stacks").mkdir()
+    shutil.copy(REPO / "stacks" / "Pulumi.dev.yaml", project / "stacks")  # what preflight reads
     for name in ("pyproject.toml", "requirements/runtime.txt"):
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).touch()
@@ -577,3 +579,69 @@ def test_make_dist_builds_a_wheel_with_the_package_and_the_mlops_command(
     assert "pulumi_mlops/components/service.py" in names
     assert "mlops = pulumi_mlops.cli:main" in entry_points
     assert "\nRequires-Dist: pulumi<" in metadata  # its dependencies come with it
+
+
+def _preflight(tmp_path: Path, stack: str, config: str | None = None,
+               tools: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """scripts/preflight.sh for ``stack`` (a shipped stack file, or ``config``), with stand-in
+    commands: ``tools`` maps a name to the shell body of its stand-in."""
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    for shipped in (REPO / "stacks").glob("Pulumi.*.yaml"):
+        shutil.copy(shipped, project / "stacks")
+    if config is not None:
+        (project / "stacks" / f"Pulumi.{stack}.yaml").write_text(config)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name, body in (tools or {}).items():
+        (fake / name).write_text(f"#!/bin/sh\n{body}\n")
+        (fake / name).chmod(0o755)
+    return subprocess.run(["sh", str(REPO / "scripts" / "preflight.sh")], cwd=project,
+                          env={"PATH": f"{fake}:/usr/bin:/bin", "STACK": stack},
+                          capture_output=True, text=True, check=False)
+
+
+PULUMI = {"pulumi": "echo v3.272.0"}
+DOCKER_UP = {"docker": "echo 28.2.2"}
+DOCKER_DOWN = {"docker": "exit 1"}
+KUBECTL = {"kubectl": "echo prod-cluster"}
+NO_CONTEXT = {"kubectl": "exit 1"}
+
+
+def test_preflight_of_the_dev_stack_needs_a_docker_daemon(tmp_path: Path) -> None:
+    failed = _preflight(tmp_path, "dev", tools={**PULUMI, **DOCKER_DOWN})
+
+    assert failed.returncode == 1
+    assert "a running Docker daemon" in failed.stderr
+    assert "stack 'dev' deploys to Docker" in failed.stderr
+
+
+def test_preflight_of_a_kubernetes_stack_needs_a_context_and_docker_to_build(
+        tmp_path: Path) -> None:
+    ok = _preflight(tmp_path / "ok", "staging", tools={**PULUMI, **DOCKER_UP, **KUBECTL})
+    no_context = _preflight(tmp_path / "ctx", "staging",
+                            tools={**PULUMI, **DOCKER_UP, **NO_CONTEXT})
+    no_docker = _preflight(tmp_path / "docker", "staging",
+                           tools={**PULUMI, **DOCKER_DOWN, **KUBECTL})
+
+    assert ok.returncode == 0, ok.stderr
+    assert "kubernetes context prod-cluster" in ok.stdout
+    assert no_context.returncode == 1 and "current Kubernetes context" in no_context.stderr
+    assert no_docker.returncode == 1
+    assert "builds the runtime image (set mlops:image to skip that)" in no_docker.stderr
+
+
+def test_preflight_of_a_kubernetes_stack_with_an_image_needs_no_docker(tmp_path: Path) -> None:
+    config = ("config:\n  mlops:target: kubernetes\n"
+              "  mlops:image: registry.example.com/ml/mlops-runtime@sha256:" + "a" * 64 + "\n")
+    result = _preflight(tmp_path, "given", config, tools={**PULUMI, **DOCKER_DOWN, **KUBECTL})
+
+    assert result.returncode == 0, result.stderr
+    assert "docker" not in result.stdout
+
+
+def test_preflight_names_the_known_stacks_for_an_unknown_one(tmp_path: Path) -> None:
+    result = _preflight(tmp_path, "qa", tools=PULUMI)
+
+    assert result.returncode == 1
+    assert "no stack 'qa'" in result.stderr and "dev" in result.stderr
