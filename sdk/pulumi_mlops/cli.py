@@ -91,6 +91,10 @@ def _serve(ns: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mlops serve: {str(err).replace('_', '-')}", file=sys.stderr)
         return 2
+    if not ns.alias_poll_seconds > 0:
+        print(f"mlops serve: --alias-poll-seconds must be > 0 (got {ns.alias_poll_seconds})",
+              file=sys.stderr)
+        return 2
     return serve(ServeOptions(
         model_uri=ns.model_uri, host=ns.host, port=ns.port, workers=ns.workers,
         limits=limits, drain_seconds=ns.drain_seconds,
@@ -98,6 +102,7 @@ def _serve(ns: argparse.Namespace) -> int:
         fetch_deadline_seconds=ns.fetch_deadline_seconds, drift_window=ns.drift_window,
         prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
         coerce=ns.coerce, exit_when_unhealthy_seconds=ns.exit_when_unhealthy_seconds,
+        alias_poll_seconds=ns.alias_poll_seconds,
     ))
 
 
@@ -302,6 +307,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="once /health has passed, exit 4 when it has failed this long in a "
                        "row, for a restart policy that acts on exits only, such as Docker's "
                        "(default: %(default)s, never)")
+    serve.add_argument("--alias-poll-seconds", type=float, default=d.alias_poll_seconds,
+                       help="while the model or alias a models:/name@alias URI names does not "
+                       "exist yet, stay up unready (/ping 200, /health and scoring 503) and "
+                       "poll the registry this often (default: %(default)s)")
     serve.set_defaults(func=_serve)
     schedule = sub.add_parser(
         "schedule",

@@ -163,6 +163,13 @@ class RestRegistry:
         result: dict[str, Any] = doc["model_version"]
         return result
 
+    def registered_model(self, name: str) -> dict[str, Any]:
+        """The registered model (its versions' summary and aliases), as the REST API returns
+        it."""
+        result: dict[str, Any] = self._json(f"{_API}/registered-models/get",
+                                            name=name)["registered_model"]
+        return result
+
     def download_model_version(self, name: str, version: str, dest: Path) -> Path | None:
         """Download a version's model directory into ``dest``; None when its artifacts are not
         served by this tracking server."""

@@ -18,6 +18,11 @@ SIGTERM: ``/ping`` and ``/health`` turn 503, requests keep being served for
 ``drain_seconds`` (time for the load balancer to notice), then the listener closes, in-flight
 requests finish, and the process exits 0, removing its scratch directories.
 
+Waiting for an alias (``models:/name@alias`` whose model or alias is not registered yet): the
+server listens at once, alive and unready, and polls the registry every
+``alias_poll_seconds`` until the alias exists, then loads and serves as usual (see
+`pulumi_mlops.runtime.serve.waiting`).
+
 Unhealthy (``exit_when_unhealthy_seconds``, for targets whose restart policy acts on exits
 only): once ``/health`` has passed, the process (the master, with several workers) probes it
 over loopback, and when it has failed that long in a row, exits 4 (`EXIT_UNHEALTHY`), killing
@@ -52,6 +57,7 @@ from pulumi_mlops.runtime.serve.fetch import (
     DEFAULT_MAX_MODEL_BYTES,
 )
 from pulumi_mlops.runtime.serve.limits import Limits
+from pulumi_mlops.runtime.serve.waiting import DEFAULT_ALIAS_POLL_SECONDS
 from pulumi_mlops.runtime.serve.watchdog import EXIT_UNHEALTHY, HealthWatchdog, probe_host
 
 if TYPE_CHECKING:
@@ -100,6 +106,9 @@ class ServeOptions:
         exit_when_unhealthy_seconds: Once ``/health`` has passed, exit 4 when it has failed
             this long in a row, for a restart policy that acts on exits only (Docker's) to
             start the server again. 0: never. Default: 0.
+        alias_poll_seconds: While the registered model or alias a ``models:/name@alias`` URI
+            names does not exist yet, poll the registry this often (listening meanwhile:
+            ``/ping`` 200, ``/health`` and scoring 503). Default: 10.
     """
 
     model_uri: str
@@ -116,6 +125,7 @@ class ServeOptions:
     model_alias: str | None = None
     coerce: str = "strict"
     exit_when_unhealthy_seconds: float = 0.0
+    alias_poll_seconds: float = DEFAULT_ALIAS_POLL_SECONDS
 
 
 def _watchdog(options: ServeOptions, port: int,
@@ -247,7 +257,14 @@ def serve(options: ServeOptions) -> int:
     # What MLflow's scoring server sets: type-hinted models parse request values for serving.
     os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
     from pulumi_mlops.runtime.serve.fetch import ModelLoadError, fetch_model, read_mlmodel
+    from pulumi_mlops.runtime.serve.waiting import STOPPED, WaitingServer, wait_for_alias
 
+    waiting = wait_for_alias(options.model_uri,
+                             functools.partial(_listen, options.host, options.port),
+                             options.alias_poll_seconds)
+    handed_over: socket.socket | None = None
+    if waiting == STOPPED:
+        return 0
     # Start-up allocates much and frees little: collections would only cost cold-start time.
     gc.disable()
     try:
@@ -270,16 +287,25 @@ def serve(options: ServeOptions) -> int:
         return EXIT_LOAD_FAILED
     finally:
         gc.enable()
+        if isinstance(waiting, WaitingServer):
+            # The scoring server takes the stand-in's socket over: no connection is refused in
+            # between (several workers share it, as where SO_REUSEPORT is missing).
+            handed_over = waiting.hand_over()
     # The loaded objects go to a permanent generation, so forked workers keep sharing their
     # memory pages instead of dirtying them when a collection walks them.
     gc.freeze()
     if options.workers > 1 and model.drift is not None:
         model.drift.share_across_processes()
-    listen = (_listen(options.host, options.port) if options.workers == 1
-              else _worker_listeners(options.host, options.port))
+    listen: socket.socket | Callable[[], socket.socket]
+    if handed_over is not None:
+        listen = handed_over
+    elif options.workers == 1:
+        listen = _listen(options.host, options.port)
+    else:
+        listen = _worker_listeners(options.host, options.port)
     log.info("serving %s (version %s, fast path %s) on http://%s:%d with %d worker(s)",
              options.model_uri, model.info.version, model.fast_predict is not None,
-             options.host, options.port, options.workers)
+             options.host, _bound_port(listen), options.workers)
     if options.workers == 1:
         _run_worker(listen, options, model, watchdog=_watchdog(options, _bound_port(listen)))
         return 0
