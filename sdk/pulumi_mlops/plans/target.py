@@ -16,6 +16,12 @@ __all__ = ["DockerTarget", "GatewayRef", "KubernetesTarget", "Target"]
 class _TargetBase(ValidatedModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
+    provider: Any = None
+
+    def resource_options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+        """Options for a child resource: the parent and, when given, the provider."""
+        return pulumi.ResourceOptions(parent=parent, provider=self.provider)
+
 
 class GatewayRef(ValidatedModel):
     """A Gateway API ``Gateway`` that routes to components (for exact traffic splits).
@@ -57,7 +63,6 @@ class KubernetesTarget(_TargetBase):
 
     kind: Literal["kubernetes"] = "kubernetes"
     namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "mlops"
-    provider: Any = None
     storage_class: Annotated[str, Field(pattern=HOSTNAME)] | None = None
     ingress_class: Annotated[str, Field(pattern=HOSTNAME)] | None = None
     cluster_domain: Annotated[str, Field(pattern=HOSTNAME)] = (
@@ -76,10 +81,6 @@ class KubernetesTarget(_TargetBase):
     def _provider_is_resource(cls, value: Any) -> Any:
         _check_provider(value, "pulumi_kubernetes.Provider")
         return value
-
-    def resource_options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
-        """Options for a child resource: the parent and, when given, the provider."""
-        return pulumi.ResourceOptions(parent=parent, provider=self.provider)
 
     def service_host(self, service: str) -> str:
         """The fully qualified in-cluster DNS name of a Service in this namespace."""
@@ -100,7 +101,6 @@ class DockerTarget(_TargetBase):
     """
 
     kind: Literal["docker"] = "docker"
-    provider: Any = None
     publish_host: Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+$")] = "127.0.0.1"
     image_registry: ImageRegistry | None = None
 
@@ -109,10 +109,6 @@ class DockerTarget(_TargetBase):
     def _provider_is_resource(cls, value: Any) -> Any:
         _check_provider(value, "pulumi_docker.Provider")
         return value
-
-    def resource_options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
-        """Options for a child resource: the parent and, when given, the provider."""
-        return pulumi.ResourceOptions(parent=parent, provider=self.provider)
 
 
 Target = KubernetesTarget | DockerTarget
