@@ -151,6 +151,10 @@ class ResourceRegistration:
         custom: Whether it is a custom (provider) resource.
         custom_timeouts: The ``custom_timeouts`` that were set (``create``/``update``/``delete``).
         dependencies: URNs it depends on.
+        outputs: The state the mocks computed for it (what the engine would hand back), secrets
+            in their envelope.
+        delete_before_replace: Whether the program asked to delete it before creating its
+            replacement.
     """
 
     type: str
@@ -161,6 +165,8 @@ class ResourceRegistration:
     custom: bool
     custom_timeouts: Mapping[str, str] = field(default_factory=dict)
     dependencies: tuple[str, ...] = ()
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    delete_before_replace: bool = False
 
 
 class RecordingMonitor(MockMonitor):
@@ -171,10 +177,12 @@ class RecordingMonitor(MockMonitor):
     Wraps `pulumi.runtime.mocks.MockMonitor` (not exported; ``set_mocks`` takes it but does not
     document it), overriding its gRPC handlers ``RegisterResource`` and
     ``RegisterResourceOutputs``, and reads their protobuf requests (``type``, ``name``,
-    ``parent``, ``object``, ``custom``, ``customTimeouts``, ``dependencies``; ``urn``,
-    ``outputs``) with `pulumi.runtime.rpc.deserialize_properties`. Why: `pulumi.runtime.Mocks`
+    ``parent``, ``object``, ``custom``, ``customTimeouts``, ``dependencies``,
+    ``deleteBeforeReplace``; ``urn``, ``outputs``) and the registration's response (``urn``,
+    ``object``) with `pulumi.runtime.rpc.deserialize_properties`. Why: `pulumi.runtime.Mocks`
     sees a resource's inputs but not its parent, custom timeouts or dependencies, nor the
-    stack's outputs, and a render shows all of them. The URNs it hands out come from the
+    stack's outputs, and a render shows all of them; an apply harness needs the state the
+    mocks computed to map it to the real one. The URNs it hands out come from the
     runtime's settings, which it sees only when Pulumi carries the caller's context into the
     threads that run monitor calls (3.260 and later). Checked against pulumi 3.260-3.272.
 
@@ -211,6 +219,8 @@ class RecordingMonitor(MockMonitor):
                     if getattr(request.customTimeouts, op)
                 },
                 dependencies=tuple(request.dependencies),
+                outputs=rpc.deserialize_properties(response.object),
+                delete_before_replace=bool(request.deleteBeforeReplace),
             ))
         return response
 

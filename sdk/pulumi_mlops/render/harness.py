@@ -294,13 +294,19 @@ def load_stack_outputs(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def record_program(cwd: Path, stack: str, *, preview: bool = True,
-                   stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Recording:
+                   stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+                   config_overrides: Mapping[str, Any] | None = None) -> Recording:
     """Run the Pulumi program in ``cwd`` with the config of ``stack`` and record it.
 
     ``stack_outputs`` stand in for the outputs of stacks it references (see `record`).
+    ``config_overrides`` replace (or add) config keys (``key`` or ``project:key``) as
+    ``pulumi config set`` would, with values as they would be written in the stack file.
     """
     cwd = cwd.resolve()
     project, config, secrets = load_stack_config(cwd, stack)
+    for key, value in (config_overrides or {}).items():
+        full = key if ":" in key else f"{project['name']}:{key}"
+        config[full], _secret = _config_value(value)
     main = cwd / str(project.get("main", "."))
     entry = main / "__main__.py"
     if not entry.is_file():

@@ -1,0 +1,299 @@
+"""The dev stack on a real Docker engine: every container the Docker target declares, run.
+
+What runs: the dev stack's program (`stacks/`, stack ``dev``) recorded under Pulumi's mocks,
+applied by `tests.docker_engine.apply` to a private ``dockerd`` (the provider's semantics, see
+that module), with the runtime image built from the repository's Dockerfile by the recorded
+``docker.Image`` resource and the base and MLflow images stood in by local builds
+(`tests.docker_engine.images`). No step is manual: the registry's init container, the registry,
+the retrain scheduler (which runs the job once at start) and the model service come up as a
+fresh ``pulumi up`` would bring them, and the service ends up answering predictions.
+
+Every container is checked as declared: its user, a read-only root filesystem (so nothing in it
+needs to write outside its volumes and tmpfs), capabilities, the health check's verdict.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from pulumi_mlops.render import Recording, record_program, unwrap_secrets
+from tests.docker_engine import images
+from tests.docker_engine.apply import REMOTE_IMAGE, DockerStack
+from tests.docker_engine.daemon import Daemon, running_daemon
+from tests.recording import secret_values
+
+pytestmark = [pytest.mark.timeout(1500), pytest.mark.docker_engine]
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRY_URL = "http://127.0.0.1:5000"
+SERVICE_URL = "http://127.0.0.1:8080"
+RETRAIN = "cancer-nightly-retrain"
+TIMINGS: dict[str, float] = {}
+LOGGED: list[str] = []
+
+
+def _log(line: str) -> None:
+    LOGGED.append(line)
+    print(f"[docker-e2e] {line}", flush=True)
+
+
+def _record(**overrides: Any) -> Recording:
+    # Unresolved aliases, as on a laptop without registry credentials: the service resolves
+    # `champion` when it starts, and waits for it.
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        os.environ.pop(var, None)
+    return record_program(REPO, "dev", preview=False, config_overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    """A private dockerd with an empty stack on it; its image cache survives between runs."""
+    with running_daemon() as running:
+        client = running.client()
+        for container in client.containers.list(all=True):
+            container.remove(force=True)
+        client.volumes.prune()
+        client.networks.prune()
+        _log(f"dockerd pid {running.pid}, storage {running.storage_driver}")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def recording() -> Recording:
+    """The dev stack as `pulumi up` would declare it."""
+    return _record()
+
+
+@pytest.fixture(scope="module")
+def stand_in_images(daemon: Daemon, recording: Recording) -> None:
+    """The base and MLflow images no registry can provide here, built (or reused)."""
+    started = time.monotonic()
+    base = images.dockerfile_base(REPO / "Dockerfile")
+    built = images.ensure_python_base(daemon, base)
+    TIMINGS["base image"] = time.monotonic() - started
+    _log(f"{base}: {'built' if built else 'cached'} in {TIMINGS['base image']:.1f}s")
+    (mlflow,) = recording.of_type(REMOTE_IMAGE)
+    started = time.monotonic()
+    built = images.ensure_mlflow_image(daemon, mlflow.inputs["name"], base)
+    TIMINGS["mlflow image"] = time.monotonic() - started
+    _log(f"{mlflow.inputs['name']}: {'built' if built else 'cached'} in "
+         f"{TIMINGS['mlflow image']:.1f}s")
+
+
+@pytest.fixture(scope="module")
+def stack(daemon: Daemon, recording: Recording, stand_in_images: None) -> Iterator[DockerStack]:
+    """The dev stack applied: `pulumi up` on a fresh engine."""
+    applied = DockerStack(daemon.client(), REPO / "stacks", log=_log)
+    started = time.monotonic()
+    applied.apply(recording)
+    TIMINGS["first apply"] = time.monotonic() - started
+    TIMINGS["runtime image build"] = applied.durations["runtime-image"]
+    _log(f"first apply: {TIMINGS['first apply']:.1f}s")
+    try:
+        yield applied
+    finally:
+        for name, seconds in TIMINGS.items():
+            _log(f"timing {name}: {seconds:.1f}s")
+        applied.destroy()
+
+
+def _admin(recording: Recording) -> tuple[str, str]:
+    outputs = unwrap_secrets(recording.outputs)
+    return outputs["registry_admin_username"], outputs["registry_admin_password"]
+
+
+def _http(url: str, *, auth: tuple[str, str] | None = None, body: Any = None,
+          timeout: float = 10) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(),
+                                     method="GET" if body is None else "POST")
+    if body is not None:
+        request.add_header("Content-Type", "application/json")
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def _champion(auth: tuple[str, str]) -> dict[str, Any] | None:
+    status, body = _http(f"{REGISTRY_URL}/api/2.0/mlflow/registered-models/alias"
+                         "?name=cancer&alias=champion", auth=auth)
+    return json.loads(body)["model_version"] if status == 200 else None
+
+
+def _wait_for(what: str, check: Any, timeout: float, stack: DockerStack,
+              containers: tuple[str, ...]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(2)
+    logs = "\n".join(f"--- {name}\n" + stack.container(name).logs(tail=60).decode(errors="replace")
+                     for name in containers)
+    raise AssertionError(f"{what} within {timeout:.0f}s; container logs:\n{logs}")
+
+
+def _healthy(stack: DockerStack, name: str) -> bool:
+    container = stack.container(name)
+    container.reload()
+    return bool(container.attrs["State"].get("Health", {}).get("Status") == "healthy")
+
+
+def _served(stack: DockerStack, auth: tuple[str, str]) -> dict[str, Any]:
+    """Wait until the service is healthy and return the champion it resolved."""
+    _wait_for("the model service is not healthy",
+              lambda: _healthy(stack, "cancer"), 420, stack, ("cancer", RETRAIN))
+    champion = _champion(auth)
+    assert champion is not None
+    return champion
+
+
+def _features() -> pd.DataFrame:
+    return load_breast_cancer(as_frame=True).frame.drop(columns=["target"]).head(25)
+
+
+def _predict(frame: pd.DataFrame) -> list[Any]:
+    status, body = _http(f"{SERVICE_URL}/invocations",
+                         body={"dataframe_split": frame.to_dict(orient="split")}, timeout=30)
+    assert status == 200, body[:500]
+    return list(json.loads(body)["predictions"])
+
+
+def test_fresh_dev_stack_serves_a_promoted_model_with_no_manual_step(
+        stack: DockerStack, recording: Recording) -> None:
+    auth = _admin(recording)
+    # The registry's init container ran to completion, then the registry became healthy by its
+    # own Docker health check (`wait: true` returned).
+    assert stack.applied("registry-mlflow-init").exit_code == 0
+    assert _healthy(stack, "registry-mlflow")
+    assert _http(f"{REGISTRY_URL}/health")[0] == 200
+    assert _http(f"{REGISTRY_URL}/api/2.0/mlflow/registered-models/search")[0] == 401
+    assert _http(f"{REGISTRY_URL}/api/2.0/mlflow/registered-models/search", auth=auth)[0] == 200
+    assert stack.applied("cancer-nightly-retrain-init").exit_code == 0
+
+    started = time.monotonic()
+    champion = _wait_for("the scheduler's run at start promoted no `champion`",
+                         lambda: _champion(auth), 420, stack, (RETRAIN,))
+    TIMINGS["run at start to champion"] = time.monotonic() - started
+    assert champion["version"] == "1"
+    started = time.monotonic()
+    _served(stack, auth)
+    TIMINGS["champion to healthy service"] = time.monotonic() - started
+
+    frame = _features()
+    predictions = _predict(frame)
+    os.environ.update({"MLFLOW_TRACKING_URI": REGISTRY_URL, "MLFLOW_TRACKING_USERNAME": auth[0],
+                       "MLFLOW_TRACKING_PASSWORD": auth[1]})
+    try:
+        expected = mlflow.pyfunc.load_model("models:/cancer/1").predict(frame)
+    finally:
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(var, None)
+    assert predictions == [int(p) for p in expected]
+    status, body = _http(f"{SERVICE_URL}/version")
+    assert status == 200 and body.decode().strip() == mlflow.__version__
+
+
+# What the engine itself puts into every container's root at creation.
+ENGINE_PATHS = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc",
+                          "/sys", "/usr/sbin/docker-init"})
+
+
+def _written(container: Any) -> list[str]:
+    """Paths changed in the container's root filesystem other than mount points (and their
+    parents) and the files the engine creates."""
+    mounts = {m["Destination"] for m in container.attrs["Mounts"]}
+    mounts |= set(container.attrs["HostConfig"].get("Tmpfs") or {})
+    allowed = set(ENGINE_PATHS)
+    for path in mounts | ENGINE_PATHS:
+        parts = Path(path).parts
+        allowed |= {str(Path(*parts[:i])) for i in range(2, len(parts) + 1)}
+    return sorted(change["Path"] for change in container.diff() or []
+                  if change["Path"] not in allowed)
+
+
+def test_every_container_runs_as_declared(stack: DockerStack, recording: Recording) -> None:
+    checked = 0
+    for resource in recording.of_type("docker:index/container:Container"):
+        declared = resource.inputs
+        container = stack.container(resource.name)
+        container.reload()
+        host, config = container.attrs["HostConfig"], container.attrs["Config"]
+        assert host["ReadonlyRootfs"] is True, resource.name
+        assert config["User"] == declared["user"], resource.name
+        assert sorted(host["CapDrop"] or []) == ["ALL"], resource.name
+        assert host["SecurityOpt"] == ["no-new-privileges:true"], resource.name
+        assert host["Ulimits"] and host["Ulimits"][0]["Name"] == "nproc", resource.name
+        assert host["Memory"] > 0 and host["NanoCpus"] > 0, resource.name
+        if declared.get("attach"):
+            # An init container: root only to chown what the service will own, one capability,
+            # no network; it has exited.
+            assert declared["user"] == "0:0"
+            assert host["CapAdd"] == ["CHOWN"] and host["NetworkMode"] == "none"
+            assert container.attrs["State"]["Status"] == "exited"
+        else:
+            assert declared["user"] == "10001:10001"
+            assert container.attrs["State"]["Running"], resource.name
+            uid = container.exec_run(["python", "-c", "import os; print(os.getuid())"])
+            assert uid.output.decode().strip() == "10001", resource.name
+            # Nothing was written outside the volumes and tmpfs mounts.
+            assert _written(container) == [], resource.name
+        checked += 1
+    _log(f"containers started and checked: {checked}")
+    assert checked == 5
+
+
+def test_retrain_runs_on_demand_and_moves_champion(stack: DockerStack,
+                                                   recording: Recording) -> None:
+    auth = _admin(recording)
+    _served(stack, auth)
+    started = time.monotonic()
+    result = stack.container(RETRAIN).exec_run(
+        ["mlops", "retrain", "--config", "/etc/mlops/retrain.json"])
+    TIMINGS["retrain on demand"] = time.monotonic() - started
+    assert result.exit_code == 0, result.output.decode(errors="replace")[-3000:]
+    champion = _champion(auth)
+    assert champion is not None and int(champion["version"]) >= 2
+
+
+def test_registry_data_survives_recreate_and_removed_containers(
+        stack: DockerStack, recording: Recording) -> None:
+    auth = _admin(recording)
+    before = _champion(auth)
+    assert before is not None
+    old_registry = stack.applied("registry-mlflow").real_id
+    # A changed input that replaces the registry's container (cpus is not updatable).
+    stack.apply(_record(**{"mlops:registry": {"database": "sqlite", "resources": {
+        "cpuLimit": "0.75", "memoryLimit": "1Gi"}}}))
+    assert stack.applied("registry-mlflow").real_id != old_registry
+    assert _champion(auth) == before
+
+    stack.remove_containers()
+    stack.apply(recording)
+    assert _champion(auth) == before
+    _served(stack, auth)
+    assert len(_predict(_features())) == 25
+
+
+def test_the_harness_logged_no_secret(stack: DockerStack, recording: Recording) -> None:
+    secrets = secret_values(recording)
+    assert secrets and LOGGED
+    assert not [line for line in LOGGED if any(secret in line for secret in secrets)]
