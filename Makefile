@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml requirements/runtime.txt | $(BIN)/python
 preflight:
 	@STACK=$(STACK) scripts/preflight.sh
 
+# `up` refreshes first: a container removed or stopped by hand (docker rm, docker stop) is then
+# created or started again instead of being trusted from the state.
 # Local file backend and a passphrase file kept beside it: no cloud account needed. `up`, `down`
 # and the commands `up` prints at the end all use these two variables.
 STATE        := $(CURDIR)/.pulumi-state
@@ -40,7 +42,7 @@ PULUMI_ENV   := PATH="$(CURDIR)/$(BIN):$$PATH" $(PULUMI_VARS)
 up: preflight $(STAMP)
 	@mkdir -p $(STATE)
 	@test -s $(STATE)/passphrase || $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(32))" > $(STATE)/passphrase
-	$(PULUMI_ENV) sh -c 'pulumi stack select --create $(STACK) && pulumi up --stack $(STACK) $(if $(YES),--yes,)'
+	$(PULUMI_ENV) sh -c 'pulumi stack select --create $(STACK) && pulumi up --refresh --stack $(STACK) $(if $(YES),--yes,)'
 	@$(PULUMI_ENV) pulumi stack output --stack $(STACK)
 	@echo ''
 	@echo 'Stack outputs (URLs, endpoints; secrets hidden), from this directory:'

@@ -155,6 +155,11 @@ class ResourceRegistration:
             in their envelope.
         delete_before_replace: Whether the program asked to delete it before creating its
             replacement.
+        replace_on_changes: Input paths whose change replaces it.
+        ignore_changes: Input paths whose change is ignored.
+        retain_on_delete: Whether deleting it leaves the real object in place.
+        protect: Whether it is protected from deletion.
+        provider: The provider reference it was registered with ("" for the default one).
     """
 
     type: str
@@ -167,6 +172,11 @@ class ResourceRegistration:
     dependencies: tuple[str, ...] = ()
     outputs: Mapping[str, Any] = field(default_factory=dict)
     delete_before_replace: bool = False
+    replace_on_changes: tuple[str, ...] = ()
+    ignore_changes: tuple[str, ...] = ()
+    retain_on_delete: bool = False
+    protect: bool = False
+    provider: str = ""
 
 
 class RecordingMonitor(MockMonitor):
@@ -178,7 +188,8 @@ class RecordingMonitor(MockMonitor):
     document it), overriding its gRPC handlers ``RegisterResource`` and
     ``RegisterResourceOutputs``, and reads their protobuf requests (``type``, ``name``,
     ``parent``, ``object``, ``custom``, ``customTimeouts``, ``dependencies``,
-    ``deleteBeforeReplace``; ``urn``, ``outputs``) and the registration's response (``urn``,
+    ``deleteBeforeReplace``, ``replaceOnChanges``, ``ignoreChanges``, ``retainOnDelete``,
+    ``protect``, ``provider``; ``urn``, ``outputs``) and the registration's response (``urn``,
     ``object``) with `pulumi.runtime.rpc.deserialize_properties`. Why: `pulumi.runtime.Mocks`
     sees a resource's inputs but not its parent, custom timeouts or dependencies, nor the
     stack's outputs, and a render shows all of them; an apply harness needs the state the
@@ -221,6 +232,11 @@ class RecordingMonitor(MockMonitor):
                 dependencies=tuple(request.dependencies),
                 outputs=rpc.deserialize_properties(response.object),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                replace_on_changes=tuple(request.replaceOnChanges),
+                ignore_changes=tuple(request.ignoreChanges),
+                retain_on_delete=bool(request.retainOnDelete),
+                protect=bool(request.protect),
+                provider=request.provider,
             ))
         return response
 

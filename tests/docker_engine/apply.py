@@ -50,6 +50,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -67,34 +68,57 @@ CONTAINER = "docker:index/container:Container"
 ATTACH_TIMEOUT = 20 * 60.0
 """The provider's default create timeout, which bounds ``attach``."""
 
-# Input fields each resource type implements (pulumi-docker names, as recorded).
-IMPLEMENTED: dict[str, frozenset[str]] = {
-    NETWORK: frozenset({"name", "labels", "driver", "internal", "attachable"}),
-    VOLUME: frozenset({"name", "labels", "driver"}),
-    REMOTE_IMAGE: frozenset({"name", "keepLocally"}),
-    IMAGE: frozenset({"imageName", "build", "skipPush", "buildOnPreview"}),
-    CONTAINER: frozenset({
-        "name", "image", "entrypoints", "command", "envs", "user", "labels", "healthcheck",
-        "readOnly", "tmpfs", "capabilities", "securityOpts", "init", "volumes", "ports",
-        "ulimits", "memory", "memorySwap", "cpus", "restart", "maxRetryCount", "networkMode",
-        "networksAdvanced", "uploads", "workingDir", "hostname", "start", "attach", "mustRun",
-        "wait", "waitTimeout", "destroyGraceSeconds", "removeVolumes",
-    }),
+# The input fields each resource type implements (pulumi-docker names, as recorded), with
+# their shapes: "str", "bool", "num", ["str"] (a list of strings), {"*": "str"} (a map of
+# strings), a dict of fields (one object) or [dict] (a list of objects).
+_LABELS = [{"label": "str", "value": "str"}]
+SCHEMA: dict[str, dict[str, Any]] = {
+    NETWORK: {"name": "str", "labels": _LABELS, "driver": "str", "internal": "bool",
+              "attachable": "bool"},
+    VOLUME: {"name": "str", "labels": _LABELS, "driver": "str"},
+    REMOTE_IMAGE: {"name": "str", "keepLocally": "bool"},
+    IMAGE: {"imageName": "str", "build": {"context": "str", "dockerfile": "str"},
+            "skipPush": "bool", "buildOnPreview": "bool"},
+    CONTAINER: {
+        "name": "str", "image": "str", "entrypoints": ["str"], "command": ["str"],
+        "envs": ["str"], "user": "str", "labels": _LABELS,
+        "healthcheck": {"tests": ["str"], "interval": "str", "timeout": "str",
+                        "startPeriod": "str", "startInterval": "str", "retries": "num"},
+        "readOnly": "bool", "tmpfs": {"*": "str"},
+        "capabilities": {"adds": ["str"], "drops": ["str"]}, "securityOpts": ["str"],
+        "init": "bool",
+        "volumes": [{"volumeName": "str", "containerPath": "str", "readOnly": "bool",
+                     "hostPath": "str"}],
+        "ports": [{"internal": "num", "external": "num", "ip": "str", "protocol": "str"}],
+        "ulimits": [{"name": "str", "soft": "num", "hard": "num"}],
+        "memory": "num", "memorySwap": "num", "cpus": "str", "restart": "str",
+        "maxRetryCount": "num", "networkMode": "str",
+        "networksAdvanced": [{"name": "str", "aliases": ["str"]}],
+        "uploads": [{"file": "str", "content": "str", "contentBase64": "str",
+                     "executable": "bool", "permissions": "str"}],
+        "workingDir": "str", "hostname": "str", "start": "bool", "attach": "bool",
+        "mustRun": "bool", "wait": "bool", "waitTimeout": "num",
+        "destroyGraceSeconds": "num", "removeVolumes": "bool",
+    },
 }
-NESTED: dict[str, frozenset[str]] = {
-    "build": frozenset({"context", "dockerfile"}),
-    "healthcheck": frozenset({"tests", "interval", "timeout", "startPeriod", "startInterval",
-                              "retries"}),
-    "capabilities": frozenset({"adds", "drops"}),
-    "volumes": frozenset({"volumeName", "containerPath", "readOnly", "hostPath"}),
-    "ports": frozenset({"internal", "external", "ip", "protocol"}),
-    "ulimits": frozenset({"name", "soft", "hard"}),
-    "networksAdvanced": frozenset({"name", "aliases"}),
-    "uploads": frozenset({"file", "content", "contentBase64", "executable", "permissions"}),
-    "labels": frozenset({"label", "value"}),
+IMPLEMENTED: dict[str, frozenset[str]] = {t: frozenset(fields) for t, fields in SCHEMA.items()}
+
+CONTAINER_DEFAULTS: dict[str, Any] = {
+    "start": True, "attach": False, "mustRun": True, "wait": False, "waitTimeout": 60,
+    "restart": "no", "maxRetryCount": 0, "readOnly": False, "init": False,
+    "removeVolumes": True, "networkMode": "bridge",
 }
+"""The provider schema's defaults: an input left out equals its default in a diff."""
+CONTAINER_SETS = frozenset({"envs", "labels", "volumes", "ulimits", "securityOpts",
+                            "networksAdvanced", "uploads"})
+"""Container fields the provider's schema holds as sets (order is no change)."""
 CONTAINER_UPDATABLE = frozenset({"restart", "maxRetryCount", "memory", "memorySwap"})
-"""What the provider changes in place (``ContainerUpdate``); any other change replaces."""
+"""What the provider changes on the engine in place (``ContainerUpdate``)."""
+CONTAINER_STATE_ONLY = frozenset({"tmpfs", "healthcheck", "init", "start", "attach", "mustRun",
+                                  "wait", "waitTimeout", "destroyGraceSeconds",
+                                  "removeVolumes"})
+"""Neither ForceNew nor applied by the provider's update: a change reaches its state only,
+and the running container keeps the old value (unless ``replaceOnChanges`` names it)."""
 
 
 class UnsupportedInputError(ValueError):
@@ -115,48 +139,166 @@ class Applied:
     real_id: str
     outputs: dict[str, Any] = field(default_factory=dict)
     exit_code: int | None = None
+    retain_on_delete: bool = False
+
+
+def _check_shape(where: str, value: Any, shape: Any) -> None:
+    if isinstance(shape, str):
+        kinds = {"str": (str,), "bool": (bool,), "num": (int, float)}[shape]
+        if not isinstance(value, kinds) or (shape == "num" and isinstance(value, bool)):
+            raise UnsupportedInputError(f"{where}: expected a {shape}, got {type(value).__name__}")
+    elif isinstance(shape, list):
+        if not isinstance(value, list):
+            raise UnsupportedInputError(f"{where}: expected a list, got {type(value).__name__}")
+        for i, item in enumerate(value):
+            _check_shape(f"{where}[{i}]", item, shape[0])
+    elif set(shape) == {"*"}:
+        if not isinstance(value, Mapping):
+            raise UnsupportedInputError(f"{where}: expected a map, got {type(value).__name__}")
+        for key, item in value.items():
+            _check_shape(f"{where}.{key}", item, shape["*"])
+    else:
+        if not isinstance(value, Mapping):
+            raise UnsupportedInputError(f"{where}: expected an object, got {type(value).__name__}")
+        for key, item in value.items():
+            if key not in shape:
+                raise UnsupportedInputError(
+                    f"{where}.{key}: not implemented by the apply harness; implement it as the "
+                    "provider does, or stop declaring it")
+            _check_shape(f"{where}.{key}", item, shape[key])
 
 
 def check_supported(resource: RecordedResource) -> None:
-    """Refuse a Docker resource with a type or input field the harness does not implement."""
-    allowed = IMPLEMENTED.get(resource.type)
-    if allowed is None:
-        raise UnsupportedInputError(
-            f"{resource.type} `{resource.name}`: the apply harness does not implement this "
-            "resource type")
-    for key, value in resource.inputs.items():
-        if key not in allowed:
-            raise UnsupportedInputError(
-                f"{resource.type} `{resource.name}`: input `{key}` is not implemented by the "
-                "apply harness; implement it as the provider does, or stop declaring it")
-        items = value if isinstance(value, list) else [value]
-        for item in items:
-            if key in NESTED and isinstance(item, Mapping):
-                unknown = set(item) - NESTED[key]
-                if unknown:
-                    raise UnsupportedInputError(
-                        f"{resource.type} `{resource.name}`: `{key}.{sorted(unknown)[0]}` is "
-                        "not implemented by the apply harness")
+    """Refuse a resource the harness would not apply as the provider does: an unknown type,
+    an input field (at any depth) or shape it does not implement, resource options it does not
+    model (custom timeouts, ignoreChanges, protect), an explicit provider (it would target
+    another engine)."""
+    what = f"{resource.type} `{resource.name}`"
+    if resource.type.startswith("pulumi:providers:docker"):
+        raise UnsupportedInputError(f"{what}: an explicit Docker provider is not implemented by "
+                                    "the apply harness (it applies to its own engine only)")
+    shape = SCHEMA.get(resource.type)
+    if shape is None:
+        raise UnsupportedInputError(f"{what}: the apply harness does not implement this "
+                                    "resource type")
+    if resource.provider:
+        raise UnsupportedInputError(f"{what}: registered with an explicit provider, which the "
+                                    "apply harness does not implement")
+    for option, value in (("customTimeouts", resource.custom_timeouts),
+                          ("ignoreChanges", resource.ignore_changes),
+                          ("protect", resource.protect)):
+        if value:
+            raise UnsupportedInputError(f"{what}: the resource option `{option}` is not "
+                                        "implemented by the apply harness")
+    _check_shape(what, unwrap_secrets(dict(resource.inputs)), shape)
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
+_DURATION = re.compile(r"(\d*\.?\d*)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000,
+            "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}
 
 
 def go_duration_ns(text: str) -> int:
-    """A Go duration string (``"1m30s"``, ``"500ms"``) in nanoseconds, as ``time.ParseDuration``."""
-    if text in ("0", ""):
+    """A Go duration string (``"1m30s"``, ``"500ms"``, ``".5s"``) in nanoseconds, as Go's
+    ``time.ParseDuration`` reads it (a sign is not accepted: the provider's validator refuses
+    negative durations)."""
+    if text == "0":
         return 0
     parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    if not parts or "".join(n + u for n, u in parts) != text or any(n in ("", ".")
+                                                                    for n, _u in parts):
         raise UnsupportedInputError(f"{text!r} is not a Go duration")
     return int(sum(float(n) * _UNIT_NS[u] for n, u in parts))
 
 
+def go_duration_string(ns: int) -> str:
+    """Nanoseconds as Go's ``time.Duration.String()`` writes them (``300s`` → ``5m0s``), the
+    form the provider's read writes back into its state. Whole seconds and sub-second values
+    below one second; anything else is refused."""
+    if ns == 0:
+        return "0s"
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return f"{ns / size:g}{unit}"
+    seconds, rest = divmod(ns, 1_000_000_000)
+    if rest:
+        raise UnsupportedInputError(f"{ns}ns: fractional seconds above one second are not "
+                                    "implemented by the apply harness")
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    if hours:
+        return f"{hours}h{minutes}m{seconds}s"
+    if minutes:
+        return f"{minutes}m{seconds}s"
+    return f"{seconds}s"
+
+
 def nano_cpus(text: str) -> int:
-    """``cpus`` (``"0.25"``) as NanoCPUs, as the provider's ``opts.ParseCPUs``."""
-    return round(float(text) * 1e9)
+    """``cpus`` (``"0.25"``) as NanoCPUs, as the provider's ``opts.ParseCPUs`` (which refuses a
+    value finer than one nano-CPU)."""
+    nano = Fraction(text) * 10**9
+    if nano.denominator != 1 or nano < 0:
+        raise UnsupportedInputError(f"cpus {text!r}: not a whole number of nano-CPUs")
+    return int(nano)
+
+
+def decimal_cpus(nano: int) -> str:
+    """NanoCPUs as the provider's read writes ``cpus`` back (kreuzwerker's
+    ``nanoInt64ToDecimalString``: ``1e9`` → ``"1.0"``, ``2.5e8`` → ``"0.25"``)."""
+    if nano == 0:
+        return "0"
+    whole, frac = divmod(nano, 10**9)
+    nine = f"{whole}.{frac:09d}"
+    if nine.count("0") == 9:
+        return f"{whole}.{frac // 10**8}"
+    return nine.rstrip("0")
+
+
+def read_back(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A container's inputs as the provider's state holds them after its read: ``cpus`` and
+    the health check's durations in the engine's canonical spelling."""
+    state = dict(inputs)
+    if "cpus" in state:
+        state["cpus"] = decimal_cpus(nano_cpus(str(state["cpus"])))
+    if state.get("healthcheck"):
+        check = dict(state["healthcheck"])
+        for key in ("interval", "timeout", "startPeriod", "startInterval"):
+            if key in check:
+                check[key] = go_duration_string(go_duration_ns(check[key]))
+        state["healthcheck"] = check
+    return state
+
+
+def _comparable(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """Each field as the provider's diff sees it: defaults filled in, an empty list or map the
+    same as none, set fields without order. JSON per field, for comparing."""
+    values = {**CONTAINER_DEFAULTS, **inputs}
+    out = {}
+    for key, value in values.items():
+        if value in ([], {}, None):
+            continue
+        if key in CONTAINER_SETS:
+            value = sorted(json.dumps(v, sort_keys=True) for v in value)
+        out[key] = json.dumps(value, sort_keys=True)
+    return out
+
+
+def container_change(state: Mapping[str, Any], inputs: Mapping[str, Any],
+                     replace_on_changes: Iterable[str] = ()) -> tuple[str, frozenset[str]]:
+    """What the provider does with a container whose state is ``state`` (as `read_back` left
+    it) when the program now declares ``inputs``: ``"none"``, ``"state"`` (its state changes,
+    the container does not), ``"update"`` (``ContainerUpdate``) or ``"replace"``; and the
+    fields that differ."""
+    old, new = _comparable(state), _comparable(inputs)
+    changed = frozenset(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if not changed:
+        return "none", changed
+    if changed - CONTAINER_UPDATABLE - CONTAINER_STATE_ONLY or changed & set(replace_on_changes):
+        return "replace", changed
+    if changed & CONTAINER_UPDATABLE:
+        return "update", changed
+    return "state", changed
 
 
 def _labels(value: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
@@ -164,7 +306,8 @@ def _labels(value: Iterable[Mapping[str, str]] | None) -> dict[str, str]:
 
 
 def container_config(client: docker.APIClient, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``create_container`` keyword arguments for a recorded container's inputs."""
+    """The Engine API's container create body (``Config`` with its ``HostConfig``) for a
+    recorded container's inputs."""
     host: dict[str, Any] = {
         "read_only": bool(inputs.get("readOnly", False)),
         "init": bool(inputs.get("init", False)),
@@ -208,7 +351,7 @@ def container_config(client: docker.APIClient, inputs: Mapping[str, Any]) -> dic
         host["port_bindings"] = bindings
     config: dict[str, Any] = {
         "image": inputs["image"],
-        "name": inputs.get("name"),
+        "command": None,
         "host_config": client.create_host_config(**host),
     }
     for key, arg in (("entrypoints", "entrypoint"), ("command", "command")):
@@ -224,18 +367,20 @@ def container_config(client: docker.APIClient, inputs: Mapping[str, Any]) -> dic
         config["ports"] = [tuple(p.split("/")) for p in exposed]
     if volume_paths:
         config["volumes"] = volume_paths
+    body: dict[str, Any] = client.create_container_config(**config)
     check = inputs.get("healthcheck")
     if check:
-        config["healthcheck"] = {
+        # Set on the body itself: the SDK's Healthcheck type would drop StartInterval (API
+        # 1.44), which the provider sends (an engine older than 1.44 ignores it).
+        body["Healthcheck"] = {
             "Test": list(check["tests"]),
             "Interval": go_duration_ns(check.get("interval", "0s")),
             "Timeout": go_duration_ns(check.get("timeout", "0s")),
             "StartPeriod": go_duration_ns(check.get("startPeriod", "0s")),
-            # API 1.44 and later; an older engine ignores it, as it would the provider's.
             "StartInterval": go_duration_ns(check.get("startInterval", "0s")),
             "Retries": int(check.get("retries", 0)),
         }
-    return config
+    return body
 
 
 def _upload_archive(uploads: Iterable[Mapping[str, Any]]) -> bytes:
@@ -273,8 +418,9 @@ def _digest(inputs: Mapping[str, Any]) -> str:
 def docker_resources(recording: Recording) -> list[RecordedResource]:
     """The recording's Docker resources in dependency order (registration order breaks ties)."""
     docker_types = [r for r in recording.resources if r.type.startswith("docker:")]
-    for resource in docker_types:
-        check_supported(resource)
+    for resource in recording.resources:
+        if resource.type.startswith(("docker:", "pulumi:providers:docker")):
+            check_supported(resource)
     by_urn = {r.urn: r for r in recording.resources}
     children: dict[str, list[str]] = {}
     for r in recording.resources:
@@ -334,42 +480,90 @@ class DockerStack:
 
     # --- the apply loop ---------------------------------------------------------------------
 
-    def apply(self, recording: Recording) -> None:
-        """Bring the engine to what ``recording`` declares: create, update, replace, delete."""
+    def apply(self, recording: Recording, *, refresh: bool = False) -> None:
+        """Bring the engine to what ``recording`` declares, as ``pulumi up`` would: create what
+        is new, update or replace what changed (as the provider decides, see
+        `container_change`), then delete what the program no longer declares.
+
+        Args:
+            recording: The program's registrations.
+            refresh: Read the engine first, as ``pulumi up --refresh`` (and ``make up``) does:
+                a container removed by hand is created again, a stopped one that ``mustRun``
+                is started. Without it the state is trusted, as plain ``pulumi up`` trusts it.
+        """
+        if refresh:
+            self._refresh()
         resources = docker_resources(recording)
-        wanted = {r.urn for r in resources}
-        for urn in [u for u in reversed(list(self.state)) if u not in wanted]:
-            self._delete(urn)
         substitutions: dict[str, str] = {}
         for resource in resources:
             inputs = _replace_strings(unwrap_secrets(dict(resource.inputs)), substitutions)
             applied = self.state.get(resource.urn)
             if applied is None:
                 applied = self._create(resource, inputs)
-            elif _digest(applied.inputs) == _digest(inputs):
-                if resource.type == CONTAINER:
-                    self._start_if_stopped(applied)
-            else:
-                changed = {k for k in set(applied.inputs) | set(inputs)
-                           if applied.inputs.get(k) != inputs.get(k)}
-                if resource.type == CONTAINER and changed <= CONTAINER_UPDATABLE:
-                    self._update_container(applied, inputs)
-                elif resource.type in (CONTAINER, IMAGE):
-                    self._delete(resource.urn)
-                    applied = self._create(resource, inputs)
-                else:
-                    raise ApplyError(
-                        f"{resource.type} `{resource.name}` would be replaced (changed: "
-                        f"{sorted(changed)}); replacing a network or volume is refused here")
+            elif resource.type == CONTAINER:
+                applied = self._change_container(resource, applied, inputs)
+            elif resource.type == IMAGE:
+                # The provider rebuilds when the build context's digest changed; the engine's
+                # cache makes an unchanged context the same image, so the built ID stands in
+                # for that digest (a new ID replaces the containers that run it).
+                rebuilt = self._create_image(resource, inputs)
+                if rebuilt.real_id != applied.real_id or inputs != applied.inputs:
+                    self.state[resource.urn] = applied = rebuilt
+                    self._event("replace", resource.name)
+            elif _digest(applied.inputs) != _digest(inputs):
+                raise ApplyError(
+                    f"{resource.type} `{resource.name}` would be replaced (every input of a "
+                    "network, volume or remote image forces a replacement); the apply harness "
+                    "refuses it: replacing a volume loses its data")
             for key, recorded in unwrap_secrets(dict(resource.outputs)).items():
                 real = applied.outputs.get(key)
                 if isinstance(recorded, str) and isinstance(real, str) and recorded != real:
                     substitutions[recorded] = real
+        # Deletes come last, as Pulumi orders them.
+        wanted = {r.urn for r in resources}
+        for urn in [u for u in reversed(list(self.state)) if u not in wanted]:
+            self._delete(urn)
+
+    def _change_container(self, resource: RecordedResource, applied: Applied,
+                          inputs: dict[str, Any]) -> Applied:
+        change, fields = container_change(applied.inputs, inputs, resource.replace_on_changes)
+        if change == "replace":
+            self.log(f"replacing Container {resource.name} (changed: {', '.join(sorted(fields))})")
+            self._delete(resource.urn)  # the provider's DeleteBeforeReplace
+            return self._create(resource, inputs)
+        if change == "update":
+            self._update_container(applied, inputs)
+        if change in ("update", "state"):
+            applied.inputs = read_back(inputs)
+            self._event(change, resource.name)
+        return applied
+
+    def _refresh(self) -> None:
+        for urn, applied in list(self.state.items()):
+            if applied.type != CONTAINER:
+                continue
+            try:
+                state = self.api.inspect_container(applied.real_id)["State"]
+            except docker.errors.NotFound:
+                del self.state[urn]  # gone: the next apply creates it
+                self._event("refresh-gone", applied.name)
+                continue
+            if (not state["Running"] and applied.inputs.get("mustRun", True)
+                    and applied.inputs.get("start", True)):
+                # The read sets mustRun false; the update that follows starts the container.
+                self.api.start(applied.real_id)
+                self._event("refresh-start", applied.name)
+
+    def _event(self, operation: str, name: str) -> None:
+        self.events.append((operation, name))
+        self.log(f"{operation} {name}")
 
     def remove_containers(self) -> None:
-        """Remove every container of the stack (as deleting them by hand would) and forget them."""
-        for urn in [u for u in reversed(list(self.state)) if self.state[u].type == CONTAINER]:
-            self._delete(urn)
+        """Remove every container of the stack from the engine behind the state's back, as
+        ``docker rm -f`` by hand would (the state still lists them)."""
+        for applied in self.state.values():
+            if applied.type == CONTAINER:
+                self.api.remove_container(applied.real_id, force=True)
 
     def destroy(self) -> None:
         """Delete everything the stack created, in reverse order."""
@@ -398,11 +592,12 @@ class DockerStack:
                   CONTAINER: self._create_container}[resource.type]
         started = time.monotonic()
         applied = create(resource, inputs)
+        applied.retain_on_delete = resource.retain_on_delete
+        if resource.type == CONTAINER:
+            applied.inputs = read_back(inputs)
         self.state[resource.urn] = applied
-        self.events.append(("create", resource.name))
         self.durations[resource.name] = time.monotonic() - started
-        self.log(f"created {resource.type.rsplit(':', 1)[-1]} {resource.name} "
-                 f"({self.durations[resource.name]:.1f}s)")
+        self._event("create", resource.name)
         return applied
 
     def _create_network(self, resource: RecordedResource, inputs: dict[str, Any]) -> Applied:
@@ -465,8 +660,8 @@ class DockerStack:
                         "repoDigest": image.id})
 
     def _create_container(self, resource: RecordedResource, inputs: dict[str, Any]) -> Applied:
-        config = container_config(self.api, inputs)
-        created = self.api.create_container(**config)
+        created = self.api.create_container_from_config(container_config(self.api, inputs),
+                                                        inputs.get("name"))
         container_id = created["Id"]
         applied = Applied(resource.type, resource.name, inputs, container_id,
                           {"id": container_id, "name": inputs.get("name", "")})
@@ -511,14 +706,6 @@ class DockerStack:
                          f"{timeout:.0f}s (status {state.get('Status')}, health "
                          f"{(state.get('Health') or {}).get('Status')}); last lines:\n{logs}")
 
-    def _start_if_stopped(self, applied: Applied) -> None:
-        if not applied.inputs.get("mustRun", True) or not applied.inputs.get("start", True):
-            return
-        if not self.api.inspect_container(applied.real_id)["State"]["Running"]:
-            self.api.start(applied.real_id)
-            self.events.append(("start", applied.name))
-            self.log(f"started stopped Container {applied.name}")
-
     def _update_container(self, applied: Applied, inputs: dict[str, Any]) -> None:
         swap = int(inputs.get("memorySwap", 0))
         self.api.update_container(
@@ -528,12 +715,12 @@ class DockerStack:
             if "memorySwap" in inputs else None,
             restart_policy={"Name": inputs.get("restart", "no"),
                             "MaximumRetryCount": int(inputs.get("maxRetryCount", 0))})
-        applied.inputs = inputs
-        self.events.append(("update", applied.name))
-        self.log(f"updated Container {applied.name}")
 
     def _delete(self, urn: str) -> None:
         applied = self.state.pop(urn)
+        if applied.retain_on_delete:
+            self._event("retain", applied.name)  # forgotten, left on the engine
+            return
         if applied.type == CONTAINER:
             inputs = applied.inputs
             try:
@@ -551,5 +738,4 @@ class DockerStack:
         elif applied.type == REMOTE_IMAGE and not applied.inputs.get("keepLocally", False):
             self.client.images.remove(applied.inputs["name"])
         # docker.Image: the provider's delete leaves the local image.
-        self.events.append(("delete", applied.name))
-        self.log(f"deleted {applied.type.rsplit(':', 1)[-1]} {applied.name}")
+        self._event("delete", applied.name)

@@ -17,15 +17,19 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import mlflow
-import mlflow.pyfunc
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer
@@ -42,6 +46,8 @@ REPO = Path(__file__).resolve().parents[2]
 REGISTRY_URL = "http://127.0.0.1:5000"
 SERVICE_URL = "http://127.0.0.1:8080"
 RETRAIN = "cancer-nightly-retrain"
+MLFLOW_CLIENT_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
+                      "MLFLOW_TRACKING_PASSWORD")
 TIMINGS: dict[str, float] = {}
 LOGGED: list[str] = []
 
@@ -54,9 +60,16 @@ def _log(line: str) -> None:
 def _record(**overrides: Any) -> Recording:
     # Unresolved aliases, as on a laptop without registry credentials: the service resolves
     # `champion` when it starts, and waits for it.
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        os.environ.pop(var, None)
-    return record_program(REPO, "dev", preview=False, config_overrides=overrides)
+    with mock.patch.dict(os.environ):
+        for var in MLFLOW_CLIENT_VARS:
+            os.environ.pop(var, None)
+        return record_program(REPO, "dev", preview=False, config_overrides=overrides)
+
+
+def _port_free(url: str) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    with socket.socket() as probe:
+        return probe.connect_ex((parts.hostname, parts.port)) != 0
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +78,11 @@ def daemon() -> Iterator[Daemon]:
     TIMINGS["start"] = time.monotonic()
     with running_daemon() as running:
         client = running.client()
+        # The data root is this test's own: whatever an interrupted run left goes.
         for container in client.containers.list(all=True):
             container.remove(force=True)
-        client.volumes.prune()
+        for volume in client.volumes.list():
+            volume.remove(force=True)
         client.networks.prune()
         _log(f"dockerd pid {running.pid}, storage {running.storage_driver}")
         yield running
@@ -98,13 +113,15 @@ def stand_in_images(daemon: Daemon, recording: Recording) -> None:
 @pytest.fixture(scope="module")
 def stack(daemon: Daemon, recording: Recording, stand_in_images: None) -> Iterator[DockerStack]:
     """The dev stack applied: `pulumi up` on a fresh engine."""
+    for url in (REGISTRY_URL, SERVICE_URL):
+        assert _port_free(url), f"{url} is in use: the dev stack publishes its ports there"
     applied = DockerStack(daemon.client(), REPO / "stacks", log=_log)
-    started = time.monotonic()
-    applied.apply(recording)
-    TIMINGS["first apply"] = time.monotonic() - started
-    TIMINGS["runtime image build"] = applied.durations["runtime-image"]
-    _log(f"first apply: {TIMINGS['first apply']:.1f}s")
     try:
+        started = time.monotonic()
+        applied.apply(recording, refresh=True)
+        TIMINGS["first apply"] = time.monotonic() - started
+        TIMINGS["runtime image build"] = applied.durations["runtime-image"]
+        _log(f"first apply: {TIMINGS['first apply']:.1f}s")
         yield applied
     finally:
         TIMINGS["module wall time"] = time.monotonic() - TIMINGS.pop("start")
@@ -183,6 +200,29 @@ def _predict(frame: pd.DataFrame) -> list[Any]:
     return list(json.loads(body)["predictions"])
 
 
+PYFUNC_PREDICT = """
+import json, sys
+import mlflow.pyfunc, pandas as pd
+frame = pd.read_json(sys.stdin, orient="split")
+print(json.dumps([int(p) for p in mlflow.pyfunc.load_model(sys.argv[1]).predict(frame)]))
+"""
+
+
+def _pyfunc_predictions(model_uri: str, frame: pd.DataFrame,
+                        auth: tuple[str, str]) -> list[int]:
+    """MLflow's own predictions for the model, from the registry through its published port.
+
+    In a fresh process: a tracking URI another test set in this one (``mlflow.set_tracking_uri``
+    wins over the environment) must not decide which registry is asked.
+    """
+    env = {**os.environ, **dict(zip(MLFLOW_CLIENT_VARS, (REGISTRY_URL, *auth), strict=True))}
+    run = subprocess.run([sys.executable, "-c", PYFUNC_PREDICT, model_uri],
+                         input=frame.to_json(orient="split"), capture_output=True, text=True,
+                         env=env, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return list(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
 def test_fresh_dev_stack_serves_a_promoted_model_with_no_manual_step(
         stack: DockerStack, recording: Recording) -> None:
     auth = _admin(recording)
@@ -206,19 +246,21 @@ def test_fresh_dev_stack_serves_a_promoted_model_with_no_manual_step(
 
     frame = _features()
     predictions = _predict(frame)
-    os.environ.update({"MLFLOW_TRACKING_URI": REGISTRY_URL, "MLFLOW_TRACKING_USERNAME": auth[0],
-                       "MLFLOW_TRACKING_PASSWORD": auth[1]})
-    try:
-        expected = mlflow.pyfunc.load_model("models:/cancer/1").predict(frame)
-    finally:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-            os.environ.pop(var, None)
-    assert predictions == [int(p) for p in expected]
+    assert predictions == _pyfunc_predictions("models:/cancer/1", frame, auth)
     status, body = _http(f"{SERVICE_URL}/version")
     assert status == 200 and body.decode().strip() == mlflow.__version__
 
 
 # What the engine itself puts into every container's root at creation.
+def test_applying_the_same_program_again_changes_nothing(stack: DockerStack,
+                                                        recording: Recording) -> None:
+    # What `make up` run twice does: the provider's diff finds nothing, so nothing is replaced
+    # (a value the provider reads back in another spelling would replace containers each time).
+    before = len(stack.events)
+    stack.apply(_record(), refresh=True)
+    assert stack.events[before:] == []
+
+
 ENGINE_PATHS = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/dev", "/proc",
                           "/sys", "/usr/sbin/docker-init"})
 
@@ -280,26 +322,75 @@ def test_retrain_runs_on_demand_and_moves_champion(stack: DockerStack,
     assert champion is not None and int(champion["version"]) >= 2
 
 
-def test_registry_data_survives_recreate_and_removed_containers(
-        stack: DockerStack, recording: Recording) -> None:
-    auth = _admin(recording)
-    before = _champion(auth)
-    assert before is not None
-    old_registry = stack.applied("registry-mlflow").real_id
-    # A changed input that replaces the registry's container (cpus is not updatable).
-    stack.apply(_record(**{"mlops:registry": {"database": "sqlite", "resources": {
-        "cpuLimit": "0.75", "memoryLimit": "1Gi"}}}))
-    assert stack.applied("registry-mlflow").real_id != old_registry
-    assert _champion(auth) == before
+KILL_SERVER = """
+import os, signal
+children = open("/proc/1/task/1/children").read().split()
+os.kill(int(children[0]), signal.SIGKILL)
+"""
 
-    stack.remove_containers()
-    stack.apply(recording)
-    assert _champion(auth) == before
+
+def test_a_service_whose_process_dies_is_restarted(stack: DockerStack,
+                                                   recording: Recording) -> None:
+    # What `--exit-when-unhealthy-seconds` relies on: the process exiting is what makes Docker
+    # restart the container (`restart: unless-stopped`), and the restarted server serves again.
+    auth = _admin(recording)
+    _served(stack, auth)
+    container = stack.container("cancer")
+    restarts = container.attrs["RestartCount"]
+    # PID 1 is the declared init; its child is `mlops serve`.
+    # Its exit status races with the container going down; the restart count tells.
+    container.exec_run(["python", "-c", KILL_SERVER])
+
+    def restarted() -> bool:
+        container.reload()
+        return bool(container.attrs["RestartCount"] > restarts)
+
+    _wait_for("the container was not restarted", restarted, 60, stack, ("cancer",))
     _served(stack, auth)
     assert len(_predict(_features())) == 25
 
 
-def test_the_harness_logged_no_secret(stack: DockerStack, recording: Recording) -> None:
+def _versions(auth: tuple[str, str]) -> set[str]:
+    status, body = _http(f"{REGISTRY_URL}/api/2.0/mlflow/model-versions/search"
+                         "?filter=name%3D%27cancer%27", auth=auth)
+    assert status == 200, body[:300]
+    return {v["version"] for v in json.loads(body).get("model_versions", [])}
+
+
+def test_registry_data_survives_recreate_removed_containers_and_destroy(
+        stack: DockerStack, recording: Recording) -> None:
+    auth = _admin(recording)
+    before = _versions(auth)
+    assert "1" in before
+    old_registry = stack.applied("registry-mlflow").real_id
+    # A changed input that replaces the registry's container (cpus is not updatable).
+    stack.apply(_record(**{"mlops:registry": {"database": "sqlite", "resources": {
+        "cpuLimit": "750m", "memoryLimit": "1Gi"}}}), refresh=True)
+    assert stack.applied("registry-mlflow").real_id != old_registry
+    # The scheduler may register more at its start; what was there is still there.
+    assert before <= _versions(auth)
+
+    # Containers removed by hand; `make up` (pulumi up --refresh) creates them again.
+    stack.remove_containers()
+    stack.apply(recording, refresh=True)
+    assert before <= _versions(auth)
+
+    # `make down` then `make up`: the data volumes are retained, and found again.
+    stack.destroy()
+    assert {"registry-mlflow-data", "registry-mlflow-artifacts"} <= {
+        v.name for v in stack.client.volumes.list()}
+    stack.apply(recording, refresh=True)
+    assert before <= _versions(auth)
+    _served(stack, auth)
+    assert len(_predict(_features())) == 25
+
+
+def test_no_secret_reaches_a_log(stack: DockerStack, recording: Recording) -> None:
+    # Neither what the harness logged nor what any container wrote to its log.
     secrets = secret_values(recording)
     assert secrets and LOGGED
     assert not [line for line in LOGGED if any(secret in line for secret in secrets)]
+    for resource in recording.of_type("docker:index/container:Container"):
+        logs = stack.container(resource.name).logs().decode(errors="replace")
+        assert logs or resource.inputs.get("attach"), resource.name
+        assert not [secret for secret in secrets if secret in logs], resource.name

@@ -381,7 +381,7 @@ def test_make_up_and_down_use_one_backend_and_passphrase_and_up_says_how_to_read
     up = _make_dry_run("up", "YES=1")
     down = _make_dry_run("down", "YES=1")
 
-    (deploy,) = [line for line in up if "pulumi up --stack dev --yes" in line]
+    (deploy,) = [line for line in up if "pulumi up --refresh --stack dev --yes" in line]
     (destroy,) = [line for line in down if "pulumi destroy --stack dev --yes" in line]
     state = REPO / ".pulumi-state"
     expected = {"PULUMI_BACKEND_URL": f"file://{state}",
@@ -448,7 +448,7 @@ def test_make_up_and_down_run_pulumi_with_the_same_state_as_the_printed_commands
     pulumi = [line for line in calls.read_text().splitlines() if line.startswith("pulumi ")]
     assert pulumi == [
         "pulumi version |  | ", "pulumi stack select --create dev" + same,
-        "pulumi up --stack dev --yes" + same, "pulumi stack output --stack dev" + same,
+        "pulumi up --refresh --stack dev --yes" + same, "pulumi stack output --stack dev" + same,
         "pulumi stack output --stack dev --show-secrets registry_admin_password" + same,
         "pulumi version |  | ", "pulumi destroy --stack dev --yes" + same]
 

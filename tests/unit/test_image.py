@@ -157,7 +157,25 @@ def test_image_ref_is_the_pushed_digest(monkeypatch: pytest.MonkeyPatch) -> None
     }
 
 
-def test_image_ref_falls_back_to_the_name_when_the_engine_reports_no_digest() -> None:
+def test_a_local_build_is_referenced_by_its_image_id() -> None:
+    # Without a push the provider reports the local image ID as `repoDigest` (the mocks make
+    # one up): containers run exactly that build, and a rebuild replaces them.
+    outputs = build(target=mlops.DockerTarget()).outputs
+    assert outputs["image_name"] == f"mlops-runtime:{VERSION}"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", outputs["image_ref"])
+
+
+def test_image_ref_falls_back_to_the_name_when_the_engine_reports_no_digest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    new_resource = harness._Mocks.new_resource
+
+    def without_digest(self: Any,
+                       args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        rid, state = new_resource(self, args)
+        state.pop("repoDigest", None)
+        return rid, state
+
+    monkeypatch.setattr(harness._Mocks, "new_resource", without_digest)
     outputs = build(target=mlops.DockerTarget()).outputs
     assert outputs["image_ref"] == outputs["image_name"] == f"mlops-runtime:{VERSION}"
 

@@ -257,7 +257,7 @@ def test_docker_scheduler_and_its_init_container_are_bounded() -> None:
 
     container = inputs(rec, CONTAINER)
     assert container["ulimits"] == [{"name": "nproc", "soft": 4096, "hard": 4096}]
-    assert (container["memory"], container["cpus"]) == (2048, "2")
+    assert (container["memory"], container["cpus"]) == (2048, "2.0")
     init = inputs(rec, CONTAINER, f"{NAME}-init")
     assert (init["memory"], init["cpus"]) == (64, "0.25")
     assert init["ulimits"] == [{"name": "nproc", "soft": 32, "hard": 32}]

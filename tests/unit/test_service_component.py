@@ -101,9 +101,11 @@ def children(rec: Recording) -> set[tuple[str, str]]:
 
 
 def seconds(duration: str) -> int:
-    match = re.fullmatch(r"(\d+)s", duration)
+    """Seconds of a Go duration as the Docker materializer writes them (``5m0s``)."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(\d+)s", duration)
     assert match, duration
-    return int(match[1])
+    hours, minutes, secs = (int(g or 0) for g in match.groups())
+    return hours * 3600 + minutes * 60 + secs
 
 
 @pytest.fixture

@@ -539,10 +539,11 @@ def test_the_dev_stack_builds_the_runtime_image_and_runs_it(project: Path) -> No
     [build] = recording.of_type("docker:index/image:Image")
     assert build.inputs["skipPush"] is True  # kept on the dev engine
     assert build.inputs["build"]["dockerfile"] == "../Dockerfile"
-    # The workloads run the image built on the engine; nothing pulls it from elsewhere.
+    # The workloads run the image built on the engine (by the ID the provider reports for a
+    # local build); nothing pulls it from elsewhere.
     for name in ("cancer", "cancer-nightly-retrain"):
         assert _image_of(recording, "docker:index/container:Container", name) == (
-            build.inputs["imageName"])
+            build.outputs["repoDigest"])
     pulled = {r.inputs["name"] for r in recording.of_type("docker:index/remoteImage:RemoteImage")}
     assert pulled == {"ghcr.io/mlflow/mlflow:v3.17.2-full"}  # only the registry's
 

@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 import pulumi_docker as docker
 import pulumi_kubernetes as k8s
+import pytest
 
 import pulumi_mlops as mlops
 from pulumi_mlops.contracts.model_uri import ModelRef
@@ -17,6 +18,7 @@ from pulumi_mlops.plans.service import ServicePlan, TrackPlan
 from pulumi_mlops.plans.workload import HttpCheck, Mount, SecretRef, Workload
 from pulumi_mlops.render import Recording, record
 from pulumi_mlops.targets.docker import service as docker_service
+from pulumi_mlops.targets.docker._containers import InitContainerFailedError, after_init
 from pulumi_mlops.targets.kubernetes import service as kubernetes_service
 
 K8S = mlops.KubernetesTarget(namespace="ml")
@@ -121,3 +123,33 @@ def test_docker_reports_a_container_unhealthy_before_its_watchdog_ends_it() -> N
     assert check is not None
     # `docker ps` shows "unhealthy" (and why, in `docker inspect`) before the restart.
     assert int(check["interval"].rstrip("s")) * check["retries"] < UNHEALTHY_EXIT_SECONDS
+
+
+def _after_init(code: int | None) -> Recording:
+    def program() -> None:
+        pulumi.export("env", after_init(pulumi.Output.from_input(["A=1"]),
+                                        pulumi.Output.from_input(code), "reg-init"))
+
+    return record(program)
+
+
+def test_a_failed_init_container_fails_the_update_before_the_workload_starts() -> None:
+    # pulumi-docker ignores an attached container's exit status; the workload's environment
+    # is what waits for it, so a failed init stops `pulumi up` with its name and code.
+    assert _after_init(0).outputs["env"] == ["A=1"]
+    assert _after_init(None).outputs["env"] == ["A=1"]  # nothing ran (mocks, preview)
+    with pytest.raises(InitContainerFailedError, match=r"`reg-init` exited 3"):
+        _after_init(3)
+
+
+def test_docker_workloads_with_an_init_container_read_its_exit_code() -> None:
+    rec = record(lambda: mlops.ModelRegistry("reg", target=mlops.DockerTarget()))
+    server = rec.get("docker:index/container:Container", "reg-mlflow")
+    init = rec.get("docker:index/container:Container", "reg-mlflow-init")
+    assert init.urn in server.dependencies
+    assert set(server.replace_on_changes) == {"tmpfs", "healthcheck", "init"}
+    assert server.inputs["destroyGraceSeconds"] > 0
+    assert server.inputs["memorySwap"] == server.inputs["memory"]
+    volumes = {r.name: r for r in rec.of_type("docker:index/volume:Volume")}
+    assert volumes["reg-mlflow-data"].retain_on_delete
+    assert not volumes["reg-mlflow-config-0"].retain_on_delete

@@ -23,7 +23,8 @@ def test_memory_quantities_in_bytes(quantity: str, expected: int) -> None:
 
 
 def test_docker_cpus_of_a_fractional_limit() -> None:
-    assert (cpus("1.5"), cpus("500m"), cpus("2")) == ("1.5", "0.5", "2")
+    # As the provider reads `cpus` back from the engine (kreuzwerker's nanoInt64ToDecimalString).
+    assert (cpus("1.5"), cpus("500m"), cpus("2"), cpus("250m")) == ("1.5", "0.5", "2.0", "0.25")
 
 
 def test_every_container_gets_a_process_bound_and_the_init_container_a_small_one() -> None:
@@ -34,6 +35,7 @@ def test_every_container_gets_a_process_bound_and_the_init_container_a_small_one
     assert Resources().pids_limit == PIDS_LIMIT == 4096
     assert limits(Resources())["ulimits"] == [{"name": "nproc", "soft": 4096, "hard": 4096}]
     assert limits(INIT_RESOURCES) == {
-        "memory": 64, "cpus": "0.25", "ulimits": [{"name": "nproc", "soft": 32, "hard": 32}]}
+        "memory": 64, "memory_swap": 64, "cpus": "0.25",
+        "ulimits": [{"name": "nproc", "soft": 32, "hard": 32}]}
     with pytest.raises((InputError, ValueError)):
         Resources(pids_limit=8)  # too few for a Python server's own threads

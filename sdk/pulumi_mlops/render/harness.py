@@ -94,9 +94,10 @@ class _Mocks(pulumi.runtime.Mocks):
     """Outputs for resources whose state the engine would compute."""
 
     def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None,
-                 warnings: list[str]) -> None:
+                 warnings: list[str], preview: bool) -> None:
         self.stack_outputs = stack_outputs or {}
         self.warnings = warnings
+        self.preview = preview
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -121,6 +122,11 @@ class _Mocks(pulumi.runtime.Mocks):
         elif args.typ == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = "sha256:" + _fake_value(args.name, 64)
             state["repoDigest"] = f"{args.inputs.get('name')}@sha256:{_fake_value(args.name, 64)}"
+        elif args.typ == "docker:index/image:Image":
+            # The provider reports the pushed digest, or without a push the local image ID;
+            # a preview does not build (buildOnPreview is off), so it is not known there.
+            state["repoDigest"] = (compat.UNKNOWN_PROPERTY if self.preview
+                                   else "sha256:" + _fake_value(args.name, 64))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
@@ -158,7 +164,7 @@ def record(
         # Pulumi needs a current event loop; asyncio.run() elsewhere may have unset it.
         compat.ensure_event_loop()
         compat.forget_root_stack()
-        mocks = _Mocks(stack_outputs, recording.warnings)
+        mocks = _Mocks(stack_outputs, recording.warnings, preview)
         monitor = compat.RecordingMonitor(mocks, on_register=recording.resources.append,
                                           on_stack_outputs=recording.outputs.update)
         pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=preview,

@@ -40,6 +40,7 @@ from pulumi_mlops.plans.workload import (
     Resources,
     Workload,
     cpu_cores,
+    pod_lifecycle,
     quantity_bytes,
     resolve,
 )
@@ -55,16 +56,44 @@ _HARDENING: dict[str, Any] = {
 }
 
 
+REPLACE_ON_CHANGES = ("tmpfs", "healthcheck", "init")
+"""Container inputs the provider neither forces a replacement for nor applies in place."""
+WAIT_MARGIN_SECONDS = 60
+
+
 def cpus(quantity: str) -> str:
-    """Docker's ``--cpus`` value for a Kubernetes CPU quantity (``500m`` → ``0.5``)."""
-    return f"{cpu_cores(quantity):g}"
+    """Docker's ``--cpus`` value for a Kubernetes CPU quantity (``500m`` → ``0.5``), written as
+    the provider reads it back from the engine (``1`` → ``1.0``; kreuzwerker's
+    ``nanoInt64ToDecimalString``). ``cpus`` forces a replacement, so any other spelling would
+    replace the container on every `pulumi up`."""
+    nano = round(cpu_cores(quantity) * 1e9)
+    whole, frac = divmod(nano, 10**9)
+    nine = f"{whole}.{frac:09d}"
+    if nine.count("0") == 9:
+        return f"{whole}.{frac // 10**8}"
+    return nine.rstrip("0")
+
+
+def go_duration(seconds: int) -> str:
+    """Whole seconds as Go's ``time.Duration.String()`` writes them (``300`` → ``5m0s``): the
+    provider reads health check durations back in that form, and any other spelling is a diff
+    on every `pulumi up`."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
 
 
 def limits(resources: Resources) -> dict[str, Any]:
     """The container inputs bounding memory, CPU and processes (see the module's note on
-    ``nproc``)."""
+    ``nproc``). Swap is the memory limit itself, i.e. none, as on Kubernetes (Docker's default
+    would add as much swap again)."""
     n = resources.pids_limit
-    return {"memory": resources.memory_limit_mib(), "cpus": cpus(resources.cpu_limit),
+    memory = resources.memory_limit_mib()
+    return {"memory": memory, "memory_swap": memory, "cpus": cpus(resources.cpu_limit),
             "ulimits": [{"name": "nproc", "soft": n, "hard": n}]}
 
 
@@ -79,8 +108,9 @@ def healthcheck(workload: Workload) -> dict[str, Any] | None:
     else:
         assert isinstance(workload.health, ExecCheck)
         test = ["CMD", *workload.health.command]
-    return {"tests": test, "interval": "10s", "timeout": "5s", "retries": 3,
-            "start_period": f"{workload.startup_seconds}s", "start_interval": "2s"}
+    return {"tests": test, "interval": go_duration(10), "timeout": go_duration(5),
+            "retries": 3, "start_period": go_duration(workload.startup_seconds),
+            "start_interval": go_duration(2)}
 
 
 def init_script(workload: Workload) -> str:
@@ -93,6 +123,33 @@ def init_script(workload: Workload) -> str:
         lines.append(f'printf %s "$MLOPS_FILE_{i}" > {f.path}')
         lines.append(f"chown {RUN_AS_USER}:{RUN_AS_USER} {f.path}")
     return "\n".join(lines)
+
+
+class InitContainerFailedError(RuntimeError):
+    """An init container exited non-zero (`pulumi up` fails before the workload starts)."""
+
+
+def after_init(envs: pulumi.Output[list[str]], exit_code: pulumi.Output[int | None],
+               init_name: str) -> pulumi.Output[list[str]]:
+    """The workload's environment once its init container has exited 0.
+
+    The provider waits for an attached container to stop but ignores its exit status, so a
+    failed init would leave the workload to start without its config files. Deriving the
+    workload's environment from the init's exit code fails `pulumi up` there instead, with
+    the reason; and because the code is unknown until the init has run, a re-run init (new
+    config) replaces the workload too, which then reads the new files. The code is None where
+    nothing ran (under mocks).
+    """
+    def check(values: list[Any]) -> list[str]:
+        env, code = values
+        if code not in (None, 0):
+            raise InitContainerFailedError(
+                f"init container `{init_name}` exited {code}: the config files were not "
+                f"written or the volumes not handed to the workload's user; see `docker logs "
+                f"{init_name}`, fix the cause and run `pulumi up` again")
+        return list(env)
+
+    return pulumi.Output.all(envs, exit_code).apply(check)
 
 
 def labels_list(labels: Mapping[str, str]) -> list[dict[str, str]]:
@@ -148,8 +205,11 @@ def materialize_workload(
     init_volumes: list[dict[str, Any]] = []
     for m in workload.mounts:
         if m.kind == "data":
+            # Kept when the stack is destroyed or the volume replaced (a changed label forces
+            # that): a new volume of the same name finds the data again.
             vol = docker.Volume(f"{object_name}-{m.name}", name=f"{object_name}-{m.name}",
-                                labels=labels_list(labels), opts=opts)
+                                labels=labels_list(labels), opts=pulumi.ResourceOptions.merge(
+                                    opts, pulumi.ResourceOptions(retain_on_delete=True)))
             created[m.name] = vol
             volumes.append({"volume_name": vol.name, "container_path": m.path})
     config_dirs = sorted({posixpath.dirname(f.path) for f in workload.files})
@@ -190,6 +250,8 @@ def materialize_workload(
     envs: pulumi.Output[list[str]] = pulumi.Output.secret(
         secret_data.apply(lambda d: [f"{k}={resolve(v, d)}" for k, v in env.items()])
     )
+    if init is not None:
+        envs = after_init(envs, init.exit_code, f"{object_name}-init")
     ports = (
         [{"internal": workload.port, "external": workload.port, "ip": target.publish_host}]
         if publish and workload.port is not None else []
@@ -212,11 +274,19 @@ def materialize_workload(
         # Restarts a container that exited, also one whose watchdog ended it for being
         # unhealthy too long (`Workload.unhealthy_exit_seconds`).
         restart="unless-stopped",
-        wait=wait,
-        wait_timeout=workload.startup_seconds,
+        # The provider's wait fails at once on a container without a health check.
+        wait=wait and workload.health is not None,
+        # Past the start period by one failing round of the health check and a margin.
+        wait_timeout=workload.startup_seconds + WAIT_MARGIN_SECONDS,
+        # SIGTERM, then this long to drain before SIGKILL (the provider's default stops with
+        # no grace at all).
+        destroy_grace_seconds=pod_lifecycle()[1],
         labels=labels_list(labels),
-        opts=pulumi.ResourceOptions.merge(
-            opts, pulumi.ResourceOptions(depends_on=[init] if init is not None else [])),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            depends_on=[init] if init is not None else [],
+            # The provider updates these in its state only; the running container would keep
+            # the old ones. Replacing it is what applies them.
+            replace_on_changes=list(REPLACE_ON_CHANGES))),
     )
     return DockerWorkload(image, created, init, container)
 
