@@ -91,7 +91,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     try:
         process.wait(timeout=STOP_GRACE)
     except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
+        # Its whole process group (it leads one): the containerd it started goes too.
+        os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
 

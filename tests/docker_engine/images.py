@@ -42,7 +42,8 @@ DEBIAN_PYTHON_MINOR = "3.11"
 """Python's minor version in Debian bookworm."""
 
 MLFLOW_FULL_PACKAGES = ("mlflow[extras,azure,db,gateway,genai,auth]=={version}",)
-"""What the official ``-full`` image adds on top of its Python base."""
+"""What the official ``-full`` image installs on ``python:3.11-slim-bookworm``, and nothing
+else (mlflow/mlflow ``docker/Dockerfile.full``: one ``pip install`` of these extras)."""
 
 _FROM_BASE = re.compile(r"^FROM\s+(\S+)\s+AS\s+base\s*$", re.IGNORECASE | re.MULTILINE)
 _MLFLOW_TAG = re.compile(r"^ghcr\.io/mlflow/mlflow:v(?P<version>\d+\.\d+\.\d+)-full$")
@@ -72,6 +73,15 @@ def _current(client: docker.DockerClient, name: str, recipe: str) -> bool:
     return bool((image.labels or {}).get(RECIPE_LABEL) == recipe)
 
 
+def _unmount_under(root: Path) -> None:
+    prefix = str(root.resolve())
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    for point in sorted((p for p in points if p == prefix or p.startswith(prefix + "/")),
+                        reverse=True):
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+
+
 def ensure_python_base(daemon: Daemon, name: str) -> bool:
     """Build the Debian stand-in for ``name`` (a ``python:3.11…-bookworm`` tag) unless current.
 
@@ -93,10 +103,15 @@ def ensure_python_base(daemon: Daemon, name: str) -> bool:
         raise ImageBuildError("debootstrap is not installed: run scripts/system-deps.sh")
     with tempfile.TemporaryDirectory(prefix="mlops-rootfs-") as tmp:
         root = Path(tmp) / "rootfs"
-        run = subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}",
-             DEBIAN_SUITE, str(root)],
-            capture_output=True, text=True, timeout=900, check=False)
+        try:
+            run = subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}",
+                 DEBIAN_SUITE, str(root)],
+                capture_output=True, text=True, timeout=900, check=False)
+        finally:
+            # An interrupted debootstrap leaves proc/sys mounted in the chroot: unmount them
+            # before the directory is removed.
+            _unmount_under(root)
         if run.returncode != 0:
             raise ImageBuildError(f"debootstrap failed:\n{run.stdout[-2000:]}{run.stderr[-2000:]}")
         (root / "usr/bin/python").symlink_to("python3")
