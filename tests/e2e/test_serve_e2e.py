@@ -158,6 +158,17 @@ def test_drift_gauges_follow_the_inputs(store: Registry, tmp_path: Path) -> None
                     for line in page.splitlines()
                     if line.startswith("mlops_feature_drift{") and 'statistic="psi"' in line}
 
+        def observed() -> dict[tuple[str, str], float]:
+            page = requests.get(srv.url + "/metrics", timeout=5).text
+            found = {}
+            for line in page.splitlines():
+                if line.startswith("mlops_drift_observations_total{"):
+                    labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:
+                                                                 line.index("}")].split(","))
+                    found[labels["feature"].strip('"'), labels["bin"].strip('"')] = float(
+                        line.rsplit(" ", 1)[1])
+            return found
+
         send(x.sample(200, random_state=3))
         calm = psi()
         assert set(calm) == set(x.columns)
@@ -165,6 +176,13 @@ def test_drift_gauges_follow_the_inputs(store: Registry, tmp_path: Path) -> None
         shifted = psi()
         assert max(calm.values()) < 0.5
         assert min(shifted.values()) > 1.0
+        # The per-bin counters count all 400 rows (the 200-row window only the last 200), one
+        # series per bin of the profile.
+        counts = observed()
+        for feature in x.columns:
+            assert sum(v for (f, _), v in counts.items() if f == feature) == 400
+        page = requests.get(srv.url + "/metrics", timeout=5).text
+        assert page.count("mlops_drift_reference_ratio{") == len(counts)
     finally:
         srv.process.terminate()
         srv.process.wait(timeout=30)

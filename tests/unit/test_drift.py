@@ -582,3 +582,61 @@ def test_the_package_re_exports_what_the_job_and_the_server_import() -> None:
         "build_profile": profile.build_profile,
         "load_profile": spec.load_profile,
     }
+
+
+def test_totals_count_every_binned_row_and_outlive_the_window() -> None:
+    profile = _numeric_profile()
+    rng = np.random.default_rng(11)
+    rows = rng.normal(size=(900, 3))
+    monitor = DriftMonitor(profile, window=100, flush_rows=50)
+    for start in range(0, 900, 30):
+        monitor.observe_matrix(rows[start:start + 30])
+    totals = monitor.totals()
+    for i, feature in enumerate(profile.numeric_features):
+        ref = profile.features[feature]
+        # Right-closed bins, counted independently of the monitor's own binning.
+        expected = np.bincount(np.searchsorted(ref.edges, rows[:, i], side="left"),
+                               minlength=len(ref.proportions))
+        np.testing.assert_array_equal(totals[feature], expected)
+        assert monitor.window_counts(feature).sum() == 100  # the window only holds the last
+    assert {f: r.tolist() for f, r in monitor.references().items()} == {
+        f: list(profile.features[f].proportions) for f in profile.numeric_features}
+
+
+def test_totals_of_a_categorical_feature_end_with_the_other_bucket() -> None:
+    frame = pd.DataFrame({"country": ["fr"] * 60 + ["de"] * 40})
+    monitor = DriftMonitor(load_profile(build_profile(frame)), window=10)
+    monitor.observe_columns({"country": np.array(["de", "fr", "us", "us", None], dtype=object)})
+    assert monitor.totals()["country"].tolist() == [1, 1, 2]  # fr, de, other; None is missing
+    assert monitor.references()["country"].tolist() == [0.6, 0.4, 0.0]
+
+
+def test_shared_totals_count_every_workers_rows_once() -> None:
+    import os
+
+    profile = _numeric_profile()
+    rng = np.random.default_rng(5)
+    batches = [rng.normal(size=(300, 3)), rng.normal(loc=1.0, size=(200, 3))]
+    shared = DriftMonitor(profile, window=100)
+    shared.share_across_processes(flush_rows=16)
+    workers = []
+    for batch in batches:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for row in batch:
+                    shared.observe_matrix(row[None, :])
+                shared.flush()
+                code = 0
+            finally:
+                os._exit(code)
+        workers.append(pid)
+    for pid in workers:
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    # Every row binned (each worker flushed every 16 rows, within its window of 100).
+    alone = DriftMonitor(profile, window=1000)
+    alone.observe_matrix(np.concatenate(batches))
+    for feature, counts in shared.totals().items():
+        assert counts.sum() == 500
+        np.testing.assert_array_equal(counts, alone.totals()[feature])

@@ -17,6 +17,7 @@ import pulumi
 from pulumi_mlops.components._base import Component, secret_data
 from pulumi_mlops.components.resolver import ModelResolver, RegistryResolver
 from pulumi_mlops.errors import InputError, ValidationError
+from pulumi_mlops.plans import monitoring
 from pulumi_mlops.plans.service import (
     ModelRef,
     ModelServiceArgs,
@@ -117,6 +118,26 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
     def declared_models(self) -> Mapping[str, ModelRef]:
         """Each track's model (``stable``, ``canary`` …), pinned to its version when resolved."""
         return {t.track: t.model for t in self.plan.tracks}
+
+    # Metric verbs: PromQL over the metric contract, as MonitoringStack's rules and dashboards
+    # use it (series carry the `service` target label MonitoringStack's scrape sets).
+
+    def metric_request_rate(self, window: str = "5m") -> str:
+        """PromQL: scoring requests per second, all replicas and tracks."""
+        return monitoring.request_rate(self.component_name, window)
+
+    def metric_error_ratio(self, window: str = "5m") -> str:
+        """PromQL: share of scoring requests answered with a 5xx."""
+        return monitoring.error_ratio(self.component_name, window)
+
+    def metric_latency(self, quantile: float = 0.99, window: str = "5m") -> str:
+        """PromQL: the ``quantile`` of scoring latency, seconds."""
+        return monitoring.latency_quantile(self.component_name, quantile, window)
+
+    def metric_drift(self, feature: str | None = None) -> str:
+        """PromQL: input drift of all replicas' traffic against the training profile (PSI or
+        Jensen-Shannon distance), per model version; one feature or all of them."""
+        return monitoring.feature_drift(self.component_name, feature)
 
     def _log_plan(self, name: str, plan: ServicePlan) -> None:
         """The plan's warnings, and what each alias resolved to (or why it did not)."""

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCRAPE_LABEL", "ScrapeTarget"]
+__all__ = ["SCRAPE_LABEL", "SERVICE_LABEL", "TRACK_LABEL", "VERSION_LABEL", "ScrapeTarget"]
 
 SCRAPE_LABEL = "mlops.dev/scrape"
 """Label (value ``"true"``) on every Service whose endpoints serve Prometheus metrics."""
+
+# The target labels MonitoringStack's scrape configuration gives every series of a model
+# service, and its rules and dashboards select and aggregate by.
+SERVICE_LABEL = "service"
+"""The ModelService's name."""
+TRACK_LABEL = "track"
+"""The rollout track that answered: ``stable``, ``canary``, ``shadow`` or ``preview``."""
+VERSION_LABEL = "version"
+"""The model version the replica serves (the registry's version number)."""
 
 
 @dataclass(frozen=True)

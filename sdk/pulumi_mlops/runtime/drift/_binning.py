@@ -149,6 +149,17 @@ class Binning:
             )
         return {name: result[name] for name in self._profile.features}
 
+    def references(self) -> dict[str, npt.NDArray[np.float64]]:
+        """Every feature's training share per bucket, in profile order, laid out as
+        `feature_counts` returns its counts (categorical: the training categories, then "other",
+        whose share is 0 unless training saw no value at all)."""
+        result: dict[str, npt.NDArray[np.float64]] = {}
+        for i, name in enumerate(self._numeric):
+            result[name] = self._num_reference[i, : int(self._num_bins[i])].copy()
+        for j, name in enumerate(self._categorical):
+            result[name] = self._cat_reference[j].copy()
+        return {name: result[name] for name in self._profile.features}
+
     def feature_counts(self, counts: npt.NDArray[np.int64], feature: str
                        ) -> npt.NDArray[np.int64]:
         """The entries of ``counts`` that hold ``feature``'s non-missing values, per bucket.

@@ -83,6 +83,9 @@ class DriftMonitor:
         self._ring = np.zeros((window, self._binning.n_features), dtype=np.int32)
         self._counts = np.zeros(self._n_slots, dtype=np.int64)
         self._cursor = np.zeros(2, dtype=np.int64)
+        # Every binned row ever, per slot: the monotonic counters Prometheus sums across
+        # replicas (`totals`).
+        self._totals = np.zeros(self._n_slots, dtype=np.int64)
         self._window_lock: AbstractContextManager[Any] = contextlib.nullcontext()
 
     def share_across_processes(self, flush_rows: int | None = None) -> None:
@@ -102,13 +105,16 @@ class DriftMonitor:
         import multiprocessing
 
         ring_bytes = -(-self._ring.nbytes // 8) * 8  # keep the counts 8-byte aligned
-        buffer = mmap.mmap(-1, ring_bytes + self._counts.nbytes + self._cursor.nbytes)
+        counts_bytes = self._counts.nbytes
+        buffer = mmap.mmap(-1, ring_bytes + 2 * counts_bytes + self._cursor.nbytes)
         ring = np.frombuffer(buffer, np.int32, self._ring.size).reshape(self._ring.shape)
         counts = np.frombuffer(buffer, np.int64, self._n_slots, ring_bytes)
-        cursor = np.frombuffer(buffer, np.int64, 2, ring_bytes + self._counts.nbytes)
+        totals = np.frombuffer(buffer, np.int64, self._n_slots, ring_bytes + counts_bytes)
+        cursor = np.frombuffer(buffer, np.int64, 2, ring_bytes + 2 * counts_bytes)
         with self._lock:
-            ring[:], counts[:], cursor[:] = self._ring, self._counts, self._cursor
-            self._ring, self._counts, self._cursor = ring, counts, cursor
+            ring[:], counts[:], totals[:], cursor[:] = (self._ring, self._counts, self._totals,
+                                                         self._cursor)
+            self._ring, self._counts, self._totals, self._cursor = ring, counts, totals, cursor
             self._window_lock = multiprocessing.get_context("fork").Lock()
             if flush_rows is not None:
                 self._flush_rows = flush_rows
@@ -233,6 +239,26 @@ class DriftMonitor:
         with self._window_lock:
             return int(self._cursor[1])
 
+    def totals(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Every feature's non-missing values binned since the start, per bucket (laid out as
+        `window_counts`), across all workers once `share_across_processes` was called.
+
+        Monotonic: summed across replicas and differenced over a time range they give the
+        distribution of all the traffic in that range. Rows the window drops unbinned (more
+        than ``window`` rows within one flush) are not counted, so at such rates the totals
+        are a sample of the most recent rows of each flush.
+        """
+        with self._lock:
+            self._flush()
+        with self._window_lock:
+            totals = self._totals.copy()
+        return {name: self._binning.feature_counts(totals, name)
+                for name in self._profile.features}
+
+    def references(self) -> dict[str, npt.NDArray[np.float64]]:
+        """Every feature's training share per bucket, laid out as `totals`."""
+        return self._binning.references()
+
     def window_counts(self, feature: str) -> npt.NDArray[np.int64]:
         """Non-missing values of a feature in the window, per bucket.
 
@@ -323,6 +349,8 @@ class DriftMonitor:
         with self._window_lock:
             rows, window = slots.shape[0], self._window
             head, filled = int(self._cursor[0]), int(self._cursor[1])
+            binned = np.bincount(slots.ravel(), minlength=self._n_slots)
+            self._totals += binned
             if rows >= window:
                 self._ring[:] = slots[rows - window :]
                 self._counts[:] = np.bincount(self._ring.ravel(), minlength=self._n_slots)
@@ -335,5 +363,5 @@ class DriftMonitor:
                 evicted = self._ring[positions[empty:]]
                 self._counts -= np.bincount(evicted.ravel(), minlength=self._n_slots)
             self._ring[positions] = slots
-            self._counts += np.bincount(slots.ravel(), minlength=self._n_slots)
+            self._counts += binned
             self._cursor[:] = ((head + rows) % window, min(window, filled + rows))

@@ -70,6 +70,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
+from pulumi_mlops.contracts.metrics import PSI_EPSILON
+
 __all__ = [
     "PROFILE_ARTIFACT_PATH",
     "PROFILE_FORMAT",
@@ -88,8 +90,6 @@ PROFILE_FORMAT: Final = "mlops-drift-profile/v1"
 PROFILE_ARTIFACT_PATH: Final = "drift/profile.json"
 """Where the retrain job logs the profile on the model's run (an MLflow artifact path)."""
 
-PSI_EPSILON: Final = 1e-4
-"""Additive smoothing of bin proportions in the PSI, so that empty bins give finite scores."""
 
 _SUM_TOLERANCE: Final = 1e-6
 

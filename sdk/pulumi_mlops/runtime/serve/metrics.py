@@ -61,7 +61,12 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -75,7 +80,7 @@ __all__ = ["FLUSH_SECONDS", "OTHER_CLASS", "exposition", "flush", "limit_class_l
 FLUSH_SECONDS = 0.5
 _FLUSH_REQUESTS = 512
 _FLUSH_ROWS = 65536
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5)
+_LATENCY_BUCKETS = names.DURATION_BUCKETS
 _ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, 10000)
 _VALUE_BUCKETS = (-10, -1, -0.5, -0.1, 0, 0.1, 0.25, 0.5, 0.75, 0.9, 1, 2, 5, 10, 100, 1000)
 OTHER_CLASS = names.OTHER_CLASS
@@ -295,6 +300,49 @@ INFO = Gauge(names.MODEL_INFO, "The model being served (value 1)", list(names.MO
              registry=REGISTRY, multiprocess_mode="max")
 
 
+class _DriftSeries(Collector):
+    """The drift monitor's per-bin totals and the profile's shares of the same bins.
+
+    The totals live in the monitor (shared memory across workers), so one worker's scrape
+    reports every worker's rows once. Series: two per bin of every profile feature.
+    """
+
+    def __init__(self) -> None:
+        self.monitor: DriftMonitor | None = None
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        monitor = self.monitor
+        if monitor is None:
+            return iter(())
+        labels = (names.FEATURE_LABEL, names.BIN_LABEL, names.STATISTIC_LABEL)
+        observed = CounterMetricFamily(
+            names.DRIFT_OBSERVATIONS,
+            "Input values seen per bin of the training profile (missing values not counted)",
+            labels=labels)
+        reference = GaugeMetricFamily(
+            names.DRIFT_REFERENCE, "Training data's share of each bin of the profile",
+            labels=labels)
+        numeric = set(monitor.numeric_features)
+        references = monitor.references()
+        for feature, counts in monitor.totals().items():
+            statistic = names.PSI if feature in numeric else names.JS_DISTANCE
+            bins = [str(i) for i in range(len(counts))]
+            if feature not in numeric:
+                bins[-1] = names.OTHER_BIN
+            for label, count, share in zip(bins, counts.tolist(), references[feature].tolist(),
+                                           strict=True):
+                observed.add_metric([feature, label, statistic], count)
+                reference.add_metric([feature, label, statistic], share)
+        return iter((observed, reference))
+
+
+DRIFT_SERIES = _DriftSeries()
+REGISTRY.register(DRIFT_SERIES)
+
+
 def model_info(info: ModelInfo) -> None:
     """Publish which model is served."""
     INFO.labels(info.name or "", info.version or "", info.alias or "", info.uri).set(1)
@@ -445,10 +493,12 @@ def _class_label(cls: str) -> str:
 
 
 def publish_drift(monitor: DriftMonitor) -> None:
-    """Set the drift gauges from the monitor's current window (called at scrape time)."""
+    """Set the drift gauges from the monitor's current window, and export its per-bin totals
+    (called at scrape time)."""
+    DRIFT_SERIES.monitor = monitor
     numeric = set(monitor.numeric_features)
     for feature, value in monitor.scores().items():
-        DRIFT.labels(feature, "psi" if feature in numeric else "js_distance").set(value)
+        DRIFT.labels(feature, names.PSI if feature in numeric else names.JS_DISTANCE).set(value)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -459,5 +509,6 @@ def exposition() -> tuple[bytes, str]:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(_Workers(directory))
+        registry.register(DRIFT_SERIES)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,337 @@
+"""MonitoringStack's rules, built from the metric contract: PromQL per service, service level
+objectives as multiwindow, multi-burn-rate alerts, drift of all replicas' traffic, and the alerts
+on top. Pure: the rule groups are plain data (Prometheus' rule-file format), which a
+``PrometheusRule``, a Prometheus config file and ``promtool`` all take as they are.
+
+Every series of a model service carries the target labels of `pulumi_mlops.contracts.scrape`
+(``service``, ``track``, ``version``), which the scrape configuration sets; the rules select by
+``service`` and aggregate over replicas.
+
+Service level objectives follow the Site Reliability Workbook's "Alerting on SLOs" (the
+recommended parameters for a 30-day budget), with recording rules named as sloth names them:
+``mlops:sli_error:ratio_rate<window>`` per service and objective (``slo`` label), and two alerts
+per objective, ``page`` (2 % of the budget in 1 h, 5 % in 6 h: burn rates 14.4 and 6, each also
+over a short window of 1/12 the long one) and ``ticket`` (10 % in 3 days: burn rate 1, short
+window 6 h).
+
+Drift across replicas: each server counts input values per bin of the training profile
+(`~pulumi_mlops.contracts.metrics.DRIFT_OBSERVATIONS`); the rules sum them over replicas and a
+window, and score that distribution against the profile's shares
+(`~pulumi_mlops.contracts.metrics.DRIFT_REFERENCE`) with the server's own statistics
+(`pulumi_mlops.runtime.drift.spec`): the PSI with the same additive smoothing, the
+Jensen-Shannon distance in base 2. A per-replica score cannot be averaged into that.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+
+from pulumi_mlops._validation import ArgsModel
+from pulumi_mlops.contracts import metrics as m
+from pulumi_mlops.contracts.scrape import SERVICE_LABEL, TRACK_LABEL, VERSION_LABEL
+from pulumi_mlops.errors import InputError
+
+__all__ = [
+    "BURN_WINDOWS",
+    "DriftAlerts",
+    "Slo",
+    "availability_rules",
+    "canary_rules",
+    "drift_rules",
+    "error_ratio",
+    "feature_drift",
+    "latency_quantile",
+    "request_rate",
+    "rule_groups",
+    "service_rules",
+    "slo_rules",
+]
+
+_DURATION = r"^[0-9]+(ms|s|m|h|d)$"
+_LN2 = 0.6931471805599453
+
+BURN_WINDOWS: tuple[tuple[str, str, str, float], ...] = (
+    ("page", "1h", "5m", 14.4),
+    ("page", "6h", "30m", 6.0),
+    ("ticket", "3d", "6h", 1.0),
+)
+"""(severity, long window, short window, burn rate): an alert fires when the error ratio over
+both windows is above ``burn rate x (1 - objective)``."""
+_SLI_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+
+
+class Slo(ArgsModel):
+    """Service level objectives of every model service a MonitoringStack watches.
+
+    Attributes:
+        availability: Share of scoring requests answered without a 5xx, over 30 days.
+            Default: 0.999.
+        latency_p99_ms: 99 % of scoring requests answered within this many milliseconds;
+            must be a bound of the server's latency histogram
+            (`~pulumi_mlops.contracts.metrics.DURATION_BUCKETS`: 0.5, 1, 2.5, 5, 10, 25, 50,
+            100, 250, 500, 1000, 2500, 5000). Default: None (no latency objective).
+    """
+
+    availability: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.999
+    latency_p99_ms: float | None = None
+
+    @field_validator("latency_p99_ms")
+    @classmethod
+    def _on_a_bucket(cls, value: float | None) -> float | None:
+        if value is not None and value / 1000 not in m.DURATION_BUCKETS:
+            bounds = ", ".join(f"{b * 1000:g}" for b in m.DURATION_BUCKETS)
+            raise InputError(
+                f"must be one of the latency histogram's bounds ({bounds} ms)",
+                "pick the nearest bound; a latency objective between two bounds cannot be "
+                "measured exactly from the histogram")
+        return value
+
+
+class DriftAlerts(ArgsModel):
+    """When input drift across all replicas of a service alerts.
+
+    Attributes:
+        psi: Alert when a numeric feature's PSI is above this. Default: 0.2 (0.1 to 0.25 is
+            customarily a moderate shift).
+        js_distance: Alert when a categorical feature's Jensen-Shannon distance is above this.
+            Default: 0.2.
+        min_rows: Score only with at least this many values of the feature in the window, so
+            quiet services never page. Default: 500.
+        window: The traffic scored, a Prometheus duration. Default: ``1h``.
+        for_duration: How long the score must stay above before the alert fires. Default:
+            ``15m``.
+        keep_firing_for: How long the alert keeps firing once the score is back below, so a
+            score that hovers at the threshold does not flap. Default: ``30m``.
+    """
+
+    psi: Annotated[float, Field(gt=0.0)] = 0.2
+    js_distance: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
+    min_rows: Annotated[int, Field(ge=1)] = 500
+    window: Annotated[str, Field(pattern=_DURATION)] = "1h"
+    for_duration: Annotated[str, Field(pattern=_DURATION)] = "15m"
+    keep_firing_for: Annotated[str, Field(pattern=_DURATION)] = "30m"
+
+
+# --- PromQL over the metric contract (what the components' metric verbs return) ----------------
+
+
+def _select(service: str, **matchers: str) -> str:
+    labels = [f'{SERVICE_LABEL}="{service}"', *(f"{k}{v}" for k, v in matchers.items())]
+    return "{" + ",".join(labels) + "}"
+
+
+def request_rate(service: str, window: str = "5m") -> str:
+    """Scoring requests per second to ``service``, all replicas."""
+    return f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{_select(service)}[{window}]))"
+
+
+def error_ratio(service: str, window: str = "5m") -> str:
+    """Share of ``service``'s scoring requests answered with a 5xx, all replicas."""
+    errors = _select(service, **{m.CODE_LABEL: '=~"5.."'})
+    return (f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{errors}[{window}]))\n/\n"
+            f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{_select(service)}[{window}]))")
+
+
+def latency_quantile(service: str, quantile: float = 0.99, window: str = "5m") -> str:
+    """The ``quantile`` of ``service``'s scoring latency in seconds, all replicas."""
+    return (f"histogram_quantile({quantile}, sum by ({SERVICE_LABEL}, le) "
+            f"(rate({m.REQUEST_DURATION}_bucket{_select(service)}[{window}])))")
+
+
+def feature_drift(service: str, feature: str | None = None) -> str:
+    """The drift of ``service``'s input (one feature, or every feature) over all its replicas'
+    traffic: PSI for numeric features, Jensen-Shannon distance for categorical ones, per model
+    version (the `drift_rules` recording rule)."""
+    matchers = {} if feature is None else {m.FEATURE_LABEL: f'="{feature}"'}
+    return f"{_DRIFT_SCORE}{_select(service, **matchers)}"
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+_SLI = "mlops:sli_error:ratio_rate"
+_TRACK_ERRORS = "mlops:track_error:ratio_rate30m"
+_TRACK_P99 = "mlops:track_latency:p99_rate30m"
+_DRIFT_BIN = "mlops:drift_bin:increase"
+_DRIFT_ROWS = "mlops:drift_rows:increase"
+_DRIFT_BINS = "mlops:drift_bins:count"
+_DRIFT_OBSERVED = "mlops:drift_observed:ratio"
+_DRIFT_REFERENCE = "mlops:drift_reference:ratio"
+_DRIFT_OBSERVED_S = "mlops:drift_observed:ratio_smoothed"
+_DRIFT_REFERENCE_S = "mlops:drift_reference:ratio_smoothed"
+_DRIFT_MEAN = "mlops:drift_mean:ratio"
+_DRIFT_SCORE = "mlops:feature_drift:score"
+_BY_FEATURE = f"{SERVICE_LABEL}, {VERSION_LABEL}, {m.FEATURE_LABEL}, {m.STATISTIC_LABEL}"
+_BY_BIN = f"{_BY_FEATURE}, {m.BIN_LABEL}"
+
+
+def _sli_expr(service: str, slo: str, window: str, threshold_s: float | None) -> str:
+    if slo == "availability":
+        return error_ratio(service, window)
+    # Requests slower than the threshold: all of them but those in the buckets up to it.
+    fast = _select(service, le=f'="{threshold_s:g}"')
+    return (f"1 - (\n  sum by ({SERVICE_LABEL}) (rate({m.REQUEST_DURATION}_bucket{fast}"
+            f"[{window}]))\n  /\n  sum by ({SERVICE_LABEL}) (rate({m.REQUEST_DURATION}_count"
+            f"{_select(service)}[{window}]))\n)")
+
+
+def slo_rules(service: str, slo: Slo) -> list[dict[str, Any]]:
+    """Recording rules (the error ratio per window and objective) and burn-rate alerts of one
+    service."""
+    objectives: list[tuple[str, float, float | None]] = [("availability", slo.availability, None)]
+    if slo.latency_p99_ms is not None:
+        objectives.append(("latency", 0.99, slo.latency_p99_ms / 1000))
+    rules: list[dict[str, Any]] = []
+    for name, objective, threshold in objectives:
+        for window in _SLI_WINDOWS:
+            rules.append({"record": f"{_SLI}{window}",
+                          "expr": _sli_expr(service, name, window, threshold),
+                          "labels": {"slo": name}})
+        budget = round(1 - objective, 12)
+        bad = ("requests answered with a 5xx" if threshold is None
+               else f"requests slower than {threshold * 1000:g} ms")
+        for severity in ("page", "ticket"):
+            sel = _select(service, slo=f'="{name}"')
+            terms = [f"(\n  {_SLI}{short}{sel} > ({rate:g} * {budget:g})\n  and\n  "
+                     f"{_SLI}{long}{sel} > ({rate:g} * {budget:g})\n)"
+                     for level, long, short, rate in BURN_WINDOWS if level == severity]
+            rules.append({
+                "alert": f"MlopsSloBurnRate{severity.title()}",
+                "expr": "\nor\n".join(terms),
+                "labels": {"severity": severity, "slo": name},
+                "annotations": {
+                    "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: the {name} objective's "
+                               "error budget is burning too fast",
+                    "description": f"The share of {bad} uses up the error budget of "
+                                   f"{objective:g} over 30 days "
+                                   + ("within days: act now." if severity == "page" else
+                                      "before the 30 days are over."),
+                },
+            })
+    return rules
+
+
+def drift_rules(service: str, drift: DriftAlerts) -> list[dict[str, Any]]:
+    """Recording rules that score all replicas' input against the training profile, and the
+    drift alert (with the minimum-rows guard and hysteresis)."""
+    sel = _select(service)
+    psi = _select(service, **{m.STATISTIC_LABEL: f'="{m.PSI}"'})
+    js = _select(service, **{m.STATISTIC_LABEL: f'="{m.JS_DISTANCE}"'})
+    eps = f"{m.PSI_EPSILON:g}"
+
+    def kl(share: str) -> str:
+        # 0 * log(0) is 0: a comparison drops the bins with no share from the sum.
+        return (f"sum without ({m.BIN_LABEL}) (\n    ({share}{js} > 0)\n    * "
+                f"ln(({share}{js} > 0) / {_DRIFT_MEAN}{js})\n  )")
+
+    def smoothed(share: str) -> str:
+        return (f"({share}{psi} + {eps})\n/ ignoring ({m.BIN_LABEL}) group_left ()\n"
+                f"(1 + {eps} * {_DRIFT_BINS}{psi})")
+
+    def above(statistic: str, threshold: float) -> str:
+        score = _DRIFT_SCORE + _select(service, **{m.STATISTIC_LABEL: f'="{statistic}"'})
+        return (f"(\n  {score} > {threshold:g}\n  and on ({_BY_FEATURE})\n  "
+                f"{_DRIFT_ROWS}{sel} >= {drift.min_rows}\n)")
+
+    return [
+        {"record": _DRIFT_BIN, "expr": f"sum by ({_BY_BIN}) (increase("
+                                       f"{m.DRIFT_OBSERVATIONS}_total{sel}[{drift.window}]))"},
+        {"record": _DRIFT_ROWS, "expr": f"sum without ({m.BIN_LABEL}) ({_DRIFT_BIN}{sel})"},
+        {"record": _DRIFT_BINS, "expr": f"count without ({m.BIN_LABEL}) ({_DRIFT_BIN}{sel})"},
+        {"record": _DRIFT_OBSERVED,
+         "expr": f"{_DRIFT_BIN}{sel}\n/ ignoring ({m.BIN_LABEL}) group_left\n{_DRIFT_ROWS}{sel}"},
+        {"record": _DRIFT_REFERENCE,
+         "expr": f"max by ({_BY_BIN}) ({m.DRIFT_REFERENCE}{sel})"},
+        # PSI: both shares smoothed as the server smooths them, (x + eps) / (1 + bins * eps).
+        {"record": _DRIFT_OBSERVED_S, "expr": smoothed(_DRIFT_OBSERVED)},
+        {"record": _DRIFT_REFERENCE_S, "expr": smoothed(_DRIFT_REFERENCE)},
+        {"record": _DRIFT_SCORE,
+         "expr": (f"sum without ({m.BIN_LABEL}) (\n  ({_DRIFT_OBSERVED_S}{sel} - "
+                  f"{_DRIFT_REFERENCE_S}{sel})\n  * ln({_DRIFT_OBSERVED_S}{sel} / "
+                  f"{_DRIFT_REFERENCE_S}{sel})\n)"),
+         "labels": {m.STATISTIC_LABEL: m.PSI}},
+        # Jensen-Shannon distance, base 2, as the server computes it.
+        {"record": _DRIFT_MEAN,
+         "expr": f"({_DRIFT_OBSERVED}{js} + {_DRIFT_REFERENCE}{js}) / 2"},
+        {"record": _DRIFT_SCORE,
+         "expr": (f"sqrt(clamp(\n  (0.5 * {kl(_DRIFT_OBSERVED)}\n  + 0.5 * "
+                  f"{kl(_DRIFT_REFERENCE)}) / {_LN2},\n  0, 1))"),
+         "labels": {m.STATISTIC_LABEL: m.JS_DISTANCE}},
+        {"alert": "MlopsFeatureDrift",
+         "expr": f"{above(m.PSI, drift.psi)}\nor\n{above(m.JS_DISTANCE, drift.js_distance)}",
+         "for": drift.for_duration,
+         "keep_firing_for": drift.keep_firing_for,
+         "labels": {"severity": "ticket"},
+         "annotations": {
+             "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: input feature "
+                        f"{{{{ $labels.{m.FEATURE_LABEL} }}}} drifted from the training data",
+             "description": f"Over the last {drift.window} of all replicas' traffic to model "
+                            f"version {{{{ $labels.{VERSION_LABEL} }}}}, the "
+                            f"{{{{ $labels.{m.STATISTIC_LABEL} }}}} of this feature is "
+                            "{{ $value | printf \"%.3f\" }} (PSI alert above "
+                            f"{drift.psi:g}, Jensen-Shannon distance above "
+                            f"{drift.js_distance:g}, with at least {drift.min_rows} values).",
+         }},
+    ]
+
+
+def availability_rules(service: str) -> list[dict[str, Any]]:
+    """Alerts on the service's replicas being down or gone from the scrape."""
+    up = f"up{_select(service)}"
+    return [
+        {"alert": "MlopsServiceDown", "expr": f"sum by ({SERVICE_LABEL}) ({up}) == 0",
+         "for": "5m", "labels": {"severity": "page"},
+         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: no replica answers "
+                                    "its metrics endpoint",
+                         "description": "Every replica is down, restarting or still waiting "
+                                        "for its model (a waiting server answers 503)."}},
+        {"alert": "MlopsReplicaDown", "expr": f"{up} == 0", "for": "10m",
+         "labels": {"severity": "ticket"},
+         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: replica "
+                                    "{{ $labels.instance }} is down"}},
+        {"alert": "MlopsServiceAbsent", "expr": f"absent({up})", "for": "10m",
+         "labels": {"severity": "ticket", SERVICE_LABEL: service},
+         "annotations": {"summary": f"{service}: no target is scraped",
+                         "description": "The scrape configuration finds no replica of the "
+                                        "service: it was removed, renamed or never came up."}},
+    ]
+
+
+def canary_rules(service: str) -> list[dict[str, Any]]:
+    """Per-track error ratio and p99 latency, and an alert when the canary does worse than
+    stable (at least twice stable's error ratio plus one point, or 1.5 times its p99)."""
+    by = f"{SERVICE_LABEL}, {TRACK_LABEL}"
+    errors = _select(service, **{m.CODE_LABEL: '=~"5.."'})
+    canary = _select(service, **{TRACK_LABEL: '="canary"'})
+    stable = _select(service, **{TRACK_LABEL: '="stable"'})
+    return [
+        {"record": _TRACK_ERRORS,
+         "expr": (f"sum by ({by}) (rate({m.REQUESTS}_total{errors}[30m]))\n/\n"
+                  f"sum by ({by}) (rate({m.REQUESTS}_total{_select(service)}[30m]))")},
+        {"record": _TRACK_P99,
+         "expr": (f"histogram_quantile(0.99, sum by ({by}, le) "
+                  f"(rate({m.REQUEST_DURATION}_bucket{_select(service)}[30m])))")},
+        {"alert": "MlopsCanaryWorseThanStable",
+         "expr": (f"(\n  {_TRACK_ERRORS}{canary}\n  > ignoring ({TRACK_LABEL})\n  "
+                  f"2 * {_TRACK_ERRORS}{stable} + 0.01\n)\nor\n(\n  {_TRACK_P99}{canary}\n"
+                  f"  > ignoring ({TRACK_LABEL})\n  1.5 * {_TRACK_P99}{stable}\n)"),
+         "for": "10m", "labels": {"severity": "ticket", TRACK_LABEL: "canary"},
+         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: the canary answers "
+                                    "worse than stable",
+                         "description": "Over 30 minutes the canary's 5xx ratio is above "
+                                        "twice stable's plus one point, or its p99 latency "
+                                        "1.5 times stable's: consider rolling it back."}},
+    ]
+
+
+def service_rules(service: str, slo: Slo, drift: DriftAlerts) -> dict[str, Any]:
+    """The rule group of one model service."""
+    return {"name": f"mlops-service-{service}",
+            "rules": [*availability_rules(service), *slo_rules(service, slo),
+                      *drift_rules(service, drift), *canary_rules(service)]}
+
+
+def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[str, Any]]:
+    """Every rule group: one per service."""
+    return [service_rules(s, slo, drift) for s in services]
