@@ -320,3 +320,44 @@ def test_model_service_metric_verbs_are_valid_promql_over_the_contract(
     run = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
                          text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_standalone_prometheus_config_passes_promtool(promtool: str, tmp_path: Path) -> None:
+    from pulumi_mlops.plans.monitoring import (
+        PROMETHEUS_CONFIG,
+        PROMETHEUS_RULES,
+        Prometheus,
+        Scraped,
+        prometheus_workload,
+    )
+
+    targets = [Scraped("mlops-service", f"{SERVICE}:8080",
+                       {"service": SERVICE, "track": "stable", "version": "3"}),
+               Scraped("mlops-service", f"{SERVICE}-canary:8080",
+                       {"service": SERVICE, "track": "canary", "version": "4"})]
+    workload = prometheus_workload("mon", Prometheus.standalone(), targets,
+                                   rule_groups([SERVICE], SLO, DRIFT))
+    files = {f.path: f.content for f in workload.files}
+    assert isinstance(files[PROMETHEUS_CONFIG], str)
+    # As mounted: the config names the rule file by its container path.
+    (tmp_path / "rules.yml").write_text(str(files[PROMETHEUS_RULES]))
+    config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_RULES, str(tmp_path / "rules.yml"))
+    (tmp_path / "prometheus.yml").write_text(config)
+    run = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout
+    scrape = yaml.safe_load(config)["scrape_configs"]
+    assert [s["job_name"] for s in scrape] == ["mlops-service"]
+    assert [c["labels"]["track"] for c in scrape[0]["static_configs"]] == ["stable", "canary"]
+    assert workload.command[0] == "prometheus" and workload.health is not None
+
+
+def test_prometheus_modes_are_built_by_factories() -> None:
+    from pulumi_mlops.plans.monitoring import Prometheus
+
+    assert Prometheus.operator("kps").model_dump(include={"mode", "release"}) == {
+        "mode": "operator", "release": "kps"}
+    assert Prometheus.standalone(port=9091).mode == "standalone"
+    with pytest.raises(ValidationError, match="mode"):
+        Prometheus(mode="sidecar")

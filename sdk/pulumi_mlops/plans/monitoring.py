@@ -24,18 +24,27 @@ Jensen-Shannon distance in base 2. A per-replica score cannot be averaged into t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import yaml
 from pydantic import Field, field_validator
 
 from pulumi_mlops._validation import ArgsModel
 from pulumi_mlops.contracts import metrics as m
 from pulumi_mlops.contracts.scrape import SERVICE_LABEL, TRACK_LABEL, VERSION_LABEL
 from pulumi_mlops.errors import InputError
+from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, Workload
 
 __all__ = [
     "BURN_WINDOWS",
+    "PROMETHEUS_CONFIG",
+    "PROMETHEUS_DATA",
+    "PROMETHEUS_RULES",
     "DriftAlerts",
+    "Prometheus",
+    "Scraped",
     "Slo",
     "availability_rules",
     "canary_rules",
@@ -43,6 +52,8 @@ __all__ = [
     "error_ratio",
     "feature_drift",
     "latency_quantile",
+    "prometheus_config",
+    "prometheus_workload",
     "request_rate",
     "rule_groups",
     "service_rules",
@@ -335,3 +346,110 @@ def service_rules(service: str, slo: Slo, drift: DriftAlerts) -> dict[str, Any]:
 def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[str, Any]]:
     """Every rule group: one per service."""
     return [service_rules(s, slo, drift) for s in services]
+
+
+# --- Prometheus -------------------------------------------------------------------------------
+
+PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
+PROMETHEUS_RULES = "/etc/prometheus/rules.yml"
+PROMETHEUS_DATA = "/prometheus"
+
+
+class Prometheus(ArgsModel):
+    """Which Prometheus evaluates the rules; build it with a factory method.
+
+    Attributes:
+        mode: ``standalone`` (MonitoringStack runs one) or ``operator`` (the cluster's
+            Prometheus Operator, e.g. kube-prometheus-stack, selects what it declares).
+        release: operator: the Helm release whose Prometheus selects the ServiceMonitors and
+            PrometheusRules (kube-prometheus-stack selects by its ``release: <name>`` label).
+        image: standalone: the Prometheus image, pinned.
+        port: standalone: the port it serves on. Default: 9090.
+        retention: standalone: how long samples are kept. Default: ``15d`` (the burn-rate
+            alerts read up to 3 days back).
+        scrape_interval: How often every target is scraped. Default: ``15s``.
+        storage_size: standalone: the data volume's size. Default: ``10Gi``.
+    """
+
+    mode: str = "standalone"
+    release: str | None = None
+    image: str = "prom/prometheus:v2.53.4"
+    port: Annotated[int, Field(ge=1, le=65535)] = 9090
+    retention: Annotated[str, Field(pattern=_DURATION)] = "15d"
+    scrape_interval: Annotated[str, Field(pattern=_DURATION)] = "15s"
+    storage_size: str = "10Gi"
+
+    @classmethod
+    def standalone(cls, **kwargs: Any) -> Prometheus:
+        """Run a Prometheus of MonitoringStack's own, configured with the targets and rules."""
+        return cls(mode="standalone", **kwargs)
+
+    @classmethod
+    def operator(cls, release: str = "kube-prometheus-stack") -> Prometheus:
+        """Declare ServiceMonitors and PrometheusRules for the cluster's Prometheus Operator,
+        labelled ``release: <release>`` so its Prometheus selects them."""
+        return cls(mode="operator", release=release)
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in ("standalone", "operator"):
+            raise InputError("must be `standalone` or `operator`",
+                             "build it with Prometheus.standalone() or Prometheus.operator().")
+        return value
+
+
+@dataclass(frozen=True)
+class Scraped:
+    """One endpoint Prometheus scrapes and the target labels its series get.
+
+    Attributes:
+        job: The scrape job (one per kind of workload: ``mlops-service`` …).
+        address: ``host:port`` as Prometheus reaches it.
+        labels: Target labels (for a model service: `SERVICE_LABEL`, `TRACK_LABEL`,
+            `VERSION_LABEL`).
+        path: The metrics path.
+    """
+
+    job: str
+    address: str
+    labels: Mapping[str, str]
+    path: str = "/metrics"
+
+
+def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
+                      rule_files: Sequence[str] = (PROMETHEUS_RULES,)) -> dict[str, Any]:
+    """A Prometheus configuration scraping ``targets`` (static addresses, as on a Docker
+    network) and loading ``rule_files``."""
+    jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for target in targets:
+        jobs.setdefault((target.job, target.path), []).append(
+            {"targets": [target.address], "labels": dict(target.labels)})
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": list(rule_files),
+        "scrape_configs": [{"job_name": job, "metrics_path": path, "static_configs": statics}
+                           for (job, path), statics in sorted(jobs.items())],
+    }
+
+
+def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scraped],
+                        groups: Sequence[Mapping[str, Any]]) -> Workload:
+    """The standalone Prometheus: command line, config and rule files, data volume."""
+    config = prometheus_config(targets, prometheus.scrape_interval)
+    return Workload(
+        name=f"{name}-prometheus",
+        image=prometheus.image,
+        command=("prometheus", f"--config.file={PROMETHEUS_CONFIG}",
+                 f"--storage.tsdb.path={PROMETHEUS_DATA}",
+                 f"--storage.tsdb.retention.time={prometheus.retention}",
+                 f"--web.listen-address=0.0.0.0:{prometheus.port}"),
+        env={},
+        port=prometheus.port,
+        health=HttpCheck("/-/ready"),
+        files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
+               ConfigFile(PROMETHEUS_RULES, yaml.safe_dump({"groups": list(groups)},
+                                                           sort_keys=False))),
+        mounts=(Mount("data", PROMETHEUS_DATA, "data", prometheus.storage_size),),
+        startup_seconds=120,
+    )
