@@ -11,6 +11,7 @@ at the window's edges allows (each replica is scraped at its own instants).
 from __future__ import annotations
 
 import json
+import math
 import time
 import urllib.parse
 import urllib.request
@@ -23,6 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pulumi_mlops.local import run_workload
+from pulumi_mlops.plans.dashboards import dashboards, panel_queries
 from pulumi_mlops.plans.monitoring import (
     DriftAlerts,
     Prometheus,
@@ -147,3 +149,16 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
                            "mlops:drift_observed:ratio_smoothed"):
                 assert _query(url, record), record
             assert _query(url, 'mlops:sli_error:ratio_rate5m{slo="latency"}')
+            assert _query(url, 'mlops:sli_error:ratio_rate5m{slo="availability"} == 0')
+
+            # Every dashboard query evaluates and returns data (the annotation too: the
+            # version started within its 2 minutes), finite numbers but for the predicted
+            # values' quantiles, NaN for a classifier, which predicts classes, not values.
+            for document in dashboards().values():
+                for expr in panel_queries(document):
+                    found = _query(url, expr.replace("$__rate_interval", "1m")
+                                   .replace("$service", MODEL))
+                    assert found, expr
+                    values = [float(r["value"][1]) for r in found]
+                    if "mlops_prediction_value" not in expr:
+                        assert all(math.isfinite(v) for v in values), (expr, values)

@@ -28,6 +28,7 @@ SERVICE = "fraud"
 SLO = Slo(availability=0.999, latency_p99_ms=50)
 DRIFT = DriftAlerts(min_rows=100)
 MINUTES = 160
+SLI = "mlops:sli_error:ratio_rate"
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +126,12 @@ def test_availability_burn_pages_and_tickets_and_stays_quiet_within_budget(
         {"interval": "1m", "input_series": _requests(600, 0.10) + _up("1x130"),
          "alert_rule_test": [_fires("MlopsSloBurnRatePage", "70m", page),
                              _fires("MlopsSloBurnRateTicket", "70m", ticket)]},
+        # No 5xx at all: the error ratio is 0, not missing (a dashboard shows 0).
+        {"interval": "1m", "input_series": [_requests(600, 0.0)[0]],
+         "promql_expr_test": [{
+             "expr": f'{SLI}5m{{slo="availability"}}', "eval_time": "10m",
+             "exp_samples": [{"labels": f'{SLI}5m{{service="{SERVICE}",slo="availability"}}',
+                              "value": 0}]}]},
         # 0.05 %: half the budget's rate, nothing fires.
         {"interval": "1m", "input_series": _requests(2000, 0.0005) + _up("1x130"),
          "alert_rule_test": [_quiet("MlopsSloBurnRatePage", "70m"),
@@ -361,3 +368,56 @@ def test_prometheus_modes_are_built_by_factories() -> None:
     assert Prometheus.standalone(port=9091).mode == "standalone"
     with pytest.raises(ValidationError, match="mode"):
         Prometheus(mode="sidecar")
+
+
+# --- dashboards -------------------------------------------------------------------------------
+
+SNAPSHOTS = Path(__file__).resolve().parents[1] / "snapshots" / "dashboards"
+
+
+def _promql_of_dashboards() -> list[str]:
+    from pulumi_mlops.plans.dashboards import dashboards, panel_queries
+
+    return [expr.replace("$__rate_interval", "5m").replace("$service", SERVICE)
+            for document in dashboards().values() for expr in panel_queries(document)]
+
+
+def test_dashboards_match_their_reviewed_snapshots() -> None:
+    # Regenerate with MLOPS_UPDATE_SNAPSHOTS=1 and review the diff.
+    import json
+    import os
+
+    from pulumi_mlops.plans.dashboards import dashboards
+
+    for uid, document in dashboards().items():
+        path = SNAPSHOTS / f"{uid}.json"
+        text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+        if os.environ.get("MLOPS_UPDATE_SNAPSHOTS"):
+            path.write_text(text)
+        assert path.read_text() == text, f"{uid}: regenerate with MLOPS_UPDATE_SNAPSHOTS=1"
+
+
+def test_dashboards_round_trip_through_grafana_foundation_sdk() -> None:
+    import json
+
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.cog.plugins import register_default_plugins
+    from grafana_foundation_sdk.models.dashboard import Dashboard as DashboardModel
+
+    from pulumi_mlops.plans.dashboards import dashboards
+
+    register_default_plugins()
+    for document in dashboards().values():
+        again = json.loads(JSONEncoder(sort_keys=True).encode(DashboardModel.from_json(document)))
+        assert again == document
+
+
+def test_every_dashboard_query_is_valid_promql(promtool: str, tmp_path: Path) -> None:
+    queries = _promql_of_dashboards()
+    assert len(queries) >= 15
+    path = tmp_path / "panels.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": [
+        {"record": f"panel:query{i}", "expr": expr} for i, expr in enumerate(queries)]}]}))
+    run = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr

@@ -62,6 +62,7 @@ __all__ = [
 
 _DURATION = r"^[0-9]+(ms|s|m|h|d)$"
 _LN2 = 0.6931471805599453
+_SERVER_ERROR = '=~"5.."'
 
 BURN_WINDOWS: tuple[tuple[str, str, str, float], ...] = (
     ("page", "1h", "5m", 14.4),
@@ -128,9 +129,10 @@ class DriftAlerts(ArgsModel):
 # --- PromQL over the metric contract (what the components' metric verbs return) ----------------
 
 
-def _select(service: str, **matchers: str) -> str:
-    labels = [f'{SERVICE_LABEL}="{service}"', *(f"{k}{v}" for k, v in matchers.items())]
-    return "{" + ",".join(labels) + "}"
+def _select(service: str | None, **matchers: str) -> str:
+    labels = [f'{SERVICE_LABEL}="{service}"'] if service is not None else []
+    labels += [f"{k}{v}" for k, v in matchers.items()]
+    return "{" + ",".join(labels) + "}" if labels else ""
 
 
 def request_rate(service: str, window: str = "5m") -> str:
@@ -138,11 +140,15 @@ def request_rate(service: str, window: str = "5m") -> str:
     return f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{_select(service)}[{window}]))"
 
 
-def error_ratio(service: str, window: str = "5m") -> str:
-    """Share of ``service``'s scoring requests answered with a 5xx, all replicas."""
-    errors = _select(service, **{m.CODE_LABEL: '=~"5.."'})
-    return (f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{errors}[{window}]))\n/\n"
-            f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{_select(service)}[{window}]))")
+def error_ratio(service: str | None, window: str = "5m",
+                by: Sequence[str] = (SERVICE_LABEL,)) -> str:
+    """Share of scoring requests answered with a 5xx, all replicas, per ``by`` labels (of one
+    service, or of every service). 0, not no data, while a service answers no 5xx."""
+    every = f"{m.REQUESTS}_total{_select(service)}"
+    errors = m.REQUESTS + "_total" + _select(service, **{m.CODE_LABEL: _SERVER_ERROR})
+    group = ", ".join(by)
+    return (f"sum by ({group}) (\n  rate({errors}[{window}])\n  or\n  0 * rate({every}"
+            f"[{window}])\n)\n/\nsum by ({group}) (rate({every}[{window}]))")
 
 
 def latency_quantile(service: str, quantile: float = 0.99, window: str = "5m") -> str:
@@ -313,13 +319,11 @@ def canary_rules(service: str) -> list[dict[str, Any]]:
     """Per-track error ratio and p99 latency, and an alert when the canary does worse than
     stable (at least twice stable's error ratio plus one point, or 1.5 times its p99)."""
     by = f"{SERVICE_LABEL}, {TRACK_LABEL}"
-    errors = _select(service, **{m.CODE_LABEL: '=~"5.."'})
     canary = _select(service, **{TRACK_LABEL: '="canary"'})
     stable = _select(service, **{TRACK_LABEL: '="stable"'})
     return [
         {"record": _TRACK_ERRORS,
-         "expr": (f"sum by ({by}) (rate({m.REQUESTS}_total{errors}[30m]))\n/\n"
-                  f"sum by ({by}) (rate({m.REQUESTS}_total{_select(service)}[30m]))")},
+         "expr": error_ratio(service, "30m", by=(SERVICE_LABEL, TRACK_LABEL))},
         {"record": _TRACK_P99,
          "expr": (f"histogram_quantile(0.99, sum by ({by}, le) "
                   f"(rate({m.REQUEST_DURATION}_bucket{_select(service)}[30m])))")},
