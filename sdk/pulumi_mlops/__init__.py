@@ -18,6 +18,7 @@ from pulumi_mlops.contracts.version import __version__ as __version__
 
 if TYPE_CHECKING:
     from pulumi_mlops.components.image import RuntimeImage
+    from pulumi_mlops.components.monitoring import MonitoringStack
     from pulumi_mlops.components.registry import ModelRegistry
     from pulumi_mlops.components.resolver import registry_resolver
     from pulumi_mlops.components.retrain import RetrainSchedule
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.plans.image import RuntimeImageArgs
     from pulumi_mlops.plans.image_registry import ImageRegistry
+    from pulumi_mlops.plans.monitoring import DriftAlerts, Prometheus, Slo
+    from pulumi_mlops.plans.monitoring_stack import MonitoringStackArgs
     from pulumi_mlops.plans.registry import (
         Database,
         ModelRegistryArgs,
@@ -43,6 +46,7 @@ _EXPORTS = {
     "Autoscaling": "pulumi_mlops.plans.service",
     "Database": "pulumi_mlops.plans.registry",
     "DockerTarget": "pulumi_mlops.plans.target",
+    "DriftAlerts": "pulumi_mlops.plans.monitoring",
     "Gates": "pulumi_mlops.plans.retrain",
     "GatewayRef": "pulumi_mlops.plans.target",
     "ImageRegistry": "pulumi_mlops.plans.image_registry",
@@ -52,8 +56,11 @@ _EXPORTS = {
     "ModelRegistryArgs": "pulumi_mlops.plans.registry",
     "ModelService": "pulumi_mlops.components.service",
     "ModelServiceArgs": "pulumi_mlops.plans.service",
+    "MonitoringStack": "pulumi_mlops.components.monitoring",
+    "MonitoringStackArgs": "pulumi_mlops.plans.monitoring_stack",
     "Peer": "pulumi_mlops.plans.registry",
     "Permission": "pulumi_mlops.plans.registry",
+    "Prometheus": "pulumi_mlops.plans.monitoring",
     "RegistryEndpoint": "pulumi_mlops.plans.registry_ref",
     "RegistryIngress": "pulumi_mlops.plans.registry",
     "Resources": "pulumi_mlops.plans.workload",
@@ -62,6 +69,7 @@ _EXPORTS = {
     "Rollout": "pulumi_mlops.plans.service",
     "RuntimeImage": "pulumi_mlops.components.image",
     "RuntimeImageArgs": "pulumi_mlops.plans.image",
+    "Slo": "pulumi_mlops.plans.monitoring",
     "Target": "pulumi_mlops.plans.target",
     "ValidationError": "pulumi_mlops.errors",
     "registry_resolver": "pulumi_mlops.components.resolver",
@@ -72,6 +80,7 @@ __all__ = [
     "Coercion",
     "Database",
     "DockerTarget",
+    "DriftAlerts",
     "Gates",
     "GatewayRef",
     "ImageRegistry",
@@ -80,8 +89,11 @@ __all__ = [
     "ModelRegistryArgs",
     "ModelService",
     "ModelServiceArgs",
+    "MonitoringStack",
+    "MonitoringStackArgs",
     "Peer",
     "Permission",
+    "Prometheus",
     "RegistryEndpoint",
     "RegistryIngress",
     "Resources",
@@ -90,6 +102,7 @@ __all__ = [
     "Rollout",
     "RuntimeImage",
     "RuntimeImageArgs",
+    "Slo",
     "Target",
     "ValidationError",
     "registry_resolver",

@@ -450,7 +450,9 @@ def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scr
                  f"--web.listen-address=0.0.0.0:{prometheus.port}"),
         env={},
         port=prometheus.port,
-        health=HttpCheck("/-/ready"),
+        # The Prometheus image has no Python; its busybox has wget.
+        health=HttpCheck("/-/ready", command=(
+            "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{prometheus.port}/-/ready")),
         files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
                ConfigFile(PROMETHEUS_RULES, yaml.safe_dump({"groups": list(groups)},
                                                            sort_keys=False))),

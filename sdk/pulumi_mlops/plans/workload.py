@@ -141,9 +141,16 @@ class Mount:
 
 @dataclass(frozen=True)
 class HttpCheck:
-    """Health check by HTTP GET on the container's port."""
+    """Health check by HTTP GET on the container's port.
+
+    Attributes:
+        path: The path to GET.
+        command: What a container health check runs to GET it (Docker), for an image without
+            Python; None runs Python's urllib, which the project's images and MLflow's carry.
+    """
 
     path: str
+    command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,9 @@ def healthcheck(workload: Workload) -> dict[str, Any] | None:
     """The container healthcheck for the workload's health check; None for a batch one."""
     if workload.health is None:
         return None
-    if isinstance(workload.health, HttpCheck):
+    if isinstance(workload.health, HttpCheck) and workload.health.command is not None:
+        test = ["CMD", *workload.health.command]
+    elif isinstance(workload.health, HttpCheck):
         url = f"http://127.0.0.1:{workload.port}{workload.health.path}"
         test = ["CMD", "python", "-c",
                 f"import urllib.request; urllib.request.urlopen({url!r}, timeout=3)"]

@@ -1,0 +1,93 @@
+"""MonitoringStack: Prometheus rules, scraping and Grafana dashboards for model services.
+
+The inputs and `plan_monitoring` are in `pulumi_mlops.plans.monitoring_stack`; the rules and
+PromQL in `pulumi_mlops.plans.monitoring`; the dashboards in `pulumi_mlops.plans.dashboards`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+
+from pulumi_mlops.components._base import Component
+from pulumi_mlops.plans.monitoring_stack import (
+    MonitoringPlan,
+    MonitoringStackArgs,
+    plan_monitoring,
+)
+from pulumi_mlops.plans.target import KubernetesTarget
+from pulumi_mlops.targets.docker import monitoring as docker_monitoring
+from pulumi_mlops.targets.kubernetes import monitoring as kubernetes_monitoring
+
+__all__ = ["MonitoringStack"]
+
+
+class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
+    """Rules, alerts, scraping and dashboards for model services.
+
+    Example:
+        >>> mon = mlops.MonitoringStack("monitoring", target=k8s, services=[fraud],
+        ...                             slos=mlops.Slo(availability=0.999, latency_p99_ms=50),
+        ...                             prometheus=mlops.Prometheus.operator("kps"))
+    """
+
+    kind = "MonitoringStack"
+    args_type = MonitoringStackArgs
+
+    prometheus_url: pulumi.Output[str | None]
+    """Prometheus inside the Docker network (standalone); None in operator mode (the
+    cluster's own Prometheus evaluates the rules)."""
+    external_prometheus_url: pulumi.Output[str | None]
+    """Prometheus from the Docker host (its published port); None in operator mode."""
+    rule_groups: pulumi.Output[list[dict[str, Any]]]
+    """The generated rule groups (Prometheus' rule-file format)."""
+    dashboards: pulumi.Output[dict[str, dict[str, Any]]]
+    """The Grafana dashboards' JSON documents, by uid."""
+    children: kubernetes_monitoring.KubernetesMonitoring | docker_monitoring.DockerMonitoring
+    """What the component declared on its target."""
+
+    def __init__(
+        self,
+        name: str,
+        args: MonitoringStackArgs | None = None,
+        opts: pulumi.ResourceOptions | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Declare the monitoring of ``services``.
+
+        Args:
+            name: Component name; also the prefix of every child's name (a DNS label).
+            args: The inputs as one object; or pass them as keyword arguments.
+            opts: Pulumi resource options.
+            **kwargs: The fields of `MonitoringStackArgs`.
+        """
+        super().__init__(name, args, opts, kwargs)
+
+    def _plan(self, name: str, args: MonitoringStackArgs) -> MonitoringPlan:
+        return plan_monitoring(name, args, [service.plan for service in args.services])
+
+    def _declare(self, name: str, args: MonitoringStackArgs,
+                 plan: MonitoringPlan) -> Mapping[str, Any]:
+        url: str | None = None
+        external: str | None = None
+        if isinstance(args.target, KubernetesTarget):
+            self.children = kubernetes_monitoring.materialize(self, plan, args.target)
+        else:
+            first = args.services[0]
+            network = first.children.network or first.args.registry.access().network
+            self.children = docker_monitoring.materialize(
+                self, plan, args.target, network,
+                tuple(s.deployment for s in args.services))
+            assert plan.prometheus is not None
+            port = args.prometheus.port
+            url = f"http://{plan.prometheus.name}:{port}"
+            external = f"http://{args.target.publish_host}:{port}"
+        self.prometheus_url = pulumi.Output.from_input(url)
+        self.external_prometheus_url = pulumi.Output.from_input(external)
+        self.rule_groups = pulumi.Output.from_input([dict(g) for g in plan.groups])
+        self.dashboards = pulumi.Output.from_input(dict(plan.dashboards))
+        return {"prometheus_url": self.prometheus_url,
+                "external_prometheus_url": self.external_prometheus_url,
+                "rule_groups": self.rule_groups, "dashboards": self.dashboards}
