@@ -39,6 +39,7 @@ from pydantic_core import PydanticUndefined
 from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.errors import PATTERN_DESCRIPTIONS
 from pulumi_mlops.plans.image import RuntimeImageArgs
+from pulumi_mlops.plans.monitoring_stack import MonitoringStackArgs
 from pulumi_mlops.plans.registry import ModelRegistryArgs
 from pulumi_mlops.plans.retrain import RetrainScheduleArgs
 from pulumi_mlops.plans.service import ModelServiceArgs
@@ -50,6 +51,7 @@ DOCS = REPO / "docs"
 PAGES: dict[str, type[BaseModel]] = {
     "model-registry.md": ModelRegistryArgs,
     "model-service.md": ModelServiceArgs,
+    "monitoring-stack.md": MonitoringStackArgs,
     "retrain-schedule.md": RetrainScheduleArgs,
     "runtime-image.md": RuntimeImageArgs,
 }

@@ -56,6 +56,8 @@ class EnvironmentConfig(BaseModel):
     registry: dict[str, Any] = Field(default_factory=dict)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrain: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # MonitoringStack's inputs (it watches every service); unset, no monitoring.
+    monitoring: dict[str, Any] | None = None
     # Set with `pulumi config set --secret databaseUri ...` when registry.database is external.
     database_uri: object | None = None
 
@@ -189,3 +191,11 @@ pulumi.export("service_urls", {name: s.external_endpoint for name, s in services
 pulumi.export("models", {name: s.models for name, s in services.items()})
 retrain = {name: _retrain(name, values) for name, values in cfg.retrain.items()}
 pulumi.export("retrain_schedules", {name: r.schedule for name, r in retrain.items()})
+
+if cfg.monitoring is not None and services:
+    entry = ConfigInputs.read("mlops:monitoring", mlops.MonitoringStackArgs, cfg.monitoring,
+                              given={"target": target_key, "services": "mlops:services"})
+    with _under_config_keys(entry.key):
+        monitoring = mlops.MonitoringStack("monitoring", target=target,
+                                           services=list(services.values()), **entry.inputs)
+    pulumi.export("prometheus_url", monitoring.external_prometheus_url)

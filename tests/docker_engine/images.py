@@ -10,6 +10,9 @@
 - The registry's MLflow image (``ghcr.io/mlflow/mlflow:v<version>-full``): built from that base
   with the pinned MLflow version and the extras the official ``-full`` image installs
   (`MLFLOW_FULL_PACKAGES`), tagged with the name the plan declares.
+- MonitoringStack's Prometheus image (``prom/prometheus:v<version>``): Debian's ``prometheus``
+  package on that base (bookworm ships 2.42, older than the tag: the rules and config the plan
+  renders are also checked with this version's promtool).
 
 Each stand-in carries a label with a hash of its recipe; a run that finds an image with the
 same label reuses it (the daemon's data root is kept between runs, see `daemon`). The runtime
@@ -47,6 +50,10 @@ else (mlflow/mlflow ``docker/Dockerfile.full``: one ``pip install`` of these ext
 
 _FROM_BASE = re.compile(r"^FROM\s+(\S+)\s+AS\s+base\s*$", re.IGNORECASE | re.MULTILINE)
 _MLFLOW_TAG = re.compile(r"^ghcr\.io/mlflow/mlflow:v(?P<version>\d+\.\d+\.\d+)-full$")
+_PROMETHEUS_TAG = re.compile(r"^prom/prometheus:v\d+\.\d+\.\d+$")
+PROMETHEUS_PACKAGES = ("prometheus", "wget")
+"""Debian's Prometheus (2.42 on bookworm) and the wget the official image's health check
+uses (its busybox has one)."""
 
 
 class ImageBuildError(RuntimeError):
@@ -140,6 +147,47 @@ def ensure_python_base(daemon: Daemon, name: str) -> bool:
     return True
 
 
+def _build(daemon: Daemon, name: str, dockerfile: str, recipe: str) -> None:
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = (dockerfile + f"\nLABEL {RECIPE_LABEL}={recipe}\n").encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    try:
+        daemon.client().images.build(fileobj=context, custom_context=True, tag=name, rm=True,
+                                     forcerm=True, network_mode="host", pull=False)
+    except docker.errors.BuildError as exc:
+        log = "".join(str(line.get("stream", line)) for line in exc.build_log)
+        raise ImageBuildError(f"building {name} failed: {exc}\n{log[-3000:]}") from exc
+
+
+def ensure_prometheus_image(daemon: Daemon, name: str, base: str) -> bool:
+    """Build the stand-in for the official Prometheus image ``name`` from Debian's package
+    unless current (MonitoringStack runs ``prometheus`` from PATH with its own flags, and its
+    health check runs ``wget``).
+
+    Returns:
+        Whether it was built (False: reused).
+    """
+    if _PROMETHEUS_TAG.match(name) is None:
+        raise ImageBuildError(f"{name!r} is not an official prom/prometheus:v<x.y.z> tag; no "
+                              "stand-in is defined for it")
+    dockerfile = "\n".join([
+        f"FROM {base}",
+        "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
+        f"--no-install-recommends {' '.join(PROMETHEUS_PACKAGES)} && rm -rf /var/lib/apt/lists/*",
+        "RUN prometheus --version && wget --version >/dev/null",
+    ])
+    client = daemon.client()
+    recipe = _recipe("prometheus", name, dockerfile, client.images.get(base).id)
+    if _current(client, name, recipe):
+        return False
+    _build(daemon, name, dockerfile, recipe)
+    return True
+
+
 def ensure_mlflow_image(daemon: Daemon, name: str, base: str) -> bool:
     """Build the stand-in for the official MLflow ``-full`` image ``name`` unless current.
 
@@ -162,17 +210,5 @@ def ensure_mlflow_image(daemon: Daemon, name: str, base: str) -> bool:
     recipe = _recipe("mlflow", name, dockerfile, base_id)
     if _current(client, name, recipe):
         return False
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        data = (dockerfile + f"\nLABEL {RECIPE_LABEL}={recipe}\n").encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    try:
-        client.images.build(fileobj=context, custom_context=True, tag=name, rm=True,
-                            forcerm=True, network_mode="host", pull=False)
-    except docker.errors.BuildError as exc:
-        log = "".join(str(line.get("stream", line)) for line in exc.build_log)
-        raise ImageBuildError(f"building {name} failed: {exc}\n{log[-3000:]}") from exc
+    _build(daemon, name, dockerfile, recipe)
     return True

@@ -45,6 +45,7 @@ pytestmark = [pytest.mark.timeout(1500), pytest.mark.docker_engine]
 REPO = Path(__file__).resolve().parents[2]
 REGISTRY_URL = "http://127.0.0.1:5000"
 SERVICE_URL = "http://127.0.0.1:8080"
+PROMETHEUS_URL = "http://127.0.0.1:9090"
 RETRAIN = "cancer-nightly-retrain"
 MLFLOW_CLIENT_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME",
                       "MLFLOW_TRACKING_PASSWORD")
@@ -102,18 +103,21 @@ def stand_in_images(daemon: Daemon, recording: Recording) -> None:
     built = images.ensure_python_base(daemon, base)
     TIMINGS["base image"] = time.monotonic() - started
     _log(f"{base}: {'built' if built else 'cached'} in {TIMINGS['base image']:.1f}s")
-    (mlflow,) = recording.of_type(REMOTE_IMAGE)
-    started = time.monotonic()
-    built = images.ensure_mlflow_image(daemon, mlflow.inputs["name"], base)
-    TIMINGS["mlflow image"] = time.monotonic() - started
-    _log(f"{mlflow.inputs['name']}: {'built' if built else 'cached'} in "
-         f"{TIMINGS['mlflow image']:.1f}s")
+    pulled = {r.inputs["name"] for r in recording.of_type(REMOTE_IMAGE)}
+    for name in sorted(pulled):
+        kind = "mlflow image" if "mlflow" in name else "prometheus image"
+        ensure = (images.ensure_mlflow_image if "mlflow" in name
+                  else images.ensure_prometheus_image)
+        started = time.monotonic()
+        built = ensure(daemon, name, base)
+        TIMINGS[kind] = time.monotonic() - started
+        _log(f"{name}: {'built' if built else 'cached'} in {TIMINGS[kind]:.1f}s")
 
 
 @pytest.fixture(scope="module")
 def stack(daemon: Daemon, recording: Recording, stand_in_images: None) -> Iterator[DockerStack]:
     """The dev stack applied: `pulumi up` on a fresh engine."""
-    for url in (REGISTRY_URL, SERVICE_URL):
+    for url in (REGISTRY_URL, SERVICE_URL, PROMETHEUS_URL):
         assert _port_free(url), f"{url} is in use: the dev stack publishes its ports there"
     applied = DockerStack(daemon.client(), REPO / "stacks", log=_log)
     try:
@@ -300,13 +304,41 @@ def test_every_container_runs_as_declared(stack: DockerStack, recording: Recordi
         else:
             assert declared["user"] == "10001:10001"
             assert container.attrs["State"]["Running"], resource.name
-            uid = container.exec_run(["python", "-c", "import os; print(os.getuid())"])
+            uid = container.exec_run(["id", "-u"])
             assert uid.output.decode().strip() == "10001", resource.name
             # Nothing was written outside the volumes and tmpfs mounts.
             assert _written(container) == [], resource.name
         checked += 1
     _log(f"containers started and checked: {checked}")
-    assert checked == 5
+    assert checked == 7
+
+
+def _prometheus(promql: str) -> list[dict[str, Any]]:
+    status, body = _http(f"{PROMETHEUS_URL}/api/v1/query?"
+                         + urllib.parse.urlencode({"query": promql}))
+    assert status == 200, body[:300]
+    return list(json.loads(body)["data"]["result"])
+
+
+def test_prometheus_scrapes_the_service_and_evaluates_every_rule(
+        stack: DockerStack, recording: Recording) -> None:
+    auth = _admin(recording)
+    _served(stack, auth)
+    assert _healthy(stack, "monitoring-prometheus")
+    _wait_for("Prometheus does not scrape the service",
+              lambda: _prometheus('up{service="cancer",track="stable"} == 1'), 120, stack,
+              ("monitoring-prometheus",))
+    for _ in range(4):
+        _predict(_features())
+    # The server's per-bin counters reach the drift rules, summed over its replicas.
+    _wait_for("no drift rows recorded",
+              lambda: _prometheus('mlops:drift_rows:increase{service="cancer"} > 0'), 120,
+              stack, ("monitoring-prometheus",))
+    status, body = _http(f"{PROMETHEUS_URL}/api/v1/rules")
+    assert status == 200
+    rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
+    assert rules and all(r["health"] == "ok" for r in rules), [
+        (r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
 
 
 def test_retrain_runs_on_demand_and_moves_champion(stack: DockerStack,

@@ -46,7 +46,8 @@ def test_render_of_the_docker_stack_lists_docker_resources(tmp_path: Path) -> No
     names = {r["name"] for r in listing["resources"]
              if r["type"] == "docker:index/container:Container"}
     assert names == {"registry-mlflow", "registry-mlflow-init", "cancer",
-                     "cancer-nightly-retrain", "cancer-nightly-retrain-init"}
+                     "cancer-nightly-retrain", "cancer-nightly-retrain-init",
+                     "monitoring-prometheus", "monitoring-prometheus-init"}
 
 
 def test_render_reports_bad_config_and_exits_2(

@@ -24,8 +24,8 @@ from pulumi_mlops.plans.service import Autoscaling, pod_lifecycle
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
 SERVICE_DOC = DOCS / "model-service.md"
-COMPONENT_PAGES = ["model-registry.md", "model-service.md", "retrain-schedule.md",
-                   "runtime-image.md"]
+COMPONENT_PAGES = ["model-registry.md", "model-service.md", "monitoring-stack.md",
+                   "retrain-schedule.md", "runtime-image.md"]
 
 
 def _docs_tables() -> ModuleType:

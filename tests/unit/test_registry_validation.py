@@ -316,12 +316,15 @@ VALID: dict[str, dict[str, Any]] = {
                             "target_column": "label",
                             "estimator": "sklearn.linear_model.LogisticRegression"},
     "RuntimeImageArgs": {"context": "."},
+    # Field validation only: what `services` holds is the component's check.
+    "MonitoringStackArgs": {"target": {"kind": "kubernetes"}, "services": ["fraud"]},
 }
 
 
 def args_models() -> list[type[BaseModel]]:
     """Every args model of the package (each `ValidatedModel`), components' and nested."""
-    for name in ("ModelRegistry", "ModelService", "RetrainSchedule", "RuntimeImage"):
+    for name in ("ModelRegistry", "ModelService", "MonitoringStack", "RetrainSchedule",
+                 "RuntimeImage"):
         getattr(mlops, name)  # import each component's args
     return [m for models in errors._MODELS.values() for m in models
             if m.__module__.startswith("pulumi_mlops.")]

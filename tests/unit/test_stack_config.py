@@ -545,7 +545,8 @@ def test_the_dev_stack_builds_the_runtime_image_and_runs_it(project: Path) -> No
         assert _image_of(recording, "docker:index/container:Container", name) == (
             build.outputs["repoDigest"])
     pulled = {r.inputs["name"] for r in recording.of_type("docker:index/remoteImage:RemoteImage")}
-    assert pulled == {"ghcr.io/mlflow/mlflow:v3.17.2-full"}  # only the registry's
+    # Only third-party images: the registry's and Prometheus'.
+    assert pulled == {"ghcr.io/mlflow/mlflow:v3.17.2-full", "prom/prometheus:v2.53.4"}
 
 
 def test_a_kubernetes_stack_without_an_image_registry_says_where_to_push(

@@ -63,7 +63,7 @@ class MonitoringStackArgs(ArgsModel):
             on Kubernetes give `Prometheus.operator(release=...)`.
     """
 
-    target: KubernetesTarget | DockerTarget
+    target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
     services: Annotated[list[Any], Field(min_length=1)]
     slos: Slo = Field(default_factory=Slo)
     drift: DriftAlerts = Field(default_factory=DriftAlerts)
