@@ -179,6 +179,11 @@ def ensure_prometheus_image(daemon: Daemon, name: str, base: str) -> bool:
         "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
         f"--no-install-recommends {' '.join(PROMETHEUS_PACKAGES)} && rm -rf /var/lib/apt/lists/*",
         "RUN prometheus --version && wget --version >/dev/null",
+        # As the official image lays them out: its config directory and data directory owned
+        # by `nobody` (Docker copies both into a new volume mounted there).
+        "RUN mkdir -p /etc/prometheus /prometheus "
+        "&& printf 'global: {}\\n' > /etc/prometheus/prometheus.yml "
+        "&& chown -R 65534:65534 /etc/prometheus /prometheus",
     ])
     client = daemon.client()
     recipe = _recipe("prometheus", name, dockerfile, client.images.get(base).id)

@@ -640,3 +640,16 @@ def test_shared_totals_count_every_workers_rows_once() -> None:
     for feature, counts in shared.totals().items():
         assert counts.sum() == 500
         np.testing.assert_array_equal(counts, alone.totals()[feature])
+
+
+def test_totals_count_all_the_traffic_between_two_scrapes() -> None:
+    # More rows than the window between two reads: the window keeps the newest, the totals
+    # count every one (the replicas' weights in the merged drift are their real traffic).
+    profile = _numeric_profile()
+    rows = np.random.default_rng(3).normal(size=(5000, 3))
+    monitor = DriftMonitor(profile, window=100)
+    for row in rows:
+        monitor.observe_matrix(row[None, :])
+    for feature, counts in monitor.totals().items():
+        assert counts.sum() == 5000, feature
+    assert monitor.window_rows() == 100

@@ -188,3 +188,17 @@ def test_services_must_be_model_services() -> None:
     with pytest.raises(mlops.ValidationError, match="services"):
         record(lambda: mlops.MonitoringStack("mon", target=K8S, services=[],
                                              prometheus=mlops.Prometheus.operator()))
+
+
+def test_services_in_another_namespace_are_refused() -> None:
+    other = mlops.KubernetesTarget(namespace="team-b")
+
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=other)
+        service = mlops.ModelService("fraud", target=other, registry=registry,
+                                     image=RUNTIME_IMAGE, model_uri="models:/fraud/3")
+        mlops.MonitoringStack("mon", target=K8S, services=[service],
+                              prometheus=mlops.Prometheus.operator())
+
+    with pytest.raises(mlops.ValidationError, match="another namespace"):
+        record(program)

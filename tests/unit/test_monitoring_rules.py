@@ -182,7 +182,30 @@ def test_canary_worse_than_stable(promtool: str, rules_file: Path) -> None:
         {"interval": "1m",
          "input_series": _requests(600, 0.01) + _requests(100, 0.015, "canary", "c"),
          "alert_rule_test": [_quiet("MlopsCanaryWorseThanStable", "50m")]},
+        # Half the canary's requests fail, but it answered 60 in 30 minutes: too few to judge.
+        {"interval": "1m",
+         "input_series": _requests(600, 0.01) + _requests(2, 0.5, "canary", "c"),
+         "alert_rule_test": [_quiet("MlopsCanaryWorseThanStable", "50m")]},
     ])
+
+
+def test_a_shadows_errors_do_not_burn_the_budget(promtool: str, rules_file: Path) -> None:
+    # Mirrored requests' answers are discarded: clients saw no error.
+    _run_tests(promtool, rules_file, [
+        {"interval": "1m",
+         "input_series": _requests(600, 0.0) + _requests(600, 0.5, "shadow", "s") + _up("1x130"),
+         "alert_rule_test": [_quiet("MlopsSloBurnRatePage", "70m")]},
+    ])
+
+
+@pytest.mark.parametrize(("latency_ms", "le"), [(50, "0.05"), (1000, "1.0"), (5000, "5.0")])
+def test_a_latency_objective_selects_the_bucket_as_the_server_writes_it(
+        latency_ms: float, le: str) -> None:
+    from pulumi_mlops.plans.monitoring import slo_rules
+
+    (sli, *_) = [r for r in slo_rules(SERVICE, Slo(latency_p99_ms=latency_ms))
+                 if r.get("labels") == {"slo": "latency"}]
+    assert f'le="{le}"' in sli["expr"]
 
 
 # --- drift across replicas --------------------------------------------------------------------

@@ -101,11 +101,11 @@ def _service() -> Dashboard:
             (f"histogram_quantile({q}, sum by (le) (rate({m.BATCH_ROWS}_bucket{{{sel}}}"
              f"[{_RATE}])))", f"p{q * 100:g}") for q in (0.5, 0.99))))
         .with_row(Row("Service level objectives"))
-        .with_panel(_panel("Error budget burn rate (1h)", "none",
+        .with_panel(_panel("Requests failing each objective (1h)", "percentunit",
                            (f"mlops:sli_error:ratio_rate1h{{{sel}}}", "{{slo}}"),
                            description="Share of requests failing each objective over the "
                                        "last hour; the page alert fires above 14.4 times the "
-                                       "budget's share."))
+                                       "error budget's share (1 - objective)."))
         .with_row(Row("Predictions and drift"))
         .with_panel(_panel("Predicted classes", "reqps",
                            (f"sum by ({m.CLASS_LABEL}) (rate({m.PREDICTIONS}_total{{{sel}}}"

@@ -39,6 +39,7 @@ from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, Workload
 
 __all__ = [
     "BURN_WINDOWS",
+    "CANARY_MIN_REQUESTS",
     "PROMETHEUS_CONFIG",
     "PROMETHEUS_DATA",
     "PROMETHEUS_RULES",
@@ -63,6 +64,8 @@ __all__ = [
 _DURATION = r"^[0-9]+(ms|s|m|h|d)$"
 _LN2 = 0.6931471805599453
 _SERVER_ERROR = '=~"5.."'
+_SERVING = {TRACK_LABEL: '!~"shadow|preview"'}
+"""The tracks whose answers reach clients (a shadow's are discarded, a preview is not routed)."""
 
 BURN_WINDOWS: tuple[tuple[str, str, str, float], ...] = (
     ("page", "1h", "5m", 14.4),
@@ -72,6 +75,8 @@ BURN_WINDOWS: tuple[tuple[str, str, str, float], ...] = (
 """(severity, long window, short window, burn rate): an alert fires when the error ratio over
 both windows is above ``burn rate x (1 - objective)``."""
 _SLI_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+CANARY_MIN_REQUESTS = 100
+"""Requests the canary must have answered in 30 minutes before it can be judged worse."""
 
 
 class Slo(ArgsModel):
@@ -141,11 +146,13 @@ def request_rate(service: str, window: str = "5m") -> str:
 
 
 def error_ratio(service: str | None, window: str = "5m",
-                by: Sequence[str] = (SERVICE_LABEL,)) -> str:
+                by: Sequence[str] = (SERVICE_LABEL,), *, serving_only: bool = False) -> str:
     """Share of scoring requests answered with a 5xx, all replicas, per ``by`` labels (of one
-    service, or of every service). 0, not no data, while a service answers no 5xx."""
-    every = f"{m.REQUESTS}_total{_select(service)}"
-    errors = m.REQUESTS + "_total" + _select(service, **{m.CODE_LABEL: _SERVER_ERROR})
+    service, or of every service). 0, not no data, while a service answers no 5xx. With
+    ``serving_only``, the tracks clients do not reach (shadow, preview) are left out."""
+    tracks = _SERVING if serving_only else {}
+    every = f"{m.REQUESTS}_total{_select(service, **tracks)}"
+    errors = m.REQUESTS + "_total" + _select(service, **{m.CODE_LABEL: _SERVER_ERROR}, **tracks)
     group = ", ".join(by)
     return (f"sum by ({group}) (\n  rate({errors}[{window}])\n  or\n  0 * rate({every}"
             f"[{window}])\n)\n/\nsum by ({group}) (rate({every}[{window}]))")
@@ -179,18 +186,21 @@ _DRIFT_OBSERVED_S = "mlops:drift_observed:ratio_smoothed"
 _DRIFT_REFERENCE_S = "mlops:drift_reference:ratio_smoothed"
 _DRIFT_MEAN = "mlops:drift_mean:ratio"
 _DRIFT_SCORE = "mlops:feature_drift:score"
-_BY_FEATURE = f"{SERVICE_LABEL}, {VERSION_LABEL}, {m.FEATURE_LABEL}, {m.STATISTIC_LABEL}"
+# Per track too: two tracks serving unresolved aliases share a version label, not a profile.
+_BY_FEATURE = (f"{SERVICE_LABEL}, {TRACK_LABEL}, {VERSION_LABEL}, {m.FEATURE_LABEL}, "
+               f"{m.STATISTIC_LABEL}")
 _BY_BIN = f"{_BY_FEATURE}, {m.BIN_LABEL}"
 
 
 def _sli_expr(service: str, slo: str, window: str, threshold_s: float | None) -> str:
     if slo == "availability":
-        return error_ratio(service, window)
+        return error_ratio(service, window, serving_only=True)
     # Requests slower than the threshold: all of them but those in the buckets up to it.
-    fast = _select(service, le=f'="{threshold_s:g}"')
+    # The bound as the server writes it (Go's float formatting: 1.0, 0.05).
+    fast = _select(service, le=f'="{threshold_s!r}"', **_SERVING)
     return (f"1 - (\n  sum by ({SERVICE_LABEL}) (rate({m.REQUEST_DURATION}_bucket{fast}"
             f"[{window}]))\n  /\n  sum by ({SERVICE_LABEL}) (rate({m.REQUEST_DURATION}_count"
-            f"{_select(service)}[{window}]))\n)")
+            f"{_select(service, **_SERVING)}[{window}]))\n)")
 
 
 def slo_rules(service: str, slo: Slo) -> list[dict[str, Any]]:
@@ -297,7 +307,8 @@ def availability_rules(service: str) -> list[dict[str, Any]]:
     """Alerts on the service's replicas being down or gone from the scrape."""
     up = f"up{_select(service)}"
     return [
-        {"alert": "MlopsServiceDown", "expr": f"sum by ({SERVICE_LABEL}) ({up}) == 0",
+        {"alert": "MlopsServiceDown",
+         "expr": f"sum by ({SERVICE_LABEL}) (up{_select(service, **_SERVING)}) == 0",
          "for": "5m", "labels": {"severity": "page"},
          "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: no replica answers "
                                     "its metrics endpoint",
@@ -328,9 +339,13 @@ def canary_rules(service: str) -> list[dict[str, Any]]:
          "expr": (f"histogram_quantile(0.99, sum by ({by}, le) "
                   f"(rate({m.REQUEST_DURATION}_bucket{_select(service)}[30m])))")},
         {"alert": "MlopsCanaryWorseThanStable",
-         "expr": (f"(\n  {_TRACK_ERRORS}{canary}\n  > ignoring ({TRACK_LABEL})\n  "
-                  f"2 * {_TRACK_ERRORS}{stable} + 0.01\n)\nor\n(\n  {_TRACK_P99}{canary}\n"
-                  f"  > ignoring ({TRACK_LABEL})\n  1.5 * {_TRACK_P99}{stable}\n)"),
+         "expr": (f"(\n  (\n  {_TRACK_ERRORS}{canary}\n  > ignoring ({TRACK_LABEL})\n  "
+                  f"2 * {_TRACK_ERRORS}{stable} + 0.01\n  )\n  or\n  (\n  "
+                  f"{_TRACK_P99}{canary}\n  > ignoring ({TRACK_LABEL})\n  "
+                  f"1.5 * {_TRACK_P99}{stable}\n  )\n)\n"
+                  # Enough canary traffic that one failure is not a verdict.
+                  f"and on ({SERVICE_LABEL})\nsum by ({SERVICE_LABEL}) (increase("
+                  f"{m.REQUESTS}_total{canary}[30m])) >= {CANARY_MIN_REQUESTS}"),
          "for": "10m", "labels": {"severity": "ticket", TRACK_LABEL: "canary"},
          "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: the canary answers "
                                     "worse than stable",
@@ -354,8 +369,11 @@ def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[
 
 # --- Prometheus -------------------------------------------------------------------------------
 
-PROMETHEUS_CONFIG = "/etc/prometheus/prometheus.yml"
-PROMETHEUS_RULES = "/etc/prometheus/rules.yml"
+# Not the image's own /etc/prometheus: the official image's is owned by `nobody`, and Docker
+# copies that into a new volume mounted there, where the init container (root without
+# DAC_OVERRIDE) could not write.
+PROMETHEUS_CONFIG = "/etc/mlops-prometheus/prometheus.yml"
+PROMETHEUS_RULES = "/etc/mlops-prometheus/rules.yml"
 PROMETHEUS_DATA = "/prometheus"
 
 

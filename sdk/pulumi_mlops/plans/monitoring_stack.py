@@ -92,6 +92,12 @@ class MonitoringStackArgs(ArgsModel):
                 found.append(Problem(f"services[{i}]", "runs on another kind of target",
                                      service.args.target.kind,
                                      "watch services on the MonitoringStack's own target."))
+            elif (isinstance(self.target, KubernetesTarget)
+                  and service.args.target.namespace != self.target.namespace):
+                # Its PodMonitors select pods in the stack's own namespace.
+                found.append(Problem(f"services[{i}]", "runs in another namespace",
+                                     service.args.target.namespace,
+                                     "declare one MonitoringStack per namespace."))
         return found
 
 

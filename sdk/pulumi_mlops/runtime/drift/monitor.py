@@ -38,11 +38,11 @@ class DriftMonitor:
     The request path only appends a reference to the batch to a pending buffer; binning and
     counting happen vectorized, for all features at once, when `scores`, `window_rows` or
     `window_counts` is called (the server calls `scores` at scrape time) or when the pending
-    rows reach ``flush_rows``. Pending rows older than the newest ``window`` are dropped
-    unbinned (they would leave the window in the flush that bins them), so binning costs per
-    window of rows rather than per row served, and the pending buffer holds at most ``window``
-    rows plus one batch. A ring buffer keeps each window row's bin per feature, so evicting
-    the oldest rows decrements the counts exactly. All methods are thread-safe.
+    rows reach ``flush_rows`` or ``window``, whichever is fewer, so the pending buffer holds at
+    most that many rows plus one batch. Every row is binned: the per-bin `totals` count all the
+    traffic, and the window keeps the newest ``window`` rows. A ring buffer keeps each window
+    row's bin per feature, so evicting the oldest rows decrements the counts exactly. All
+    methods are thread-safe.
 
     Cost (20 numeric features, 10 bins, see ``benchmarks/drift_overhead.py``): about 1 µs per
     row for 1-row `observe_matrix` requests, binning amortized in (a request that triggers a
@@ -52,8 +52,8 @@ class DriftMonitor:
     Args:
         profile: The training-data reference profile.
         window: Number of most recent rows the scores describe. Default: 1000.
-        flush_rows: Pending rows that trigger binning in the request path (with the default,
-            above the default window, binning happens at scrape time). Default: 1024.
+        flush_rows: Pending rows that trigger binning in the request path (``window`` rows do
+            too). Default: 1024.
 
     Raises:
         ValueError: ``window`` or ``flush_rows`` is below 1.
@@ -244,9 +244,7 @@ class DriftMonitor:
         `window_counts`), across all workers once `share_across_processes` was called.
 
         Monotonic: summed across replicas and differenced over a time range they give the
-        distribution of all the traffic in that range. Rows the window drops unbinned (more
-        than ``window`` rows within one flush) are not counted, so at such rates the totals
-        are a sample of the most recent rows of each flush.
+        distribution of all the traffic in that range (every observed row is binned).
         """
         with self._lock:
             self._flush()
@@ -289,15 +287,9 @@ class DriftMonitor:
             self._pending_rows += rows
             if not isinstance(item, np.ndarray):
                 self._pending_batches += 1
-            # Rows older than the newest `window` would leave the window in the very flush that
-            # bins them: they are dropped unbinned, so that binning costs per window, not per
-            # row served, and the pending rows stay under `window` plus one batch.
-            while self._pending_rows - _rows_of(pending[0]) >= self._window:
-                oldest = pending.popleft()
-                self._pending_rows -= _rows_of(oldest)
-                if not isinstance(oldest, np.ndarray):
-                    self._pending_batches -= 1
-            if self._pending_rows >= self._flush_rows:
+            # Every row is binned (the per-bin totals count all the traffic), at the latest once
+            # `window` rows are pending, so the pending rows stay under `window` plus one batch.
+            if self._pending_rows >= min(self._flush_rows, self._window):
                 self._flush()
 
     # The methods below run with self._lock held.
@@ -310,17 +302,7 @@ class DriftMonitor:
         self._pending_rows = 0
         only_matrices = self._pending_batches == 0
         self._pending_batches = 0
-        # Only the rows that end up in the window are binned.
-        start, covered = len(pending), 0
-        while start > 0 and covered < self._window:
-            start -= 1
-            item = pending[start]
-            covered += _rows_of(item)
-        tail = pending[start:]
-        skip = covered - self._window
-        if skip > 0:
-            first = tail[0]
-            tail[0] = first[skip:] if isinstance(first, np.ndarray) else first.tail(skip)
+        tail = pending  # every pending row: the totals count them all, the window keeps the last
         if only_matrices:
             self._apply(self._binning.matrix_slots(cast("list[npt.NDArray[Any]]", tail)))
             return
