@@ -374,7 +374,9 @@ def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[
 # DAC_OVERRIDE) could not write.
 PROMETHEUS_CONFIG = "/etc/mlops-prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/mlops-prometheus/rules.yml"
-PROMETHEUS_DATA = "/prometheus"
+PROMETHEUS_DATA = "/var/lib/mlops-prometheus"
+"""Also not the image's own /prometheus: Docker copies an image directory's owner into an empty
+volume mounted over it at every container start, undoing the init container's chown."""
 
 
 class Prometheus(ArgsModel):
