@@ -35,15 +35,6 @@ class ColumnsBatch:
     categorical: list[Any]  # per categorical feature: 1-D array-like, or None if absent
     complete: bool  # every numeric feature present
 
-    def tail(self, skip: int) -> ColumnsBatch:
-        """The batch without its first ``skip`` rows."""
-        return ColumnsBatch(
-            rows=self.rows - skip,
-            numeric=[None if c is None else c[skip:] for c in self.numeric],
-            categorical=[None if c is None else _as_objects(c)[skip:] for c in self.categorical],
-            complete=self.complete,
-        )
-
 
 class Binning:
     """A profile laid out for counting: every (feature, bucket) pair's slot in one flat count

@@ -28,10 +28,6 @@ _DEFAULT_FLUSH_ROWS: Final = 1024
 _Pending: TypeAlias = npt.NDArray[Any] | ColumnsBatch
 
 
-def _rows_of(item: _Pending) -> int:
-    return item.shape[0] if isinstance(item, np.ndarray) else item.rows
-
-
 class DriftMonitor:
     """Per-feature drift of the most recent input rows against a training profile.
 
@@ -302,15 +298,15 @@ class DriftMonitor:
         self._pending_rows = 0
         only_matrices = self._pending_batches == 0
         self._pending_batches = 0
-        tail = pending  # every pending row: the totals count them all, the window keeps the last
+        # Every pending row is binned: the totals count them all, the window keeps the last.
         if only_matrices:
-            self._apply(self._binning.matrix_slots(cast("list[npt.NDArray[Any]]", tail)))
+            self._apply(self._binning.matrix_slots(cast("list[npt.NDArray[Any]]", pending)))
             return
         # Bin runs of consecutive items of the same kind together, keeping arrival order.
         blocks: list[npt.NDArray[np.int32]] = []
         matrices: list[npt.NDArray[Any]] = []
         batches: list[ColumnsBatch] = []
-        for item in tail:
+        for item in pending:
             if isinstance(item, np.ndarray):
                 if batches:
                     blocks.append(self._binning.batch_slots(batches))
