@@ -336,3 +336,14 @@ os.waitpid(pid, 0)
     page = result.stdout
     assert 'mlops_requests_total{code="200"} 5.0' in page, page  # not 3 + (3 + 2)
     assert "mlops_request_duration_seconds_count 5.0" in page
+
+
+def test_a_fresh_server_exposes_its_successful_requests_at_zero() -> None:
+    # Before any request, so that the first requests are an increase for rate(), whenever
+    # they come between two scrapes.
+    code = ("from pulumi_mlops.runtime.serve import metrics\n"
+            "print(metrics.exposition()[0].decode())")
+    page = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items()
+                                          if k != "PROMETHEUS_MULTIPROC_DIR"}).stdout
+    assert 'mlops_requests_total{code="200"} 0.0' in page.splitlines()
