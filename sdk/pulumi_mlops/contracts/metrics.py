@@ -10,10 +10,14 @@ histograms with ``_bucket``/``_count`` (``_sum`` too unless a bucket bound is ne
 from __future__ import annotations
 
 __all__ = ["BATCH_ROWS", "BIN_LABEL", "CLASS_LABEL", "CODE_LABEL", "DRIFT_OBSERVATIONS",
-           "DRIFT_REFERENCE", "DURATION_BUCKETS", "FEATURE_DRIFT", "FEATURE_LABEL",
-           "JS_DISTANCE", "MODEL_INFO", "MODEL_INFO_LABELS", "OTHER_BIN", "OTHER_CLASS",
-           "PREDICTIONS", "PREDICTION_VALUE", "PSI", "PSI_EPSILON", "REQUESTS", "REQUEST_DURATION",
-           "STATISTIC_LABEL"]
+           "DRIFT_REFERENCE", "DURATION_BUCKETS", "FAILED", "FEATURE_DRIFT", "FEATURE_LABEL",
+           "FEEDBACK", "FEEDBACK_ABSOLUTE_ERROR", "FEEDBACK_CORRECT", "FEEDBACK_SQUARED_ERROR",
+           "JS_DISTANCE", "MATCHED", "MODEL_INFO", "MODEL_INFO_LABELS", "MODEL_LOADED",
+           "OTHER_BIN", "OTHER_CLASS", "OUTCOME_LABEL", "PREDICTIONS", "PREDICTION_FEATURE",
+           "PREDICTION_VALUE", "PSI", "PSI_EPSILON", "REGISTRY_REQUESTS",
+           "REGISTRY_REQUEST_DURATION", "REGISTRY_STATUS_LABEL", "REQUESTS", "REQUEST_DURATION",
+           "RETRAIN_LAST_SUCCESS", "RETRAIN_RUNS", "RETRAIN_STARTED", "STATISTIC_LABEL",
+           "SUCCEEDED", "UNMATCHED"]
 
 REQUESTS = "mlops_requests"
 """Counter: scoring requests (``/invocations`` and V2 inference), by `CODE_LABEL`."""
@@ -41,6 +45,52 @@ DRIFT_REFERENCE = "mlops_drift_reference_ratio"
 `DRIFT_OBSERVATIONS`."""
 MODEL_INFO = "mlops_model_info"
 """Gauge (1): the model being served, by `MODEL_INFO_LABELS`."""
+MODEL_LOADED = "mlops_model_loaded"
+"""Gauge: 1 while the server serves its model, 0 while it waits for it (an alias not promoted
+yet, the model being fetched or loaded): a waiting server answers ``/metrics`` too."""
+PREDICTION_FEATURE = "__prediction__"
+"""The `FEATURE_LABEL` value of the model's output in the drift series: the predictions'
+distribution is scored against the one on the training data as an input feature's is (PSI
+for a regression model's values, Jensen-Shannon distance for a classifier's classes)."""
+
+FEEDBACK = "mlops_feedback"
+"""Counter: delayed labels received on ``/feedback``, one per predicted row, by
+`OUTCOME_LABEL`: `MATCHED` (the prediction was in this server's window) or `UNMATCHED`."""
+FEEDBACK_CORRECT = "mlops_feedback_correct"
+"""Counter: matched labels equal to the predicted class (classification); with
+`FEEDBACK` ``{outcome="matched"}`` it gives the live accuracy."""
+FEEDBACK_ABSOLUTE_ERROR = "mlops_feedback_absolute_error"
+"""Counter: the sum of ``|label - prediction|`` over matched values (regression): the live
+mean absolute error with `FEEDBACK` ``{outcome="matched"}``."""
+FEEDBACK_SQUARED_ERROR = "mlops_feedback_squared_error"
+"""Counter: the sum of ``(label - prediction)^2`` over matched values (regression)."""
+OUTCOME_LABEL = "outcome"
+"""How a feedback label or a retrain run ended."""
+MATCHED = "matched"
+"""Feedback whose prediction was found (by request id and row) in this server's window."""
+UNMATCHED = "unmatched"
+"""Feedback whose prediction was not found: expired from the window, answered by another
+replica or worker, or never issued. Matching is independent of correctness, so the matched
+share is an unbiased sample."""
+
+RETRAIN_RUNS = "mlops_retrain_runs"
+"""Counter (`mlops schedule`): finished runs of the scheduled command, by `OUTCOME_LABEL`:
+`SUCCEEDED` (exit 0, whatever the gates decided) or `FAILED` (after its retries)."""
+RETRAIN_LAST_SUCCESS = "mlops_retrain_last_success_timestamp_seconds"
+"""Gauge (`mlops schedule`): when the last successful run ended, Unix seconds; 0 before one."""
+RETRAIN_STARTED = "mlops_retrain_scheduler_start_timestamp_seconds"
+"""Gauge (`mlops schedule`): when the scheduler started, Unix seconds (a schedule is overdue
+only once two intervals have passed since the later of this and the last success)."""
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+REGISTRY_REQUESTS = "mlflow_http_request"
+"""Counter of the MLflow server run with ``--expose-prometheus`` (prometheus-flask-exporter,
+prefix ``mlflow``): HTTP requests by ``method`` and `REGISTRY_STATUS_LABEL`."""
+REGISTRY_REQUEST_DURATION = "mlflow_http_request_duration_seconds"
+"""Histogram of the MLflow server: seconds per HTTP request."""
+REGISTRY_STATUS_LABEL = "status"
+"""The HTTP status label of `REGISTRY_REQUESTS`."""
 
 CODE_LABEL = "code"
 """The HTTP status answered."""
