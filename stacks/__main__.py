@@ -56,7 +56,8 @@ class EnvironmentConfig(BaseModel):
     registry: dict[str, Any] = Field(default_factory=dict)
     services: dict[str, dict[str, Any]] = Field(default_factory=dict)
     retrain: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # MonitoringStack's inputs (it watches every service); unset, no monitoring.
+    # MonitoringStack's inputs (it watches every service, the registry and every retrain
+    # schedule); unset, no monitoring.
     monitoring: dict[str, Any] | None = None
     # Set with `pulumi config set --secret databaseUri ...` when registry.database is external.
     database_uri: object | None = None
@@ -194,8 +195,12 @@ pulumi.export("retrain_schedules", {name: r.schedule for name, r in retrain.item
 
 if cfg.monitoring is not None and services:
     entry = ConfigInputs.read("mlops:monitoring", mlops.MonitoringStackArgs, cfg.monitoring,
-                              given={"target": target_key, "services": "mlops:services"})
+                              given={"target": target_key, "services": "mlops:services",
+                                     "registry": "mlops:registry",
+                                     "retrain": "mlops:retrain"})
     with _under_config_keys(entry.key):
         monitoring = mlops.MonitoringStack("monitoring", target=target,
-                                           services=list(services.values()), **entry.inputs)
+                                           services=list(services.values()),
+                                           registry=registry,
+                                           retrain=list(retrain.values()), **entry.inputs)
     pulumi.export("prometheus_url", monitoring.external_prometheus_url)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.plans.image import RuntimeImageArgs
     from pulumi_mlops.plans.image_registry import ImageRegistry
-    from pulumi_mlops.plans.monitoring import DriftAlerts, Prometheus, Slo
+    from pulumi_mlops.plans.monitoring import DriftAlerts, Prometheus, Quality, Slo
     from pulumi_mlops.plans.monitoring_stack import MonitoringStackArgs
     from pulumi_mlops.plans.registry import (
         Database,
@@ -61,6 +61,7 @@ _EXPORTS = {
     "Peer": "pulumi_mlops.plans.registry",
     "Permission": "pulumi_mlops.plans.registry",
     "Prometheus": "pulumi_mlops.plans.monitoring",
+    "Quality": "pulumi_mlops.plans.monitoring",
     "RegistryEndpoint": "pulumi_mlops.plans.registry_ref",
     "RegistryIngress": "pulumi_mlops.plans.registry",
     "Resources": "pulumi_mlops.plans.workload",
@@ -94,6 +95,7 @@ __all__ = [
     "Peer",
     "Permission",
     "Prometheus",
+    "Quality",
     "RegistryEndpoint",
     "RegistryIngress",
     "Resources",

@@ -87,7 +87,9 @@ def _serve(ns: argparse.Namespace) -> int:
             header_timeout=ns.header_timeout, body_timeout=ns.body_timeout,
             keep_alive_timeout=ns.keep_alive_timeout,
             prediction_timeout=ns.prediction_timeout or None,
-            max_class_labels=ns.max_class_labels)
+            max_class_labels=ns.max_class_labels,
+            feedback_window_ids=ns.feedback_window_ids,
+            feedback_window_rows=ns.feedback_window_rows)
     except ValueError as err:
         print(f"mlops serve: {str(err).replace('_', '-')}", file=sys.stderr)
         return 2
@@ -132,11 +134,16 @@ def _schedule(ns: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: --cron: {err}", file=sys.stderr)
         return 2
+    if not 0 <= ns.metrics_port < 65536:
+        print(f"error: --metrics-port must be a TCP port, or 0 for none (got {ns.metrics_port})",
+              file=sys.stderr)
+        return 2
     return Scheduler(ScheduleOptions(
         cron=cron, command=tuple(command), timeout=ns.timeout, retries=ns.retries,
         starting_deadline=ns.starting_deadline, suspend=ns.suspend,
         run_at_start=ns.run_at_start, heartbeat=heartbeat,
         heartbeat_interval=ns.heartbeat_interval, kill_grace=ns.kill_grace,
+        metrics_port=ns.metrics_port or None, metrics_host=ns.host,
     )).run()
 
 
@@ -237,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="serve a registered MLflow model (MLflow scoring protocol, Prometheus metrics)",
         description="Serve an MLflow pyfunc model: MLflow's scoring protocol (/invocations, "
-        "/ping, /health, /version), the Open Inference Protocol (/v2/...) and /metrics. "
+        "/ping, /health, /version), the Open Inference Protocol (/v2/...), /metrics and "
+        "/feedback (delayed labels). "
         "Tracking server and credentials come from MLFLOW_TRACKING_URI, "
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.",
     )
@@ -277,6 +285,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-class-labels", type=int, default=limits.max_class_labels,
                        help="distinct predicted classes labelled in mlops_predictions_total; "
                        "further ones count as __other__ (default: %(default)s)")
+    serve.add_argument("--feedback-window-ids", type=int, default=limits.feedback_window_ids,
+                       help="recent answers (request ids) whose predictions a worker keeps for "
+                       "POST /feedback, oldest dropped first; 0 keeps none "
+                       "(default: %(default)s)")
+    serve.add_argument("--feedback-window-rows", type=int, default=limits.feedback_window_rows,
+                       help="predicted rows those answers may hold together, oldest dropped "
+                       "first; 0 keeps none (default: %(default)s)")
     serve.add_argument("--drain-seconds", type=float, default=d.drain_seconds,
                        help="after SIGTERM keep serving this long with health 503 "
                        "(default: %(default)s)")
@@ -318,7 +333,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run COMMAND at every slot of a five-field cron expression (UTC), one run "
         "at a time: slots that pass during a run are skipped. Each run gets "
         "MLOPS_SCHEDULE_SLOT (the slot, ISO 8601). A heartbeat file is kept fresh; "
-        "`mlops schedule --check` exits 1 when it is stale (a container healthcheck).",
+        "`mlops schedule --check` exits 1 when it is stale (a container healthcheck). "
+        "GET /metrics on --host:--metrics-port serves the runs' outcomes for Prometheus "
+        "(a run started by hand, e.g. with `docker exec`, is not the scheduler's and is not "
+        "counted).",
         usage="mlops schedule --cron EXPR [options] -- COMMAND...  |  mlops schedule --check",
     )
     schedule.add_argument("--cron", help="five-field cron expression, e.g. '0 3 * * *'")
@@ -341,6 +359,14 @@ def _parser() -> argparse.ArgumentParser:
                           help="heartbeat file (default: %(default)s)")
     schedule.add_argument("--heartbeat-interval", type=float, default=30.0,
                           help="seconds between heartbeats (default: %(default)s)")
+    from pulumi_mlops.runtime.scheduler import ScheduleOptions as _ScheduleOptions
+
+    sd = _ScheduleOptions(cron="* * * * *", command=("true",))
+    schedule.add_argument("--host", default=sd.metrics_host,
+                          help="bind address of GET /metrics (default: %(default)s)")
+    schedule.add_argument("--metrics-port", type=int, default=sd.metrics_port,
+                          help="port of GET /metrics, the runs' Prometheus counters and "
+                          "timestamps; 0 for none (default: %(default)s)")
     schedule.add_argument("--check", action="store_true",
                           help="exit 0 when the heartbeat is fresh, 1 when not; run nothing")
     schedule.add_argument("--max-age", type=float, default=120.0,

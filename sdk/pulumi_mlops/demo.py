@@ -8,7 +8,10 @@ model itself, logs it with its input example and drift profile and registers it 
 alias the services name. The program is then rendered again with ``MLFLOW_TRACKING_URI``
 pointing at the running registry, as `pulumi preview` would be run, so each alias is pinned to
 the version it names. Each service's rendered ``mlops serve`` command is started and sent
-predictions.
+predictions. A MonitoringStack's standalone Prometheus is then started from its rendered
+workload, scraping the registry and the services (a retrain scheduler does not run here: the
+demo runs the job once), and the demo prints its URL with queries showing drift and live
+quality.
 
 Each step prints a line when it starts, and the retrain job's stages as they finish. Whatever
 cannot run here (a registry whose database runs in the target, a service of a registry the
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from pulumi_mlops.components.monitoring import MonitoringStack
 from pulumi_mlops.components.registry import ModelRegistry
 from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
@@ -386,9 +390,9 @@ def _register_models(services: list[ModelService], registries: Mapping[str, _Reg
 
 def _serve(service: ModelService, registries: Mapping[str, _Registry],
            registered: _Models, stack: ExitStack, root: Path,
-           ports: set[int], progress: _Progress) -> list[str]:
+           ports: set[int], progress: _Progress, hosts: dict[str, str]) -> list[str]:
     """Start each track of the service from its rendered command and send it predictions;
-    the problems found."""
+    the problems found. Adds each started track's in-network address to ``hosts``."""
     problems: list[str] = []
     for track in service.plan.tracks:
         label = f"{service.plan.name}/{track.track}" if len(service.plan.tracks) > 1 else (
@@ -424,6 +428,7 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
             hosts=registry.hosts()))
         progress.ran.append(label)
         ports.add(workload.port)
+        hosts[f"{track.object_name}:{workload.port}"] = urlsplit(running.url).netloc
         found, served, predictions = _smoke_test(running.url, track.model.name)
         pinned = ("pinned at render" if track.model.version
                   else "alias resolved at start-up")
@@ -438,6 +443,43 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
               f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}\n"
               f"  logs: {running.log_path}", flush=True)
         problems += [f"{label}: {p}" for p in found]
+    return problems
+
+
+def _monitor(recording: Recording, hosts: Mapping[str, str], stack: ExitStack, root: Path,
+             progress: _Progress) -> list[str]:
+    """Start each standalone Prometheus of the recording from its rendered workload, scraping
+    what runs here (``hosts``: in-network address to local one); the problems found."""
+    problems: list[str] = []
+    for monitoring in (c for c in recording.components if isinstance(c, MonitoringStack)):
+        workload = monitoring.plan.prometheus
+        if workload is None:
+            progress.skip(monitoring.plan.name, "it declares no Prometheus of its own "
+                          "(operator mode: the cluster's Prometheus evaluates its rules)")
+            continue
+        if shutil.which(workload.command[0]) is None:
+            progress.skip(workload.name, "Prometheus is not installed here "
+                          "(scripts/system-deps.sh installs Debian's package)")
+            continue
+        assert workload.port is not None
+        listen = {f"0.0.0.0:{workload.port}": f"127.0.0.1:{workload.port}"}
+        progress.step(f"starting Prometheus `{workload.name}` with the generated rules")
+        running = stack.enter_context(run_workload(workload, {}, root / workload.name,
+                                                   hosts={**hosts, **listen}))
+        progress.ran.append(workload.name)
+        targets = [t.address for t in monitoring.plan.scraped]
+        here = [t for t in targets if t in hosts]
+        queries = {"drift of every feature, all replicas (PSI / Jensen-Shannon)":
+                   "mlops:feature_drift:score",
+                   "live accuracy from /feedback labels": "mlops:live_accuracy:ratio"}
+        print(f"{workload.name}: up at {running.url}, scraping {', '.join(here) or 'nothing'}"
+              + (f" (not running here: {', '.join(sorted(set(targets) - set(here)))})"
+                 if set(targets) - set(here) else "")
+              + "\n" + "".join(f"  {what}: {running.url}/graph?g0.expr={quote(expr)}\n"
+                                for what, expr in queries.items())
+              + f"  logs: {running.log_path}", flush=True)
+        if not here:
+            problems.append(f"{workload.name}: none of its targets runs here")
     return problems
 
 
@@ -515,6 +557,7 @@ def _run(cwd: Path, stack: str, recording: Recording, root: Path, progress: _Pro
                                                     progress, check=check)
         registered = {**retrained,
                       **_register_models(services, registries, root, retrained, progress)}
+        rendered = recording
         if services and len(registries) == 1:
             # Rendered as `pulumi preview` would be with the registry reachable: every
             # alias is pinned to the version it names now.
@@ -523,14 +566,19 @@ def _run(cwd: Path, stack: str, recording: Recording, root: Path, progress: _Pro
                           "`pulumi preview` would (pins each alias to its version)")
             try:
                 with _environ(registry.env()):
-                    services = _services(record_program(cwd, stack, preview=True))
+                    rendered = record_program(cwd, stack, preview=True)
+                services = _services(rendered)
             except ValidationError as err:
                 # As `pulumi preview` would fail: an alias the registry does not have.
                 print(f"rendered again against {registry.url}: {err}\n"
                       "  serving from the first render (aliases resolved at start-up)")
         ports = {urlsplit(r.url).port or 0 for r in registries.values()}
+        hosts = {k: v for r in registries.values() for k, v in r.hosts().items()}
         for service in services:
-            problems += _serve(service, registries, registered, stack_, root, ports, progress)
+            problems += _serve(service, registries, registered, stack_, root, ports, progress,
+                               hosts)
+        # Once there is traffic to scrape.
+        problems += _monitor(rendered, hosts, stack_, root, progress)
         for problem in retrain_problems:
             print(f"retrain check failed: {problem}")
         for problem in problems:

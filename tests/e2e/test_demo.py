@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int]:
+def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int, int]:
     """A copy of the repository's project with the dev stack on free ports (so parallel runs
-    coexist); returns it with the registry's and the service's port."""
+    coexist); returns it with the registry's, the service's and Prometheus' port."""
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True)
     (project / "Pulumi.yaml").write_text((REPO / "Pulumi.yaml").read_text())
@@ -31,13 +31,14 @@ def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int]:
     (project / "stacks" / "__main__.py").write_text(
         (REPO / "stacks" / "__main__.py").read_text())
     config = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
-    registry_port, service_port = free_port(), free_port()
+    registry_port, service_port, prometheus_port = free_port(), free_port(), free_port()
     config["config"]["mlops:registry"]["port"] = registry_port
     config["config"]["mlops:services"]["cancer"]["port"] = service_port
+    config["config"]["mlops:monitoring"]["prometheus"]["port"] = prometheus_port
     if edit is not None:
         edit(config["config"])
     (project / "stacks" / "Pulumi.dev.yaml").write_text(yaml.safe_dump(config))
-    return project, registry_port, service_port
+    return project, registry_port, service_port, prometheus_port
 
 
 def _predictions(out: str) -> list[int]:
@@ -54,7 +55,7 @@ RETRAINED = ("retrain cancer: version 1 registered as `challenger`; PROMOTED to 
 def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project, registry_port, service_port = _project(tmp_path)
+    project, registry_port, service_port, prometheus_port = _project(tmp_path)
 
     assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 0
     out = capsys.readouterr().out
@@ -85,6 +86,12 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     predictions = _predictions(out)
     assert len(predictions) == 5 and set(predictions) <= {0, 1}
     assert "check failed" not in out and "smoke test failed" not in out
+    # Prometheus last, from its rendered workload, scraping what runs here.
+    assert (f"monitoring-prometheus: up at http://127.0.0.1:{prometheus_port}, scraping "
+            f"registry-mlflow:{registry_port}, cancer:{service_port} (not running here: "
+            "cancer-nightly-retrain:") in out
+    assert out.index(server_up) < out.index("monitoring-prometheus: up at")
+    assert "/graph?g0.expr=mlops%3Afeature_drift%3Ascore" in out
 
 
 def test_demo_trains_the_model_itself_when_no_schedule_retrains_it_and_leaves_no_folder(
@@ -93,7 +100,7 @@ def test_demo_trains_the_model_itself_when_no_schedule_retrains_it_and_leaves_no
     def no_retrain(config: dict[str, Any]) -> None:
         del config["mlops:retrain"]
 
-    project, _, service_port = _project(tmp_path, no_retrain)
+    project, _, service_port, _ = _project(tmp_path, no_retrain)
     temp = tmp_path / "tmp"
     temp.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(temp))
@@ -115,7 +122,7 @@ def test_demo_serves_a_pinned_version_it_did_not_register_only_with_a_reason(
     def pin_version_7(config: dict[str, Any]) -> None:
         config["mlops:services"]["cancer"]["modelUri"] = "models:/cancer/7"
 
-    project, _, service_port = _project(tmp_path, pin_version_7)
+    project, _, service_port, _ = _project(tmp_path, pin_version_7)
 
     assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 0
     out = capsys.readouterr().out
@@ -131,7 +138,7 @@ def test_demo_check_fails_when_the_retrain_does_not_promote(
     def unreachable_gate(config: dict[str, Any]) -> None:
         config["mlops:retrain"]["cancer-nightly"]["gates"]["min"] = {"roc_auc": 0.9999}
 
-    project, _, service_port = _project(tmp_path, unreachable_gate)
+    project, _, service_port, _ = _project(tmp_path, unreachable_gate)
 
     assert run_demo(project, "dev", workdir=tmp_path / "run", check=True) == 1
     out = capsys.readouterr().out

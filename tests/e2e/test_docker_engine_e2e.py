@@ -334,11 +334,29 @@ def test_prometheus_scrapes_the_service_and_evaluates_every_rule(
     _wait_for("no drift rows recorded",
               lambda: _prometheus('mlops:drift_rows:increase{service="cancer"} > 0'), 120,
               stack, ("monitoring-prometheus",))
+    # The registry's own metrics (MLflow's --expose-prometheus) and the retrain scheduler's,
+    # whose run at start succeeded; the service reports its model loaded.
+    for promql in ('up{registry="registry"} == 1', 'mlflow_http_request_total{status="200"}',
+                   f'up{{schedule="{RETRAIN}"}} == 1',
+                   f'mlops_retrain_runs_total{{schedule="{RETRAIN}",outcome="succeeded"}} >= 1',
+                   f'mlops_retrain_last_success_timestamp_seconds{{schedule="{RETRAIN}"}} > 0',
+                   'mlops_model_loaded{service="cancer"} == 1'):
+        _wait_for(f"no {promql}", lambda q=promql: _prometheus(q), 120, stack,
+                  ("monitoring-prometheus",))
     status, body = _http(f"{PROMETHEUS_URL}/api/v1/rules")
     assert status == 200
-    rules = [r for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
+    groups = json.loads(body)["data"]["groups"]
+    assert {g["name"] for g in groups} == {"mlops-service-cancer", "mlops-registry-registry",
+                                           f"mlops-retrain-{RETRAIN}"}
+    rules = [r for g in groups for r in g["rules"]]
     assert rules and all(r["health"] == "ok" for r in rules), [
         (r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"]
+    # Nothing is wrong: no alert fires. (One may be pending for a moment: the service waited
+    # for its model while Prometheus started.)
+    status, body = _http(f"{PROMETHEUS_URL}/api/v1/alerts")
+    assert status == 200
+    alerts = json.loads(body)["data"]["alerts"]
+    assert [a for a in alerts if a["state"] == "firing"] == [], alerts
 
 
 def test_retrain_runs_on_demand_and_moves_champion(stack: DockerStack,

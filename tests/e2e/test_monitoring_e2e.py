@@ -20,21 +20,27 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pytest
+import requests
 from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_breast_cancer
 
 from pulumi_mlops.local import run_workload
 from pulumi_mlops.plans.dashboards import dashboards, panel_queries
 from pulumi_mlops.plans.monitoring import (
+    PROMETHEUS_REGISTRY_PASSWORD,
+    SCRAPE_PASSWORD,
     DriftAlerts,
     Prometheus,
+    Quality,
     Scraped,
     Slo,
     prometheus_workload,
     rule_groups,
 )
 from pulumi_mlops.runtime.drift import DriftMonitor, load_profile
-from pulumi_mlops.runtime.drift.profile import build_profile
+from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 from tests.e2e.test_service_e2e import (
@@ -51,6 +57,14 @@ from tests.e2e.test_service_e2e import (
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DRIFT = DriftAlerts(window="5m", min_rows=10)
+QUALITY = Quality(min_accuracy=0.5, window="5m", min_labels=10)
+# Dashboard series with no data here, and where they are checked.
+NOT_HERE = {
+    "mlops:live_mean_absolute_error:ratio": "a regressor's (tests/e2e/test_serve_feedback_e2e.py "
+                                            "for the counters, promtool for the rule)",
+    "mlops_retrain_": "a retrain scheduler's (tests/e2e/test_docker_engine_e2e.py)",
+    "kube_cronjob_": "kube-state-metrics' (Kubernetes; promtool tests)",
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +82,21 @@ def _query(url: str, promql: str, at: float | None = None) -> list[dict[str, Any
         body = json.load(response)
     assert body["status"] == "success", body
     return list(body["data"]["result"])
+
+
+def _predict_and_label(url: str, rows: Any, labels: Any) -> tuple[list[int], int]:
+    """Score ``rows``, then post their true ``labels`` to /feedback with the answer's request
+    id; (the predictions, how many are right)."""
+    body = '{"dataframe_split": ' + rows.to_json(orient="split", index=False) + "}"
+    answer = requests.post(url + "/invocations", data=body, timeout=30,
+                           headers={"Content-Type": "application/json"})
+    assert answer.status_code == 200, answer.text
+    predictions = answer.json()["predictions"]
+    feedback = requests.post(url + "/feedback", timeout=30, json={
+        "request_id": answer.headers["X-Request-Id"], "labels": [int(v) for v in labels]})
+    assert feedback.status_code == 200, feedback.text
+    assert feedback.json() == {"matched": len(rows), "unmatched": 0}
+    return predictions, sum(int(p == y) for p, y in zip(predictions, labels, strict=True))
 
 
 def _rules(url: str) -> list[dict[str, Any]]:
@@ -90,6 +119,7 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
         store: Registry, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
     x = _features()
+    _, y = load_breast_cancer(return_X_y=True, as_frame=True)
     calm = x.sample(300, random_state=1)
     shifted = x.sample(200, random_state=2) * 1.5  # the other replica's traffic drifted
     with serving(render("docker", store, port=ports[0], resolver=resolver_for(store)), store,
@@ -99,40 +129,59 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
         targets = [Scraped("mlops-service", f"{MODEL}-{name}:{port}",
                            {"service": MODEL, "track": "stable", "version": "1"})
                    for name, port in zip("ab", ports, strict=True)]
+        # The registry, run from the command its plan renders, scraped as its admin.
+        registry_port = int(urllib.parse.urlsplit(store.url).port or 0)
+        targets.append(Scraped("mlops-registry", f"registry-mlflow:{registry_port}",
+                               {"registry": "registry"}, username=store.username,
+                               password_file=PROMETHEUS_REGISTRY_PASSWORD, interval="1s"))
         # Scraped every 100 ms: increase() extrapolates each replica's counters to the
         # window's end by up to one interval, at each replica's own phase; over a 25 s history
         # that skews the two replicas' weights by under 0.5 %.
         prometheus = Prometheus.standalone(port=free_port(), scrape_interval="100ms")
-        workload = prometheus_workload("mon", prometheus, targets,
-                                       rule_groups([MODEL], Slo(latency_p99_ms=250), DRIFT))
+        workload = prometheus_workload("mon", prometheus, targets, rule_groups(
+            [MODEL], Slo(latency_p99_ms=250), DRIFT, QUALITY, "registry"))
         hosts = {f"{MODEL}-{n}:{p}": f"127.0.0.1:{p}" for n, p in zip("ab", ports, strict=True)}
         hosts[f"0.0.0.0:{prometheus.port}"] = f"127.0.0.1:{prometheus.port}"
-        with run_workload(workload, {}, tmp_path / "prometheus", hosts=hosts,
-                          timeout=60) as running:
+        hosts[f"registry-mlflow:{registry_port}"] = f"127.0.0.1:{registry_port}"
+        with run_workload(workload, {SCRAPE_PASSWORD: store.password}, tmp_path / "prometheus",
+                          hosts=hosts, timeout=60) as running:
             url = running.url
             started = time.monotonic()
             _wait("both replicas up", lambda: len(_query(url, 'up{service="cancer"} == 1')) == 2)
             up_at = time.time()
             time.sleep(1)  # scrapes of the counters at zero: the window starts there
-            for start in range(0, len(calm), 50):
-                predict(a.url, calm.iloc[start:start + 50])
-            for start in range(0, len(shifted), 50):
-                predict(b.url, shifted.iloc[start:start + 50])
+            answers = {"calm": [predict(a.url, calm.iloc[i:i + 50])
+                                for i in range(0, len(calm), 50)],
+                       "shifted": [predict(b.url, shifted.iloc[i:i + 50])
+                                   for i in range(0, len(shifted), 50)]}
+            # Delayed labels for 120 more rows, to both replicas.
+            right = judged = 0
+            labelled = x.sample(120, random_state=3)
+            answers["labelled"] = []
+            for i, start in enumerate(range(0, len(labelled), 20)):
+                rows = labelled.iloc[start:start + 20]
+                predicted, r = _predict_and_label((a, b)[i % 2].url, rows, y.loc[rows.index])
+                answers["labelled"].append(predicted)
+                right, judged = right + r, judged + len(rows)
 
             def scores() -> dict[str, float]:
                 found = _query(url, 'mlops:feature_drift:score{service="cancer"}')
                 rows = _query(url, 'mlops:drift_rows:increase{service="cancer"}')
-                complete = rows and all(float(r["value"][1]) >= 499 for r in rows)
+                complete = rows and all(float(r["value"][1]) >= 619 for r in rows)
                 return {r["metric"]["feature"]: float(r["value"][1])
                         for r in found} if complete else {}
 
             time.sleep(max(0.0, 25 - (time.monotonic() - started)))
             prom = _wait("drift scores of all the traffic", scores, timeout=60)
-            profile = load_profile(build_profile(x))
+            # The profile the registered version logged: the inputs, and its predictions.
+            run = MlflowClient().get_model_version(MODEL, "1").run_id
+            profile = load_profile(mlflow.artifacts.load_dict(
+                f"runs:/{run}/{PROFILE_ARTIFACT_PATH}"))
             merged, alone = DriftMonitor(profile, window=10_000), DriftMonitor(profile)
-            merged.observe_columns(calm)
-            merged.observe_columns(shifted)
-            alone.observe_columns(shifted)
+            for name, frame in (("calm", calm), ("shifted", shifted), ("labelled", labelled)):
+                merged.observe_columns(frame, predictions=np.concatenate(answers[name]))
+            alone.observe_columns(shifted, predictions=np.concatenate(answers["shifted"]))
+            assert "__prediction__" in merged.scores()
             expected = merged.scores()
             assert set(prom) == set(expected)
             for feature, value in expected.items():
@@ -153,6 +202,16 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
             # (That it is 0, not missing, without 5xx: tests/unit/test_monitoring_rules.py.)
             assert _query(url, 'mlops:sli_error:ratio_rate5m{slo="availability"}')
 
+            # Live quality: the accuracy of the labelled rows over both replicas.
+            accuracy = _query(url, 'mlops:live_accuracy:ratio{service="cancer"}')
+            assert [float(r["value"][1]) for r in accuracy] == [
+                pytest.approx(right / judged, rel=0.02)]
+            labels = _query(url, 'mlops:feedback_matched:increase{service="cancer"}')
+            assert float(labels[0]["value"][1]) == pytest.approx(judged, rel=0.02)
+            # The registry, scraped as its admin: up, its requests counted by status.
+            assert _query(url, 'up{registry="registry"} == 1')
+            assert _query(url, 'mlflow_http_request_total{registry="registry",status="200"}')
+
             # Every dashboard query evaluates and returns data, finite numbers but for the
             # predicted values' quantiles, NaN for a classifier, which predicts classes, not
             # values. The rate window covers the whole run: the traffic was sent at its start,
@@ -164,6 +223,8 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
                     at = up_at + 5 if "offset 2m" in expr else None
                     found = _query(url, expr.replace("$__rate_interval", "10m")
                                    .replace("$service", MODEL), at)
+                    if any(series in expr for series in NOT_HERE):
+                        continue  # evaluated without error; no data to expect
                     assert found, expr
                     values = [float(r["value"][1]) for r in found]
                     if "mlops_prediction_value" not in expr:

@@ -10,15 +10,21 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
+from pulumi_mlops.contracts.metrics import (
+    REGISTRY_REQUEST_DURATION,
+    REGISTRY_REQUESTS,
+    REGISTRY_STATUS_LABEL,
+)
 from tests.e2e.registry import BACKENDS, Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -78,3 +84,60 @@ def test_model_version_source_outside_the_registry_is_refused(registry: Registry
     client.create_registered_model("foreign")
     with pytest.raises(MlflowException, match="Invalid model version source"):
         client.create_model_version("foreign", source="file:///etc/passwd")
+
+
+def scrape(registry: Registry) -> dict[str, Metric]:
+    """The registry's /metrics, scraped as the admin: family name → family."""
+    response = requests.get(registry.url + "/metrics", auth=("admin", registry.password),
+                            timeout=10)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    return {f.name: f for f in text_string_to_metric_families(response.text)}
+
+
+def requests_by_status(families: dict[str, Metric]) -> dict[str, float]:
+    """`REGISTRY_REQUESTS` summed by `REGISTRY_STATUS_LABEL` (none before a first request:
+    the multiprocess collector exports only series some worker has written)."""
+    totals: dict[str, float] = {}
+    counter = families.get(REGISTRY_REQUESTS)
+    for sample in counter.samples if counter is not None else ():
+        assert sample.name == REGISTRY_REQUESTS + "_total"
+        assert set(sample.labels) == {"method", REGISTRY_STATUS_LABEL}
+        status = sample.labels[REGISTRY_STATUS_LABEL]
+        totals[status] = totals.get(status, 0.0) + sample.value
+    return totals
+
+
+def test_metrics_count_api_requests_by_status_across_workers(registry: Registry) -> None:
+    before = requests_by_status(scrape(registry))
+    for _ in range(6):  # more than the plan's two workers, so that both likely answer some
+        ok = requests.get(registry.url + SEARCH, auth=("admin", registry.password), timeout=10)
+        assert ok.status_code == 200
+    assert requests.get(registry.url + SEARCH, timeout=10).status_code == 401
+    assert requests.get(registry.url + "/health", timeout=10).status_code == 200
+
+    families = scrape(registry)
+    after = requests_by_status(families)
+
+    assert families[REGISTRY_REQUESTS].type == "counter"
+    assert families[REGISTRY_REQUEST_DURATION].type == "histogram"
+    # /metrics sums every worker's files in the directory the plan mounts; /health and the
+    # scrapes themselves are not counted.
+    assert after.get("200", 0.0) - before.get("200", 0.0) == 6
+    assert after.get("401", 0.0) - before.get("401", 0.0) == 1
+    assert any(registry.running.log_path.parent.joinpath("metrics").glob("counter_*.db"))
+
+
+def test_metrics_need_admin_credentials_as_the_api_does(registry: Registry) -> None:
+    # MLflow's basic-auth app lets only /health, /static, /favicon.ico and server-info through.
+    assert requests.get(registry.url + "/metrics", timeout=10).status_code == 401
+    wrong = requests.get(registry.url + "/metrics", auth=("admin", "x" * 20), timeout=10)
+    assert wrong.status_code == 401
+    created = requests.post(registry.url + "/api/2.0/mlflow/users/create",
+                            json={"username": "scraper", "password": "s" * 20},
+                            auth=("admin", registry.password), timeout=10)
+    assert created.status_code == 200
+    # A user who is not an admin is refused too: no permission governs /metrics, and the
+    # basic-auth app refuses what none governs (MLFLOW_BASIC_AUTH_FAIL_CLOSED, on by default).
+    not_admin = requests.get(registry.url + "/metrics", auth=("scraper", "s" * 20), timeout=10)
+    assert not_admin.status_code == 403

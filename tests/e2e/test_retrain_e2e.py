@@ -17,16 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_breast_cancer
 
 from pulumi_mlops import DockerTarget, Gates, RegistryEndpoint
 from pulumi_mlops.local import run_job
 from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
-from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH, load_profile
+from pulumi_mlops.runtime.drift.spec import (
+    PREDICTION_FEATURE,
+    PROFILE_ARTIFACT_PATH,
+    CategoricalFeature,
+    load_profile,
+)
 from pulumi_mlops.runtime.retrain import job
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.config_file import config_digest
+from pulumi_mlops.runtime.retrain.data import load_dataset, split
 from pulumi_mlops.runtime.retrain.job import (
     EXIT_CONFIG_CHANGED,
     EXIT_FAILED,
@@ -121,8 +129,21 @@ def test_first_run_registers_and_promotes_with_lineage_and_profile(
     assert tags["mlops.schedule_slot"] == "slot-1"
     assert tags["mlops.gates_passed"] == "true"
     assert tags["mlops.outcome"] == "promoted"
-    profile = mlflow.artifacts.load_dict(f"runs:/{tags['mlops.run_id']}/{PROFILE_ARTIFACT_PATH}")
-    assert len(load_profile(profile).features) == 30
+    profile = load_profile(mlflow.artifacts.load_dict(
+        f"runs:/{tags['mlops.run_id']}/{PROFILE_ARTIFACT_PATH}"))
+    # The 30 input columns, then the classifier's predictions of the holdout rows: classes.
+    assert len(profile.features) == 31
+    assert profile.numeric_inputs == tuple(load_breast_cancer(as_frame=True).data.columns)
+    assert list(profile.features)[-1] == PREDICTION_FEATURE
+    assert isinstance(profile.prediction, CategoricalFeature)
+    config = RetrainConfig.model_validate(
+        {"model_name": MODEL, "dataset": "sklearn:breast_cancer", "gates": GATES,
+         "estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 5000}})
+    dataset = load_dataset(config.dataset, config.target_column)
+    holdout = split(dataset, config.holdout_fraction, config.seed, "classification").x_holdout
+    predicted = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(holdout)
+    assert dict(profile.prediction.frequencies) == pytest.approx(
+        {str(c): float(np.mean(predicted == c)) for c in np.unique(predicted)})
     run = MlflowClient().get_run(tags["mlops.run_id"])
     assert run.data.metrics["roc_auc"] > 0.9
     assert run.data.params["max_iter"] == "5000"

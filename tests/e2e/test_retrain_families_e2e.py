@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,13 +39,27 @@ import skops.io
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from prometheus_client.parser import text_string_to_metric_families
 
 import pulumi_mlops as mlops
 from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
+from pulumi_mlops.contracts.metrics import (
+    BIN_LABEL,
+    DRIFT_OBSERVATIONS,
+    FEATURE_LABEL,
+    OTHER_BIN,
+    PREDICTION_FEATURE,
+)
 from pulumi_mlops.local import run_job, run_workload
 from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
 from pulumi_mlops.render import record, record_program
+from pulumi_mlops.runtime.drift.spec import (
+    PROFILE_ARTIFACT_PATH,
+    CategoricalFeature,
+    NumericFeature,
+    load_profile,
+)
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.data import infer_task, load_dataset, split
 from pulumi_mlops.runtime.retrain.job import EXIT_NOT_PROMOTED, EXIT_PROMOTED
@@ -304,8 +319,78 @@ def test_retrained_version_serves_what_pyfunc_predicts(
     # The job's own loader for the champion loads it too.
     _assert_same_predictions(np.asarray(mlflow.sklearn.load_model(str(local)).predict(rows)),
                              expected)
+    # The job profiled the model's predictions of the holdout rows as the server monitors
+    # them: classes for a classifier, values for a regressor.
+    profile = load_profile(mlflow.artifacts.load_dict(
+        f"runs:/{version.run_id}/{PROFILE_ARTIFACT_PATH}"))
+    reference = profile.prediction
+    assert list(profile.features)[-1] == PREDICTION_FEATURE
+    assert isinstance(reference, CategoricalFeature if family.id.endswith("classification")
+                      else NumericFeature)
+    # Up to the values an ulp away from an edge (a quantile may be one of the values, and
+    # the job's and this process's BLAS may round their last bit differently).
+    slack = _near_edges(reference, expected)
+    np.testing.assert_allclose(np.array(_binned(reference, expected)),
+                               np.array(_shares(reference)) * len(expected), atol=slack + 1e-6)
     with serving(registry, f"models:/{name}/1", tmp_path) as url:
-        _assert_same_predictions(_predict(url, rows), expected)
+        answered = _predict(url, rows)
+        _assert_same_predictions(answered, expected)
+        # The server binned the predictions it answered in the profile's bins: the bins of
+        # what pyfunc predicts, but for a value an ulp away from an edge.
+        served = _served_prediction_counts(url, _binned(reference, answered))
+        assert served == _binned(reference, answered)
+        if slack == 0:
+            assert served == _binned(reference, expected)
+
+
+def _shares(reference: NumericFeature | CategoricalFeature) -> list[float]:
+    if isinstance(reference, NumericFeature):
+        return list(reference.proportions)
+    return [*reference.frequencies.values(), 0.0]
+
+
+def _binned(reference: NumericFeature | CategoricalFeature,
+            predictions: np.ndarray[Any, Any]) -> list[int]:
+    """A plain recount of ``predictions`` in the profile's bins (categorical: the training
+    classes in profile order, then "other")."""
+    if isinstance(reference, NumericFeature):
+        values = predictions.astype(np.float64)
+        bins = np.searchsorted(np.asarray(reference.edges), values, side="left")
+        return np.bincount(bins, minlength=len(reference.edges) + 1).tolist()
+    known = list(reference.frequencies)
+    labels = [str(v) for v in predictions.tolist()]
+    return [labels.count(c) for c in known] + [sum(v not in known for v in labels)]
+
+
+def _near_edges(reference: NumericFeature | CategoricalFeature,
+                predictions: np.ndarray[Any, Any]) -> int:
+    if not isinstance(reference, NumericFeature) or not reference.edges:
+        return 0
+    values = predictions.astype(np.float64)
+    return int(sum(np.isclose(values, e, rtol=1e-9, atol=0).sum() for e in reference.edges))
+
+
+def _served_prediction_counts(url: str, expected: list[int]) -> list[float]:
+    """``mlops_drift_observations_total{feature="__prediction__"}`` per bin, once it equals
+    ``expected`` or after a few seconds (with several workers, another worker's rows reach a
+    scrape within its periodic flush)."""
+    deadline = time.monotonic() + 10
+    while True:
+        page = requests.get(url + "/metrics", timeout=10).text
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(page):
+            for sample in family.samples:
+                if (sample.name == DRIFT_OBSERVATIONS + "_total"
+                        and sample.labels[FEATURE_LABEL] == PREDICTION_FEATURE):
+                    counts[sample.labels[BIN_LABEL]] = sample.value
+        ordered = [counts.get(str(i), -1.0) for i in range(len(expected))]
+        if OTHER_BIN in counts:
+            ordered[-1] = counts[OTHER_BIN]
+        if ordered == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert len(counts) == len(expected), counts
+    return ordered
 
 
 def _assert_same_predictions(actual: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]

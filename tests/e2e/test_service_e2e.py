@@ -65,7 +65,7 @@ def _register(c: float) -> str:
         info = mlflow.sklearn.log_model(
             model, name="model", input_example=x.head(3), registered_model_name=MODEL,
             pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True))
-        mlflow.log_dict(build_profile(x), PROFILE_ARTIFACT_PATH)
+        mlflow.log_dict(build_profile(x, predictions=model.predict(x)), PROFILE_ARTIFACT_PATH)
     return str(info.registered_model_version)
 
 

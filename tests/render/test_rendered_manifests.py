@@ -25,7 +25,7 @@ from pulumi_mlops.render import Recording, record, record_program, unwrap_secret
 from pulumi_mlops.render.manifests import REDACTED
 from tests.checkov import run_checkov
 from tests.recording import secret_values
-from tests.render import gateway_api
+from tests.render import gateway_api, prometheus_operator
 
 REPO = Path(__file__).resolve().parents[2]
 # The Kubernetes version the manifests are validated against (kubernetes-validate is pinned).
@@ -73,6 +73,24 @@ registry=registry, target=plain, model_uri="models:/pricing/1", replicas=3,
             password=pulumi.Output.secret("team-registry-password-1234")))
 
 
+def standalone_monitoring_program() -> None:
+    """A MonitoringStack with a Prometheus of its own on Kubernetes, watching a service with a
+    canary, the registry and a retrain schedule (through kube-state-metrics)."""
+    k8s = mlops.KubernetesTarget(namespace="ml")
+    registry = mlops.ModelRegistry("registry", target=k8s)
+    fraud = mlops.ModelService(
+        "fraud", image=IMAGE, registry=registry, target=k8s, model_uri="models:/fraud/3",
+        rollout=mlops.Rollout.canary("models:/fraud/4", weight=10))
+    nightly = mlops.RetrainSchedule(
+        "nightly", image=IMAGE, registry=registry, target=k8s, schedule="0 3 * * *",
+        model_name="fraud", dataset="sklearn:breast_cancer",
+        estimator="sklearn.linear_model.LogisticRegression")
+    mlops.MonitoringStack(
+        "monitoring", target=k8s, services=[fraud], registry=registry, retrain=[nightly],
+        prometheus=mlops.Prometheus.standalone(
+            kube_state_metrics="kube-state-metrics.kube-system.svc:8080"))
+
+
 def doc_examples(doc: Path) -> list[str]:
     """The ```python blocks of a docs page; each is a complete program."""
     return re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
@@ -88,6 +106,7 @@ def _doc_program(doc: Path, index: int) -> Callable[[], None]:
 # Programs rendered besides the stacks, by name.
 PROGRAMS: dict[str, Callable[[], None]] = {
     "rollouts": rollouts_program,
+    "standalone-monitoring": standalone_monitoring_program,
     **{f"docs-model-service-{i}": _doc_program(SERVICE_DOC, i)
        for i in range(len(doc_examples(SERVICE_DOC)))},
     **{f"docs-retrain-schedule-{i}": _doc_program(RETRAIN_DOC, i)
@@ -149,7 +168,10 @@ def by_kind(rendered: Rendered, kind: str) -> dict[str, dict[str, Any]]:
 
 
 # Custom resources kubernetes-validate has no schema for, and what they are checked against.
-CUSTOM_SCHEMAS = {(gateway_api.API_VERSION, "HTTPRoute"): gateway_api.HTTP_ROUTE_SCHEMA}
+CUSTOM_SCHEMAS = {(gateway_api.API_VERSION, "HTTPRoute"): gateway_api.HTTP_ROUTE_SCHEMA,
+                  (prometheus_operator.API_VERSION, "PodMonitor"): prometheus_operator.POD_MONITOR,
+                  (prometheus_operator.API_VERSION, "PrometheusRule"):
+                      prometheus_operator.PROMETHEUS_RULE}
 
 
 def validate(manifest: dict[str, Any]) -> None:
@@ -194,6 +216,31 @@ def test_kubernetes_stacks_render_the_model_service_objects(k8s_stack: Rendered)
     outputs = k8s_stack.recording.outputs
     assert outputs["endpoints"]["cancer"].startswith("http://cancer.mlops")
     assert outputs["models"]["cancer"]["stable"]["uri"] == "models:/cancer@champion"
+
+
+def test_kubernetes_stacks_declare_their_monitoring_for_the_clusters_operator(
+        k8s_stack: Rendered) -> None:
+    custom = [m for m in k8s_stack.manifests
+              if m["apiVersion"] == prometheus_operator.API_VERSION]
+    monitors = {m["metadata"]["name"]: m for m in custom if m["kind"] == "PodMonitor"}
+    # The service's stable track and the registry's server pods.
+    assert set(monitors) == {"monitoring-cancer", "monitoring-registry-mlflow"}
+    assert all(m["metadata"]["labels"]["release"] == "kube-prometheus-stack" for m in custom)
+    registry = monitors["monitoring-registry-mlflow"]["spec"]
+    assert {"action": "replace", "targetLabel": "registry", "replacement": "registry"} in \
+        registry["podMetricsEndpoints"][0]["relabelings"]
+    (rule,) = [m for m in custom if m["kind"] == "PrometheusRule"]
+    groups = {g["name"]: g for g in rule["spec"]["groups"]}
+    assert set(groups) == {"mlops-service-cancer", "mlops-registry-registry",
+                           "mlops-retrain-cancer-nightly-retrain"}
+    # The CronJob's outcome from kube-state-metrics, in the stack's namespace, a daily schedule
+    # overdue after two days.
+    overdue = next(r for r in groups["mlops-retrain-cancer-nightly-retrain"]["rules"]
+                   if r.get("alert") == "MlopsRetrainOverdue")
+    namespace = k8s_stack.manifests[0]["metadata"]["namespace"]
+    assert f'kube_cronjob_created{{namespace="{namespace}",cronjob="cancer-nightly-retrain"}}' \
+        in overdue["expr"]
+    assert overdue["expr"].endswith("> 172800")
 
 
 def test_every_object_is_valid_against_the_kubernetes_schema(k8s_render: Rendered) -> None:

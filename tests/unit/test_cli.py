@@ -485,7 +485,7 @@ def test_demo_check_of_a_stack_it_cannot_run_fails_saying_what_it_skipped_and_wh
     assert ("cancer-nightly: skipped, its registry "
             "(http://registry-mlflow.mlops-staging.svc.cluster.local:5000) is not one") in out
     assert "cancer: skipped, its registry" in out
-    assert ("nothing ran, so nothing was checked: all 3 workloads of stack 'staging' were "
+    assert ("nothing ran, so nothing was checked: all 4 workloads of stack 'staging' were "
             "skipped") in out
     assert "mlops demo --stack dev" in out
     assert list(temp_root.iterdir()) == []

@@ -573,14 +573,17 @@ def test_a_shared_window_still_slides() -> None:
 
 def test_the_package_re_exports_what_the_job_and_the_server_import() -> None:
     from pulumi_mlops.runtime import drift
-    from pulumi_mlops.runtime.drift import monitor, profile, spec
+    from pulumi_mlops.runtime.drift import monitor, prediction, profile, spec
 
     assert drift.__all__ == sorted(drift.__all__, key=lambda n: (not n.isupper(), n))
     assert {name: getattr(drift, name) for name in drift.__all__} == {
         "DriftMonitor": monitor.DriftMonitor,
+        "PREDICTION_FEATURE": prediction.PREDICTION_FEATURE,
         "PROFILE_ARTIFACT_PATH": spec.PROFILE_ARTIFACT_PATH,
         "build_profile": profile.build_profile,
         "load_profile": spec.load_profile,
+        "prediction_kind": prediction.prediction_kind,
+        "prediction_values": prediction.prediction_values,
     }
 
 

@@ -1,9 +1,8 @@
 """MonitoringStack under Pulumi's mocks: what it declares on each target.
 
 Operator mode's custom resources are checked against the Prometheus Operator's CRD schemas
-(``monitoring.coreos.com/v1``, prometheus-operator v0.93 ``example/prometheus-operator-crd``)
-for the fields we emit, closed like the Gateway API check: a field we start emitting must be
-added here from the CRD first. The PrometheusRule's groups go through ``promtool check rules``.
+(`tests.render.prometheus_operator`). The PrometheusRule's groups go through
+``promtool check rules``.
 """
 
 from __future__ import annotations
@@ -19,62 +18,17 @@ import pytest
 import yaml
 
 import pulumi_mlops as mlops
+from pulumi_mlops._pulumi_compat import is_secret_envelope
 from pulumi_mlops.plans.dashboards import dashboards
-from pulumi_mlops.plans.monitoring import rule_groups
+from pulumi_mlops.plans.monitoring import Schedule, rule_groups
+from pulumi_mlops.plans.monitoring_stack import schedule_interval
 from pulumi_mlops.render import Recording, record, unwrap_secrets
 from tests.recording import RUNTIME_IMAGE
+from tests.render.prometheus_operator import POD_MONITOR, PROMETHEUS_RULE
 
 CUSTOM = "kubernetes:monitoring.coreos.com/v1:{kind}"
 K8S = mlops.KubernetesTarget(namespace="ml")
 
-# --- the CRDs' schemas, for the fields MonitoringStack emits ----------------------------------
-
-_DURATION = (r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
-             r"(([0-9]+)ms)?)$")
-_STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
-
-
-def _closed(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(required),
-            "additionalProperties": False}
-
-
-_METADATA = _closed({"name": {"type": "string"}, "namespace": {"type": "string"},
-                     "labels": _STRINGS}, ("name",))
-_RELABEL = _closed({
-    "action": {"enum": ["replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod",
-                        "HashMod", "labelmap", "LabelMap", "labeldrop", "LabelDrop",
-                        "labelkeep", "LabelKeep", "lowercase", "Lowercase", "uppercase",
-                        "Uppercase", "keepequal", "KeepEqual", "dropequal", "DropEqual"]},
-    "sourceLabels": {"type": "array",
-                     "items": {"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"}},
-    "targetLabel": {"type": "string"}, "replacement": {"type": "string"},
-})
-POD_MONITOR = _closed({
-    "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PodMonitor"},
-    "metadata": _METADATA,
-    "spec": _closed({
-        "selector": _closed({"matchLabels": _STRINGS}),
-        "namespaceSelector": _closed({"matchNames": {"type": "array",
-                                                      "items": {"type": "string"}}}),
-        "podMetricsEndpoints": {"type": "array", "items": _closed({
-            "port": {"type": "string"}, "path": {"type": "string"},
-            "relabelings": {"type": "array", "items": _RELABEL}})},
-    }, ("selector",)),
-}, ("apiVersion", "kind", "metadata", "spec"))
-PROMETHEUS_RULE = _closed({
-    "apiVersion": {"const": "monitoring.coreos.com/v1"}, "kind": {"const": "PrometheusRule"},
-    "metadata": _METADATA,
-    "spec": _closed({"groups": {"type": "array", "items": _closed({
-        "name": {"type": "string", "minLength": 1},
-        "rules": {"type": "array", "items": _closed({
-            "record": {"type": "string"}, "alert": {"type": "string"},
-            "expr": {"type": "string"},
-            "for": {"type": "string", "pattern": _DURATION},
-            "keep_firing_for": {"type": "string", "minLength": 1, "pattern": _DURATION},
-            "labels": _STRINGS, "annotations": _STRINGS}, ("expr",))},
-    }, ("name",))}}),
-}, ("apiVersion", "kind", "metadata", "spec"))
 
 
 def _operator() -> Recording:
@@ -83,9 +37,14 @@ def _operator() -> Recording:
         fraud = mlops.ModelService("fraud", target=K8S, registry=registry, image=RUNTIME_IMAGE,
                                    model_uri="models:/fraud/3",
                                    rollout=mlops.Rollout.canary("models:/fraud/4", weight=10))
-        mlops.MonitoringStack("mon", target=K8S, services=[fraud],
-                              slos=mlops.Slo(latency_p99_ms=50),
-                              prometheus=mlops.Prometheus.operator("kps"))
+        weekly = mlops.RetrainSchedule("weekly", target=K8S, registry=registry,
+                                       image=RUNTIME_IMAGE, schedule="0 3 * * 1",
+                                       model_name="fraud", dataset="sklearn:breast_cancer",
+                                       estimator="sklearn.linear_model.LogisticRegression")
+        mlops.MonitoringStack("mon", target=K8S, services=[fraud], registry=registry,
+                              retrain=[weekly], slos=mlops.Slo(latency_p99_ms=50),
+                              quality=mlops.Quality(min_accuracy=0.8),
+                              prometheus=mlops.Prometheus.operator("kps", namespace="obs"))
 
     return record(program, preview=False)
 
@@ -99,7 +58,7 @@ def test_operator_mode_declares_crds_the_operator_accepts_labelled_for_its_relea
     rec = _operator()
     monitors = rec.of_type(CUSTOM.format(kind="PodMonitor"))
     (rule,) = rec.of_type(CUSTOM.format(kind="PrometheusRule"))
-    assert {m.name for m in monitors} == {"mon-fraud", "mon-fraud-canary"}
+    assert {m.name for m in monitors} == {"mon-fraud", "mon-fraud-canary", "mon-reg-mlflow"}
     for resource, schema in [*((m, POD_MONITOR) for m in monitors), (rule, PROMETHEUS_RULE)]:
         document = _object(resource)
         jsonschema.validate(document, schema)
@@ -111,8 +70,54 @@ def test_operator_mode_declares_crds_the_operator_accepts_labelled_for_its_relea
     assert relabel["track"]["replacement"] == "stable"
     assert relabel["version"]["sourceLabels"] == [
         "__meta_kubernetes_pod_label_mlops_dev_model_version"]
+    registry = _object(rec.get(CUSTOM.format(kind="PodMonitor"), "mon-reg-mlflow"))["spec"]
+    assert registry["selector"]["matchLabels"]["app.kubernetes.io/instance"] == "reg"
+    assert registry["podMetricsEndpoints"][0]["path"] == "/metrics"
+    assert {"action": "replace", "targetLabel": "registry", "replacement": "reg"} in \
+        registry["podMetricsEndpoints"][0]["relabelings"]
+    # MLflow serves /metrics to admins only: the admin's credentials, in a Secret of the
+    # stack's own, secret in the state.
+    assert registry["podMetricsEndpoints"][0]["basicAuth"] == {
+        "username": {"name": "mon-registry-scrape", "key": "username"},
+        "password": {"name": "mon-registry-scrape", "key": "password"}}
+    secret = rec.get("kubernetes:core/v1:Secret", "mon-registry-scrape")
+    assert secret.inputs["type"] == "kubernetes.io/basic-auth"
+    assert is_secret_envelope(secret.inputs["stringData"])
+    data = dict(unwrap_secrets(dict(secret.inputs)))["stringData"]
+    assert data["username"] == "admin" and len(data["password"]) >= 16
+    for name in ("mon-fraud", "mon-fraud-canary"):
+        endpoint = _object(rec.get(CUSTOM.format(kind="PodMonitor"), name))["spec"]
+        assert "basicAuth" not in endpoint["podMetricsEndpoints"][0]
     groups = _object(rule)["spec"]["groups"]
-    assert groups == rule_groups(["fraud"], mlops.Slo(latency_p99_ms=50), mlops.DriftAlerts())
+    assert groups == rule_groups(
+        ["fraud"], mlops.Slo(latency_p99_ms=50), mlops.DriftAlerts(),
+        mlops.Quality(min_accuracy=0.8), "reg",
+        [Schedule("weekly-retrain", 7 * 86400)], namespace="ml")
+
+
+def test_operator_mode_admits_prometheus_to_each_scraped_port_only() -> None:
+    rec = _operator()
+    policies = {r.name: _object(r)["spec"] for r in rec.of_type(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy") if r.name.endswith("-scrape")}
+    assert set(policies) == {"mon-fraud-scrape", "mon-fraud-canary-scrape",
+                             "mon-reg-mlflow-scrape"}
+    for name, spec in policies.items():
+        monitor = _object(rec.get(CUSTOM.format(kind="PodMonitor"), name.removesuffix("-scrape")))
+        assert spec["podSelector"] == monitor["spec"]["selector"]
+        # Ingress only: the workloads' own policies keep ruling their egress.
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "obs"}}}]
+        assert rule["ports"] == [{"protocol": "TCP",
+                                  "port": 5000 if "reg" in name else 8080}]
+
+
+def test_a_schedules_interval_is_its_longest_gap() -> None:
+    assert schedule_interval("0 3 * * *") == 86400
+    assert schedule_interval("*/15 * * * *") == 900
+    assert schedule_interval("0 9 * * 1-5") == 3 * 86400  # Friday to Monday
+    assert schedule_interval("0 0 1 * *") == 31 * 86400
 
 
 def test_the_prometheus_rule_groups_pass_promtool(tmp_path: Path) -> None:
@@ -145,7 +150,8 @@ def test_docker_runs_a_hardened_prometheus_scraping_the_service_container() -> N
         registry = mlops.ModelRegistry("reg", target=target)
         service = mlops.ModelService("fraud", target=target, registry=registry,
                                      image=RUNTIME_IMAGE, model_uri="models:/fraud/3")
-        components.append(mlops.MonitoringStack("mon", target=target, services=[service]))
+        components.append(mlops.MonitoringStack("mon", target=target, services=[service],
+                                                registry=registry))
 
     rec = record(program, preview=False)
     container = dict(unwrap_secrets(dict(
@@ -158,15 +164,25 @@ def test_docker_runs_a_hardened_prometheus_scraping_the_service_container() -> N
     assert container["networksAdvanced"][0]["name"] == "reg-net"
     files = [e.split("=", 1)[1] for e in init["envs"]]
     config = next(yaml.safe_load(f) for f in files if "scrape_configs" in f)
-    (job,) = config["scrape_configs"]
-    assert job["static_configs"] == [{"targets": ["fraud:8080"], "labels": {
+    registry, service = config["scrape_configs"]
+    assert service["static_configs"] == [{"targets": ["fraud:8080"], "labels": {
         "service": "fraud", "track": "stable", "version": "3"}}]
+    # The registry, as its admin (MLflow serves /metrics to admins only), whose password
+    # reaches Prometheus only as a secret file.
+    assert registry["static_configs"] == [{"targets": ["reg-mlflow:5000"],
+                                           "labels": {"registry": "reg"}}]
+    assert registry["basic_auth"] == {"username": "admin",
+                                      "password_file": "/etc/mlops-prometheus/registry-password"}
+    assert is_secret_envelope(rec.get("docker:index/container:Container",
+                                      "mon-prometheus-init").inputs["envs"])
+    password = dict(unwrap_secrets(dict(rec.get("random:index/randomPassword:RandomPassword",
+                                                "reg-admin-password").outputs)))["result"]
+    assert password in files
     (mon,) = components
     assert mon.external_prometheus_url is not None
 
 
 @pytest.mark.parametrize(("target", "prometheus", "path"), [
-    (K8S, mlops.Prometheus.standalone(), "prometheus"),
     (mlops.DockerTarget(), mlops.Prometheus.operator("kps"), "prometheus"),
 ])
 def test_a_mode_the_target_cannot_run_is_refused(target: Any, prometheus: Any,
@@ -179,6 +195,62 @@ def test_a_mode_the_target_cannot_run_is_refused(target: Any, prometheus: Any,
 
     with pytest.raises(mlops.ValidationError, match=f"`{path}`"):
         record(program)
+
+
+def _standalone(**prometheus: Any) -> Recording:
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=K8S)
+        fraud = mlops.ModelService("fraud", target=K8S, registry=registry, image=RUNTIME_IMAGE,
+                                   model_uri="models:/fraud/3")
+        nightly = mlops.RetrainSchedule("nightly", target=K8S, registry=registry,
+                                        image=RUNTIME_IMAGE, schedule="0 3 * * *",
+                                        model_name="fraud", dataset="sklearn:breast_cancer",
+                                        estimator="sklearn.linear_model.LogisticRegression")
+        mlops.MonitoringStack("mon", target=K8S, services=[fraud], registry=registry,
+                              retrain=[nightly],
+                              prometheus=mlops.Prometheus.standalone(**prometheus))
+
+    return record(program, preview=False)
+
+
+def test_standalone_on_kubernetes_runs_prometheus_finding_pods_by_dns() -> None:
+    rec = _standalone(kube_state_metrics="kube-state-metrics.kube-system.svc:8080")
+    assert rec.of_type(CUSTOM.format(kind="PodMonitor")) == []
+    assert rec.of_type(CUSTOM.format(kind="PrometheusRule")) == []
+    stateful_set = rec.get("kubernetes:apps/v1:StatefulSet", "mon-prometheus").inputs["spec"]
+    (container,) = stateful_set["template"]["spec"]["containers"]
+    assert container["image"] == "prom/prometheus:v2.53.4"
+    assert stateful_set["template"]["spec"]["automountServiceAccountToken"] is False
+    assert stateful_set["volumeClaimTemplates"][0]["spec"]["resources"]["requests"][
+        "storage"] == "10Gi"
+    config = yaml.safe_load(rec.get("kubernetes:core/v1:ConfigMap", "mon-prometheus-files")
+                            .inputs["data"]["prometheus.yml"])
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    assert set(jobs) == {"mlops-service/mon-fraud", "mlops-registry/mon-reg-mlflow",
+                         "kube-state-metrics"}
+    # Headless Services of its own, listing ready and unready pods.
+    headless = _object(rec.get("kubernetes:core/v1:Service", "mon-fraud"))["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
+    assert jobs["mlops-service/mon-fraud"]["dns_sd_configs"][0]["names"] == [
+        "mon-fraud.ml.svc.cluster.local"]
+    # The registry's password reaches it as a secret file only.
+    secret = rec.get("kubernetes:core/v1:Secret", "mon-prometheus")
+    assert is_secret_envelope(secret.inputs["stringData"])
+    policies = {r.name: _object(r)["spec"] for r in rec.of_type(
+        "kubernetes:networking.k8s.io/v1:NetworkPolicy") if r.name.startswith("mon-")}
+    assert policies["mon-fraud-scrape"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus",
+                                         "app.kubernetes.io/instance": "mon"}}}]
+    egress = policies["mon-prometheus"]["egress"]
+    assert {"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "kube-system"}}}],
+        "ports": [{"protocol": "TCP", "port": 8080}]} in egress
+    assert len(egress) == 4  # DNS, the service, the registry, kube-state-metrics
+
+
+def test_standalone_on_kubernetes_needs_kube_state_metrics_for_retrain_schedules() -> None:
+    with pytest.raises(mlops.ValidationError, match=r"`prometheus\.kube_state_metrics`"):
+        _standalone()
 
 
 def test_services_must_be_model_services() -> None:

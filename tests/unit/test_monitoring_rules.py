@@ -20,15 +20,26 @@ import pytest
 import yaml
 
 from pulumi_mlops.errors import ValidationError
-from pulumi_mlops.plans.monitoring import DriftAlerts, Slo, rule_groups
+from pulumi_mlops.plans.monitoring import DriftAlerts, Quality, Schedule, Slo, rule_groups
 from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.drift.spec import load_profile
 
 SERVICE = "fraud"
 SLO = Slo(availability=0.999, latency_p99_ms=50)
 DRIFT = DriftAlerts(min_rows=100)
+QUALITY = Quality(min_accuracy=0.9, max_mean_absolute_error=3, min_labels=100, window="1h")
+REGISTRY = "models"
+SCHEDULE = Schedule("nightly-retrain", 3600)  # hourly: overdue after 2 h
+NAMESPACE = "ml"
 MINUTES = 160
 SLI = "mlops:sli_error:ratio_rate"
+
+
+def _groups() -> list[dict[str, Any]]:
+    """Docker-style groups (the scheduler's own series) and, last, the Kubernetes retrain
+    group (kube-state-metrics' series)."""
+    return (rule_groups([SERVICE], SLO, DRIFT, QUALITY, REGISTRY, [SCHEDULE])
+            + rule_groups([], SLO, DRIFT, None, None, [SCHEDULE], namespace=NAMESPACE))
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +54,21 @@ def promtool() -> str:
 @pytest.fixture(scope="module")
 def rules_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("rules") / "rules.yml"
-    path.write_text(yaml.safe_dump({"groups": rule_groups([SERVICE], SLO, DRIFT)},
-                                   sort_keys=False))
+    # The Kubernetes retrain group in a file of its own, as it would be: beside the Docker
+    # one, promtool flags the same alerts twice.
+    *groups, kubernetes = _groups()
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    path.with_name("kubernetes.yml").write_text(
+        yaml.safe_dump({"groups": [kubernetes]}, sort_keys=False))
     return path
 
 
 def _rule(alert: str, labels: dict[str, str]) -> dict[str, Any]:
-    """The alerting rule named ``alert`` whose own labels ``labels`` carry."""
-    (rule,) = [r for g in rule_groups([SERVICE], SLO, DRIFT) for r in g["rules"]
+    """The alerting rule named ``alert`` whose own labels ``labels`` carry (the Kubernetes
+    retrain rule when ``labels`` name a ``cronjob``)."""
+    groups = _groups()
+    groups = groups[-1:] if "cronjob" in labels else groups[:-1]
+    (rule,) = [r for g in groups for r in g["rules"]
                if r.get("alert") == alert
                and r.get("labels", {}).items() <= labels.items()]
     return rule
@@ -64,13 +82,15 @@ def _annotations(alert: str, labels: dict[str, str], value: float | None = None
         text = re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda g: labels.get(g[1], ""), text)
         if value is not None:
             text = text.replace('{{ $value | printf "%.3f" }}', f"{value:.3f}")
+            text = text.replace("{{ $value | humanizePercentage }}", f"{value * 100:g}%")
         out[key] = text
     return out
 
 
 def _run_tests(promtool: str, rules_file: Path, tests: list[dict[str, Any]]) -> None:
     spec = rules_file.parent / "tests.yml"
-    spec.write_text(yaml.safe_dump({"rule_files": [rules_file.name], "evaluation_interval": "1m",
+    spec.write_text(yaml.safe_dump({"rule_files": [rules_file.name, "kubernetes.yml"],
+                                    "evaluation_interval": "1m",
                                     "tests": tests}, sort_keys=False))
     run = subprocess.run([promtool, "test", "rules", str(spec)], capture_output=True,
                          text=True, timeout=120, check=False)
@@ -101,9 +121,11 @@ def _up(*values: str) -> list[dict[str, str]]:
             for i, v in enumerate(values)]
 
 
-def _fires(alert: str, at: str, labels: dict[str, str]) -> dict[str, Any]:
+def _fires(alert: str, at: str, labels: dict[str, str], value: float | None = None
+           ) -> dict[str, Any]:
     return {"eval_time": at, "alertname": alert,
-            "exp_alerts": [{"exp_labels": labels, "exp_annotations": _annotations(alert, labels)}]}
+            "exp_alerts": [{"exp_labels": labels,
+                            "exp_annotations": _annotations(alert, labels, value)}]}
 
 
 def _quiet(alert: str, at: str) -> dict[str, Any]:
@@ -111,10 +133,11 @@ def _quiet(alert: str, at: str) -> dict[str, Any]:
 
 
 def test_generated_rules_pass_promtool_check(promtool: str, rules_file: Path) -> None:
-    run = subprocess.run([promtool, "check", "rules", str(rules_file)], capture_output=True,
+    run = subprocess.run([promtool, "check", "rules", str(rules_file),
+                          str(rules_file.with_name("kubernetes.yml"))], capture_output=True,
                          text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS" in run.stdout
+    assert run.stdout.count("SUCCESS") == 2, run.stdout + run.stderr
 
 
 def test_availability_burn_pages_and_tickets_and_stays_quiet_within_budget(
@@ -170,6 +193,168 @@ def test_service_down_replica_down_and_absent(promtool: str, rules_file: Path) -
             {"series": 'up{service="other",instance="x"}', "values": "1x30"}],
          "alert_rule_test": [_fires("MlopsServiceAbsent", "15m",
                                     {"service": SERVICE, "severity": "ticket"})]},
+    ])
+
+
+def _loaded(*values: str) -> list[dict[str, str]]:
+    return [{"series": f'mlops_model_loaded{{service="{SERVICE}",track="stable",'
+                       f'instance="{chr(97 + i)}"}}', "values": v}
+            for i, v in enumerate(values)]
+
+
+def test_a_service_waiting_for_its_model_is_down_though_its_replicas_answer(
+        promtool: str, rules_file: Path) -> None:
+    # A waiting server answers /metrics: up is 1, the model is not loaded.
+    waiting = {"service": SERVICE, "track": "stable", "instance": "a", "severity": "ticket"}
+    _run_tests(promtool, rules_file, [
+        {"interval": "1m", "input_series": _up("1x40", "1x40") + _loaded("0x40", "0x40"),
+         "alert_rule_test": [
+             _fires("MlopsServiceDown", "10m", {"service": SERVICE, "severity": "page"}),
+             _quiet("MlopsReplicaDown", "20m"),
+             {"eval_time": "20m", "alertname": "MlopsModelNotLoaded", "exp_alerts": [
+                 {"exp_labels": labels, "exp_annotations": _annotations("MlopsModelNotLoaded",
+                                                                        labels)}
+                 for labels in (waiting, {**waiting, "instance": "b"})]}]},
+        # One replica serves: no page; the other waits: a ticket after 15 minutes only.
+        {"interval": "1m", "input_series": _up("1x40", "1x40") + _loaded("1x40", "0x40"),
+         "alert_rule_test": [
+             _quiet("MlopsServiceDown", "20m"),
+             _quiet("MlopsModelNotLoaded", "10m"),
+             _fires("MlopsModelNotLoaded", "20m", {**waiting, "instance": "b"})]},
+    ])
+
+
+def _feedback(version: str, matched: float, correct: float = 0.0, abs_error: float = 0.0,
+              classes: bool = True) -> list[dict[str, str]]:
+    base = f'service="{SERVICE}",track="stable",version="{version}",instance="a"'
+    series = [_counter(f'mlops_feedback_total{{{base},outcome="matched"}}', matched),
+              _counter(f'mlops_feedback_total{{{base},outcome="unmatched"}}', matched),
+              _counter(f'mlops_feedback_correct_total{{{base}}}', correct),
+              _counter(f'mlops_feedback_absolute_error_total{{{base}}}', abs_error)]
+    if classes:
+        series.append(_counter(f'mlops_predictions_total{{{base},class="1"}}', 50))
+    return series
+
+
+def test_live_quality_alerts_below_the_floor_with_enough_labels(promtool: str,
+                                                                rules_file: Path) -> None:
+    labels = {"service": SERVICE, "track": "stable", "severity": "ticket"}
+    _run_tests(promtool, rules_file, [
+        # Classifier "3": 80 % of 10 labels a minute are right; regressor "4": MAE 5.
+        {"interval": "1m",
+         "input_series": _feedback("3", 10, correct=8)
+         + _feedback("4", 10, abs_error=50, classes=False),
+         "alert_rule_test": [
+             _fires("MlopsModelAccuracyLow", "100m", {**labels, "version": "3"}, 0.8),
+             _fires("MlopsModelErrorHigh", "100m", {**labels, "version": "4"}, 5.0)],
+         "promql_expr_test": [
+             {"expr": f'mlops:live_accuracy:ratio{{service="{SERVICE}"}}', "eval_time": "100m",
+              "exp_samples": [{"labels": 'mlops:live_accuracy:ratio{service="fraud",'
+                                         'track="stable",version="3"}', "value": 0.8}]},
+             {"expr": f'mlops:live_mean_absolute_error:ratio{{service="{SERVICE}"}}',
+              "eval_time": "100m",
+              "exp_samples": [{"labels": 'mlops:live_mean_absolute_error:ratio{service="fraud",'
+                                         'track="stable",version="4"}', "value": 5.0}]}]},
+        # Above the floor, or 60 labels in the window (fewer than min_labels): quiet.
+        {"interval": "1m",
+         "input_series": _feedback("3", 10, correct=9.5)
+         + _feedback("4", 10, abs_error=20, classes=False)
+         + _feedback("5", 1, correct=0),
+         "alert_rule_test": [_quiet("MlopsModelAccuracyLow", "100m"),
+                             _quiet("MlopsModelErrorHigh", "100m")]},
+    ])
+
+
+def test_registry_down_absent_and_answering_5xx(promtool: str, rules_file: Path) -> None:
+    registry = {"registry": REGISTRY}
+
+    def requests(errors: float) -> list[dict[str, str]]:
+        base = f'registry="{REGISTRY}",instance="r",method="GET",mlflow_version="3"'
+        return [_counter(f'mlflow_http_request_total{{{base},status="200"}}', 100 - errors),
+                _counter(f'mlflow_http_request_total{{{base},status="503"}}', errors)]
+
+    _run_tests(promtool, rules_file, [
+        {"interval": "1m", "input_series": [
+            {"series": f'up{{registry="{REGISTRY}",instance="r"}}', "values": "0x30"}],
+         "alert_rule_test": [_fires("MlopsRegistryDown", "10m",
+                                    {**registry, "severity": "page"}),
+                             _quiet("MlopsRegistryAbsent", "20m")]},
+        {"interval": "1m", "input_series": [
+            {"series": 'up{registry="other",instance="r"}', "values": "1x30"}],
+         "alert_rule_test": [_fires("MlopsRegistryAbsent", "15m",
+                                    {**registry, "severity": "ticket"})]},
+        {"interval": "1m", "input_series": requests(10),
+         "alert_rule_test": [_fires("MlopsRegistryErrors", "30m",
+                                    {**registry, "severity": "ticket"}, 0.1)]},
+        {"interval": "1m", "input_series": requests(2),
+         "alert_rule_test": [_quiet("MlopsRegistryErrors", "30m")]},
+    ])
+
+
+def test_retrain_failed_overdue_and_scheduler_down_on_docker(promtool: str,
+                                                             rules_file: Path) -> None:
+    base = f'schedule="{SCHEDULE.name}",instance="s"'
+    labels = {"schedule": SCHEDULE.name, "severity": "ticket"}
+    started = {"series": f"mlops_retrain_scheduler_start_timestamp_seconds{{{base}}}",
+               "values": "0x200"}
+
+    def runs(failed: str, last_success: str) -> list[dict[str, str]]:
+        return [{"series": f'mlops_retrain_runs_total{{{base},outcome="failed"}}',
+                 "values": failed},
+                {"series": f'mlops_retrain_runs_total{{{base},outcome="succeeded"}}',
+                 "values": "0x200"},
+                {"series": f"mlops_retrain_last_success_timestamp_seconds{{{base}}}",
+                 "values": last_success},
+                {"series": f"up{{{base}}}", "values": "1x200"}, started]
+
+    _run_tests(promtool, rules_file, [
+        # A run fails at minute 30 (counted once, after its retries); none ever succeeds.
+        {"interval": "1m", "input_series": runs("0x30 1x170", "0x200"),
+         "alert_rule_test": [
+             _quiet("MlopsRetrainFailed", "20m"),
+             _fires("MlopsRetrainFailed", "40m", labels),
+             _quiet("MlopsRetrainFailed", "100m"),  # one interval later
+             _quiet("MlopsRetrainOverdue", "110m"),  # two intervals since its start
+             _fires("MlopsRetrainOverdue", "130m", labels),
+             _quiet("MlopsRetrainSchedulerDown", "60m")]},
+        # A success at 1:40 (6000 s): not overdue two hours after its start.
+        {"interval": "1m", "input_series": runs("0x200", "0x100 6000x100"),
+         "alert_rule_test": [_quiet("MlopsRetrainOverdue", "150m")]},
+        {"interval": "1m", "input_series": [
+            {"series": f"up{{{base}}}", "values": "0x30"}, started],
+         "alert_rule_test": [_fires("MlopsRetrainSchedulerDown", "15m",
+                                    {**labels, "instance": "s"})]},
+    ])
+
+
+def test_retrain_failed_overdue_and_unobserved_on_kubernetes(promtool: str,
+                                                             rules_file: Path) -> None:
+    cron = f'namespace="{NAMESPACE}",cronjob="{SCHEDULE.name}"'
+    job = f'namespace="{NAMESPACE}",job_name="{SCHEDULE.name}-2946"'
+    labels = {"cronjob": SCHEDULE.name, "severity": "ticket"}
+    owner = {"series": f'kube_job_owner{{{job},owner_kind="CronJob",'
+                       f'owner_name="{SCHEDULE.name}",owner_is_controller="true"}}',
+             "values": "1x200"}
+    other = {"series": f'kube_job_failed{{namespace="{NAMESPACE}",job_name="other-1",'
+                       'condition="true"}', "values": "1x200"}
+    _run_tests(promtool, rules_file, [
+        {"interval": "1m", "input_series": [
+            {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
+            {"series": f'kube_job_failed{{{job},condition="true"}}', "values": "0x30 1x170"},
+            owner, other],
+         "alert_rule_test": [_quiet("MlopsRetrainFailed", "20m"),
+                             _fires("MlopsRetrainFailed", "40m", labels),
+                             _fires("MlopsRetrainOverdue", "130m", labels),
+                             _quiet("MlopsRetrainNotObserved", "60m")]},
+        {"interval": "1m", "input_series": [
+            {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
+            {"series": f"kube_cronjob_status_last_successful_time{{{cron}}}",
+             "values": "0x100 6000x100"}, other],
+         "alert_rule_test": [_quiet("MlopsRetrainOverdue", "150m"),
+                             _quiet("MlopsRetrainFailed", "40m")]},
+        {"interval": "1m", "input_series": [other],
+         "alert_rule_test": [_fires("MlopsRetrainNotObserved", "20m",
+                                    {**labels, "namespace": NAMESPACE})]},
     ])
 
 
@@ -381,6 +566,45 @@ def test_the_standalone_prometheus_config_passes_promtool(promtool: str, tmp_pat
     assert [s["job_name"] for s in scrape] == ["mlops-service"]
     assert [c["labels"]["track"] for c in scrape[0]["static_configs"]] == ["stable", "canary"]
     assert workload.command[0] == "prometheus" and workload.health is not None
+
+
+def test_a_config_with_dns_discovery_and_credentials_passes_promtool(
+        promtool: str, tmp_path: Path) -> None:
+    from pulumi_mlops.plans.monitoring import (
+        PROMETHEUS_CONFIG,
+        PROMETHEUS_REGISTRY_PASSWORD,
+        Prometheus,
+        Scraped,
+        prometheus_workload,
+    )
+
+    targets = [Scraped("mlops-registry", "mon-reg-mlflow.ml.svc.cluster.local:5000",
+                       {"registry": "reg"}, username="admin",
+                       password_file=PROMETHEUS_REGISTRY_PASSWORD, dns=True),
+               Scraped("mlops-service", "mon-fraud.ml.svc.cluster.local:8080",
+                       {"service": SERVICE, "track": "stable", "version": "3"}, dns=True),
+               Scraped("kube-state-metrics", "kube-state-metrics.kube-system.svc:8080", {})]
+    workload = prometheus_workload("mon", Prometheus.standalone(), targets, [])
+    files = {f.path: f.content for f in workload.files}
+    # The password is a file from the secret data, never in the config.
+    assert [p for p, c in files.items() if not isinstance(c, str)] == [
+        PROMETHEUS_REGISTRY_PASSWORD]
+    (tmp_path / "password").write_text("x")
+    config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_REGISTRY_PASSWORD,
+                                                   str(tmp_path / "password"))
+    (tmp_path / "prometheus.yml").write_text(config.replace("rules.yml", "none.yml"))
+    run = subprocess.run([promtool, "check", "config", "--syntax-only",
+                          str(tmp_path / "prometheus.yml")],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    jobs = {j["job_name"]: j for j in yaml.safe_load(config)["scrape_configs"]}
+    assert set(jobs) == {"kube-state-metrics", "mlops-registry/mon-reg-mlflow",
+                         "mlops-service/mon-fraud"}
+    service = jobs["mlops-service/mon-fraud"]
+    assert service["dns_sd_configs"] == [{"names": ["mon-fraud.ml.svc.cluster.local"],
+                                          "type": "A", "port": 8080}]
+    assert {"target_label": "track", "replacement": "stable"} in service["relabel_configs"]
+    assert jobs["mlops-registry/mon-reg-mlflow"]["basic_auth"]["username"] == "admin"
 
 
 def test_prometheus_modes_are_built_by_factories() -> None:

@@ -242,3 +242,18 @@ def test_recording_works_after_asyncio_run_unset_the_event_loop() -> None:
 
     asyncio.run(asyncio.sleep(0))  # leaves the main thread without a current loop
     assert k8s().of_type(DEPLOYMENT)
+
+
+def test_the_metrics_directory_is_a_tmpfs_on_docker_and_an_empty_dir_on_kubernetes() -> None:
+    server = redact(dict(docker().get(CONTAINER, "reg-mlflow").inputs))
+    command = server["entrypoints"]
+    assert command[command.index("--expose-prometheus") + 1] == "/mlflow/metrics"
+    assert server["tmpfs"]["/mlflow/metrics"].startswith("rw,noexec,nosuid,size=")
+
+    spec = pod(k8s())
+    container = spec["containers"][0]
+    args = [*container.get("command", []), *container.get("args", [])]
+    assert args[args.index("--expose-prometheus") + 1] == "/mlflow/metrics"
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/mlflow/metrics"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    assert "sizeLimit" in volume["emptyDir"]

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pulumi_mlops as mlops
+from pulumi_mlops.contracts.scrape import ScrapeTarget
 from pulumi_mlops.plans.registry import (
     ModelRegistryArgs,
     RegistrySecrets,
@@ -93,3 +94,17 @@ def test_the_external_tracking_uri_is_where_the_user_reaches_the_registry() -> N
     assert ipv6.external_tracking_uri == "http://[::1]:5000"
     assert ingress.external_tracking_uri == "https://mlflow.example.com"
     assert internal.external_tracking_uri is None  # only reachable inside the cluster
+
+
+@given(port=ports)
+def test_the_server_exports_prometheus_metrics_from_a_scratch_directory(port: int) -> None:
+    for target in (mlops.KubernetesTarget(), mlops.DockerTarget()):
+        plan = plan_registry("reg", ModelRegistryArgs(target=target, port=port))
+        command = plan.server.command
+        directory = command[command.index("--expose-prometheus") + 1]
+        # prometheus_client's multiprocess files: writable on a read-only root, and never
+        # those of an earlier server (a tmpfs on Docker, an emptyDir on Kubernetes).
+        [mount] = [m for m in plan.server.mounts if m.path == directory]
+        assert mount.kind == "scratch"
+        assert plan.scrape == ScrapeTarget(port=port, path="/metrics")
+        assert plan.scrape.annotations()["prometheus.io/port"] == str(port)

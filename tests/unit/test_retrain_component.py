@@ -4,6 +4,7 @@ Docker, the job's config file, secrets by reference, and errors naming the input
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -11,8 +12,16 @@ import pulumi
 import pytest
 
 import pulumi_mlops as mlops
+from pulumi_mlops.cli import _parser
 from pulumi_mlops.components.retrain import RetrainSchedule
-from pulumi_mlops.plans.retrain import CONFIG_PATH, SLOT_ENV, plan_retrain
+from pulumi_mlops.contracts.scrape import ScrapeTarget
+from pulumi_mlops.local import localize
+from pulumi_mlops.plans.retrain import (
+    CONFIG_PATH,
+    SCHEDULER_METRICS_PORT,
+    SLOT_ENV,
+    plan_retrain,
+)
 from pulumi_mlops.policy.pss import check_manifest
 from pulumi_mlops.render import Recording, record, redact, unwrap_secrets
 from pulumi_mlops.render.manifests import manifests
@@ -279,6 +288,26 @@ def test_the_plan_gives_kubernetes_and_docker_the_same_job_command() -> None:
     assert plan.scheduler.command[-len(plan.job.command):] == plan.job.command
     assert plan.scheduler.files == plan.job.files
     assert plan.scheduler.env == plan.job.env
+
+
+def test_the_docker_scheduler_serves_metrics_on_its_network_only() -> None:
+    args = mlops.RetrainScheduleArgs(registry=ENDPOINT, target=DOCKER, **BASE)
+    plan = plan_retrain("fraud-nightly", args, tracking_uri="http://r:5000")
+
+    assert plan.scrape == ScrapeTarget(port=SCHEDULER_METRICS_PORT, path="/metrics")
+    assert plan.scheduler.port == plan.scrape.port
+    assert plan.job.port is None  # a CronJob's run serves nothing
+    # The options the plan renders are the scheduler's own: in the container on every
+    # address, run here (by the local runner) on loopback.
+    command = plan.scheduler.command
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    local = localize(plan.scheduler, {}, Path("/nonexistent")).argv
+    options = _parser().parse_args(local[1:local.index("--")])
+    assert (options.host, options.metrics_port) == ("127.0.0.1", SCHEDULER_METRICS_PORT)
+    # Prometheus reaches it on the Docker network; the host never sees the port.
+    container = inputs(schedule(DOCKER), CONTAINER)
+    assert container["ports"] == []
+    assert container["entrypoints"][:len(command)] == list(command)
 
 
 def test_outputs_are_the_config_and_the_schedule() -> None:

@@ -1,14 +1,26 @@
-"""`mlops schedule`: slots, Forbid semantics, starting deadline, retries, timeouts, heartbeat."""
+"""`mlops schedule`: slots, Forbid semantics, starting deadline, retries, timeouts, heartbeat,
+and the Prometheus series of the runs' outcomes."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pulumi_mlops.cli import main
+from pulumi_mlops.contracts.metrics import (
+    FAILED,
+    OUTCOME_LABEL,
+    RETRAIN_LAST_SUCCESS,
+    RETRAIN_RUNS,
+    RETRAIN_STARTED,
+    SUCCEEDED,
+)
 from pulumi_mlops.runtime.scheduler import (
     SLOT_ENV,
     ScheduleOptions,
@@ -39,8 +51,20 @@ class FakeClock:
 
 
 def options(tmp_path: Path, command: list[str], **kwargs: object) -> ScheduleOptions:
+    """The scheduler's options; no metrics server unless ``metrics_port`` is given."""
+    kwargs.setdefault("metrics_port", None)
     return ScheduleOptions(cron="0 3 * * *", command=tuple(command),
                            heartbeat=tmp_path / "heartbeat", **kwargs)  # type: ignore[arg-type]
+
+
+def series(scheduler: Scheduler) -> dict[tuple[str, str | None], float]:
+    """What ``/metrics`` would serve: sample name and outcome label → value."""
+    text = generate_latest(scheduler.metrics.registry).decode()
+    return {(sample.name, sample.labels.get(OUTCOME_LABEL)): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+RUNS = RETRAIN_RUNS + "_total"
 
 
 def record_slot(tmp_path: Path) -> list[str]:
@@ -111,7 +135,8 @@ def test_runs_never_overlap_slots_passed_during_a_run_are_skipped(tmp_path: Path
     clock = FakeClock(datetime(2026, 11, 24, 2, 59, 59, tzinfo=UTC))
     lines: list[str] = []
     scheduler = Scheduler(ScheduleOptions(cron="* * * * *", command=("true",),
-                                          heartbeat=tmp_path / "hb"), clock, lines.append)
+                                          heartbeat=tmp_path / "hb", metrics_port=None),
+                          clock, lines.append)
     real_run_slot = scheduler.run_slot
 
     def long_run(slot: datetime) -> int:
@@ -226,3 +251,118 @@ def test_a_suspended_schedule_does_not_run_at_start(tmp_path: Path) -> None:
     assert scheduler.run(max_slots=1) == 0
 
     assert not (tmp_path / "slot").exists() and scheduler.runs == []
+
+
+# ----------------------------------------------------------------- metrics
+
+
+def test_both_outcomes_are_exported_at_zero_before_any_run(tmp_path: Path) -> None:
+    scheduler = Scheduler(options(tmp_path, ["true"]), FakeClock(T0), lambda _: None)
+
+    exported = series(scheduler)
+
+    assert exported[(RUNS, SUCCEEDED)] == 0 and exported[(RUNS, FAILED)] == 0
+    assert exported[(RETRAIN_LAST_SUCCESS, None)] == 0
+
+
+def test_a_successful_slot_counts_once_and_stamps_when_it_ended(tmp_path: Path) -> None:
+    clock = FakeClock(T0)
+    scheduler = Scheduler(options(tmp_path, ["true"]), clock, lambda _: None)
+    real_attempt = scheduler._attempt
+
+    def five_minutes(slot: datetime, key: str) -> int:
+        clock.moment += timedelta(minutes=5)  # the run took five minutes
+        return real_attempt(slot, key)
+
+    scheduler._attempt = five_minutes  # type: ignore[method-assign]
+    scheduler.run(max_slots=1)
+
+    exported = series(scheduler)
+    assert exported[(RUNS, SUCCEEDED)] == 1 and exported[(RUNS, FAILED)] == 0
+    slot = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)
+    assert exported[(RETRAIN_LAST_SUCCESS, None)] == (slot + timedelta(minutes=5)).timestamp()
+    assert exported[(RETRAIN_STARTED, None)] == T0.timestamp()
+
+
+def test_a_slot_failed_after_its_retries_counts_once_as_failed(tmp_path: Path) -> None:
+    scheduler = Scheduler(options(tmp_path, ["false"], retries=2, heartbeat_interval=3600),
+                          FakeClock(T0), lambda _: None)
+
+    scheduler.run(max_slots=2)
+
+    exported = series(scheduler)
+    # Two slots of three attempts each: two failed runs, not six.
+    assert exported[(RUNS, FAILED)] == 2 and exported[(RUNS, SUCCEEDED)] == 0
+    assert exported[(RETRAIN_LAST_SUCCESS, None)] == 0  # no success yet
+
+
+def test_a_slot_that_succeeds_on_a_retry_counts_as_succeeded_only(tmp_path: Path) -> None:
+    marker = tmp_path / "failed-once"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); "
+            "sys.exit(0 if p.exists() else p.touch() or 1)")
+    scheduler = Scheduler(options(tmp_path, [sys.executable, "-c", code], retries=1),
+                          FakeClock(T0), lambda _: None)
+
+    scheduler.run(max_slots=1)
+
+    exported = series(scheduler)
+    assert exported[(RUNS, SUCCEEDED)] == 1 and exported[(RUNS, FAILED)] == 0
+
+
+def test_the_last_success_stays_when_a_later_slot_fails(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    code = (f"import pathlib, sys; p = pathlib.Path({str(marker)!r}); "
+            "sys.exit(1 if p.exists() else p.touch() or 0)")
+    scheduler = Scheduler(options(tmp_path, [sys.executable, "-c", code], run_at_start=True),
+                          FakeClock(T0), lambda _: None)
+
+    scheduler.run(max_slots=1)
+
+    exported = series(scheduler)
+    assert exported[(RUNS, SUCCEEDED)] == 1 and exported[(RUNS, FAILED)] == 1
+    assert exported[(RETRAIN_LAST_SUCCESS, None)] == T0.timestamp()  # the run at start
+
+
+def test_skipped_and_suspended_slots_count_no_run(tmp_path: Path) -> None:
+    class Oversleeping(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds + 3600)
+
+    late = Scheduler(options(tmp_path, ["true"]), Oversleeping(T0), lambda _: None)
+    suspended = Scheduler(options(tmp_path, ["true"], suspend=True), FakeClock(T0),
+                          lambda _: None)
+
+    late.run(max_slots=1)
+    suspended.run(max_slots=1)
+
+    for scheduler in (late, suspended):
+        exported = series(scheduler)
+        assert exported[(RUNS, SUCCEEDED)] == 0 and exported[(RUNS, FAILED)] == 0
+
+
+def test_a_taken_metrics_port_stops_the_scheduler_before_any_run(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        scheduler = Scheduler(options(tmp_path, record_slot(tmp_path), run_at_start=True,
+                                      metrics_port=port), FakeClock(T0), lines.append)
+
+        assert scheduler.run(max_slots=1) == 1
+
+    assert scheduler.runs == [] and not (tmp_path / "slot").exists()
+    assert any(f"cannot serve /metrics on 127.0.0.1:{port}" in line for line in lines)
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536])
+def test_a_metrics_port_out_of_range_is_refused_naming_the_option(tmp_path: Path,
+                                                                  port: int) -> None:
+    with pytest.raises(ValueError, match="`metrics_port` must be a TCP port"):
+        options(tmp_path, ["true"], metrics_port=port)
+
+
+def test_the_cli_refuses_a_metrics_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schedule", "--cron", "0 3 * * *", "--metrics-port", "70000", "--",
+                 "true"]) == 2
+    assert "--metrics-port" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """`mlops schedule` and the processes of its runs: timeouts and stops end the whole process
-group, a command that cannot start is a failed run, SIGTERM stops the scheduler cleanly.
+group, a command that cannot start is a failed run, SIGTERM stops the scheduler cleanly, and a
+running scheduler serves the outcomes of its runs on /metrics.
 
 The jobs are real shells and Python processes that start a grandchild and write its PID to a
 file; "gone" is read from /proc. Every wait is bounded and every process left over by a failing
@@ -10,15 +11,27 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from pulumi_mlops.contracts.metrics import (
+    FAILED,
+    OUTCOME_LABEL,
+    RETRAIN_LAST_SUCCESS,
+    RETRAIN_RUNS,
+    RETRAIN_STARTED,
+    SUCCEEDED,
+)
 from pulumi_mlops.runtime.scheduler import ScheduleOptions, Scheduler, check_heartbeat
 from tests.unit.test_scheduler import T0, FakeClock, options
 
@@ -200,11 +213,12 @@ def test_a_command_that_cannot_start_is_a_failed_run_and_the_schedule_goes_on(
 # ----------------------------------------------------------------- SIGTERM (a real process)
 
 
-def start_scheduler(tmp_path: Path, job: list[str]) -> subprocess.Popen[bytes]:
-    """``mlops schedule`` as the container runs it, its slot due half a second after start."""
+def start_scheduler(tmp_path: Path, job: list[str], *options: str) -> subprocess.Popen[bytes]:
+    """``mlops schedule`` as the container runs it, its slot due half a second after start
+    (``options`` added; no /metrics unless they give a ``--metrics-port``)."""
     command = [sys.executable, "-c", DRIVER, "schedule", "--cron", "0 3 * * *",
                "--heartbeat", str(tmp_path / "heartbeat"), "--heartbeat-interval", "0.2",
-               "--", *job]
+               "--metrics-port", "0", *options, "--", *job]
     with (tmp_path / "scheduler.log").open("wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -253,3 +267,54 @@ def test_a_second_sigterm_kills_the_run_at_once_and_the_scheduler_exits_0(
     assert wait_gone(job) == []
     assert took < ScheduleOptions("* * * * *", ("true",)).kill_grace  # not the whole grace
     assert "Traceback" not in (tmp_path / "scheduler.log").read_text()
+
+
+# ----------------------------------------------------------------- /metrics (a real process)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int) -> dict[tuple[str, str | None], float] | None:
+    """The scheduler's /metrics (sample name and outcome → value); None while it does not
+    answer yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    return {(sample.name, sample.labels.get(OUTCOME_LABEL)): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_a_running_scheduler_serves_a_success_then_a_failure_on_metrics(
+        tmp_path: Path, stop_scheduler: list[subprocess.Popen[bytes]]) -> None:
+    port, ran = free_port(), tmp_path / "ran"
+    # Succeeds at start, fails at the 03:00 slot (and at its retry).
+    job = ["sh", "-c", f"if [ -e {ran} ]; then exit 3; fi; touch {ran}"]
+    shifted_start = datetime(2026, 11, 24, 2, 59, 59, 500000, tzinfo=UTC).timestamp()
+    scheduler = start_scheduler(tmp_path, job, "--run-at-start", "--retries", "1",
+                                "--metrics-port", str(port))
+    stop_scheduler.append(scheduler)
+
+    runs = RETRAIN_RUNS + "_total"
+    deadline = time.monotonic() + 3 * BOUND
+    while (exported := scrape(port)) is None or exported[(runs, FAILED)] < 1:
+        assert scheduler.poll() is None, "the scheduler exited early"
+        assert time.monotonic() < deadline, f"no failed run on /metrics: {exported}"
+        time.sleep(0.1)
+
+    assert exported[(runs, SUCCEEDED)] == 1 and exported[(runs, FAILED)] == 1
+    started = exported[(RETRAIN_STARTED, None)]
+    assert shifted_start <= started < shifted_start + BOUND  # the scheduler's own clock
+    assert started <= exported[(RETRAIN_LAST_SUCCESS, None)] < started + BOUND
+
+    scheduler.send_signal(signal.SIGTERM)
+    assert scheduler.wait(timeout=BOUND) == 0
+    assert scrape(port) is None  # the metrics server stopped with it
+    log = (tmp_path / "scheduler.log").read_text()
+    assert f"serving /metrics on 127.0.0.1:{port}" in log and "Traceback" not in log

@@ -650,3 +650,21 @@ def test_one_odd_value_among_many_floats_leaves_the_fast_path(odd: Any, rows: in
     data[rows // 2][1] = odd
     found = matrix()
     assert found is None or (odd == 1e300 and found[rows // 2, 1] == 1e300)
+
+
+def test_a_classifier_of_class_names_answers_them_on_the_fast_path_as_mlflow_does(
+        tmp_path: Path) -> None:
+    # A numeric signature takes the fast path; the classes are text (numpy's unicode array,
+    # which orjson does not serialize by itself: it answered 500).
+    frame, target = training_frame()
+    model = LogisticRegression(max_iter=1000).fit(frame, np.array(["no", "yes"])[target])
+    mlflow.sklearn.save_model(model, str(tmp_path / "model"),
+                              signature=infer_signature(frame, model.predict(frame)))
+    fast = ScoringApp(load_served_model(str(tmp_path / "model")))
+    general = ScoringApp(general_only(load_served_model(str(tmp_path / "model"))))
+    body = split([GOOD_ROW, [3.0, 2.0, -1.0, 0.5, 1.0, 1]])
+    assert fast.model.fast_spec is not None
+    answers = [call(app, "POST", "/invocations", body) for app in (fast, general)]
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 200 and set(answers[0][1]["predictions"]) <= {"no", "yes"}
+

@@ -170,6 +170,12 @@ def requests(worker):
     return out
 
 
+def feedback(worker):
+    # (matched, unmatched, correct, absolute error, squared error) of /feedback requests:
+    # dyadic figures, exact in any order.
+    return [(3 + worker, 1, 2, 0.75 * worker, 0.5625), (0, 2, 0, 0.0, 0.0), (5, 0, 5, 1.5, 4.25)]
+
+
 def ours(worker):
     metrics.model_info(INFO)
     metrics.limit_class_labels(MAX_CLASSES, KNOWN)
@@ -179,6 +185,8 @@ def ours(worker):
             if predictions is not None:
                 metrics.observe_predictions(predictions)
             metrics.observe_request(status, rows, seconds)
+        for figures in feedback(worker):
+            metrics.observe_feedback(*figures)
 
     asyncio.run(serve())
     metrics.flush()  # as a worker does when it stops
@@ -201,6 +209,17 @@ def reference(worker):
                       [names.CLASS_LABEL], registry=registry)
     values = Histogram(names.PREDICTION_VALUE, "Predicted values (regression models)",
                        buckets=metrics._VALUE_BUCKETS, registry=registry)
+    outcomes = Counter(names.FEEDBACK, "Delayed labels received on /feedback, one per "
+                       "predicted row, by whether their prediction was found",
+                       [names.OUTCOME_LABEL], registry=registry)
+    correct = Counter(names.FEEDBACK_CORRECT, "Matched labels equal to the predicted class "
+                      "(classification)", registry=registry)
+    absolute = Counter(names.FEEDBACK_ABSOLUTE_ERROR, "Sum of |label - prediction| over "
+                       "matched labels (regression)", registry=registry)
+    squared = Counter(names.FEEDBACK_SQUARED_ERROR, "Sum of (label - prediction)^2 over "
+                      "matched labels (regression)", registry=registry)
+    outcomes.labels(names.MATCHED)
+    outcomes.labels(names.UNMATCHED)
     Gauge(names.FEATURE_DRIFT,
           "Drift of an input feature: PSI (numeric) or Jensen-Shannon distance (categorical)",
           [names.FEATURE_LABEL, names.STATISTIC_LABEL], registry=registry,
@@ -208,6 +227,8 @@ def reference(worker):
     info = Gauge(names.MODEL_INFO, "The model being served (value 1)",
                  list(names.MODEL_INFO_LABELS), registry=registry, multiprocess_mode="max")
     info.labels(INFO.name, INFO.version, INFO.alias, INFO.uri).set(1)
+    Gauge(names.MODEL_LOADED, "Whether the server serves its model (1) or waits for it (0)",
+          registry=registry, multiprocess_mode="max").set(1)
     seen = []
     for cls in KNOWN:
         classes.labels(cls)
@@ -229,6 +250,12 @@ def reference(worker):
         latency.observe(seconds)
         if status == 200:
             batch.observe(rows)
+    for matched, unmatched, right, absolute_error, squared_error in feedback(worker):
+        outcomes.labels(names.MATCHED).inc(matched)
+        outcomes.labels(names.UNMATCHED).inc(unmatched)
+        correct.inc(right)
+        absolute.inc(absolute_error)
+        squared.inc(squared_error)
 
     def exposition():
         if "PROMETHEUS_MULTIPROC_DIR" not in __import__("os").environ:
@@ -347,3 +374,42 @@ def test_a_fresh_server_exposes_its_successful_requests_at_zero() -> None:
                           text=True, env={k: v for k, v in os.environ.items()
                                           if k != "PROMETHEUS_MULTIPROC_DIR"}).stdout
     assert 'mlops_requests_total{code="200"} 0.0' in page.splitlines()
+
+
+def test_a_fresh_server_exposes_its_feedback_counters_at_zero() -> None:
+    code = ("from pulumi_mlops.runtime.serve import metrics\n"
+            "print(metrics.exposition()[0].decode())")
+    page = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items()
+                                          if k != "PROMETHEUS_MULTIPROC_DIR"}).stdout
+    lines = page.splitlines()
+    for series in ('mlops_feedback_total{outcome="matched"}',
+                   'mlops_feedback_total{outcome="unmatched"}', "mlops_feedback_correct_total",
+                   "mlops_feedback_absolute_error_total", "mlops_feedback_squared_error_total"):
+        assert f"{series} 0.0" in lines, series
+    # Not loaded until the model is published (the scoring app does it when it starts).
+    assert "mlops_model_loaded 0.0" in lines
+
+
+def test_the_feedback_counters_of_every_worker_are_summed(tmp_path: Path) -> None:
+    code = """
+import os, sys
+from pulumi_mlops.runtime.serve import metrics
+pids = []
+for worker in range(2):
+    pid = os.fork()
+    if pid == 0:
+        metrics.observe_feedback(3, 1, 2, 0.5, 0.25)
+        os._exit(0)
+    os.waitpid(pid, 0)
+metrics.observe_feedback(1, 0, 1, 0.25, 0.0625)
+sys.stdout.write(metrics.exposition()[0].decode())
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    page = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120, check=True).stdout.splitlines()
+    assert 'mlops_feedback_total{outcome="matched"} 7.0' in page
+    assert 'mlops_feedback_total{outcome="unmatched"} 2.0' in page
+    assert "mlops_feedback_correct_total 5.0" in page
+    assert "mlops_feedback_absolute_error_total 1.25" in page
+    assert "mlops_feedback_squared_error_total 0.5625" in page

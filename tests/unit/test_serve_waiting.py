@@ -174,3 +174,24 @@ def test_a_missing_alias_keeps_the_server_up_until_sigterm() -> None:
                 process.wait()
     assert process.returncode == 0
     assert stderr.count("waiting for models:/x@champion: the alias does not exist yet") == 1
+
+
+def test_the_stand_in_answers_metrics_with_the_model_not_loaded() -> None:
+    # So that an alert tells a server waiting for its model from one that is down.
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = WaitingServer(_listen("127.0.0.1", 0), "waiting", retry_after=10)
+    try:
+        answer = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        assert answer.status_code == 200
+        assert answer.headers["Content-Type"].startswith("text/plain; version=")
+        assert "mlops_model_loaded 0.0" in answer.text.splitlines()
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+        assert families["mlops_model_loaded"].type == "gauge"
+        assert [s.value for s in families["mlops_model_loaded"].samples] == [0.0]
+        # /feedback is a scoring-side route: 503 like the others.
+        feedback = requests.post(f"http://127.0.0.1:{server.port}/feedback", timeout=5,
+                                 json={"request_id": "r", "label": 1})
+        assert feedback.status_code == 503 and feedback.headers["Retry-After"] == "10"
+    finally:
+        server.server_close()

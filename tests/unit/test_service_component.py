@@ -309,8 +309,15 @@ def test_autoscaling_declares_an_autoscaler_that_owns_the_replicas() -> None:
     assert service(replicas=3).of_type(HPA) == []
 
 
-def test_the_network_policy_admits_callers_and_monitoring_and_reaches_dns_and_registry() -> None:
-    rec = service(allow_from=[mlops.Peer.namespace("teams")], monitoring_namespace="observe")
+def test_an_empty_allow_from_admits_nobody_not_everybody() -> None:
+    policy = inputs(service(allow_from=[]), NETPOL, "fraud")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == []
+
+
+def test_the_network_policy_admits_callers_and_reaches_dns_and_registry() -> None:
+    # (Prometheus is admitted by the MonitoringStack that scrapes the service.)
+    rec = service(allow_from=[mlops.Peer.namespace("teams")])
 
     policy = inputs(rec, NETPOL, "fraud")["spec"]
     assert policy["podSelector"] == {"matchLabels": SELECTOR}
@@ -318,7 +325,6 @@ def test_the_network_policy_admits_callers_and_monitoring_and_reaches_dns_and_re
     [ingress] = policy["ingress"]
     assert ingress["from"] == [
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "teams"}}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observe"}}},
     ]
     assert ingress["ports"] == [{"protocol": "TCP", "port": 8080}]
     dns, registry = policy["egress"]
@@ -902,13 +908,14 @@ def test_a_registry_without_credentials_needs_no_secret() -> None:
     ({"model_load_timeout": 5}, "model_load_timeout"),
     ({"resolver": "registry"}, "resolver"),
     ({"image": "ghcr.io/pulumi-mlops/mlops-runtime:latest"}, "image"),
-    ({"monitoring_namespace": "Monitoring"}, "monitoring_namespace"),
     ({"replica": 2}, "replica"),
+    # Removed: the MonitoringStack that scrapes a service admits its Prometheus.
+    ({"monitoring_namespace": "monitoring"}, "monitoring_namespace"),
     ({"allow_pickle": "sometimes"}, "allow_pickle"),
     ({"image": None}, "image"),
 ], ids=["no-model", "uri-without-version", "runs-uri", "registry-string", "port-80",
         "replicas-0", "hostname", "load-timeout", "resolver-not-callable", "image-latest",
-        "monitoring-namespace", "typo", "allow-pickle-not-a-boolean", "no-image"])
+        "typo", "monitoring-namespace-removed", "allow-pickle-not-a-boolean", "no-image"])
 def test_malformed_input_is_rejected_with_its_path_and_nothing_declared(
     kwargs: dict[str, Any], path: str
 ) -> None:

@@ -491,15 +491,14 @@ def test_a_nested_input_given_in_part_keeps_the_components_defaults(project: Pat
 
 def test_every_input_of_the_args_model_can_be_set(project: Path) -> None:
     stack = write_stack(project, {**K8S, **services(
-        scratchSize="4Gi", modelLoadTimeout=600, coerce="lossy", monitoringNamespace="prom",
+        scratchSize="4Gi", modelLoadTimeout=600, coerce="lossy",
         allowFrom=[{"namespaceLabels": {"team": "fraud"}}])})
 
     recording = record_program(project, stack)
 
     service = _component(recording, "cancer")
     assert (service.args.scratch_size, service.args.model_load_timeout,
-            service.args.coerce.value, service.plan.monitoring_namespace) == (
-        "4Gi", 600, "lossy", "prom")
+            service.args.coerce.value) == ("4Gi", 600, "lossy")
     assert service.plan.allow_from == (mlops.Peer.namespaces({"team": "fraud"}),)
 
 

@@ -41,7 +41,7 @@ def _plan(*, replicas: int | None = 3, autoscaler: tuple[int, int, int] | None =
         name="svc", tracks=(track,), labels=LABELS, selector=SELECTOR,
         endpoint_selector=SELECTOR, port=8080, autoscaler=autoscaler,
         disruption_budget=disruption_budget, wait_ready=False, allow_from=(),
-        monitoring_namespace="obs", registry=RegistryPeer(ports=(5000,)), hostname=None,
+        registry=RegistryPeer(ports=(5000,)), hostname=None,
         external_endpoint=None,
         scrape=ScrapeTarget(8080), rollout_deadline_seconds=180, pre_stop_seconds=3,
         grace_seconds=33)
@@ -77,8 +77,8 @@ def test_a_service_plan_literal_materializes_on_kubernetes_as_the_plan_says() ->
     assert service["metadata"]["annotations"]["prometheus.io/port"] == "8080"
     assert service["metadata"]["labels"]["mlops.dev/scrape"] == "true"
     policy = rec.get("kubernetes:networking.k8s.io/v1:NetworkPolicy", "svc").inputs["spec"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "obs"}}} in (
-        policy["ingress"][0]["from"])
+    # No peer admits nobody (an ingress rule with an empty `from` would admit everyone).
+    assert policy["ingress"] == []
     assert policy["egress"][1] == {"ports": [{"protocol": "TCP", "port": 5000}]}
     assert rec.of_type("kubernetes:policy/v1:PodDisruptionBudget")
 

@@ -37,10 +37,11 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
     args_type = MonitoringStackArgs
 
     prometheus_url: pulumi.Output[str | None]
-    """Prometheus inside the Docker network (standalone); None in operator mode (the
-    cluster's own Prometheus evaluates the rules)."""
+    """Prometheus inside the cluster or Docker network (standalone); None in operator mode
+    (the cluster's own Prometheus evaluates the rules)."""
     external_prometheus_url: pulumi.Output[str | None]
-    """Prometheus from the Docker host (its published port); None in operator mode."""
+    """Prometheus from the Docker host (its published port); None on Kubernetes (reach it
+    with ``kubectl port-forward``)."""
     rule_groups: pulumi.Output[list[dict[str, Any]]]
     """The generated rule groups (Prometheus' rule-file format)."""
     dashboards: pulumi.Output[dict[str, dict[str, Any]]]
@@ -66,20 +67,29 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
         super().__init__(name, args, opts, kwargs)
 
     def _plan(self, name: str, args: MonitoringStackArgs) -> MonitoringPlan:
-        return plan_monitoring(name, args, [service.plan for service in args.services])
+        return plan_monitoring(name, args, [service.plan for service in args.services],
+                               args.registry.plan if args.registry is not None else None,
+                               [schedule.plan for schedule in args.retrain])
 
     def _declare(self, name: str, args: MonitoringStackArgs,
                  plan: MonitoringPlan) -> Mapping[str, Any]:
         url: str | None = None
         external: str | None = None
+        # The registry's admin password, which its /metrics wants (a secret throughout).
+        password: pulumi.Output[str | None] = (
+            args.registry.admin_password if args.registry is not None
+            else pulumi.Output.from_input(None))
         if isinstance(args.target, KubernetesTarget):
-            self.children = kubernetes_monitoring.materialize(self, plan, args.target)
+            self.children = kubernetes_monitoring.materialize(self, plan, args.target, password)
+            if plan.prometheus is not None:
+                url = (f"http://{args.target.service_host(plan.prometheus.name)}:"
+                       f"{args.prometheus.port}")
         else:
             first = args.services[0]
             network = first.children.network or first.args.registry.access().network
             self.children = docker_monitoring.materialize(
                 self, plan, args.target, network,
-                tuple(s.deployment for s in args.services))
+                tuple(s.deployment for s in args.services), password)
             assert plan.prometheus is not None
             port = args.prometheus.port
             url = f"http://{plan.prometheus.name}:{port}"

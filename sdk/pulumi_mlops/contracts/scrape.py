@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["SCRAPE_LABEL", "SERVICE_LABEL", "TRACK_LABEL", "VERSION_LABEL", "ScrapeTarget"]
+__all__ = ["REGISTRY_LABEL", "SCHEDULE_LABEL", "SCRAPE_LABEL", "SERVICE_LABEL", "TRACK_LABEL",
+           "VERSION_LABEL", "ScrapeTarget"]
 
 SCRAPE_LABEL = "mlops.dev/scrape"
 """Label (value ``"true"``) on every Service whose endpoints serve Prometheus metrics."""
@@ -21,6 +22,10 @@ TRACK_LABEL = "track"
 """The rollout track that answered: ``stable``, ``canary``, ``shadow`` or ``preview``."""
 VERSION_LABEL = "version"
 """The model version the replica serves (the registry's version number)."""
+REGISTRY_LABEL = "registry"
+"""The target label of a ModelRegistry's series: its name."""
+SCHEDULE_LABEL = "schedule"
+"""The target label of a retrain scheduler's series (Docker): the scheduler container's name."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """MonitoringStack's Grafana dashboards, built with grafana-foundation-sdk (not hand-written
 JSON) from the same PromQL the rules and the components' metric verbs use
-(`pulumi_mlops.plans.monitoring`): an overview of every service, and one dashboard per service
-with a ``$service`` variable. Pure: `dashboards` returns each dashboard's JSON document.
+(`pulumi_mlops.plans.monitoring`): an overview of every service, one dashboard per service
+with a ``$service`` variable, and one of the registry and the retrain schedules. Pure:
+`dashboards` returns each dashboard's JSON document.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from grafana_foundation_sdk.models.common import DataSourceRef
 from grafana_foundation_sdk.models.dashboard import VariableRefresh, VariableSort
 
 from pulumi_mlops.contracts import metrics as m
-from pulumi_mlops.contracts.scrape import SERVICE_LABEL, TRACK_LABEL, VERSION_LABEL
+from pulumi_mlops.contracts.scrape import (
+    REGISTRY_LABEL,
+    SCHEDULE_LABEL,
+    SERVICE_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
+)
 from pulumi_mlops.plans import monitoring
 
 __all__ = ["dashboards", "panel_queries"]
@@ -120,6 +127,28 @@ def _service() -> Dashboard:
                            description="PSI (numeric) or Jensen-Shannon distance "
                                        "(categorical) of all replicas' traffic against the "
                                        "training profile."))
+        .with_panel(_panel("Prediction drift, all replicas", "none",
+                           (monitoring.feature_drift(s, m.PREDICTION_FEATURE),
+                            f"{{{{{TRACK_LABEL}}}}} v{{{{{VERSION_LABEL}}}}}"),
+                           description="The model's output against its output on the "
+                                       "training data: PSI of a regressor's values, "
+                                       "Jensen-Shannon distance of a classifier's classes."))
+        .with_row(Row("Live quality (delayed labels)"))
+        .with_panel(_panel("Accuracy", "percentunit",
+                           (monitoring.live_accuracy(s),
+                            f"{{{{{TRACK_LABEL}}}}} v{{{{{VERSION_LABEL}}}}}"),
+                           description="Classifiers: the share of labels posted to /feedback "
+                                       "equal to the prediction, over the quality window."))
+        .with_panel(_panel("Mean absolute error", "none",
+                           (monitoring.live_mean_absolute_error(s),
+                            f"{{{{{TRACK_LABEL}}}}} v{{{{{VERSION_LABEL}}}}}"),
+                           description="Regressors: over the quality window."))
+        .with_panel(_panel("Labels received", "reqps",
+                           (f"sum by ({m.OUTCOME_LABEL}) (rate({m.FEEDBACK}_total{{{sel}}}"
+                            f"[{_RATE}]))", f"{{{{{m.OUTCOME_LABEL}}}}}"),
+                           description="Unmatched: the prediction had left the window, or "
+                                       "another replica answered it; quality is estimated "
+                                       "from the matched ones."))
         .with_row(Row("Rollout"))
         .with_panel(_panel("5xx ratio by track", "percentunit",
                            (f"mlops:track_error:ratio_rate30m{{{sel}}}",
@@ -127,6 +156,35 @@ def _service() -> Dashboard:
         .with_panel(_panel("p99 latency by track", "s",
                            (f"mlops:track_latency:p99_rate30m{{{sel}}}",
                             f"{{{{{TRACK_LABEL}}}}}")))
+    )
+
+
+def _platform() -> Dashboard:
+    registry = f"{{{REGISTRY_LABEL}!=\"\"}}"
+    by = f"sum by ({REGISTRY_LABEL}, {m.REGISTRY_STATUS_LABEL})"
+    return (
+        _base("MLOps: registry and retraining", "mlops-platform")
+        .with_row(Row("Model registry"))
+        .with_panel(_panel("Registry requests by status", "reqps",
+                           (f"{by} (rate({m.REGISTRY_REQUESTS}_total{registry}[{_RATE}]))",
+                            f"{{{{{REGISTRY_LABEL}}}}} {{{{{m.REGISTRY_STATUS_LABEL}}}}}")))
+        .with_panel(_panel("Registry p99 latency", "s",
+                           (f"histogram_quantile(0.99, sum by ({REGISTRY_LABEL}, le) "
+                            f"(rate({m.REGISTRY_REQUEST_DURATION}_bucket{registry}[{_RATE}])))",
+                            f"{{{{{REGISTRY_LABEL}}}}}")))
+        .with_row(Row("Retraining"))
+        .with_panel(_panel("Retrain runs (Docker schedulers)", "none",
+                           (f"sum by ({SCHEDULE_LABEL}, {m.OUTCOME_LABEL}) "
+                            f"(increase({m.RETRAIN_RUNS}_total[1d]))",
+                            f"{{{{{SCHEDULE_LABEL}}}}} {{{{{m.OUTCOME_LABEL}}}}}"),
+                           description="Finished runs over the last day, by outcome."))
+        .with_panel(_panel("Since the last successful retrain", "s",
+                           (f"time() - max by ({SCHEDULE_LABEL}) "
+                            f"({m.RETRAIN_LAST_SUCCESS} > 0)", f"{{{{{SCHEDULE_LABEL}}}}}"),
+                           ("time() - max by (cronjob) "
+                            "(kube_cronjob_status_last_successful_time)", "{{cronjob}}"),
+                           description="Docker: the scheduler's own series; Kubernetes: "
+                                       "kube-state-metrics' CronJob series."))
     )
 
 
@@ -141,7 +199,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
     built = {}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _V1_DEPRECATED, DeprecationWarning)
-        for builder in (_overview(), _service()):
+        for builder in (_overview(), _service(), _platform()):
             document: dict[str, Any] = json.loads(encoder.encode(builder.build()))
             built[document["uid"]] = document
     return built

@@ -31,20 +31,32 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, field_validator
 
-from pulumi_mlops._validation import ArgsModel
+from pulumi_mlops._validation import DNS_LABEL, ArgsModel
 from pulumi_mlops.contracts import metrics as m
-from pulumi_mlops.contracts.scrape import SERVICE_LABEL, TRACK_LABEL, VERSION_LABEL
+from pulumi_mlops.contracts.scrape import (
+    REGISTRY_LABEL,
+    SCHEDULE_LABEL,
+    SERVICE_LABEL,
+    TRACK_LABEL,
+    VERSION_LABEL,
+)
 from pulumi_mlops.errors import InputError
-from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, Workload
+from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, SecretRef, Workload
 
 __all__ = [
     "BURN_WINDOWS",
     "CANARY_MIN_REQUESTS",
     "PROMETHEUS_CONFIG",
     "PROMETHEUS_DATA",
+    "PROMETHEUS_REGISTRY_PASSWORD",
     "PROMETHEUS_RULES",
+    "REGISTRY_MAX_ERROR_RATIO",
+    "REGISTRY_SCRAPE_INTERVAL",
+    "SCRAPE_PASSWORD",
     "DriftAlerts",
     "Prometheus",
+    "Quality",
+    "Schedule",
     "Scraped",
     "Slo",
     "availability_rules",
@@ -53,9 +65,14 @@ __all__ = [
     "error_ratio",
     "feature_drift",
     "latency_quantile",
+    "live_accuracy",
+    "live_mean_absolute_error",
     "prometheus_config",
     "prometheus_workload",
+    "quality_rules",
+    "registry_rules",
     "request_rate",
+    "retrain_rules",
     "rule_groups",
     "service_rules",
     "slo_rules",
@@ -77,6 +94,8 @@ both windows is above ``burn rate x (1 - objective)``."""
 _SLI_WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 CANARY_MIN_REQUESTS = 100
 """Requests the canary must have answered in 30 minutes before it can be judged worse."""
+REGISTRY_MAX_ERROR_RATIO = 0.05
+"""The registry alerts when more than this share of its requests get a 5xx over 10 minutes."""
 
 
 class Slo(ArgsModel):
@@ -131,6 +150,30 @@ class DriftAlerts(ArgsModel):
     keep_firing_for: Annotated[str, Field(pattern=_DURATION)] = "30m"
 
 
+class Quality(ArgsModel):
+    """Floors on every service's live model quality, measured from the delayed labels clients
+    post to ``mlops serve``'s ``/feedback`` (matched to the predictions by request id).
+
+    Attributes:
+        min_accuracy: A classifier alerts when the share of labels equal to its predictions is
+            below this. Default: None (no floor; the accuracy is still recorded).
+        max_mean_absolute_error: A regressor alerts when the mean absolute error of its
+            predictions is above this, in the target's unit. Default: None.
+        min_labels: Judge only with at least this many matched labels in the window.
+            Default: 100.
+        window: The feedback judged, a Prometheus duration. Default: ``1d`` (labels arrive
+            late and sparse).
+        for_duration: How long quality must stay past the floor before the alert fires.
+            Default: ``30m``.
+    """
+
+    min_accuracy: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    max_mean_absolute_error: Annotated[float, Field(gt=0.0)] | None = None
+    min_labels: Annotated[int, Field(ge=1)] = 100
+    window: Annotated[str, Field(pattern=_DURATION)] = "1d"
+    for_duration: Annotated[str, Field(pattern=_DURATION)] = "30m"
+
+
 # --- PromQL over the metric contract (what the components' metric verbs return) ----------------
 
 
@@ -172,6 +215,18 @@ def feature_drift(service: str, feature: str | None = None) -> str:
     return f"{_DRIFT_SCORE}{_select(service, **matchers)}"
 
 
+def live_accuracy(service: str) -> str:
+    """``service``'s live accuracy (a classifier's share of labels equal to its predictions,
+    per track and model version, over the `Quality` window: the `quality_rules` recording
+    rule)."""
+    return f"{_ACCURACY}{_select(service)}"
+
+
+def live_mean_absolute_error(service: str) -> str:
+    """``service``'s live mean absolute error (a regressor's), as `live_accuracy`."""
+    return f"{_MAE}{_select(service)}"
+
+
 # --- rules -------------------------------------------------------------------------------------
 
 _SLI = "mlops:sli_error:ratio_rate"
@@ -186,6 +241,10 @@ _DRIFT_OBSERVED_S = "mlops:drift_observed:ratio_smoothed"
 _DRIFT_REFERENCE_S = "mlops:drift_reference:ratio_smoothed"
 _DRIFT_MEAN = "mlops:drift_mean:ratio"
 _DRIFT_SCORE = "mlops:feature_drift:score"
+_LABELS = "mlops:feedback_matched:increase"
+_ACCURACY = "mlops:live_accuracy:ratio"
+_MAE = "mlops:live_mean_absolute_error:ratio"
+_BY_VERSION = f"{SERVICE_LABEL}, {TRACK_LABEL}, {VERSION_LABEL}"
 # Per track too: two tracks serving unresolved aliases share a version label, not a profile.
 _BY_FEATURE = (f"{SERVICE_LABEL}, {TRACK_LABEL}, {VERSION_LABEL}, {m.FEATURE_LABEL}, "
                f"{m.STATISTIC_LABEL}")
@@ -306,14 +365,24 @@ def drift_rules(service: str, drift: DriftAlerts) -> list[dict[str, Any]]:
 def availability_rules(service: str) -> list[dict[str, Any]]:
     """Alerts on the service's replicas being down or gone from the scrape."""
     up = f"up{_select(service)}"
+    serving = _select(service, **_SERVING)
     return [
+        # A replica waiting for its model answers /metrics (up is 1) with the model not loaded.
         {"alert": "MlopsServiceDown",
-         "expr": f"sum by ({SERVICE_LABEL}) (up{_select(service, **_SERVING)}) == 0",
+         "expr": (f"sum by ({SERVICE_LABEL}) ({m.MODEL_LOADED}{serving}) == 0\nor\n"
+                  f"sum by ({SERVICE_LABEL}) (up{serving}) == 0"),
          "for": "5m", "labels": {"severity": "page"},
-         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: no replica answers "
-                                    "its metrics endpoint",
-                         "description": "Every replica is down, restarting or still waiting "
-                                        "for its model (a waiting server answers 503)."}},
+         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: no replica serves "
+                                    "its model",
+                         "description": "Every replica clients reach is down, restarting or "
+                                        "still waiting for its model."}},
+        {"alert": "MlopsModelNotLoaded", "expr": f"{m.MODEL_LOADED}{_select(service)} == 0",
+         "for": "15m", "labels": {"severity": "ticket"},
+         "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: replica "
+                                    "{{ $labels.instance }} has not loaded its model",
+                         "description": "It is alive but waits: the alias it serves names no "
+                                        "version yet, or fetching or loading the model fails "
+                                        "(see its log)."}},
         {"alert": "MlopsReplicaDown", "expr": f"{up} == 0", "for": "10m",
          "labels": {"severity": "ticket"},
          "annotations": {"summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: replica "
@@ -355,16 +424,171 @@ def canary_rules(service: str) -> list[dict[str, Any]]:
     ]
 
 
-def service_rules(service: str, slo: Slo, drift: DriftAlerts) -> dict[str, Any]:
+def quality_rules(service: str, quality: Quality) -> list[dict[str, Any]]:
+    """Live quality from the delayed labels matched on ``/feedback``, per track and model
+    version: the accuracy of a classifier (a service exporting predicted classes), the mean
+    absolute error of a regressor, and the alerts on the `Quality` floors."""
+    sel = _select(service)
+    matched = _select(service, **{m.OUTCOME_LABEL: f'="{m.MATCHED}"'})
+    classifier = f"sum by ({_BY_VERSION}) ({m.PREDICTIONS}_total{sel})"
+
+    def increase(counter: str, selector: str = sel) -> str:
+        return f"sum by ({_BY_VERSION}) (increase({counter}_total{selector}[{quality.window}]))"
+
+    def judged(expr: str) -> str:
+        return f"{expr}\nand on ({_BY_VERSION})\n{_LABELS}{sel} >= {quality.min_labels}"
+
+    rules: list[dict[str, Any]] = [
+        {"record": _LABELS, "expr": increase(m.FEEDBACK, matched)},
+        {"record": _ACCURACY,
+         "expr": (f"{increase(m.FEEDBACK_CORRECT)}\n/\n{_LABELS}{sel}\n"
+                  f"and on ({_BY_VERSION})\n{classifier}")},
+        {"record": _MAE,
+         "expr": (f"{increase(m.FEEDBACK_ABSOLUTE_ERROR)}\n/\n{_LABELS}{sel}\n"
+                  f"unless on ({_BY_VERSION})\n{classifier}")},
+    ]
+    described = (f"over the last {quality.window} of labels matched to model version "
+                 f"{{{{ $labels.{VERSION_LABEL} }}}} (at least {quality.min_labels})")
+    if quality.min_accuracy is not None:
+        rules.append({
+            "alert": "MlopsModelAccuracyLow",
+            "expr": judged(f"{_ACCURACY}{sel} < {quality.min_accuracy:g}"),
+            "for": quality.for_duration, "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: live accuracy below "
+                           f"{quality.min_accuracy:g}",
+                "description": "The accuracy is {{ $value | printf \"%.3f\" }} "
+                               f"{described}: retrain, or roll back to the last version."}})
+    if quality.max_mean_absolute_error is not None:
+        rules.append({
+            "alert": "MlopsModelErrorHigh",
+            "expr": judged(f"{_MAE}{sel} > {quality.max_mean_absolute_error:g}"),
+            "for": quality.for_duration, "labels": {"severity": "ticket"},
+            "annotations": {
+                "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: live mean absolute error "
+                           f"above {quality.max_mean_absolute_error:g}",
+                "description": "The mean absolute error is {{ $value | printf \"%.3f\" }} "
+                               f"{described}: retrain, or roll back to the last version."}})
+    return rules
+
+
+def service_rules(service: str, slo: Slo, drift: DriftAlerts,
+                  quality: Quality | None = None) -> dict[str, Any]:
     """The rule group of one model service."""
     return {"name": f"mlops-service-{service}",
             "rules": [*availability_rules(service), *slo_rules(service, slo),
-                      *drift_rules(service, drift), *canary_rules(service)]}
+                      *drift_rules(service, drift), *canary_rules(service),
+                      *quality_rules(service, quality or Quality())]}
 
 
-def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[str, Any]]:
-    """Every rule group: one per service."""
-    return [service_rules(s, slo, drift) for s in services]
+def registry_rules(registry: str) -> dict[str, Any]:
+    """The rule group of a model registry (the MLflow server run with ``--expose-prometheus``,
+    its series labelled `REGISTRY_LABEL`): down, gone from the scrape, answering 5xx."""
+    sel = _select(None, **{REGISTRY_LABEL: f'="{registry}"'})
+    errors = _select(None, **{REGISTRY_LABEL: f'="{registry}"',
+                              m.REGISTRY_STATUS_LABEL: _SERVER_ERROR})
+    every = f"{m.REGISTRY_REQUESTS}_total{sel}"
+    return {"name": f"mlops-registry-{registry}", "rules": [
+        {"alert": "MlopsRegistryDown", "expr": f"sum by ({REGISTRY_LABEL}) (up{sel}) == 0",
+         "for": "5m", "labels": {"severity": "page"},
+         "annotations": {"summary": f"{{{{ $labels.{REGISTRY_LABEL} }}}}: no registry server "
+                                    "answers",
+                         "description": "Services cannot fetch models at start-up and "
+                                        "retrains cannot register versions."}},
+        {"alert": "MlopsRegistryAbsent", "expr": f"absent(up{sel})", "for": "10m",
+         "labels": {"severity": "ticket", REGISTRY_LABEL: registry},
+         "annotations": {"summary": f"{registry}: the registry is not scraped"}},
+        {"alert": "MlopsRegistryErrors",
+         "expr": (f"sum by ({REGISTRY_LABEL}) (rate({m.REGISTRY_REQUESTS}_total{errors}[10m]))"
+                  f"\n/\nsum by ({REGISTRY_LABEL}) (rate({every}[10m]))\n> "
+                  f"{REGISTRY_MAX_ERROR_RATIO:g}"),
+         "for": "10m", "labels": {"severity": "ticket"},
+         "annotations": {"summary": f"{{{{ $labels.{REGISTRY_LABEL} }}}}: the registry answers "
+                                    "5xx",
+                         "description": "{{ $value | humanizePercentage }} of its requests "
+                                        "over 10 minutes failed on the server's side (its "
+                                        "database or artifact store?)."}},
+    ]}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A retrain schedule, as its alerts need it.
+
+    Attributes:
+        name: The schedule's object name (the CronJob's, or the scheduler container's).
+        interval_seconds: The longest time between two of its slots.
+        suspended: Whether it runs nothing (then it is never overdue).
+    """
+
+    name: str
+    interval_seconds: int
+    suspended: bool = False
+
+
+def retrain_rules(schedule: Schedule, namespace: str | None = None) -> dict[str, Any]:
+    """The rule group of a retrain schedule: its last run failed, or no run succeeded within
+    two intervals. On Docker (``namespace`` None) from the scheduler's own series
+    (`~pulumi_mlops.contracts.metrics.RETRAIN_RUNS`, labelled `SCHEDULE_LABEL`); on
+    Kubernetes from kube-state-metrics' CronJob and Job series."""
+    interval, overdue = schedule.interval_seconds, 2 * schedule.interval_seconds
+    by = SCHEDULE_LABEL
+    if namespace is None:
+        sel = _select(None, **{SCHEDULE_LABEL: f'="{schedule.name}"'})
+        failed = _select(None, **{SCHEDULE_LABEL: f'="{schedule.name}"',
+                                  m.OUTCOME_LABEL: f'="{m.FAILED}"'})
+        failed_expr = f"sum by ({by}) (increase({m.RETRAIN_RUNS}_total{failed}[{interval}s])) > 0"
+        last = (f"max by ({by}) ({m.RETRAIN_LAST_SUCCESS}{sel}) > 0\nor\n"
+                f"max by ({by}) ({m.RETRAIN_STARTED}{sel})")
+        seen = [{"alert": "MlopsRetrainSchedulerDown", "expr": f"up{sel} == 0 or absent(up{sel})",
+                 "for": "10m", "labels": {"severity": "ticket", SCHEDULE_LABEL: schedule.name},
+                 "annotations": {"summary": f"{schedule.name}: the retrain scheduler is not "
+                                            "running"}}]
+    else:
+        by = "cronjob"
+        job = f'namespace="{namespace}"'
+        cron = f'{{{job},cronjob="{schedule.name}"}}'
+        owned = f'{{{job},owner_kind="CronJob",owner_name="{schedule.name}"}}'
+        failed_expr = (f'max by ({by}) (label_replace(\n  kube_job_failed{{{job},condition="true"}}'
+                       f"\n  * on (namespace, job_name) group_left (owner_name)\n  "
+                       f'kube_job_owner{owned},\n  "{by}", "$1", "owner_name", "(.+)")) > 0')
+        last = (f"max by ({by}) (kube_cronjob_status_last_successful_time{cron})\nor\n"
+                f"max by ({by}) (kube_cronjob_created{cron})")
+        seen = [{"alert": "MlopsRetrainNotObserved", "expr": f"absent(kube_cronjob_created{cron})",
+                 "for": "15m", "labels": {"severity": "ticket", by: schedule.name},
+                 "annotations": {"summary": f"{schedule.name}: kube-state-metrics reports no "
+                                            "such CronJob",
+                                 "description": "The retrain alerts read kube-state-metrics' "
+                                                "CronJob and Job series: is it scraped?"}}]
+    rules: list[dict[str, Any]] = [
+        {"alert": "MlopsRetrainFailed", "expr": failed_expr, "labels": {"severity": "ticket"},
+         "annotations": {"summary": f"{{{{ $labels.{by} }}}}: a retrain run failed",
+                         "description": "It failed after its retries; the champion is "
+                                        "unchanged (see the run's log)."}},
+        *seen,
+    ]
+    if not schedule.suspended:
+        rules.append({
+            "alert": "MlopsRetrainOverdue", "expr": f"time() - (\n{last}\n) > {overdue}",
+            "labels": {"severity": "ticket"},
+            "annotations": {"summary": f"{{{{ $labels.{by} }}}}: no retrain succeeded in two "
+                                       "intervals",
+                            "description": f"Its schedule runs at least every {interval} s; "
+                                           f"the last success (or its start) is over {overdue} "
+                                           "s ago."}})
+    return {"name": f"mlops-retrain-{schedule.name}", "rules": rules}
+
+
+def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts,
+                quality: Quality | None = None, registry: str | None = None,
+                schedules: Sequence[Schedule] = (),
+                namespace: str | None = None) -> list[dict[str, Any]]:
+    """Every rule group: one per service, the registry's, one per retrain schedule (its
+    series from kube-state-metrics in ``namespace`` on Kubernetes)."""
+    groups = [service_rules(s, slo, drift, quality) for s in services]
+    if registry is not None:
+        groups.append(registry_rules(registry))
+    return groups + [retrain_rules(s, namespace) for s in schedules]
 
 
 # --- Prometheus -------------------------------------------------------------------------------
@@ -374,6 +598,15 @@ def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts) -> list[dict[
 # DAC_OVERRIDE) could not write.
 PROMETHEUS_CONFIG = "/etc/mlops-prometheus/prometheus.yml"
 PROMETHEUS_RULES = "/etc/mlops-prometheus/rules.yml"
+REGISTRY_SCRAPE_INTERVAL = "30s"
+"""How often the registry is scraped: MLflow checks the admin's password hash on every scrape
+(a tenth of a second of its CPU, more than Prometheus' default timeout at short intervals), and
+its alerts look 5 to 10 minutes back."""
+PROMETHEUS_REGISTRY_PASSWORD = "/etc/mlops-prometheus/registry-password"
+"""The registry admin's password in Prometheus' container: MLflow serves ``/metrics`` to
+admins only."""
+SCRAPE_PASSWORD = "registry-password"
+"""The key of that password in the Prometheus workload's secret data."""
 PROMETHEUS_DATA = "/var/lib/mlops-prometheus"
 """Also not the image's own /prometheus: Docker copies an image directory's owner into an empty
 volume mounted over it at every container start, undoing the init container's chown."""
@@ -387,21 +620,30 @@ class Prometheus(ArgsModel):
             Prometheus Operator, e.g. kube-prometheus-stack, selects what it declares).
         release: operator: the Helm release whose Prometheus selects the ServiceMonitors and
             PrometheusRules (kube-prometheus-stack selects by its ``release: <name>`` label).
+        namespace: operator: the namespace its Prometheus runs in; NetworkPolicies admit it to
+            every scraped pod's metrics port. Default: ``monitoring``.
         image: standalone: the Prometheus image, pinned.
         port: standalone: the port it serves on. Default: 9090.
         retention: standalone: how long samples are kept. Default: ``15d`` (the burn-rate
             alerts read up to 3 days back).
         scrape_interval: How often every target is scraped. Default: ``15s``.
         storage_size: standalone: the data volume's size. Default: ``10Gi``.
+        kube_state_metrics: standalone on Kubernetes: ``<service>.<namespace>[.svc]:<port>``
+            of the cluster's kube-state-metrics, which the retrain schedules' alerts read
+            CronJob and Job outcomes from (needed when it watches retrain schedules).
+            Default: None.
     """
 
     mode: str = "standalone"
     release: str | None = None
+    namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "monitoring"
     image: str = "prom/prometheus:v2.53.4"
     port: Annotated[int, Field(ge=1, le=65535)] = 9090
     retention: Annotated[str, Field(pattern=_DURATION)] = "15d"
     scrape_interval: Annotated[str, Field(pattern=_DURATION)] = "15s"
     storage_size: str = "10Gi"
+    kube_state_metrics: Annotated[str, Field(
+        pattern=r"^[a-z0-9-]+\.[a-z0-9-]+(\.[a-z0-9.-]+)?:[0-9]{1,5}$")] | None = None
 
     @classmethod
     def standalone(cls, **kwargs: Any) -> Prometheus:
@@ -409,10 +651,12 @@ class Prometheus(ArgsModel):
         return cls(mode="standalone", **kwargs)
 
     @classmethod
-    def operator(cls, release: str = "kube-prometheus-stack") -> Prometheus:
-        """Declare ServiceMonitors and PrometheusRules for the cluster's Prometheus Operator,
-        labelled ``release: <release>`` so its Prometheus selects them."""
-        return cls(mode="operator", release=release)
+    def operator(cls, release: str = "kube-prometheus-stack",
+                 namespace: str = "monitoring") -> Prometheus:
+        """Declare PodMonitors and PrometheusRules for the cluster's Prometheus Operator,
+        labelled ``release: <release>`` so its Prometheus selects them, and admit its
+        ``namespace`` to the scraped pods."""
+        return cls(mode="operator", release=release, namespace=namespace)
 
     @field_validator("mode")
     @classmethod
@@ -433,34 +677,75 @@ class Scraped:
         labels: Target labels (for a model service: `SERVICE_LABEL`, `TRACK_LABEL`,
             `VERSION_LABEL`).
         path: The metrics path.
+        username: Basic auth user, with `password_file`, for a target that wants credentials
+            (the registry).
+        password_file: The file in Prometheus' container holding that user's password.
+        dns: Whether ``address``'s host is a headless Service whose DNS A records are the pods
+            to scrape (Kubernetes, standalone), rather than one endpoint.
+        interval: How often it is scraped (and its timeout), when not Prometheus' own
+            interval.
     """
 
     job: str
     address: str
     labels: Mapping[str, str]
     path: str = "/metrics"
+    username: str | None = None
+    password_file: str | None = None
+    dns: bool = False
+    interval: str | None = None
+
+
+def _job(name: str, target: Scraped) -> dict[str, Any]:
+    config: dict[str, Any] = {"job_name": name, "metrics_path": target.path}
+    if target.interval is not None:
+        config |= {"scrape_interval": target.interval, "scrape_timeout": target.interval}
+    if target.username is not None:
+        config["basic_auth"] = {"username": target.username,
+                                "password_file": target.password_file}
+    return config
 
 
 def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
                       rule_files: Sequence[str] = (PROMETHEUS_RULES,)) -> dict[str, Any]:
-    """A Prometheus configuration scraping ``targets`` (static addresses, as on a Docker
-    network) and loading ``rule_files``."""
-    jobs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    """A Prometheus configuration scraping ``targets`` and loading ``rule_files``: static
+    addresses (a Docker network's container names) in one job per kind, and a job per headless
+    Service found by DNS (Kubernetes, no API access needed), its target labels set by
+    relabelling."""
+    jobs: dict[tuple[str, str, str | None, str | None, str | None], list[dict[str, Any]]] = {}
+    configs = []
     for target in targets:
-        jobs.setdefault((target.job, target.path), []).append(
+        if target.dns:
+            host, port = target.address.rsplit(":", 1)
+            configs.append(_job(f"{target.job}/{host.split('.')[0]}", target) | {
+                "dns_sd_configs": [{"names": [host], "type": "A", "port": int(port)}],
+                "relabel_configs": [
+                    {"target_label": key, "replacement": value}
+                    for key, value in sorted(target.labels.items())]})
+            continue
+        key = (target.job, target.path, target.username, target.password_file,
+               target.interval)
+        jobs.setdefault(key, []).append(
             {"targets": [target.address], "labels": dict(target.labels)})
+    for (job, path, username, password_file, interval), statics in jobs.items():
+        configs.append(_job(job, Scraped(job, "", {}, path, username, password_file,
+                                         interval=interval)) | {"static_configs": statics})
+    configs.sort(key=lambda c: str(c["job_name"]))
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": list(rule_files),
-        "scrape_configs": [{"job_name": job, "metrics_path": path, "static_configs": statics}
-                           for (job, path), statics in sorted(jobs.items())],
+        "scrape_configs": configs,
     }
 
 
 def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scraped],
                         groups: Sequence[Mapping[str, Any]]) -> Workload:
-    """The standalone Prometheus: command line, config and rule files, data volume."""
+    """The standalone Prometheus: command line, config and rule files (and the password file
+    of a target scraped with credentials, from the secret data key `SCRAPE_PASSWORD`), data
+    volume."""
     config = prometheus_config(targets, prometheus.scrape_interval)
+    secrets = tuple(ConfigFile(f, SecretRef(SCRAPE_PASSWORD))
+                    for f in sorted({t.password_file for t in targets if t.password_file}))
     return Workload(
         name=f"{name}-prometheus",
         image=prometheus.image,
@@ -475,7 +760,7 @@ def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scr
             "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{prometheus.port}/-/ready")),
         files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
                ConfigFile(PROMETHEUS_RULES, yaml.safe_dump({"groups": list(groups)},
-                                                           sort_keys=False))),
+                                                           sort_keys=False)), *secrets),
         mounts=(Mount("data", PROMETHEUS_DATA, "data", prometheus.storage_size),),
         startup_seconds=120,
     )

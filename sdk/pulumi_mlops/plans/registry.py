@@ -25,6 +25,7 @@ from pulumi_mlops._validation import (
     Secret,
     check_secret_input,
 )
+from pulumi_mlops.contracts.scrape import ScrapeTarget
 from pulumi_mlops.errors import InputError, Problem
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 from pulumi_mlops.plans.workload import (
@@ -43,6 +44,7 @@ from pulumi_mlops.plans.workload import (
 __all__ = [
     "DEFAULT_MLFLOW_IMAGE",
     "DEFAULT_POSTGRES_IMAGE",
+    "METRICS_PATH",
     "Database",
     "ModelRegistryArgs",
     "Peer",
@@ -73,6 +75,14 @@ _DB_PORT = 5432
 _ARTIFACTS_PATH = "/mlflow/artifacts"
 _SQLITE_PATH = "/mlflow/data"
 _AUTH_INI_PATH = "/etc/mlflow/basic_auth.ini"
+# `mlflow server --expose-prometheus DIR`: prometheus_client's multiprocess directory, where
+# every worker keeps its counters in files that /metrics sums. MLflow creates it if missing,
+# but it must be writable (the root file system is read-only) and must not hold files of an
+# earlier server: a scratch mount of its own (a tmpfs, fresh at every container start on
+# Docker; an emptyDir on Kubernetes, fresh for every pod).
+_METRICS_DIR = "/mlflow/metrics"
+METRICS_PATH = "/metrics"
+"""Where the MLflow server serves its Prometheus metrics (prometheus-flask-exporter)."""
 _REMOTE_ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs")
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
@@ -380,6 +390,11 @@ class RegistryPlan:
             mount the volumes beside the old one, else recreate.
         rollout_deadline_seconds: Seconds an update may take before it counts as failed.
         disruption_budget: Whether voluntary disruptions may take at most one server pod.
+        scrape: Where Prometheus scrapes the server: its own port, `METRICS_PATH`
+            (``mlflow server --expose-prometheus``; prometheus-flask-exporter's
+            ``mlflow_http_request_*`` series). The basic-auth app guards ``/metrics`` like
+            the API: a scrape needs the credentials of an admin user (401 without any, 403
+            with a user who is not an admin).
     """
 
     name: str
@@ -402,6 +417,7 @@ class RegistryPlan:
     update_strategy: UpdateStrategy
     rollout_deadline_seconds: int
     disruption_budget: bool
+    scrape: ScrapeTarget
 
     @property
     def server_name(self) -> str:
@@ -443,7 +459,8 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         # A registry holding a company's models does not report usage to third parties.
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
-    mounts = [Mount("tmp", "/tmp", "scratch", "1Gi")]
+    mounts = [Mount("tmp", "/tmp", "scratch", "1Gi"),
+              Mount("metrics", _METRICS_DIR, "scratch", "128Mi")]
     auth_db: str | SecretRef
     if db.kind == "sqlite":
         mounts.append(Mount("data", _SQLITE_PATH, "data", db.storage_size))
@@ -473,6 +490,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         "--artifacts-destination", artifacts,
         "--allowed-hosts", ",".join(allowed),
         "--x-frame-options", "DENY",
+        "--expose-prometheus", _METRICS_DIR,
     )
     if args.ingress is not None:
         command += ("--cors-allowed-origins", f"https://{args.ingress.host}")
@@ -528,6 +546,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
                          else UpdateStrategy.RECREATE),
         rollout_deadline_seconds=server.startup_seconds + 300,
         disruption_budget=args.replicas >= 2,
+        scrape=ScrapeTarget(port=args.port, path=METRICS_PATH),
     )
 
 

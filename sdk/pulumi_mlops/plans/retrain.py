@@ -9,6 +9,11 @@ very same command on the same schedule.
 What the platform adds to one run is its idempotency key, ``MLOPS_SCHEDULE_SLOT`` (`SLOT_ENV`):
 on Kubernetes the Job's name, read from the pod's `JOB_NAME_LABEL` label through the downward
 API; on Docker the scheduler's slot.
+
+How runs ended is observed where the runs are kept: on Docker the scheduler serves its own
+Prometheus series (``mlops_retrain_runs_total`` … on `RetrainPlan.scrape`); on Kubernetes no
+process outlives a run, and the outcome comes from kube-state-metrics' CronJob and Job series
+(``kube_cronjob_status_last_successful_time``, ``kube_job_failed`` …).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from pulumi_mlops._validation import QUANTITY, ArgsModel, Secret
 from pulumi_mlops.contracts.retrain import SLOT_ENV
+from pulumi_mlops.contracts.scrape import ScrapeTarget
 from pulumi_mlops.errors import InputError, Problem, ValidationError
 from pulumi_mlops.plans.image import check_runtime_image, require_runtime_image
 from pulumi_mlops.plans.registry_ref import (
@@ -52,11 +58,12 @@ from pulumi_mlops.runtime.retrain.config import (
     RetrainConfig,
     redact_url,
 )
-from pulumi_mlops.runtime.scheduler import parse_cron
+from pulumi_mlops.runtime.scheduler import DEFAULT_METRICS_PORT, parse_cron
 
 __all__ = [
     "CONFIG_PATH",
     "DATASET_HEADERS_ENV",
+    "SCHEDULER_METRICS_PORT",
     "SLOT_ENV",
     "CronSettings",
     "Gates",
@@ -70,6 +77,9 @@ CONFIG_PATH = "/etc/mlops/retrain.json"
 DATASET_HEADERS_ENV = "MLOPS_DATASET_HEADERS"
 """The job's variable holding ``dataset_headers`` (JSON), from the component's secret data;
 the config names it (``dataset_headers_env``)."""
+SCHEDULER_METRICS_PORT = DEFAULT_METRICS_PORT
+"""The port of the Docker scheduler's ``/metrics`` (`RetrainPlan.scrape`): reached on the
+container's network only, never published on the host, like the registry's PostgreSQL."""
 TTL_AFTER_FINISHED = 7 * 24 * 3600
 """Seconds a finished run's record (a Kubernetes Job) is kept, beside the history limits."""
 _HEARTBEAT_INTERVAL = 30
@@ -332,13 +342,18 @@ class RetrainPlan:
         config: The job's validated config.
         job: The retrain job's container (what a CronJob runs at every slot).
         scheduler: The Docker target's long-lived container running ``job.command`` at
-            every slot (``mlops schedule``).
+            every slot (``mlops schedule``); its ``port`` is that of its ``/metrics``.
         labels: Labels of every object.
         selector: Labels that select the job's pods.
         dataset_port: The TCP port a URL dataset is downloaded from (the job's egress); None
             for a bundled or local dataset.
         cron: When and how the job runs.
         registry: Where the job reaches its registry (its egress).
+        scrape: Where Prometheus scrapes the scheduler (Docker target only): its
+            ``/metrics`` on `SCHEDULER_METRICS_PORT`, with `RETRAIN_RUNS`,
+            `RETRAIN_LAST_SUCCESS` and `RETRAIN_STARTED` (`pulumi_mlops.contracts.metrics`).
+            A Kubernetes CronJob has no long-lived process to scrape: there the outcome of
+            the runs comes from kube-state-metrics, and nothing scrapes this.
     """
 
     name: str
@@ -351,6 +366,7 @@ class RetrainPlan:
     dataset_port: int | None
     cron: CronSettings
     registry: RegistryPeer
+    scrape: ScrapeTarget
 
 
 def render_config(config: RetrainConfig) -> str:
@@ -424,6 +440,10 @@ def plan_retrain(
         "--retries", str(args.retries),
         "--starting-deadline", str(args.starting_deadline),
         "--heartbeat-interval", str(_HEARTBEAT_INTERVAL),
+        # Prometheus scrapes it over the container's network (the local runner and the tests
+        # bind loopback instead, as for every server's --host).
+        "--host", "0.0.0.0",
+        "--metrics-port", str(SCHEDULER_METRICS_PORT),
     )
     if args.suspend:
         schedule_command += ("--suspend",)
@@ -431,6 +451,7 @@ def plan_retrain(
         schedule_command += ("--run-at-start",)
     scheduler = replace(
         job, name="scheduler", command=(*schedule_command, "--", *job.command),
+        port=SCHEDULER_METRICS_PORT,
         health=ExecCheck(("mlops", "schedule", "--check", "--max-age",
                           str(_HEARTBEAT_MAX_AGE))),
         startup_seconds=60,
@@ -447,4 +468,5 @@ def plan_retrain(
                            successful_jobs_history=args.successful_jobs_history,
                            failed_jobs_history=args.failed_jobs_history,
                            ttl_seconds_after_finished=TTL_AFTER_FINISHED),
-                       registry=args.registry.peer())
+                       registry=args.registry.peer(),
+                       scrape=ScrapeTarget(port=SCHEDULER_METRICS_PORT))

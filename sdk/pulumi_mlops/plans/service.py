@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops._validation import DNS_LABEL, HOSTNAME, QUANTITY, ArgsModel
+from pulumi_mlops._validation import HOSTNAME, QUANTITY, ArgsModel
 from pulumi_mlops.contracts.model_uri import (
     MODEL_URI_FIX,
     MODEL_URI_RULE,
@@ -248,8 +248,6 @@ class ModelServiceArgs(ArgsModel):
             none; required for canary and shadow rollouts through a Gateway.
         allow_from: Who may call the service (NetworkPolicy). Default: pods in the same
             namespace.
-        monitoring_namespace: Namespace whose Prometheus may scrape ``/metrics``. Default:
-            ``monitoring``.
         wait_ready: Whether `pulumi up` waits for the new pods (Docker: the container) to be
             ready, and fails when they are not in time. Default: true. Turn it off only where
             the model may not be registered yet (a fresh dev registry): the server then keeps
@@ -277,7 +275,6 @@ class ModelServiceArgs(ArgsModel):
     model_load_timeout: Annotated[int, Field(ge=10, le=3600)] = 300
     hostname: Annotated[str, Field(pattern=HOSTNAME, max_length=253)] | None = None
     allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
-    monitoring_namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = "monitoring"
     wait_ready: bool = True
     resolver: Any = None
 
@@ -404,8 +401,8 @@ class ServicePlan:
         disruption_budget: Whether the stable track keeps a disruption budget (at least two
             pods).
         wait_ready: Whether `pulumi up` waits for the pods to become ready.
-        allow_from: Who may connect to the pods (besides monitoring and the Gateway).
-        monitoring_namespace: The namespace Prometheus scrapes from.
+        allow_from: Who may connect to the pods (besides the Gateway; Prometheus is admitted
+            by the MonitoringStack that scrapes them).
         registry: Where the pods reach their registry (their egress).
         hostname: The Gateway route's hostname, if any.
         external_endpoint: Where clients outside the cluster or Docker network reach the
@@ -430,7 +427,6 @@ class ServicePlan:
     disruption_budget: bool
     wait_ready: bool
     allow_from: tuple[Peer, ...]
-    monitoring_namespace: str
     registry: RegistryPeer
     hostname: str | None
     external_endpoint: str | None
@@ -627,7 +623,7 @@ def plan_service(
         autoscaler=(None if a is None else (a.min_replicas, a.max_replicas, a.target_cpu)),
         disruption_budget=(a.min_replicas if a is not None else args.replicas) >= 2,
         wait_ready=args.wait_ready, allow_from=tuple(args.allow_from),
-        monitoring_namespace=args.monitoring_namespace, registry=args.registry.peer(),
+        registry=args.registry.peer(),
         hostname=args.hostname, scrape=scrape,
         external_endpoint=(
             f"http://{url_host(args.target.publish_host)}:{args.port}"

@@ -28,7 +28,18 @@ status: they are logged and kept in `Scheduler.runs`.
 
 The scheduler writes a heartbeat file while it waits and while a run is in progress;
 ``mlops schedule --check`` (the container's healthcheck) fails when it is stale. While it ends a
-run it writes none, for at most twice ``kill_grace``. No Pulumi here.
+run it writes none, for at most twice ``kill_grace``.
+
+It serves its Prometheus metrics on ``GET /metrics`` (`ScheduleOptions.metrics_host` and
+``metrics_port``; `DEFAULT_METRICS_PORT`, off with port 0 on the command line), with the names of
+`pulumi_mlops.contracts.metrics`: `RETRAIN_RUNS` by `OUTCOME_LABEL` (``succeeded`` or ``failed``,
+both exported at 0 from the start), counting a slot once, when its last attempt has ended (a
+slot's retries are not runs of their own; a skipped or suspended slot, and a run ended because
+the scheduler was stopped, count nothing); `RETRAIN_LAST_SUCCESS`, when the last successful run
+ended (0 before one); `RETRAIN_STARTED`, when the scheduler started. The scheduler has no
+on-demand trigger: a run started by hand (``docker exec <container> mlops retrain ...``) is a
+process of its own that the scheduler neither sees nor counts. A port that cannot be bound
+stops the scheduler at start (exit 1), before any run. No Pulumi here.
 """
 
 from __future__ import annotations
@@ -48,16 +59,20 @@ from types import FrameType
 from typing import Protocol
 
 from croniter import croniter
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from pulumi_mlops.contracts import metrics as names
 from pulumi_mlops.contracts.retrain import SLOT_ENV
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
+    "DEFAULT_METRICS_PORT",
     "INITIAL_SLOT",
     "SLOT_ENV",
     "Clock",
     "ScheduleOptions",
     "Scheduler",
+    "SchedulerMetrics",
     "SystemClock",
     "check_heartbeat",
     "next_slot",
@@ -68,6 +83,10 @@ __all__ = [
 
 DEFAULT_HEARTBEAT = Path("/tmp/mlops-scheduler.heartbeat")
 """Where the scheduler writes its heartbeat (the container's only writable place is /tmp)."""
+DEFAULT_METRICS_PORT = 9102
+"""The port of the scheduler's ``/metrics``: in the 91xx range of Prometheus exporters, and
+apart from the other workloads' (MLflow 5000, ``mlops serve`` 8080, Prometheus 9090), so that
+it is never taken by accident in the scheduler's own container or on a laptop."""
 
 
 class Clock(Protocol):
@@ -113,9 +132,14 @@ class ScheduleOptions:
             its process group gets SIGKILL; also how long SIGKILL is waited for. Default: 5,
             below Docker's default stop timeout (10 s), so that on ``docker stop`` the scheduler
             ends the run itself and exits 0.
+        metrics_port: The TCP port ``GET /metrics`` is served on while `Scheduler.run` runs;
+            None serves nothing (the metrics are still kept in `Scheduler.metrics`).
+            Default: `DEFAULT_METRICS_PORT`.
+        metrics_host: The address the metrics server binds. Default: ``127.0.0.1`` (as
+            ``mlops serve``; the container's command line binds ``0.0.0.0``).
 
     Raises:
-        ValueError: ``kill_grace`` is negative.
+        ValueError: ``kill_grace`` is negative, or ``metrics_port`` is not a TCP port.
     """
 
     cron: str
@@ -128,11 +152,48 @@ class ScheduleOptions:
     heartbeat: Path = DEFAULT_HEARTBEAT
     heartbeat_interval: float = 30.0
     kill_grace: float = 5.0
+    metrics_port: int | None = DEFAULT_METRICS_PORT
+    metrics_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if not self.kill_grace >= 0:  # also refuses NaN
             raise ValueError(f"`kill_grace` must be a number of seconds >= 0, got "
                              f"{self.kill_grace!r}; use 0 to send SIGKILL right after SIGTERM")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ValueError(f"`metrics_port` must be a TCP port (1-65535), got "
+                             f"{self.metrics_port!r}; use None to serve no metrics")
+
+
+class SchedulerMetrics:
+    """The scheduler's Prometheus series, in a registry of their own.
+
+    Attributes:
+        registry: What ``/metrics`` exposes.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._runs = Counter(names.RETRAIN_RUNS, "Finished runs of the scheduled command "
+                             "(a slot once, after its retries), by outcome",
+                             [names.OUTCOME_LABEL], registry=self.registry)
+        # Both outcomes from the start: a rate or an increase over a series that appears only
+        # with the first failure would miss that failure.
+        for outcome in (names.SUCCEEDED, names.FAILED):
+            self._runs.labels(outcome)
+        self._last_success = Gauge(names.RETRAIN_LAST_SUCCESS, "When the last successful run "
+                                   "ended, Unix seconds; 0 before one", registry=self.registry)
+        self._started = Gauge(names.RETRAIN_STARTED, "When the scheduler started, Unix "
+                              "seconds", registry=self.registry)
+
+    def started(self, moment: datetime) -> None:
+        """The scheduler started at ``moment``."""
+        self._started.set(moment.timestamp())
+
+    def finished(self, code: int, moment: datetime) -> None:
+        """A slot's last attempt exited ``code`` at ``moment``."""
+        self._runs.labels(names.SUCCEEDED if code == 0 else names.FAILED).inc()
+        if code == 0:
+            self._last_success.set(moment.timestamp())
 
 
 def _utc(moment: datetime) -> datetime:
@@ -194,6 +255,8 @@ class Scheduler:
         self.environ = dict(os.environ if environ is None else environ)
         self.runs: list[tuple[datetime, int]] = []
         """(slot, exit status) of every slot that ran."""
+        self.metrics = SchedulerMetrics()
+        """The series ``/metrics`` serves."""
         self._child: subprocess.Popen[bytes] | None = None
         self._stopping = False
         # Whether the main thread is in a wait that a stop signal may cut short by raising
@@ -332,6 +395,7 @@ class Scheduler:
             if code == 0:
                 break
         self.runs.append((slot, code))
+        self.metrics.finished(code, self.clock.now())
         return code
 
     def run(self, max_slots: int | None = None) -> int:
@@ -339,8 +403,21 @@ class Scheduler:
 
         Returns:
             0, also when stopped by SIGTERM or SIGINT (after ending the run in progress and
-            removing the heartbeat, since nothing beats any more).
+            removing the heartbeat, since nothing beats any more); 1 when ``/metrics`` cannot
+            be served (the port is taken), before anything runs.
         """
+        self.metrics.started(self.clock.now())
+        o = self.options
+        server = None
+        if o.metrics_port is not None:
+            try:
+                server, _ = start_http_server(o.metrics_port, o.metrics_host,
+                                              registry=self.metrics.registry)
+            except OSError as err:
+                self.log(f"cannot serve /metrics on {o.metrics_host}:{o.metrics_port}: "
+                         f"{err.strerror or err}")
+                return 1
+            self.log(f"serving /metrics on {o.metrics_host}:{server.server_port}")
         previous_handlers = self._install_stop_handlers()
         try:
             return self._loop(max_slots)
@@ -350,6 +427,9 @@ class Scheduler:
             return 0
         finally:
             _restore(previous_handlers)
+            if server is not None:
+                server.shutdown()
+                server.server_close()
 
     def _loop(self, max_slots: int | None) -> int:
         o = self.options

@@ -7,28 +7,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from pulumi_mlops.runtime.drift.spec import (
+    PREDICTION_FEATURE,
     PSI_EPSILON,
     CategoricalFeature,
     NumericFeature,
     Profile,
 )
 
-__all__ = ["Binning", "ColumnsBatch", "numeric_column"]
+__all__ = ["Binning", "ColumnsBatch", "MatrixBatch", "numeric_column"]
 
 # Bounds the (features x rows) temporaries of the vectorized binning.
 _BINNING_CELLS: Final = 1 << 20
 
 
+MatrixBatch: TypeAlias = tuple[npt.NDArray[Any], npt.NDArray[Any] | None]
+"""A pending `observe_matrix` batch: the rows of the numeric inputs, and the rows' predictions
+(1-D; numeric when the profile's prediction is) or None."""
+
+
 @dataclass(frozen=True)
 class ColumnsBatch:
-    """A pending `observe_columns` batch, converted only when flushed."""
+    """A pending `observe_columns` batch, converted only when flushed. The prediction, when
+    the profile has one, is the last numeric or categorical feature."""
 
     rows: int
     numeric: list[npt.NDArray[Any] | None]  # per numeric feature: 1-D numeric array, or absent
@@ -46,9 +53,18 @@ class Binning:
 
     def __init__(self, profile: Profile) -> None:
         self._profile = profile
-        self._numeric = profile.numeric_features
-        self._categorical = profile.categorical_features
+        # The prediction, if any, comes last among the features of its kind: the input
+        # columns of a row keep their profile order, and a matrix of the numeric inputs is
+        # the first columns of the numeric block.
+        prediction = profile.prediction
+        self._numeric_prediction = isinstance(prediction, NumericFeature)
+        self._categorical_prediction = isinstance(prediction, CategoricalFeature)
+        self._numeric = profile.numeric_inputs + (
+            (PREDICTION_FEATURE,) if self._numeric_prediction else ())
+        self._categorical = profile.categorical_inputs + (
+            (PREDICTION_FEATURE,) if self._categorical_prediction else ())
         self._n_numeric = len(self._numeric)
+        self._n_numeric_inputs = len(profile.numeric_inputs)
 
         # Every (feature, bucket) pair, plus one "missing" slot per feature, gets a slot in one
         # flat count vector, so one bincount updates every feature. The last slot stays 0 and
@@ -196,14 +212,33 @@ class Binning:
             )
             out[lo : lo + step, :n_numeric] = slots.T
 
-    def matrix_slots(self, matrices: list[npt.NDArray[Any]]) -> npt.NDArray[np.int32]:
-        """The slots of the rows of ``matrices`` (`observe_matrix` batches, in order), one row
-        per input row; the categorical features count as missing."""
-        x = matrices[0] if len(matrices) == 1 else np.concatenate(matrices)
-        x = x.astype(np.float64, copy=False)
-        out = np.empty((x.shape[0], self._n_features), dtype=np.int32)
-        self._numeric_slots(x, out)
+    def matrix_slots(self, batches: list[MatrixBatch]) -> npt.NDArray[np.int32]:
+        """The slots of the rows of ``batches`` (`observe_matrix` batches, in order), one row
+        per input row; the categorical input features count as missing, and so does the
+        prediction of a batch without one."""
+        x = batches[0][0] if len(batches) == 1 else np.concatenate([b[0] for b in batches])
+        rows = x.shape[0]
+        predictions = None
+        if self._numeric_prediction or self._categorical_prediction:
+            predictions = [p for _, p in batches]
+            if all(p is None for p in predictions):
+                predictions = None
+        out = np.empty((rows, self._n_features), dtype=np.int32)
+        if self._numeric_prediction:
+            full = np.empty((rows, self._n_numeric))
+            full[:, : self._n_numeric_inputs] = x
+            if predictions is None:
+                full[:, -1] = np.nan
+            else:
+                full[:, -1] = _concatenate(predictions, batches, np.nan)
+            self._numeric_slots(full, out)
+        else:
+            self._numeric_slots(x.astype(np.float64, copy=False), out)
         out[:, self._n_numeric :] = self._cat_missing_row
+        if self._categorical_prediction and predictions is not None:
+            j = len(self._categorical) - 1
+            out[:, self._n_numeric + j] = self._category_slots(
+                j, _concatenate(predictions, batches, None))
         return out
 
     def batch_slots(self, batches: list[ColumnsBatch]) -> npt.NDArray[np.int32]:
@@ -226,20 +261,52 @@ class Binning:
         self._numeric_slots(x, out)
         for j, parts in enumerate(zip(*(b.categorical for b in batches), strict=True)):
             column = out[:, self._n_numeric + j]
-            column[:] = self._cat_missing[j]
             if all(p is None for p in parts):
+                column[:] = self._cat_missing[j]
                 continue
-            objects = np.concatenate(
-                [
-                    np.full(b.rows, None, dtype=object) if p is None else _as_objects(p)
-                    for p, b in zip(parts, batches, strict=True)
-                ]
-            )
-            keep = ~pd.isna(objects)
-            other = self._cat_slices[j].stop - 1
-            index = self._cat_index[j]
-            column[keep] = [index.get(str(v), other) for v in objects[keep]]
+            column[:] = self._category_slots(j, _concatenate(list(parts), batches, None))
         return out
+
+    def _category_slots(self, j: int, values: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
+        """The slots of categorical feature ``j``'s ``values`` (1-D): each training category's
+        own, "other" for the rest, "missing" for NaN, None and pandas NA."""
+        index = self._cat_index[j]
+        other = self._cat_slices[j].stop - 1
+        if values.dtype.kind in _NEVER_MISSING:
+            # Each distinct value is looked up once (str of a numpy scalar is str of its
+            # Python value: "1", "True", "a").
+            distinct, inverse = np.unique(values, return_inverse=True)
+            lookup = np.fromiter((index.get(str(v), other) for v in distinct.tolist()),
+                                 dtype=np.int32, count=distinct.size)
+            slots: npt.NDArray[np.int32] = lookup[inverse.reshape(-1)]
+            return slots
+        objects = _as_objects(values)
+        keep = ~pd.isna(objects)
+        slots = np.full(objects.shape[0], self._cat_missing[j], dtype=np.int32)
+        slots[keep] = [index.get(str(v), other) for v in objects[keep]]
+        return slots
+
+
+# Dtype kinds that hold no missing value (no NaN, None or NA): bool, integers, strings, bytes.
+_NEVER_MISSING: Final = "biuUS"
+
+
+def _concatenate(parts: list[Any], batches: list[Any], fill: float | None
+                 ) -> npt.NDArray[Any]:
+    """One 1-D array of the ``parts`` of consecutive batches (a part per batch, None where
+    the batch has none: ``fill`` values). Of their own dtype when they all share one, as
+    objects when they do not (numpy would turn numbers and strings into strings)."""
+    rows = [b.rows if isinstance(b, ColumnsBatch) else b[0].shape[0] for b in batches]
+    if fill is not None:  # numeric: parts are 1-D numeric arrays
+        filled = [np.full(n, fill) if p is None else p
+                  for p, n in zip(parts, rows, strict=True)]
+        return filled[0] if len(filled) == 1 else np.concatenate(filled)
+    if all(type(p) is np.ndarray for p in parts):
+        kinds = {p.dtype.kind for p in parts}
+        if len(kinds) == 1 and kinds <= set(_NEVER_MISSING):
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return np.concatenate([np.full(n, None, dtype=object) if p is None else _as_objects(p)
+                           for p, n in zip(parts, rows, strict=True)])
 
 
 def numeric_column(name: str, values: Any) -> npt.NDArray[np.float64]:

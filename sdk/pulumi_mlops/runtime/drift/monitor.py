@@ -16,8 +16,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pulumi_mlops.runtime.drift._binning import Binning, ColumnsBatch, numeric_column
-from pulumi_mlops.runtime.drift.spec import Profile
+from pulumi_mlops.runtime.drift._binning import (
+    Binning,
+    ColumnsBatch,
+    MatrixBatch,
+    numeric_column,
+)
+from pulumi_mlops.runtime.drift.prediction import PREDICTION_FEATURE, prediction_values
+from pulumi_mlops.runtime.drift.spec import NumericFeature, Profile
 
 __all__ = ["DriftMonitor"]
 
@@ -25,11 +31,18 @@ __all__ = ["DriftMonitor"]
 # waits well under a millisecond.
 _DEFAULT_FLUSH_ROWS: Final = 1024
 
-_Pending: TypeAlias = npt.NDArray[Any] | ColumnsBatch
+_Pending: TypeAlias = MatrixBatch | ColumnsBatch
 
 
 class DriftMonitor:
-    """Per-feature drift of the most recent input rows against a training profile.
+    """Per-feature drift of the most recent input rows, and of the model's predictions of
+    them, against a training profile.
+
+    When the profile has a prediction (`PREDICTION_FEATURE`), it is one more feature of each
+    row: the callers pass a batch's predictions with its rows (``predictions`` of
+    `observe_matrix` and `observe_columns`), and it is binned, counted and scored like the
+    input features. Predictions that are not one value or class per row of the batch count as
+    missing.
 
     The request path only appends a reference to the batch to a pending buffer; binning and
     counting happen vectorized, for all features at once, when `scores`, `window_rows` or
@@ -41,7 +54,8 @@ class DriftMonitor:
     methods are thread-safe.
 
     Cost (20 numeric features, 10 bins, see ``benchmarks/drift_overhead.py``): about 1 µs per
-    row for 1-row `observe_matrix` requests, binning amortized in (a request that triggers a
+    row for 1-row `observe_matrix` requests (up to 2 µs with their predictions), binning
+    amortized in (a request that triggers a
     flush waits under a millisecond); 10 to 15 µs per row for 1-row `observe_columns` requests
     with 20 columns; `scores` takes tens of µs, under a millisecond with a full pending buffer.
 
@@ -66,7 +80,14 @@ class DriftMonitor:
         self._flush_rows = flush_rows
         self._numeric = profile.numeric_features
         self._categorical = profile.categorical_features
-        self._n_numeric = len(self._numeric)
+        self._numeric_inputs = profile.numeric_inputs
+        self._categorical_inputs = profile.categorical_inputs
+        self._n_numeric = len(self._numeric_inputs)
+        # How predictions are kept: None (no prediction in the profile), True (numeric: a 1-D
+        # numeric array), False (categorical: any 1-D array).
+        self._numeric_prediction: bool | None = (
+            None if profile.prediction is None
+            else isinstance(profile.prediction, NumericFeature))
         self._binning = Binning(profile)
         self._n_slots = self._binning.n_slots
 
@@ -137,25 +158,48 @@ class DriftMonitor:
 
     @property
     def numeric_features(self) -> tuple[str, ...]:
-        """Numeric features in profile order: the column order `observe_matrix` expects."""
+        """Numeric features in profile order, `PREDICTION_FEATURE` included when the
+        prediction is numeric (the features scored with PSI)."""
         return self._numeric
 
     @property
     def categorical_features(self) -> tuple[str, ...]:
-        """Categorical features in profile order."""
+        """Categorical features in profile order, `PREDICTION_FEATURE` included when the
+        prediction is categorical (the features scored with the Jensen-Shannon distance)."""
         return self._categorical
+
+    @property
+    def numeric_inputs(self) -> tuple[str, ...]:
+        """Numeric input features in profile order: the column order `observe_matrix`
+        expects."""
+        return self._numeric_inputs
+
+    @property
+    def categorical_inputs(self) -> tuple[str, ...]:
+        """Categorical input features in profile order."""
+        return self._categorical_inputs
+
+    @property
+    def monitors_predictions(self) -> bool:
+        """Whether the profile has the model's predictions, so that observing them counts."""
+        return self._numeric_prediction is not None
 
     # ----------------------------------------------------------------- request path
 
-    def observe_matrix(self, x: npt.NDArray[Any]) -> None:
-        """Record a batch of rows of the numeric features (the fast path).
+    def observe_matrix(self, x: npt.NDArray[Any], predictions: Any = None) -> None:
+        """Record a batch of rows of the numeric input features (the fast path), with the
+        model's predictions of them.
 
-        Only a reference to ``x`` is kept until the next flush, so the caller must not modify
-        it afterwards. Rows recorded this way count as missing for categorical features.
+        Only references to ``x`` and ``predictions`` are kept until the next flush, so the
+        caller must not modify them afterwards. Rows recorded this way count as missing for
+        categorical input features.
 
         Args:
-            x: Array of shape ``(rows, len(numeric_features))``, columns in `numeric_features`
+            x: Array of shape ``(rows, len(numeric_inputs))``, columns in `numeric_inputs`
                 order, of a bool, integer or float dtype; NaN marks a missing value.
+            predictions: The model's output for these rows; counted when the profile has a
+                prediction and it is one value or class per row. Default: none (the
+                prediction counts as missing).
 
         Raises:
             ValueError: ``x`` has the wrong shape.
@@ -164,55 +208,79 @@ class DriftMonitor:
         if x.ndim != 2 or x.shape[1] != self._n_numeric:
             raise ValueError(
                 f"drift: observe_matrix expects shape (rows, {self._n_numeric}) with columns "
-                f"{list(self._numeric)}; got {x.shape}."
+                f"{list(self._numeric_inputs)}; got {x.shape}."
             )
         if x.dtype.kind not in "biuf":
             raise TypeError(f"drift: observe_matrix expects a numeric array; got dtype {x.dtype}.")
         rows = x.shape[0]
         if rows == 0:
             return
-        self._enqueue(x, rows)
+        if predictions is not None and self._numeric_prediction is not None:
+            predictions = self._predictions(predictions, rows)
+        else:
+            predictions = None
+        self._enqueue((x, predictions), rows)
 
-    def observe_columns(self, columns: Mapping[str, Any] | pd.DataFrame) -> None:
-        """Record a batch of rows given column by column (mixed numeric and categorical data).
+    def observe_columns(self, columns: Mapping[str, Any] | pd.DataFrame,
+                        predictions: Any = None) -> None:
+        """Record a batch of rows given column by column (mixed numeric and categorical data),
+        with the model's predictions of them.
 
         Profile features absent from ``columns`` count as missing for these rows; columns that
-        are not in the profile are ignored, and a batch with none of the profile's features is
-        ignored altogether. Categorical values are compared with the profile as ``str(value)``.
-        Numeric columns that are not 1-D numeric arrays are converted here; the rest is only
-        referenced until the next flush, so the caller must not modify the columns afterwards.
-        For numeric-only data, `observe_matrix` is about ten times cheaper.
+        are not in the profile (`PREDICTION_FEATURE` among them: an input column of that name
+        is not the prediction) are ignored, and a batch with none of the profile's input
+        features and no counted predictions is ignored altogether. Categorical values are
+        compared with the profile as ``str(value)``. Numeric columns that are not 1-D numeric
+        arrays are converted here; the rest is only referenced until the next flush, so the
+        caller must not modify the columns afterwards. For numeric-only data, `observe_matrix`
+        is about ten times cheaper.
 
         Args:
             columns: Feature name to a 1-D sequence of values (a DataFrame works too); all the
-                profile's features present must have the same length.
+                profile's features present must have the same length. Empty, to record
+                predictions only (input features missing).
+            predictions: The model's output for these rows; counted when the profile has a
+                prediction and it is one value or class per row. Default: none.
 
         Raises:
             ValueError: Columns of different lengths, or a numeric feature whose values are not
                 numbers.
         """
-        numeric: list[npt.NDArray[Any] | None] = [columns.get(n) for n in self._numeric]
+        numeric: list[npt.NDArray[Any] | None] = [columns.get(n) for n in self._numeric_inputs]
         for i, values in enumerate(numeric):
             if values is not None and not (
                 type(values) is np.ndarray and values.ndim == 1 and values.dtype.kind in "biuf"
             ):
-                numeric[i] = numeric_column(self._numeric[i], values)
-        categorical = [columns.get(n) for n in self._categorical]
+                numeric[i] = numeric_column(self._numeric_inputs[i], values)
+        categorical = [columns.get(n) for n in self._categorical_inputs]
         lengths = [len(v) for v in numeric if v is not None]
         complete = len(lengths) == self._n_numeric
         lengths += [len(v) for v in categorical if v is not None]
-        if not lengths:
-            return
-        rows = lengths[0]
-        if lengths.count(rows) != len(lengths):
+        if lengths and lengths.count(lengths[0]) != len(lengths):
             given = {
                 n: len(v)
                 for n, v in zip(
-                    self._numeric + self._categorical, numeric + categorical, strict=True
+                    self._numeric_inputs + self._categorical_inputs, numeric + categorical,
+                    strict=True,
                 )
                 if v is not None
             }
             raise ValueError(f"drift: observe_columns needs columns of equal length; got {given}.")
+        if self._numeric_prediction is not None:
+            predicted = None
+            if predictions is not None:
+                predicted = self._predictions(predictions, lengths[0] if lengths else None)
+            if predicted is not None and not lengths:
+                lengths = [len(predicted)]
+            # The prediction is the last feature of its kind (see `Binning`).
+            if self._numeric_prediction:
+                numeric.append(predicted)
+                complete = complete and predicted is not None
+            else:
+                categorical.append(predicted)
+        if not lengths:
+            return
+        rows = lengths[0]
         if rows == 0:
             return
         self._enqueue(ColumnsBatch(rows, numeric, categorical, complete), rows)
@@ -270,6 +338,21 @@ class DriftMonitor:
 
     # ----------------------------------------------------------------- internals
 
+    def _predictions(self, predictions: Any, rows: int | None) -> npt.NDArray[Any] | None:
+        """``predictions`` as the binning takes them (1-D, numeric for a numeric prediction),
+        or None when they are not one value per row or not numbers for a numeric prediction
+        (then the prediction of these rows counts as missing, and the request is not failed
+        for it)."""
+        values = prediction_values(predictions)
+        if values is None or (rows is not None and values.shape[0] != rows):
+            return None
+        if self._numeric_prediction and values.dtype.kind not in "biuf":
+            try:
+                values = numeric_column(PREDICTION_FEATURE, values)
+            except ValueError:
+                return None
+        return values
+
     def _window_counts(self) -> npt.NDArray[np.int64]:
         with self._lock:
             self._flush()
@@ -281,7 +364,7 @@ class DriftMonitor:
             pending = self._pending
             pending.append(item)
             self._pending_rows += rows
-            if not isinstance(item, np.ndarray):
+            if not isinstance(item, tuple):
                 self._pending_batches += 1
             # Every row is binned (the per-bin totals count all the traffic), at the latest once
             # `window` rows are pending, so the pending rows stay under `window` plus one batch.
@@ -300,14 +383,14 @@ class DriftMonitor:
         self._pending_batches = 0
         # Every pending row is binned: the totals count them all, the window keeps the last.
         if only_matrices:
-            self._apply(self._binning.matrix_slots(cast("list[npt.NDArray[Any]]", pending)))
+            self._apply(self._binning.matrix_slots(cast("list[MatrixBatch]", pending)))
             return
         # Bin runs of consecutive items of the same kind together, keeping arrival order.
         blocks: list[npt.NDArray[np.int32]] = []
-        matrices: list[npt.NDArray[Any]] = []
+        matrices: list[MatrixBatch] = []
         batches: list[ColumnsBatch] = []
         for item in pending:
-            if isinstance(item, np.ndarray):
+            if isinstance(item, tuple):
                 if batches:
                     blocks.append(self._binning.batch_slots(batches))
                     batches = []

@@ -10,13 +10,20 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from pulumi_mlops.runtime.drift.prediction import (
+    PREDICTION_FEATURE,
+    prediction_kind,
+    prediction_values,
+)
 from pulumi_mlops.runtime.drift.spec import PROFILE_FORMAT
 
 __all__ = ["build_profile"]
 
 
-def build_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
-    """Describe the training frame's feature distributions as a profile JSON object.
+def build_profile(frame: pd.DataFrame, bins: int = 10, *, predictions: Any = None
+                  ) -> dict[str, Any]:
+    """Describe the training frame's feature distributions, and optionally the model's
+    predictions, as a profile JSON object.
 
     Numeric columns (ints, floats, nullable Int/Float) get ``bins`` quantile bins (fewer when
     ties make quantiles coincide); bool, object, category and string columns get category
@@ -24,19 +31,34 @@ def build_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
 
     Args:
         frame: The training features, one column per model input.
-        bins: Number of quantile bins for numeric columns. Default: 10 (deciles).
+        bins: Number of quantile bins for numeric columns (and numeric predictions).
+            Default: 10 (deciles).
+        predictions: The model's predictions on reference rows, profiled under
+            `PREDICTION_FEATURE` as the model server will monitor them: float values as a
+            numeric feature, classes (bool, integer, string) as a categorical one
+            (`~pulumi_mlops.runtime.drift.prediction.prediction_kind`). Left out of the
+            profile when they are not one value or class per row (a 2-D output) or of no
+            profile kind, as the server then monitors no prediction either. Default: no
+            prediction in the profile.
 
     Returns:
         The profile, ready for ``json.dumps`` (see `~pulumi_mlops.runtime.drift.spec` for the
         format).
 
     Raises:
-        ValueError: ``bins`` is below 1, two columns have the same name, or a column has a
-            dtype with no profile kind (datetime, timedelta, complex...).
+        ValueError: ``bins`` is below 1, two columns have the same name, a column is named
+            `PREDICTION_FEATURE` (reserved for the predictions), or a column has a dtype with
+            no profile kind (datetime, timedelta, complex...).
     """
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"`bins` must be an integer >= 1 (got {bins!r}).")
     names = [str(c) for c in frame.columns]
+    if PREDICTION_FEATURE in names:
+        raise ValueError(
+            f"column `{PREDICTION_FEATURE}` has the name the drift profile reserves for the "
+            "model's predictions; rename the column (in the dataset, or in the trainer's "
+            "frame) before building the profile."
+        )
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ValueError(
@@ -61,7 +83,21 @@ def build_profile(frame: pd.DataFrame, bins: int = 10) -> dict[str, Any]:
                 f"column `{name}` has dtype {dtype}, which has no drift profile kind. "
                 "Drop it or convert it to a numeric or string column."
             )
+    if predictions is not None:
+        reference = _prediction_reference(predictions, bins)
+        if reference is not None:
+            features[PREDICTION_FEATURE] = reference
     return {"format": PROFILE_FORMAT, "rows": len(frame), "features": features}
+
+
+def _prediction_reference(predictions: Any, bins: int) -> dict[str, Any] | None:
+    values = prediction_values(predictions)
+    kind = None if values is None else prediction_kind(values)
+    if values is None or kind is None:
+        return None
+    if kind == "numeric":
+        return _numeric_reference(values.astype(np.float64), bins)
+    return _categorical_reference(pd.Series(values, dtype=object))
 
 
 def _numeric_reference(values: npt.NDArray[np.float64], bins: int) -> dict[str, Any]:

@@ -20,7 +20,12 @@ A JSON object with exactly these keys::
 - ``rows``: the number of rows of the training frame (an integer >= 0, NaNs included).
 - ``features``: one entry per input column, in the model's column order; that order is the
   "profile order" used everywhere below (e.g. the column order `DriftMonitor.observe_matrix`
-  expects for the numeric features).
+  expects for the numeric input features). Optionally one more entry, last, under the reserved
+  name ``"__prediction__"`` (`PREDICTION_FEATURE`): the distribution of the model's own
+  predictions (on the retrain job's holdout rows), numeric for values and categorical for
+  classes (`~pulumi_mlops.runtime.drift.prediction.prediction_kind`). No input column may have
+  that name (`build_profile` refuses one); a profile without the entry (every profile written
+  before it existed) is valid and means no prediction drift.
 - numeric: ``edges`` are the interior bin edges, finite and strictly increasing (quantiles of the
   training values with duplicates from ties removed; possibly empty). They define ``k + 1`` bins
   closed on the right::
@@ -56,7 +61,9 @@ profile:
   [0, 1]: 0 for identical distributions, 1 for disjoint ones. Categories not seen in training go
   to one extra "other" bucket, whose training share is 0.
 - Missing values (NaN, None, pandas NA) are excluded from a feature's counts; the row still takes
-  its place in the window for the other features. A feature with no value in the window scores
+  its place in the window for the other features. The prediction is one more feature of the
+  same row: a row observed without its prediction (the model failed, or its output is not one
+  value per row) counts the prediction as missing. A feature with no value in the window scores
   NaN (the key is always present, so the set of exported series is stable).
 """
 
@@ -70,9 +77,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias
 
-from pulumi_mlops.contracts.metrics import PSI_EPSILON
+from pulumi_mlops.contracts.metrics import PREDICTION_FEATURE, PSI_EPSILON
 
 __all__ = [
+    "PREDICTION_FEATURE",
     "PROFILE_ARTIFACT_PATH",
     "PROFILE_FORMAT",
     "PSI_EPSILON",
@@ -166,13 +174,33 @@ class Profile:
 
     @property
     def numeric_features(self) -> tuple[str, ...]:
-        """Names of the numeric features, in profile order."""
+        """Names of the numeric features, in profile order (`PREDICTION_FEATURE` included when
+        the prediction is numeric)."""
         return tuple(n for n, f in self.features.items() if isinstance(f, NumericFeature))
 
     @property
     def categorical_features(self) -> tuple[str, ...]:
-        """Names of the categorical features, in profile order."""
+        """Names of the categorical features, in profile order (`PREDICTION_FEATURE` included
+        when the prediction is categorical)."""
         return tuple(n for n, f in self.features.items() if isinstance(f, CategoricalFeature))
+
+    @property
+    def numeric_inputs(self) -> tuple[str, ...]:
+        """Names of the numeric input features (the prediction left out), in profile order."""
+        return tuple(n for n in self.numeric_features if n != PREDICTION_FEATURE)
+
+    @property
+    def categorical_inputs(self) -> tuple[str, ...]:
+        """Names of the categorical input features (the prediction left out), in profile
+        order."""
+        return tuple(n for n in self.categorical_features if n != PREDICTION_FEATURE)
+
+    @property
+    def prediction(self) -> FeatureReference | None:
+        """The reference distribution of the model's predictions, or None when the profile
+        has none (a profile written before predictions were profiled, or a model whose
+        output is not one value or class per row)."""
+        return self.features.get(PREDICTION_FEATURE)
 
     def to_dict(self) -> dict[str, Any]:
         """The profile as a JSON-ready object; `load_profile` of it gives back an equal profile."""

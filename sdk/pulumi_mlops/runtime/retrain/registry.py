@@ -37,6 +37,7 @@ __all__ = [
     "ModelLoadError",
     "Promotion",
     "alias_version",
+    "drift_profile",
     "evaluate_champion",
     "find_slot_version",
     "load_model",
@@ -185,6 +186,9 @@ def log_run(config: RetrainConfig, dataset: Dataset, data: Split, model: Any,
     """Log params, metrics, the model (signature, input example) and the drift profile in one
     MLflow run. Returns the run id and the logged model's URI.
 
+    The drift profile describes the training rows' features and, under
+    ``__prediction__``, the model's predictions of the holdout rows (`drift_profile`).
+
     The model is saved with skops (never pickle), recording `trusted_types` in its MLmodel
     file (``skops_trusted_types`` of the ``sklearn`` flavor), which every loader reads.
     """
@@ -193,9 +197,11 @@ def log_run(config: RetrainConfig, dataset: Dataset, data: Split, model: Any,
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
-    from pulumi_mlops.runtime.drift.profile import build_profile
     from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 
+    # Before the run: a dataset the profile refuses (a column named `__prediction__`) leaves
+    # no half-logged run behind.
+    profile = drift_profile(model, data)
     mlflow.set_experiment(config.experiment_name())
     example = data.x_train.head(5)
     signature = infer_signature(example, model.predict(example))
@@ -220,8 +226,33 @@ def log_run(config: RetrainConfig, dataset: Dataset, data: Split, model: Any,
         MlflowClient().log_batch(
             run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()],
             params=[Param(k, v) for k, v in all_params.items()])
-        mlflow.log_dict(build_profile(data.x_train), PROFILE_ARTIFACT_PATH)
+        mlflow.log_dict(profile, PROFILE_ARTIFACT_PATH)
         return run_id, str(info.model_uri)
+
+
+def drift_profile(model: Any, data: Split) -> dict[str, Any]:
+    """The drift profile the model server monitors ``model`` against: the distributions of
+    the training rows' features, and of the model's predictions of the holdout rows.
+
+    The holdout rather than the training rows for the predictions: the model was fitted to
+    the training rows, so its predictions of them are better than of any other (a deep tree or
+    a nearest-neighbours model reproduces their labels), while the holdout rows are rows it
+    has not seen, as are the rows it will serve; it is also the sample the gates judged the
+    model on. Predictions that are not one value or class per row are left out of the profile
+    (`~pulumi_mlops.runtime.drift.profile.build_profile`), as the server monitors none then.
+
+    Raises:
+        ValueError: The training frame cannot be profiled (see `build_profile`), e.g. it has a
+            column named ``__prediction__``.
+    """
+    from pulumi_mlops.runtime.drift.prediction import PREDICTION_FEATURE
+    from pulumi_mlops.runtime.drift.profile import build_profile
+
+    profile = build_profile(data.x_train, predictions=model.predict(data.x_holdout))
+    if PREDICTION_FEATURE not in profile["features"]:
+        log.info("stage=log_run the model's predictions are not one value or class per row: "
+                 "the drift profile has no `%s`", PREDICTION_FEATURE)
+    return profile
 
 
 def _param(value: Any) -> str:

@@ -2,8 +2,13 @@
 
 Routes, as MLflow's scoring server answers them: ``POST /invocations``, ``GET /ping``,
 ``GET /health``, ``GET /version`` (the MLflow version, as text); the Open Inference Protocol
-under ``/v2`` (`pulumi_mlops.runtime.serve.v2`); and ``GET /metrics``. Errors answer MLflow's
-JSON ``{"error_code", "message"}``; a stack trace is logged with a request id, never sent.
+under ``/v2`` (`pulumi_mlops.runtime.serve.v2`); ``GET /metrics``; and ``POST /feedback``
+(delayed labels, `pulumi_mlops.runtime.serve.feedback`). Errors answer MLflow's JSON
+``{"error_code", "message"}``; a stack trace is logged with a request id, never sent.
+
+A successful ``/invocations`` answer carries its request id in an ``X-Request-Id`` header
+(the client's own, when well formed), its body unchanged; ``/feedback`` takes the labels of
+its rows by that id.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ from pulumi_mlops.contracts.version import __version__
 from pulumi_mlops.runtime._text import one_line
 from pulumi_mlops.runtime.serve import metrics
 from pulumi_mlops.runtime.serve.deadlines import Deadlines, deadlines
+from pulumi_mlops.runtime.serve.feedback import (
+    FeedbackItem,
+    PredictionWindow,
+    apply_feedback,
+    parse_feedback,
+    request_id_of,
+)
 from pulumi_mlops.runtime.serve.http import (
     CLIENT_GONE,
     JSON,
@@ -51,7 +63,11 @@ log = logging.getLogger("mlops.serve")
 
 T = TypeVar("T")
 _ROUTES = {"/invocations": "POST", "/ping": "GET", "/health": "GET", "/version": "GET",
-           "/metrics": "GET"}
+           "/metrics": "GET", "/feedback": "POST"}
+_REQUEST_ID = b"x-request-id"
+# Feedback bodies up to this size are parsed on the event loop, larger ones on the prediction
+# thread (a 256 KiB body parses in about a millisecond).
+_INLINE_FEEDBACK_BYTES = 256 * 1024
 
 
 class ScoringApp:
@@ -67,6 +83,7 @@ class ScoringApp:
         workers_alive: Whether all the server's workers run (set by the supervisor); when
             not, ``/health`` and ``/v2/health/ready`` answer 503 while ``/ping`` stays 200.
         server_version: This package's version (the Open Inference Protocol's server metadata).
+        window: Recent answers' predictions by request id, for ``/feedback``.
     """
 
     def __init__(self, model: ServedModel, *, limits: Limits | None = None,
@@ -85,6 +102,8 @@ class ScoringApp:
         self._deadlines_loop: asyncio.AbstractEventLoop | None = None
         self._predictor: PredictionThread | None = None
         self._client_errors = _ClientErrorLog()
+        self.window = PredictionWindow(self.limits.feedback_window_ids,
+                                       self.limits.feedback_window_rows)
         metrics.model_info(model.info)
         estimator = getattr(model.fast_predict, "__self__", None)
         metrics.limit_class_labels(self.limits.max_class_labels,
@@ -115,6 +134,8 @@ class ScoringApp:
                           [(b"allow", expected.encode())])
         elif path == "/invocations":
             await self._invocations(scope, receive, send)
+        elif path == "/feedback":
+            await self._feedback(scope, receive, send)
         elif path == "/ping" or (path == "/health" and self.workers_alive()):
             status = 200 if self.ready else 503
             await respond(send, status, b"\n" if self.ready else b"draining\n", TEXT)
@@ -230,13 +251,21 @@ class ScoringApp:
                     500, f"unexpected server error (request id {request_id})",
                     request_id=request_id))
             status = answer.status
-            await respond(send, status, answer.body,
-                          [(b"content-type", answer.media_type.encode())])
             if status == 200:
+                # Kept before the answer leaves: its feedback may come at once.
+                rid = request_id_of(scope)
+                self.window.remember(rid, answer.predictions)
+                await respond(send, status, answer.body,
+                              [(b"content-type", answer.media_type.encode()),
+                               (_REQUEST_ID, rid.encode())])
                 metrics.observe_predictions(answer.predictions)
                 if self.prediction_log_rate and random.random() < self.prediction_log_rate:
-                    self._log_prediction(request_body, answer, time.perf_counter() - started)
-            elif status < 500:
+                    self._log_prediction(request_body, answer, time.perf_counter() - started,
+                                         rid)
+                return
+            await respond(send, status, answer.body,
+                          [(b"content-type", answer.media_type.encode())])
+            if status < 500:
                 self.client_error(status, "/invocations", _message(answer.body))
         except PayloadError as err:
             status = err.status
@@ -249,7 +278,31 @@ class ScoringApp:
             metrics.observe_request(status, answer.rows if answer else 0,
                                     time.perf_counter() - started)
 
-    def _log_prediction(self, body: bytes, answer: Answer, seconds: float) -> None:
+    async def _feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def work(body: bytes) -> list[FeedbackItem] | Deferred[list[FeedbackItem]]:
+            if len(body) > _INLINE_FEEDBACK_BYTES:
+                return Deferred(functools.partial(parse_feedback, body))
+            return parse_feedback(body)
+
+        try:
+            items = await self.score(scope, receive, work)
+            # On the event loop, as the window is kept.
+            summary = apply_feedback(self.window, items)
+            await respond(send, 200, orjson.dumps(summary))
+        except PayloadError as err:
+            await respond(send, err.status, error_body(err.status, err.message),
+                          [*JSON, *error_headers(err.status)])
+            self.client_error(err.status, "/feedback", err.message)
+        except ClientGone:
+            pass
+        except Exception:
+            rid = uuid.uuid4().hex
+            log.exception("request %s: unexpected error in /feedback", rid)
+            await respond(send, 500, error_body(
+                500, f"unexpected server error (request id {rid})", request_id=rid))
+
+    def _log_prediction(self, body: bytes, answer: Answer, seconds: float,
+                        rid: str) -> None:
         # One JSON line per sampled request on stdout, for any log shipper.
         info = self.model.info
         try:
@@ -263,7 +316,7 @@ class ScoringApp:
         except orjson.JSONDecodeError:
             outputs = answer.body.decode("utf-8", "replace")
         sys.stdout.buffer.write(orjson.dumps({
-            "ts": time.time(), "request_id": uuid.uuid4().hex, "model_name": info.name,
+            "ts": time.time(), "request_id": rid, "model_name": info.name,
             "model_version": info.version, "model_uri": info.uri, "inputs": inputs,
             "outputs": outputs, "latency_ms": round(seconds * 1000, 3),
         }) + b"\n")

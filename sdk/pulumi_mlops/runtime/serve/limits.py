@@ -7,6 +7,8 @@ plus what one request's decoding takes (predictions run one at a time per worker
 decodes one body at a time: a JSON body of numbers takes about 3 times its size as Python
 objects and its matrix). With ``--workers N`` multiply by N and add the model's memory once
 (the workers share it). Size the container's memory limit, or these options, to that budget.
+The feedback window (`pulumi_mlops.runtime.serve.feedback`) adds at most about 28 MiB per
+worker at its defaults (100,000 one-row predictions).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ class Limits:
     """Per-worker request bounds of the scoring server.
 
     Attributes:
-        max_body_bytes: Larger request bodies get 413. Default: 16 MiB.
-        max_concurrency: Scoring requests (``/invocations``, V2 ``infer``) a worker holds at
-            once, from reading their body to the end of their prediction; one more gets 503
-            with ``Retry-After: 1``. Health, metrics and metadata routes are not counted.
-            Default: 32.
+        max_body_bytes: Larger request bodies (scoring and ``/feedback``) get 413.
+            Default: 16 MiB.
+        max_concurrency: Scoring requests (``/invocations``, V2 ``infer``) and ``/feedback``
+            requests a worker holds at once, from reading their body to the end of their
+            prediction; one more gets 503 with ``Retry-After: 1``. Health, metrics and
+            metadata routes are not counted. Default: 32.
         max_rows: Input rows per request; more get 413 naming the bound. Default: 100,000.
         max_header_bytes: Request line and headers larger than this get 431 and the connection
             is closed. Default: 64 KiB.
@@ -44,6 +47,12 @@ class Limits:
             ``mlops_predictions_total``; predictions of any further class count as ``other``,
             so a model whose output depends on its input cannot grow the metric without bound.
             Default: 50.
+        feedback_window_ids: Recent scoring answers (request ids) whose predictions a worker
+            keeps for ``/feedback``; the oldest are dropped first. 0 keeps none (every label
+            is unmatched). Default: 100,000.
+        feedback_window_rows: Predicted rows those answers may hold together; the oldest
+            answers are dropped first, and an answer of more rows is not kept. 0 keeps none.
+            Default: 100,000.
     """
 
     max_body_bytes: int = 16 * 2**20
@@ -55,6 +64,8 @@ class Limits:
     keep_alive_timeout: int = 5
     prediction_timeout: float | None = None
     max_class_labels: int = 50
+    feedback_window_ids: int = 100_000
+    feedback_window_rows: int = 100_000
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_concurrency", "max_rows", "max_header_bytes",
@@ -62,6 +73,10 @@ class Limits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be an integer >= 1 (got {value!r}).")
+        for name in ("feedback_window_ids", "feedback_window_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0 (got {value!r}).")
         if isinstance(self.keep_alive_timeout, bool) or not isinstance(
                 self.keep_alive_timeout, int) or self.keep_alive_timeout < 1:
             raise ValueError("`keep_alive_timeout` must be a whole number of seconds >= 1 (got "

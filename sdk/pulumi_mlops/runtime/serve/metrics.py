@@ -11,6 +11,17 @@
 | ``mlops_feature_drift`` | gauge | ``feature``, ``statistic`` (``psi`` / ``js_distance``) |
 | ``mlops_model_info`` | gauge (1) | ``model_name``, ``model_version``, ``model_alias``, |
 | | | ``model_uri`` |
+| ``mlops_model_loaded`` | gauge | (1 here; 0 from the stand-in of `waiting`) |
+| ``mlops_feedback_total`` | counter | ``outcome`` (``matched`` / ``unmatched``) |
+| ``mlops_feedback_correct_total`` | counter | (classification) |
+| ``mlops_feedback_absolute_error_total`` | counter | (regression: sum of abs. errors) |
+| ``mlops_feedback_squared_error_total`` | counter | (regression: sum of squared errors) |
+
+Every counter is exposed from the start, at 0 (the ``outcome`` label with both values), so
+that ``rate()`` sees its first increase. The feedback counters are counted by
+`pulumi_mlops.runtime.serve.feedback` (``POST /feedback``); whether a model's predictions are
+classes or values is decided once, by `predicts_classes`, for both the prediction metrics and
+the feedback.
 
 The ``class`` label takes at most ``--max-class-labels`` values (`Limits`, default 50): a
 scikit-learn classifier's own classes first, then other predicted values in the order they
@@ -73,9 +84,11 @@ from prometheus_client.utils import floatToGoString
 from pulumi_mlops.contracts import metrics as names
 from pulumi_mlops.runtime.drift import DriftMonitor
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
+from pulumi_mlops.runtime.serve.waiting import model_loaded_family
 
 __all__ = ["FLUSH_SECONDS", "OTHER_CLASS", "exposition", "flush", "limit_class_labels",
-           "model_info", "observe_predictions", "observe_request"]
+           "model_info", "observe_feedback", "observe_predictions", "observe_request",
+           "predicts_classes"]
 
 FLUSH_SECONDS = 0.5
 _FLUSH_REQUESTS = 512
@@ -168,6 +181,27 @@ class _LabelledCounter:
         return family
 
 
+class _Sum:
+    """A counter without labels, of a count or of a sum of figures (exposed as a float)."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0.0
+        self.created = time.time()
+
+    def reset(self) -> None:
+        self.value = 0.0
+
+    def family(self, value: float, *, merged: bool) -> Metric:
+        """The family as prometheus_client exposes a counter without labels (``_total``, and
+        ``_created`` unless ``merged``)."""
+        family = CounterMetricFamily(self.name, self.documentation)
+        family.add_metric([], float(value),
+                          created=self.created if _CREATED and not merged else None)
+        return family
+
+
 REQUESTS = _LabelledCounter(names.REQUESTS, "Scoring requests by HTTP status code",
                             names.CODE_LABEL)
 # Exposed at 0 from the start: a series that first appears at its first scrape with the
@@ -181,6 +215,18 @@ CLASSES = _LabelledCounter(names.PREDICTIONS, "Predicted classes (classification
 VALUES = _Histogram(names.PREDICTION_VALUE, "Predicted values (regression models)",
                     _VALUE_BUCKETS)
 _HISTOGRAMS = (LATENCY, BATCH, VALUES)
+FEEDBACK = _LabelledCounter(names.FEEDBACK, "Delayed labels received on /feedback, one per "
+                            "predicted row, by whether their prediction was found",
+                            names.OUTCOME_LABEL)
+FEEDBACK.child(names.MATCHED)
+FEEDBACK.child(names.UNMATCHED)
+CORRECT = _Sum(names.FEEDBACK_CORRECT, "Matched labels equal to the predicted class "
+               "(classification)")
+ABSOLUTE_ERROR = _Sum(names.FEEDBACK_ABSOLUTE_ERROR, "Sum of |label - prediction| over "
+                      "matched labels (regression)")
+SQUARED_ERROR = _Sum(names.FEEDBACK_SQUARED_ERROR, "Sum of (label - prediction)^2 over "
+                     "matched labels (regression)")
+_SUMS = (CORRECT, ABSOLUTE_ERROR, SQUARED_ERROR)
 # Guards the counts: the event loop counts, a scrape (or a test) may read from another thread.
 _lock = threading.Lock()
 
@@ -189,8 +235,9 @@ class _Counts(Collector):
     """This process's counters and histograms, with the pending observations counted first."""
 
     def describe(self) -> list[Metric]:
-        empty = {"requests": {}, "classes": {},
-                 "histograms": {h.name: [[0] * h.bounds.size, 0.0] for h in _HISTOGRAMS}}
+        empty = {"requests": {}, "classes": {}, "feedback": {},
+                 "histograms": {h.name: [[0] * h.bounds.size, 0.0] for h in _HISTOGRAMS},
+                 "sums": {s.name: 0.0 for s in _SUMS}}
         return _families(empty, merged=False)
 
     def collect(self) -> Iterator[Metric]:
@@ -217,9 +264,12 @@ class _Workers(Collector):
             other = _read_worker_file(path) if path != own else None
             if other is None:
                 continue
-            for counter in ("requests", "classes"):
-                for value, count in other[counter].items():
+            for counter in ("requests", "classes", "feedback"):
+                # .get: a file written before a counter existed (an older worker) has none.
+                for value, count in other.get(counter, {}).items():
                     total[counter][value] = total[counter].get(value, 0) + count
+            for name, value in other.get("sums", {}).items():
+                total["sums"][name] = total["sums"].get(name, 0.0) + value
             for name, (counts, histogram_sum) in other["histograms"].items():
                 mine = total["histograms"][name]
                 mine[0] = [a + b for a, b in zip(mine[0], counts, strict=True)]
@@ -230,7 +280,9 @@ class _Workers(Collector):
 def _snapshot() -> dict[str, Any]:
     """The counts, as plain values (what a worker's file holds)."""
     return {"requests": dict(REQUESTS.counts), "classes": dict(CLASSES.counts),
-            "histograms": {h.name: [h.counts.tolist(), h.sum] for h in _HISTOGRAMS}}
+            "feedback": dict(FEEDBACK.counts),
+            "histograms": {h.name: [h.counts.tolist(), h.sum] for h in _HISTOGRAMS},
+            "sums": {s.name: s.value for s in _SUMS}}
 
 
 def _families(counts: dict[str, Any], *, merged: bool) -> list[Metric]:
@@ -242,7 +294,9 @@ def _families(counts: dict[str, Any], *, merged: bool) -> list[Metric]:
                 LATENCY.family(*histograms[LATENCY.name], merged=merged),
                 BATCH.family(*histograms[BATCH.name], merged=merged),
                 CLASSES.family(counts["classes"], merged=merged),
-                VALUES.family(*histograms[VALUES.name], merged=merged)]
+                VALUES.family(*histograms[VALUES.name], merged=merged),
+                FEEDBACK.family(counts["feedback"], merged=merged),
+                *(s.family(counts["sums"].get(s.name, 0.0), merged=merged) for s in _SUMS)]
     return [f for f in families if f.samples or not merged]
 
 
@@ -347,9 +401,25 @@ DRIFT_SERIES = _DriftSeries()
 REGISTRY.register(DRIFT_SERIES)
 
 
+class _Loaded(Collector):
+    """`names.MODEL_LOADED`: 1 once the model is published (`model_info`). A constant of the
+    process, not counted: with several workers it is exposed once, not summed."""
+
+    def __init__(self) -> None:
+        self.loaded = False
+
+    def collect(self) -> Iterator[Metric]:
+        return iter((model_loaded_family(1 if self.loaded else 0),))
+
+
+LOADED = _Loaded()
+REGISTRY.register(LOADED)
+
+
 def model_info(info: ModelInfo) -> None:
-    """Publish which model is served."""
+    """Publish which model is served (and that it is loaded)."""
     INFO.labels(info.name or "", info.version or "", info.alias or "", info.uri).set(1)
+    LOADED.loaded = True
 
 
 _max_class_labels = 50
@@ -389,7 +459,7 @@ def _forget_the_parents_counts() -> None:
         _shared = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         _pending_requests, _pending_predictions, _pending_rows = [], [], 0
-        for metric in (REQUESTS, CLASSES, *_HISTOGRAMS):
+        for metric in (REQUESTS, CLASSES, FEEDBACK, *_HISTOGRAMS, *_SUMS):
             metric.reset()
 
 
@@ -456,8 +526,25 @@ def flush() -> None:
         _share()
 
 
+def predicts_classes(values: np.ndarray[Any, Any]) -> bool | None:
+    """Whether ``values`` (a model's 1-D output) are classes (counted by ``class`` in
+    ``mlops_predictions_total``; integers, booleans, text) or values (floats, in the
+    ``mlops_prediction_value`` histogram); None for an output that is neither (complex numbers,
+    dates), which is not counted. The one place that decides it: the feedback's accuracy or
+    error follows the same decision."""
+    kind = values.dtype.kind
+    if kind == "f":
+        return False
+    if kind in "iubUSO":
+        return True
+    return None
+
+
 def _observe_values(values: np.ndarray[Any, Any]) -> None:
-    if values.dtype.kind == "f":
+    classes = predicts_classes(values)
+    if classes is None:
+        return
+    if not classes:
         finite = values[np.isfinite(values)]
         if finite.size:
             VALUES.observe(finite)
@@ -479,9 +566,8 @@ def _observe_values(values: np.ndarray[Any, Any]) -> None:
             unique, counts = np.unique(values, return_counts=True)
             _count(zip(unique.tolist(), counts.tolist(), strict=True))
         return
-    if values.dtype.kind in "bUSO":
-        classes, counts = np.unique(values.astype(str), return_counts=True)
-        _count(zip(classes.tolist(), counts.tolist(), strict=True))
+    labels, counts = np.unique(values.astype(str), return_counts=True)  # booleans, text
+    _count(zip(labels.tolist(), counts.tolist(), strict=True))
 
 
 def _count(tally: Iterable[tuple[Any, int]]) -> None:
@@ -494,6 +580,24 @@ def _class_label(cls: str) -> str:
     if cls in CLASSES.counts or len(CLASSES.counts) < _max_class_labels:
         return cls
     return OTHER_CLASS
+
+
+def observe_feedback(matched: int, unmatched: int, correct: int = 0,
+                     absolute_error: float = 0.0, squared_error: float = 0.0) -> None:
+    """Count one ``/feedback`` request's labels: ``matched`` and ``unmatched`` rows, the
+    matched labels equal to their predicted class (``correct``), and the sums of the matched
+    values' absolute and squared errors.
+
+    Counted at once, not batched: feedback comes far less often than predictions, and its
+    figures should reach the next scrape of every worker.
+    """
+    with _lock:
+        FEEDBACK.add(names.MATCHED, matched)
+        FEEDBACK.add(names.UNMATCHED, unmatched)
+        CORRECT.value += correct
+        ABSOLUTE_ERROR.value += absolute_error
+        SQUARED_ERROR.value += squared_error
+        _share()
 
 
 def publish_drift(monitor: DriftMonitor) -> None:
@@ -514,5 +618,6 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         registry.register(_Workers(directory))
         registry.register(DRIFT_SERIES)
+        registry.register(LOADED)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

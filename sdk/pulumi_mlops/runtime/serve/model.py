@@ -175,7 +175,8 @@ def _too_many_rows(rows: int, limit: int) -> PayloadError:
 
 class _Observed:
     """The pyfunc model as MLflow's scoring function sees it: checks lossy values are already
-    refused, so this only feeds the drift window and keeps the raw predictions."""
+    refused, so this only feeds the drift window (the input rows and their predictions, once
+    predicted) and keeps the raw predictions."""
 
     def __init__(self, model: Any, drift: DriftMonitor | None, max_rows: int | None) -> None:
         self.metadata = model.metadata
@@ -190,10 +191,16 @@ class _Observed:
 
         if self._max_rows is not None and _rows(data) > self._max_rows:
             raise _TooManyRows(_rows(data))
-        if isinstance(data, pd.DataFrame) and self._drift is not None:
-            self._drift.observe_columns(data)
         self.predictions = self._model.predict(data, params=params)
         self.rows = _rows(data)
+        drift = self._drift
+        if drift is not None:
+            # Rows the model scored: their inputs by column, or, for input that is not a frame
+            # (a tensor), their predictions alone.
+            if isinstance(data, pd.DataFrame):
+                drift.observe_columns(data, self.predictions)
+            elif drift.monitors_predictions:
+                drift.observe_columns({}, self.predictions)
         return self.predictions
 
 
@@ -247,10 +254,10 @@ class ServedModel:
             self._loaded.set()
         # Columns of the signature that feed the drift monitor's numeric matrix.
         self._drift_index: list[int] | slice | None = None
-        if drift is not None and self.columns is not None and not drift.categorical_features:
+        if drift is not None and self.columns is not None and not drift.categorical_inputs:
             names = [c.name for c in self.columns]
-            if set(drift.numeric_features) <= set(names):
-                index = [names.index(f) for f in drift.numeric_features]
+            if set(drift.numeric_inputs) <= set(names):
+                index = [names.index(f) for f in drift.numeric_inputs]
                 # Every column in order: a view of the matrix instead of a copy.
                 self._drift_index = slice(None) if index == list(range(len(names))) else index
 
@@ -390,8 +397,6 @@ class ServedModel:
 
     def _fast(self, matrix: np.ndarray[Any, Any]) -> Any:
         assert self.fast_predict is not None
-        if self._drift_index is not None and self.drift is not None:
-            self.drift.observe_matrix(matrix[:, self._drift_index])
         from sklearn import config_context
 
         # The fast path's matrices hold finite numbers only (checked in building them), so
@@ -400,6 +405,13 @@ class ServedModel:
         with config_context(assume_finite=True):
             predictions = self.fast_predict(matrix)
         self._cost.observe(len(matrix), time.perf_counter() - started)
+        drift = self.drift
+        if drift is not None:
+            # The rows the estimator scored, with their predictions.
+            if self._drift_index is not None:
+                drift.observe_matrix(matrix[:, self._drift_index], predictions)
+            elif drift.monitors_predictions:
+                drift.observe_columns({}, predictions)
         return predictions
 
     def _general(self, data: Any, content_type: str, max_rows: int | None) -> Answer:
@@ -463,6 +475,10 @@ def _mlflow_error(err: Any) -> Answer:
 
 
 def _predictions_json(predictions: Any) -> bytes:
+    # orjson serializes numeric and boolean arrays itself, not text or object ones (a
+    # classifier trained on class names predicts those).
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "USOV":
+        predictions = predictions.tolist()
     return orjson.dumps({"predictions": predictions},
                         option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
 

@@ -21,6 +21,11 @@ is in the log, with the traceback).
 Requests are decoded and answers encoded by `pulumi_mlops.runtime.serve.v2_codec`; the inputs
 become what pyfunc takes in `pulumi_mlops.runtime.serve.v2_input`; model metadata is
 `pulumi_mlops.runtime.serve.v2_metadata`.
+
+Request ids: an inference answer's ``id`` is the request's ``id``, or, when it gave none, its
+``X-Request-Id`` header when well formed, else a new one; a well-formed id is also sent in an
+``X-Request-Id`` header, and the answer's predictions are kept under it for ``/feedback``
+(`pulumi_mlops.runtime.serve.feedback`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import orjson
 
 from pulumi_mlops.runtime.serve import metrics
+from pulumi_mlops.runtime.serve.feedback import (
+    REQUEST_ID_HEADER,
+    PredictionWindow,
+    request_id_of,
+    well_formed_id,
+)
 from pulumi_mlops.runtime.serve.http import (
     CLIENT_GONE,
     ClientGone,
@@ -74,6 +85,7 @@ class _App(Protocol):
     limits: Limits
     server_version: str
     workers_alive: Callable[[], bool]
+    window: PredictionWindow
 
     def score(self, scope: Scope, receive: Receive,
               work: Callable[[bytes], T | Deferred[T]]) -> Awaitable[T]:
@@ -168,11 +180,13 @@ class _Inferred:
     chunks: list[bytes]
     predictions: Any
     rows: int
+    id: str
 
 
 def _inferred(model: ServedModel, body: bytes, binary_header: str | None,
-              max_rows: int) -> _Inferred:
-    """Decode, predict and encode one inference request (off the event loop).
+              max_rows: int, header_id: str) -> _Inferred:
+    """Decode, predict and encode one inference request (off the event loop); its id is the
+    request's ``id``, or ``header_id`` (the header's, or a new one) when it gave none.
 
     Raises:
         PayloadError: a client error (4xx).
@@ -190,10 +204,10 @@ def _inferred(model: ServedModel, body: bytes, binary_header: str | None,
     answer: dict[str, Any] = {"model_name": served_name(model)}
     if model.info.version is not None:
         answer["model_version"] = model.info.version
-    answer["id"] = request.id if request.id is not None else uuid.uuid4().hex
+    answer["id"] = rid = request.id if request.id is not None else header_id
     answer["outputs"] = outputs
     document = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-    return _Inferred(document, chunks, predictions, rows)
+    return _Inferred(document, chunks, predictions, rows, rid)
 
 
 class _ModelFailed(Exception):
@@ -205,12 +219,13 @@ async def _infer(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
     status, rows = 500, 0
     model = app.model
     binary_header = header(scope, _HEADER_LENGTH)
+    header_id = request_id_of(scope)
     try:
         try:
             def work(body: bytes) -> _Inferred | Deferred[_Inferred]:
                 # Always off the event loop, decoding included.
                 return Deferred(functools.partial(_inferred, model, body, binary_header,
-                                                  app.limits.max_rows))
+                                                  app.limits.max_rows, header_id))
 
             inferred = await app.score(scope, receive, work)
         except _ModelFailed as err:
@@ -221,13 +236,19 @@ async def _infer(app: _App, scope: Scope, receive: Receive, send: Send) -> None:
                          f"{request_id})")
             return
         status, rows = 200, inferred.rows
-        metrics.observe_predictions(inferred.predictions)
+        # A client's own id that cannot be a header (or a bounded key) is only echoed.
+        id_header: list[tuple[bytes, bytes]] = []
+        if inferred.id is header_id or well_formed_id(inferred.id):
+            id_header = [(REQUEST_ID_HEADER, inferred.id.encode())]
+            app.window.remember(inferred.id, inferred.predictions)  # before the answer leaves
         if inferred.chunks:
             await respond(send, 200, b"".join([inferred.document, *inferred.chunks]), [
                 (b"content-type", b"application/octet-stream"),
-                (_HEADER_LENGTH, str(len(inferred.document)).encode())])
+                (_HEADER_LENGTH, str(len(inferred.document)).encode()), *id_header])
         else:
-            await respond(send, 200, inferred.document)
+            await respond(send, 200, inferred.document,
+                          [(b"content-type", b"application/json"), *id_header])
+        metrics.observe_predictions(inferred.predictions)
     except PayloadError as err:
         status = err.status
         await _error(send, status, err.message, error_headers(status))

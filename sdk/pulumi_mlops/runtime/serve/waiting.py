@@ -3,9 +3,11 @@
 A fresh stack's model service can start before its retrain has registered and promoted a
 model. Exiting then would only restart-loop the container; instead the server listens at once
 with a small stand-in (`WaitingServer`): ``/ping`` and ``/v2/health/live`` answer 200 (the
-process is alive), ``/health`` and ``/v2/health/ready`` 503 naming the alias, and every other
-route (``/invocations``, ``/v2`` inference) 503 with ``Retry-After``. The registry is polled
-every ``alias_poll_seconds``; once the alias exists, the model is fetched and loaded as usual
+process is alive), ``/health`` and ``/v2/health/ready`` 503 naming the alias, ``/metrics`` 200
+with ``mlops_model_loaded 0`` (so that an alert tells a server waiting for its model from one
+that is down: the scoring server answers the same gauge with 1), and every other route
+(``/invocations``, ``/v2`` inference, ``/feedback``) 503 with ``Retry-After``. The registry is
+polled every ``alias_poll_seconds``; once the alias exists, the model is fetched and loaded as usual
 (the stand-in answers meanwhile) and the scoring server takes its listening socket over,
 so no connection is refused in between (several workers then share that one socket).
 
@@ -25,15 +27,19 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pulumi_mlops.contracts import metrics as names
 from pulumi_mlops.contracts.model_uri import ModelRef, parse_model_uri
 from pulumi_mlops.runtime._text import one_line
 from pulumi_mlops.runtime.mlflow_rest import RegistryError, RestRegistry
 from pulumi_mlops.runtime.serve.http import error_body
 
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
 __all__ = ["DEFAULT_ALIAS_POLL_SECONDS", "STOPPED", "WaitingServer", "alias_missing",
-           "wait_for_alias"]
+           "model_loaded_family", "wait_for_alias"]
 
 log = logging.getLogger("mlops.serve")
 
@@ -48,6 +54,35 @@ _READY = ("/health", "/v2/health/ready")
 # it under a client still sending; larger bodies are not read.
 _MAX_DRAINED_BYTES = 16 * 2**20
 STOPPED = "stopped"
+_METRICS = "/metrics"
+
+
+def model_loaded_family(value: int) -> Metric:
+    """The `names.MODEL_LOADED` gauge at ``value`` (1 loaded, 0 waiting), as the stand-in and
+    the scoring server both expose it.
+
+    prometheus_client is imported here, not with this module: ``mlops serve`` imports this
+    module before it sets ``PROMETHEUS_MULTIPROC_DIR``, which prometheus_client reads when it
+    is first imported.
+    """
+    from prometheus_client.metrics_core import GaugeMetricFamily
+
+    return GaugeMetricFamily(names.MODEL_LOADED, "Whether the server serves its model (1) or "
+                             "waits for it (0)", value=value)
+
+
+def _waiting_metrics() -> tuple[bytes, str]:
+    """The stand-in's metrics page: only ``mlops_model_loaded 0``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    class Waiting(Collector):
+        def collect(self) -> list[Metric]:
+            return [model_loaded_family(0)]
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Waiting())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def alias_missing(rest: RestRegistry, name: str, alias: str) -> bool:
@@ -133,6 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(200, b"\n", "text/plain; charset=utf-8")
         elif path in _READY:
             self._answer(503, f"{self.server.message}\n".encode(), "text/plain; charset=utf-8")
+        elif path == _METRICS:
+            self._answer(200, *_waiting_metrics())
         else:
             self._unavailable()
 

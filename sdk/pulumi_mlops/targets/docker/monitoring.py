@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
+from pulumi_mlops.plans.monitoring import SCRAPE_PASSWORD
 from pulumi_mlops.plans.monitoring_stack import MonitoringPlan
 from pulumi_mlops.plans.target import DockerTarget
 from pulumi_mlops.targets.docker._containers import DockerWorkload, materialize_workload
@@ -28,8 +29,10 @@ class DockerMonitoring:
 
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: DockerTarget,
-                network: docker.Network, after: tuple[pulumi.Resource, ...]) -> DockerMonitoring:
-    """Declare Prometheus on ``network`` under ``parent``, started after ``after``."""
+                network: docker.Network, after: tuple[pulumi.Resource, ...],
+                registry_password: pulumi.Output[str | None]) -> DockerMonitoring:
+    """Declare Prometheus on ``network`` under ``parent``, started after ``after``, with the
+    registry's admin password when it scrapes the registry."""
     workload = plan.prometheus
     assert workload is not None
     opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
@@ -38,5 +41,6 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: 
               "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi"}
     prometheus = materialize_workload(
         workload.name, workload, target=target, network=network, aliases=[workload.name],
-        labels=labels, secret_data=pulumi.Output.from_input({}), opts=opts, publish=True)
+        labels=labels, secret_data=pulumi.Output.secret(registry_password.apply(
+            lambda p: {} if p is None else {SCRAPE_PASSWORD: p})), opts=opts, publish=True)
     return DockerMonitoring(prometheus)

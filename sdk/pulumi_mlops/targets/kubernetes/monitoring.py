@@ -1,6 +1,16 @@
-"""MonitoringStack on Kubernetes, operator mode: a PodMonitor per service track, one
-PrometheusRule, and each dashboard in a ConfigMap for Grafana's sidecar, all labelled for the
-Prometheus Operator release that selects them (kube-prometheus-stack's ``release`` label)."""
+"""MonitoringStack on Kubernetes.
+
+Operator mode: a PodMonitor per service track and one for the registry, each with a
+NetworkPolicy admitting Prometheus' namespace to the metrics port, one PrometheusRule, and each
+dashboard in a ConfigMap for Grafana's sidecar, all labelled for the Prometheus Operator release
+that selects them (kube-prometheus-stack's ``release`` label).
+
+Standalone: a Prometheus StatefulSet of the stack's own (its config and rules in a ConfigMap,
+its data on a PersistentVolumeClaim, hardened like every pod here), finding each scraped pod set
+through a headless Service of the stack's own by DNS (no Kubernetes API access, so no RBAC), a
+NetworkPolicy admitting it to each pod set's metrics port, and one for Prometheus itself: in
+from its namespace, out to DNS, the scraped pods and kube-state-metrics only.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +22,45 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from pulumi_mlops.contracts.scrape import VERSION_LABEL
+from pulumi_mlops.plans.monitoring import REGISTRY_SCRAPE_INTERVAL, SCRAPE_PASSWORD
 from pulumi_mlops.plans.monitoring_stack import (
     DASHBOARD_LABEL,
     POD_VERSION_LABEL,
     RELEASE_LABEL,
     MonitoringPlan,
+    PodScrape,
 )
 from pulumi_mlops.plans.target import KubernetesTarget
-from pulumi_mlops.targets.kubernetes._objects import meta
+from pulumi_mlops.plans.workload import Workload
+from pulumi_mlops.targets.kubernetes._objects import (
+    dns_egress,
+    meta,
+    pod_objects,
+    pod_spec,
+    skip_annotations,
+    storage_spec,
+)
 
-__all__ = ["API_VERSION", "KubernetesMonitoring", "materialize"]
+__all__ = ["API_VERSION", "KubernetesMonitoring", "KubernetesPrometheus", "materialize"]
 
 API_VERSION = "monitoring.coreos.com/v1"
+
+
+@dataclass(frozen=True)
+class KubernetesPrometheus:
+    """A standalone Prometheus.
+
+    Attributes:
+        stateful_set: Its StatefulSet (one replica, its data on a claim).
+        service: The Service in front of it (port ``http``).
+        network_policy: What it may reach and be reached from.
+        scrape_services: The headless Services it finds the scraped pods by, one per pod set.
+    """
+
+    stateful_set: k8s.apps.v1.StatefulSet
+    service: k8s.core.v1.Service
+    network_policy: k8s.networking.v1.NetworkPolicy
+    scrape_services: tuple[k8s.core.v1.Service, ...]
 
 
 @dataclass(frozen=True)
@@ -31,14 +68,23 @@ class KubernetesMonitoring:
     """The monitoring objects.
 
     Attributes:
-        pod_monitors: One per track of every service.
-        rules: The PrometheusRule holding every rule group.
+        pod_monitors: operator mode: one per track of every service, and the registry's.
+        network_policies: One per scraped pod set: Prometheus admitted to the metrics port.
+        registry_credentials: operator mode: the registry admin's user and password for the
+            registry's PodMonitor (MLflow serves ``/metrics`` to admins only), when it is
+            watched (standalone: in Prometheus' own Secret).
+        rules: operator mode: the PrometheusRule holding every rule group (standalone: in
+            Prometheus' config).
         dashboards: One ConfigMap per dashboard.
+        prometheus: standalone: Prometheus itself.
     """
 
     pod_monitors: tuple[k8s.apiextensions.CustomResource, ...]
-    rules: k8s.apiextensions.CustomResource
+    network_policies: tuple[k8s.networking.v1.NetworkPolicy, ...]
+    registry_credentials: k8s.core.v1.Secret | None
+    rules: k8s.apiextensions.CustomResource | None
     dashboards: tuple[k8s.core.v1.ConfigMap, ...]
+    prometheus: KubernetesPrometheus | None
 
 
 def _pod_label_source(label: str) -> str:
@@ -46,15 +92,56 @@ def _pod_label_source(label: str) -> str:
     return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
 
 
+def _credentials(user: str, password: pulumi.Output[str | None]
+                 ) -> pulumi.Output[dict[str, str]]:
+    return pulumi.Output.secret(password.apply(
+        lambda p: {"username": user, "password": p or ""}))
+
+
+def _admit(plan: MonitoringPlan, target: KubernetesTarget, pods: PodScrape,
+           labels: dict[str, str], source: dict[str, Any],
+           opts: pulumi.ResourceOptions) -> k8s.networking.v1.NetworkPolicy:
+    """Additive to the workload's own policy: ``source`` may reach the metrics port (for a
+    model service, its only port)."""
+    name = f"{plan.name}-{pods.name}-scrape"
+    return k8s.networking.v1.NetworkPolicy(
+        name, metadata=meta(target, name, labels),
+        spec={"pod_selector": {"match_labels": dict(pods.selector)},
+              "policy_types": ["Ingress"],
+              "ingress": [{"from": [source], "ports": [{"protocol": "TCP", "port": pods.port}]}]},
+        opts=opts)
+
+
+def _dashboards(plan: MonitoringPlan, target: KubernetesTarget, labels: dict[str, str],
+                opts: pulumi.ResourceOptions) -> tuple[k8s.core.v1.ConfigMap, ...]:
+    return tuple(
+        k8s.core.v1.ConfigMap(
+            f"{plan.name}-{uid}", metadata=meta(target, f"{plan.name}-{uid}",
+                                                {**labels, DASHBOARD_LABEL: "1"}),
+            data={f"{uid}.json": json.dumps(document, sort_keys=True)}, opts=opts)
+        for uid, document in sorted(plan.dashboards.items()))
+
+
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
-                target: KubernetesTarget) -> KubernetesMonitoring:
-    """Declare the PodMonitors, the PrometheusRule and the dashboard ConfigMaps under
-    ``parent``."""
+                target: KubernetesTarget,
+                registry_password: pulumi.Output[str | None]) -> KubernetesMonitoring:
+    """Declare the stack's objects under ``parent``: for the cluster's Prometheus Operator,
+    or a Prometheus of its own (`MonitoringPlan.prometheus`)."""
     opts = target.resource_options(parent)
+    if plan.prometheus is not None:
+        return _standalone(plan, plan.prometheus, target, registry_password, opts)
     assert plan.release is not None
     labels = {"app.kubernetes.io/name": "mlops-monitoring", "app.kubernetes.io/instance": plan.name,
               "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi",
               RELEASE_LABEL: plan.release}
+    credentials = None
+    if plan.registry_user is not None:
+        credentials = k8s.core.v1.Secret(
+            f"{plan.name}-registry-scrape",
+            metadata=meta(target, f"{plan.name}-registry-scrape", labels),
+            type="kubernetes.io/basic-auth",
+            string_data=_credentials(plan.registry_user, registry_password),
+            opts=opts)
     monitors = []
     for pods in plan.pods:
         relabel: list[dict[str, Any]] = [
@@ -63,22 +150,99 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
         relabel.append({"action": "replace", "targetLabel": VERSION_LABEL,
                         "sourceLabels": [_pod_label_source(POD_VERSION_LABEL)]})
         name = f"{plan.name}-{pods.name}"
+        endpoint: dict[str, Any] = {"port": "http", "path": pods.path, "relabelings": relabel}
+        if pods.basic_auth:
+            endpoint |= {"interval": REGISTRY_SCRAPE_INTERVAL,
+                         "scrapeTimeout": REGISTRY_SCRAPE_INTERVAL}
+            assert credentials is not None
+            secret = f"{plan.name}-registry-scrape"
+            endpoint["basicAuth"] = {"username": {"name": secret, "key": "username"},
+                                     "password": {"name": secret, "key": "password"}}
         monitors.append(k8s.apiextensions.CustomResource(
             name, api_version=API_VERSION, kind="PodMonitor",
             metadata=meta(target, name, labels),
             spec={"selector": {"matchLabels": dict(pods.selector)},
                   "namespaceSelector": {"matchNames": [target.namespace]},
-                  "podMetricsEndpoints": [{"port": "http", "path": "/metrics",
-                                           "relabelings": relabel}]},
-            opts=opts))
+                  "podMetricsEndpoints": [endpoint]},
+            opts=opts if credentials is None or not pods.basic_auth else
+            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[credentials]))))
+    scraper = {"namespace_selector": {"match_labels": {
+        "kubernetes.io/metadata.name": plan.scraper_namespace}}}
+    policies = tuple(_admit(plan, target, pods, labels, scraper, opts) for pods in plan.pods)
     rules = k8s.apiextensions.CustomResource(
         f"{plan.name}-rules", api_version=API_VERSION, kind="PrometheusRule",
         metadata=meta(target, f"{plan.name}-rules", labels),
         spec={"groups": [dict(g) for g in plan.groups]}, opts=opts)
-    boards = tuple(
-        k8s.core.v1.ConfigMap(
-            f"{plan.name}-{uid}", metadata=meta(target, f"{plan.name}-{uid}",
-                                                {**labels, DASHBOARD_LABEL: "1"}),
-            data={f"{uid}.json": json.dumps(document, sort_keys=True)}, opts=opts)
-        for uid, document in sorted(plan.dashboards.items()))
-    return KubernetesMonitoring(tuple(monitors), rules, boards)
+    return KubernetesMonitoring(tuple(monitors), policies, credentials, rules,
+                                _dashboards(plan, target, labels, opts), None)
+
+
+def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
+                registry_password: pulumi.Output[str | None],
+                opts: pulumi.ResourceOptions) -> KubernetesMonitoring:
+    assert workload.port is not None
+    name = workload.name
+    selector = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": plan.name}
+    labels = {**selector, "app.kubernetes.io/part-of": "pulumi-mlops",
+              "app.kubernetes.io/managed-by": "pulumi"}
+    secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+        registry_password.apply(lambda p: {} if p is None else {SCRAPE_PASSWORD: p}))
+    objects = pod_objects(name, target, labels, workload, secret_data, opts)
+    after = [o for o in (objects.secret, objects.config_map) if o is not None]
+    stateful_set = k8s.apps.v1.StatefulSet(
+        name,
+        metadata=meta(target, name, labels, skip_annotations(workload)),
+        spec={
+            "replicas": 1,
+            "service_name": name,
+            "selector": {"match_labels": selector},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec(
+                workload, secret_name=name, config_map_name=f"{name}-files",
+                service_account=name, claims={})},
+            "volume_claim_templates": [
+                {"metadata": {"name": m.name, "labels": labels},
+                 "spec": storage_spec(target, m.size, "ReadWriteOnce")}
+                for m in workload.mounts if m.kind == "data"],
+            "persistent_volume_claim_retention_policy": {"when_deleted": "Retain",
+                                                         "when_scaled": "Retain"},
+        },
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=after)))
+    service = k8s.core.v1.Service(
+        name, metadata=meta(target, name, labels),
+        spec={"selector": selector, "ports": [{"name": "http", "port": workload.port,
+                                               "target_port": "http", "protocol": "TCP"}]},
+        opts=opts)
+    # Found by DNS: every pod, ready or not (a replica waiting for its model says so on
+    # /metrics).
+    scrape_services = tuple(
+        k8s.core.v1.Service(
+            f"{plan.name}-{pods.name}",
+            metadata=meta(target, f"{plan.name}-{pods.name}", labels),
+            spec={"cluster_ip": "None", "publish_not_ready_addresses": True,
+                  "selector": dict(pods.selector),
+                  "ports": [{"name": "http", "port": pods.port, "target_port": pods.port,
+                             "protocol": "TCP"}]},
+            opts=opts)
+        for pods in plan.pods)
+    prometheus_pods = {"pod_selector": {"match_labels": selector}}
+    policies = tuple(_admit(plan, target, pods, labels, prometheus_pods, opts)
+                     for pods in plan.pods)
+    egress: list[dict[str, Any]] = [dns_egress(target)]
+    egress += [{"to": [{"pod_selector": {"match_labels": dict(pods.selector)}}],
+                "ports": [{"protocol": "TCP", "port": pods.port}]} for pods in plan.pods]
+    egress += [{"to": [{"namespace_selector": {"match_labels": {
+        "kubernetes.io/metadata.name": t.address.split(".")[1]}}}],
+        "ports": [{"protocol": "TCP", "port": int(t.address.rsplit(":", 1)[1])}]}
+        for t in plan.scraped if t.job == "kube-state-metrics"]
+    own_policy = k8s.networking.v1.NetworkPolicy(
+        name, metadata=meta(target, name, labels),
+        spec={"pod_selector": {"match_labels": selector},
+              "policy_types": ["Ingress", "Egress"],
+              "ingress": [{"from": [{"pod_selector": {}}],
+                           "ports": [{"protocol": "TCP", "port": workload.port}]}],
+              "egress": egress},
+        opts=opts)
+    return KubernetesMonitoring(
+        (), policies, None, None, _dashboards(plan, target, labels, opts),
+        KubernetesPrometheus(stateful_set, service, own_policy, scrape_services))

@@ -102,14 +102,13 @@ def materialize(
               if plan.disruption_budget else None)
     gateway = target.gateway if plan.route else None
     peers = [peer_rule(p) for p in plan.allow_from]
-    peers.append({"namespace_selector": {"match_labels": {
-        "kubernetes.io/metadata.name": plan.monitoring_namespace}}})
     if gateway is not None:
         peers.append({"namespace_selector": {"match_labels": {
             "kubernetes.io/metadata.name": gateway.namespace}}})
     policy = network_policy(
         name, target, labels, plan.selector,
-        [{"from": peers, "ports": [{"protocol": "TCP", "port": plan.port}]}],
+        # No peer admits nobody: a rule with an empty `from` would admit every source.
+        [{"from": peers, "ports": [{"protocol": "TCP", "port": plan.port}]}] if peers else [],
         [dns_egress(target), registry_egress(plan.registry)], opts)
     return KubernetesService(
         pods=pods, deployments=deployments, services=services, autoscaler=autoscaler,
