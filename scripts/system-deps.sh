@@ -1,10 +1,12 @@
 #!/bin/sh
-# System packages the tests use: promtool/Prometheus and PostgreSQL (run by end-to-end tests),
+# System packages the tests use: promtool/Prometheus, Alertmanager/amtool and PostgreSQL (run by
+# end-to-end tests),
 # and a Docker engine with debootstrap (the Docker target's containers run on a private dockerd;
 # debootstrap builds the stand-in base image, see tests/docker_engine/).
 set -eu
 need=""
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+command -v amtool >/dev/null 2>&1 || need="$need prometheus-alertmanager"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need="$need postgresql"
 command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
 command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"

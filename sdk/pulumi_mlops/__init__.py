@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pulumi_mlops.components.retrain import RetrainSchedule
     from pulumi_mlops.components.service import ModelService
     from pulumi_mlops.errors import ValidationError
+    from pulumi_mlops.plans.alerting import Alertmanager, Receiver
     from pulumi_mlops.plans.image import RuntimeImageArgs
     from pulumi_mlops.plans.image_registry import ImageRegistry
     from pulumi_mlops.plans.monitoring import DriftAlerts, Prometheus, Quality, Slo
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 
 _EXPORTS = {
+    "Alertmanager": "pulumi_mlops.plans.alerting",
     "Autoscaling": "pulumi_mlops.plans.service",
     "Database": "pulumi_mlops.plans.registry",
     "DockerTarget": "pulumi_mlops.plans.target",
@@ -62,6 +64,7 @@ _EXPORTS = {
     "Permission": "pulumi_mlops.plans.registry",
     "Prometheus": "pulumi_mlops.plans.monitoring",
     "Quality": "pulumi_mlops.plans.monitoring",
+    "Receiver": "pulumi_mlops.plans.alerting",
     "RegistryEndpoint": "pulumi_mlops.plans.registry_ref",
     "RegistryIngress": "pulumi_mlops.plans.registry",
     "Resources": "pulumi_mlops.plans.workload",
@@ -77,6 +80,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "Alertmanager",
     "Autoscaling",
     "Coercion",
     "Database",
@@ -96,6 +100,7 @@ __all__ = [
     "Permission",
     "Prometheus",
     "Quality",
+    "Receiver",
     "RegistryEndpoint",
     "RegistryIngress",
     "Resources",

@@ -49,6 +49,7 @@ from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.errors import ValidationError
 from pulumi_mlops.local import run_job, run_workload
+from pulumi_mlops.plans.monitoring import SCRAPE_PASSWORD
 from pulumi_mlops.plans.registry import RegistryPlan, RegistrySecrets, registry_secret_data
 from pulumi_mlops.plans.retrain import RetrainPlan
 from pulumi_mlops.plans.service import TrackPlan
@@ -446,10 +447,12 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
     return problems
 
 
-def _monitor(recording: Recording, hosts: Mapping[str, str], stack: ExitStack, root: Path,
+def _monitor(recording: Recording, registries: Mapping[str, _Registry],
+             hosts: Mapping[str, str], stack: ExitStack, root: Path,
              progress: _Progress) -> list[str]:
     """Start each standalone Prometheus of the recording from its rendered workload, scraping
-    what runs here (``hosts``: in-network address to local one); the problems found."""
+    what runs here (``hosts``: in-network address to local one; the registry as its admin);
+    the problems found."""
     problems: list[str] = []
     for monitoring in (c for c in recording.components if isinstance(c, MonitoringStack)):
         workload = monitoring.plan.prometheus
@@ -463,8 +466,15 @@ def _monitor(recording: Recording, hosts: Mapping[str, str], stack: ExitStack, r
             continue
         assert workload.port is not None
         listen = {f"0.0.0.0:{workload.port}": f"127.0.0.1:{workload.port}"}
+        watched = monitoring.args.registry
+        registry = (registries.get(watched.plan.tracking_uri) if watched is not None
+                    else None)
+        if watched is not None and registry is None:
+            progress.skip(workload.name, "the registry it scrapes is not one the demo runs")
+            continue
+        secrets = {SCRAPE_PASSWORD: registry.password} if registry is not None else {}
         progress.step(f"starting Prometheus `{workload.name}` with the generated rules")
-        running = stack.enter_context(run_workload(workload, {}, root / workload.name,
+        running = stack.enter_context(run_workload(workload, secrets, root / workload.name,
                                                    hosts={**hosts, **listen}))
         progress.ran.append(workload.name)
         targets = [t.address for t in monitoring.plan.scraped]
@@ -578,7 +588,7 @@ def _run(cwd: Path, stack: str, recording: Recording, root: Path, progress: _Pro
             problems += _serve(service, registries, registered, stack_, root, ports, progress,
                                hosts)
         # Once there is traffic to scrape.
-        problems += _monitor(rendered, hosts, stack_, root, progress)
+        problems += _monitor(rendered, registries, hosts, stack_, root, progress)
         for problem in retrain_problems:
             print(f"retrain check failed: {problem}")
         for problem in problems:

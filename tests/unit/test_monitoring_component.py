@@ -108,7 +108,8 @@ def test_operator_mode_admits_prometheus_to_each_scraped_port_only() -> None:
         assert spec["policyTypes"] == ["Ingress"]
         (rule,) = spec["ingress"]
         assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
-            "kubernetes.io/metadata.name": "obs"}}}]
+            "kubernetes.io/metadata.name": "obs"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
         assert rule["ports"] == [{"protocol": "TCP",
                                   "port": 5000 if "reg" in name else 8080}]
 
@@ -197,7 +198,7 @@ def test_a_mode_the_target_cannot_run_is_refused(target: Any, prometheus: Any,
         record(program)
 
 
-def _standalone(**prometheus: Any) -> Recording:
+def _standalone(slos: Any = None, **prometheus: Any) -> Recording:
     def program() -> None:
         registry = mlops.ModelRegistry("reg", target=K8S)
         fraud = mlops.ModelService("fraud", target=K8S, registry=registry, image=RUNTIME_IMAGE,
@@ -207,7 +208,7 @@ def _standalone(**prometheus: Any) -> Recording:
                                         model_name="fraud", dataset="sklearn:breast_cancer",
                                         estimator="sklearn.linear_model.LogisticRegression")
         mlops.MonitoringStack("mon", target=K8S, services=[fraud], registry=registry,
-                              retrain=[nightly],
+                              retrain=[nightly], slos=slos or mlops.Slo(),
                               prometheus=mlops.Prometheus.standalone(**prometheus))
 
     return record(program, preview=False)
@@ -233,6 +234,8 @@ def test_standalone_on_kubernetes_runs_prometheus_finding_pods_by_dns() -> None:
     assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"] is True
     assert jobs["mlops-service/mon-fraud"]["dns_sd_configs"][0]["names"] == [
         "mon-fraud.ml.svc.cluster.local"]
+    assert jobs["kube-state-metrics"]["metric_relabel_configs"] == [
+        {"source_labels": ["__name__"], "regex": "kube_(cronjob|job)_.+", "action": "keep"}]
     # The registry's password reaches it as a secret file only.
     secret = rec.get("kubernetes:core/v1:Secret", "mon-prometheus")
     assert is_secret_envelope(secret.inputs["stringData"])
@@ -246,6 +249,19 @@ def test_standalone_on_kubernetes_runs_prometheus_finding_pods_by_dns() -> None:
         "kubernetes.io/metadata.name": "kube-system"}}}],
         "ports": [{"protocol": "TCP", "port": 8080}]} in egress
     assert len(egress) == 4  # DNS, the service, the registry, kube-state-metrics
+
+
+def test_a_changed_rule_rolls_the_standalone_prometheus() -> None:
+    # It does not reload its files by itself: the pod template carries their digest.
+    def digest(slos: Any) -> str:
+        rec = _standalone(slos, kube_state_metrics="kube-state-metrics.kube-system.svc:8080")
+        template = rec.get("kubernetes:apps/v1:StatefulSet", "mon-prometheus").inputs[
+            "spec"]["template"]["metadata"]
+        return str(template["annotations"]["mlops.dev/config-digest"])
+
+    same = digest(mlops.Slo())
+    assert len(same) == 64 and digest(mlops.Slo()) == same
+    assert digest(mlops.Slo(availability=0.99)) != same
 
 
 def test_standalone_on_kubernetes_needs_kube_state_metrics_for_retrain_schedules() -> None:

@@ -225,9 +225,10 @@ def test_a_service_waiting_for_its_model_is_down_though_its_replicas_answer(
 
 
 def _feedback(version: str, matched: float, correct: float = 0.0, abs_error: float = 0.0,
-              classes: bool = True) -> list[dict[str, str]]:
+              classes: bool = True, served: str = f"1x{MINUTES}") -> list[dict[str, str]]:
     base = f'service="{SERVICE}",track="stable",version="{version}",instance="a"'
-    series = [_counter(f'mlops_feedback_total{{{base},outcome="matched"}}', matched),
+    series = [{"series": f"mlops_model_loaded{{{base}}}", "values": served},
+              _counter(f'mlops_feedback_total{{{base},outcome="matched"}}', matched),
               _counter(f'mlops_feedback_total{{{base},outcome="unmatched"}}', matched),
               _counter(f'mlops_feedback_correct_total{{{base}}}', correct),
               _counter(f'mlops_feedback_absolute_error_total{{{base}}}', abs_error)]
@@ -255,6 +256,13 @@ def test_live_quality_alerts_below_the_floor_with_enough_labels(promtool: str,
               "eval_time": "100m",
               "exp_samples": [{"labels": 'mlops:live_mean_absolute_error:ratio{service="fraud",'
                                          'track="stable",version="4"}', "value": 5.0}]}]},
+        # Replaced by another version at 30m: its last hour of labels is not a verdict on
+        # what is served.
+        {"interval": "1m",
+         "input_series": _feedback("3", 10, correct=8, served="1x30")
+         + _feedback("4", 10, abs_error=50, classes=False, served="1x30"),
+         "alert_rule_test": [_quiet("MlopsModelAccuracyLow", "70m"),
+                             _quiet("MlopsModelErrorHigh", "70m")]},
         # Above the floor, or 60 labels in the window (fewer than min_labels): quiet.
         {"interval": "1m",
          "input_series": _feedback("3", 10, correct=9.5)
@@ -337,15 +345,26 @@ def test_retrain_failed_overdue_and_unobserved_on_kubernetes(promtool: str,
              "values": "1x200"}
     other = {"series": f'kube_job_failed{{namespace="{NAMESPACE}",job_name="other-1",'
                        'condition="true"}', "values": "1x200"}
+    started = {"series": f"kube_job_status_start_time{{{job}}}", "values": "1500x200"}
     _run_tests(promtool, rules_file, [
         {"interval": "1m", "input_series": [
             {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
             {"series": f'kube_job_failed{{{job},condition="true"}}', "values": "0x30 1x170"},
-            owner, other],
+            owner, other, started],
          "alert_rule_test": [_quiet("MlopsRetrainFailed", "20m"),
                              _fires("MlopsRetrainFailed", "40m", labels),
                              _fires("MlopsRetrainOverdue", "130m", labels),
                              _quiet("MlopsRetrainNotObserved", "60m")]},
+        # A later run succeeds (at 1:40, 6000 s): the failed Job is still kept, the alert is
+        # over.
+        {"interval": "1m", "input_series": [
+            {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
+            {"series": f"kube_cronjob_status_last_successful_time{{{cron}}}",
+             "values": "0x110 6000x90"},
+            {"series": f'kube_job_failed{{{job},condition="true"}}', "values": "0x30 1x170"},
+            owner, started],
+         "alert_rule_test": [_fires("MlopsRetrainFailed", "100m", labels),
+                             _quiet("MlopsRetrainFailed", "120m")]},
         {"interval": "1m", "input_series": [
             {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
             {"series": f"kube_cronjob_status_last_successful_time{{{cron}}}",
@@ -419,8 +438,10 @@ def _monitor(*batches: dict[str, np.ndarray]) -> DriftMonitor:
     return monitor
 
 
-def _drift_series(replica: str, monitor: DriftMonitor, version: str = "3") -> list[dict[str, str]]:
-    series = []
+def _drift_series(replica: str, monitor: DriftMonitor, version: str = "3",
+                  served: str = f"1x{MINUTES}") -> list[dict[str, str]]:
+    series = [{"series": f'mlops_model_loaded{{service="{SERVICE}",version="{version}",'
+                         f'instance="{replica}"}}', "values": served}]
     references = monitor.references()
     for feature, counts in monitor.totals().items():
         statistic = "psi" if feature == "amount" else "js_distance"
@@ -486,6 +507,12 @@ def test_drift_alert_needs_enough_rows_and_keeps_firing(promtool: str,
              # values; the alert keeps firing for `keep_firing_for` (30m), then stops.
              {"eval_time": "130m", "alertname": "MlopsFeatureDrift", "exp_alerts": expected},
              _quiet("MlopsFeatureDrift", "155m")]},
+        # Version 3 replaced at 15m (its replicas gone), before the alert fired: its window
+        # still holds the drifted rows, but it is not served, so nothing fires.
+        {"interval": "1m", "input_series": _drift_series("a", _monitor(a), served="1x15")
+         + _drift_series("b", _monitor(b), served="1x15"),
+         "alert_rule_test": [_quiet("MlopsFeatureDrift", "60m"),
+                             _quiet("MlopsFeatureDrift", "90m")]},
         # 80 rows in the window: below min_rows, so drift or not, nothing fires.
         {"interval": "1m", "input_series": _drift_series("a", _monitor(quiet_a))
          + _drift_series("b", _monitor(quiet_b)),

@@ -318,6 +318,10 @@ VALID: dict[str, dict[str, Any]] = {
     "RuntimeImageArgs": {"context": "."},
     # Field validation only: what `services` holds is the component's check.
     "MonitoringStackArgs": {"target": {"kind": "kubernetes"}, "services": ["fraud"]},
+    "Alertmanager": {"page": {"kind": "webhook", "url": "https://hooks.example.com/x"}},
+    "Receiver": {"kind": "email", "to": "a@example.com", "from_address": "b@example.com",
+                 "smarthost": "smtp.example.com:587", "username": "u",
+                 "url": "https://hooks.example.com/x", "password": "p"},
 }
 
 

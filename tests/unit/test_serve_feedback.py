@@ -238,6 +238,8 @@ def test_an_id_answered_again_replaces_its_rows() -> None:
     (np.array([], dtype=float), False),
     (np.array([1 + 2j]), False),  # neither a class nor a value
     (np.array(["x" * 100]), False),  # a "class" of 400 bytes
+    (np.array(["no", "x" * 20_000], dtype=object), False),  # the same, as pandas holds text
+    (np.array(["no", "yes"], dtype=object), True),
     ({"predictions": [1]}, False),
 ])
 def test_only_one_column_of_classes_or_values_is_kept(predictions: Any, kept: bool) -> None:
@@ -290,6 +292,15 @@ def test_integer_classes_take_labels_as_integers(classifier: ScoringApp) -> None
     before = counters()
     assert call(classifier, "POST", "/feedback", {"request_id": rid, "labels": labels})[0] == 200
     assert counted_since(before) == {**NOTHING, "matched": 3, "correct": 3}
+
+
+def test_an_integer_label_too_long_for_a_class_gets_400_not_500(classifier: ScoringApp) -> None:
+    rid, predicted = score(classifier)
+    before = counters()
+    status, body, _ = call(classifier, "POST", "/feedback",
+                           {"request_id": rid, "labels": ["9" * 5000, *predicted[1:]]})
+    assert status == 400 and "`labels[0]`" in body["message"], body
+    assert counted_since(before) == NOTHING
 
 
 def test_text_classes_compare_labels_as_text(text_classifier: ScoringApp) -> None:

@@ -12,6 +12,12 @@ from typing import Any
 import pulumi
 
 from pulumi_mlops.components._base import Component
+from pulumi_mlops.plans.alerting import (
+    ALERTMANAGER_CONFIG_KEY,
+    Alertmanager,
+    alertmanager_config,
+    secret_fields,
+)
 from pulumi_mlops.plans.monitoring_stack import (
     MonitoringPlan,
     MonitoringStackArgs,
@@ -22,6 +28,19 @@ from pulumi_mlops.targets.docker import monitoring as docker_monitoring
 from pulumi_mlops.targets.kubernetes import monitoring as kubernetes_monitoring
 
 __all__ = ["MonitoringStack"]
+
+
+def _alertmanager_data(alerting: Alertmanager | None) -> pulumi.Output[dict[str, str]]:
+    """The Alertmanager's secret data: its configuration, rendered once the receivers' secret
+    values are known."""
+    if alerting is None:
+        return pulumi.Output.from_input({})
+    fields = secret_fields(alerting)
+    values: pulumi.Output[dict[str, Any]] = (
+        pulumi.Output.all(**fields) if fields else pulumi.Output.from_input({}))
+    return pulumi.Output.secret(values.apply(
+        lambda known: {ALERTMANAGER_CONFIG_KEY: alertmanager_config(
+            alerting, {k: str(v) for k, v in known.items()})}))
 
 
 class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
@@ -79,8 +98,10 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
         password: pulumi.Output[str | None] = (
             args.registry.admin_password if args.registry is not None
             else pulumi.Output.from_input(None))
+        alerting = _alertmanager_data(args.alertmanager)
         if isinstance(args.target, KubernetesTarget):
-            self.children = kubernetes_monitoring.materialize(self, plan, args.target, password)
+            self.children = kubernetes_monitoring.materialize(self, plan, args.target, password,
+                                                              alerting)
             if plan.prometheus is not None:
                 url = (f"http://{args.target.service_host(plan.prometheus.name)}:"
                        f"{args.prometheus.port}")
@@ -89,7 +110,7 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
             network = first.children.network or first.args.registry.access().network
             self.children = docker_monitoring.materialize(
                 self, plan, args.target, network,
-                tuple(s.deployment for s in args.services), password)
+                tuple(s.deployment for s in args.services), password, alerting)
             assert plan.prometheus is not None
             port = args.prometheus.port
             url = f"http://{plan.prometheus.name}:{port}"

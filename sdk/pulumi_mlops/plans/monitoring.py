@@ -318,7 +318,8 @@ def drift_rules(service: str, drift: DriftAlerts) -> list[dict[str, Any]]:
     def above(statistic: str, threshold: float) -> str:
         score = _DRIFT_SCORE + _select(service, **{m.STATISTIC_LABEL: f'="{statistic}"'})
         return (f"(\n  {score} > {threshold:g}\n  and on ({_BY_FEATURE})\n  "
-                f"{_DRIFT_ROWS}{sel} >= {drift.min_rows}\n)")
+                f"{_DRIFT_ROWS}{sel} >= {drift.min_rows}\n  and on ({_BY_VERSION})\n  "
+                f"{_served(service)}\n)")
 
     return [
         {"record": _DRIFT_BIN, "expr": f"sum by ({_BY_BIN}) (increase("
@@ -424,6 +425,12 @@ def canary_rules(service: str) -> list[dict[str, Any]]:
     ]
 
 
+def _served(service: str) -> str:
+    """The versions ``service``'s replicas serve now: a window's score of a version replaced
+    since (kept by `increase()` for the window) must not alert."""
+    return (f"max by ({_BY_VERSION}) ({m.MODEL_LOADED}{_select(service)}) == 1")
+
+
 def quality_rules(service: str, quality: Quality) -> list[dict[str, Any]]:
     """Live quality from the delayed labels matched on ``/feedback``, per track and model
     version: the accuracy of a classifier (a service exporting predicted classes), the mean
@@ -436,7 +443,8 @@ def quality_rules(service: str, quality: Quality) -> list[dict[str, Any]]:
         return f"sum by ({_BY_VERSION}) (increase({counter}_total{selector}[{quality.window}]))"
 
     def judged(expr: str) -> str:
-        return f"{expr}\nand on ({_BY_VERSION})\n{_LABELS}{sel} >= {quality.min_labels}"
+        return (f"{expr}\nand on ({_BY_VERSION})\n{_LABELS}{sel} >= {quality.min_labels}"
+                f"\nand on ({_BY_VERSION})\n{_served(service)}")
 
     rules: list[dict[str, Any]] = [
         {"record": _LABELS, "expr": increase(m.FEEDBACK, matched)},
@@ -549,9 +557,16 @@ def retrain_rules(schedule: Schedule, namespace: str | None = None) -> dict[str,
         job = f'namespace="{namespace}"'
         cron = f'{{{job},cronjob="{schedule.name}"}}'
         owned = f'{{{job},owner_kind="CronJob",owner_name="{schedule.name}"}}'
-        failed_expr = (f'max by ({by}) (label_replace(\n  kube_job_failed{{{job},condition="true"}}'
-                       f"\n  * on (namespace, job_name) group_left (owner_name)\n  "
-                       f'kube_job_owner{owned},\n  "{by}", "$1", "owner_name", "(.+)")) > 0')
+        # The latest failed Job of the CronJob started after its last success (a failed Job
+        # is kept for days: without the comparison the alert would outlive the next success).
+        failed_started = (
+            f"max by ({by}) (label_replace(\n  (kube_job_status_start_time{{{job}}}\n"
+            f'  and on (namespace, job_name) kube_job_failed{{{job},condition="true"}} == 1)\n'
+            f"  * on (namespace, job_name) group_left (owner_name) kube_job_owner{owned},\n"
+            f'  "{by}", "$1", "owner_name", "(.+)"))')
+        succeeded = (f"max by ({by}) (kube_cronjob_status_last_successful_time{cron})\nor\n"
+                     f"0 * max by ({by}) (kube_cronjob_created{cron})")
+        failed_expr = f"{failed_started}\n> on ({by})\n(\n{succeeded}\n)"
         last = (f"max by ({by}) (kube_cronjob_status_last_successful_time{cron})\nor\n"
                 f"max by ({by}) (kube_cronjob_created{cron})")
         seen = [{"alert": "MlopsRetrainNotObserved", "expr": f"absent(kube_cronjob_created{cron})",
@@ -684,6 +699,7 @@ class Scraped:
             to scrape (Kubernetes, standalone), rather than one endpoint.
         interval: How often it is scraped (and its timeout), when not Prometheus' own
             interval.
+        keep: A regular expression: only the metrics whose name matches are stored.
     """
 
     job: str
@@ -694,12 +710,16 @@ class Scraped:
     password_file: str | None = None
     dns: bool = False
     interval: str | None = None
+    keep: str | None = None
 
 
 def _job(name: str, target: Scraped) -> dict[str, Any]:
     config: dict[str, Any] = {"job_name": name, "metrics_path": target.path}
     if target.interval is not None:
         config |= {"scrape_interval": target.interval, "scrape_timeout": target.interval}
+    if target.keep is not None:
+        config["metric_relabel_configs"] = [{"source_labels": ["__name__"], "regex": target.keep,
+                                             "action": "keep"}]
     if target.username is not None:
         config["basic_auth"] = {"username": target.username,
                                 "password_file": target.password_file}
@@ -707,12 +727,15 @@ def _job(name: str, target: Scraped) -> dict[str, Any]:
 
 
 def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
-                      rule_files: Sequence[str] = (PROMETHEUS_RULES,)) -> dict[str, Any]:
-    """A Prometheus configuration scraping ``targets`` and loading ``rule_files``: static
+                      rule_files: Sequence[str] = (PROMETHEUS_RULES,),
+                      alertmanagers: Sequence[str] = ()) -> dict[str, Any]:
+    """A Prometheus configuration scraping ``targets``, loading ``rule_files`` and sending
+    alerts to ``alertmanagers`` (``host:port``): static
     addresses (a Docker network's container names) in one job per kind, and a job per headless
     Service found by DNS (Kubernetes, no API access needed), its target labels set by
     relabelling."""
-    jobs: dict[tuple[str, str, str | None, str | None, str | None], list[dict[str, Any]]] = {}
+    jobs: dict[tuple[str, str, str | None, str | None, str | None, str | None],
+               list[dict[str, Any]]] = {}
     configs = []
     for target in targets:
         if target.dns:
@@ -724,26 +747,33 @@ def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
                     for key, value in sorted(target.labels.items())]})
             continue
         key = (target.job, target.path, target.username, target.password_file,
-               target.interval)
+               target.interval, target.keep)
         jobs.setdefault(key, []).append(
             {"targets": [target.address], "labels": dict(target.labels)})
-    for (job, path, username, password_file, interval), statics in jobs.items():
+    for (job, path, username, password_file, interval, keep), statics in jobs.items():
         configs.append(_job(job, Scraped(job, "", {}, path, username, password_file,
-                                         interval=interval)) | {"static_configs": statics})
+                                         interval=interval, keep=keep))
+                       | {"static_configs": statics})
     configs.sort(key=lambda c: str(c["job_name"]))
-    return {
+    config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": list(rule_files),
         "scrape_configs": configs,
     }
+    if alertmanagers:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [
+            {"targets": list(alertmanagers)}]}]}
+    return config
 
 
 def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scraped],
-                        groups: Sequence[Mapping[str, Any]]) -> Workload:
+                        groups: Sequence[Mapping[str, Any]],
+                        alertmanagers: Sequence[str] = ()) -> Workload:
     """The standalone Prometheus: command line, config and rule files (and the password file
     of a target scraped with credentials, from the secret data key `SCRAPE_PASSWORD`), data
-    volume."""
-    config = prometheus_config(targets, prometheus.scrape_interval)
+    volume; alerts go to ``alertmanagers`` (``host:port``)."""
+    config = prometheus_config(targets, prometheus.scrape_interval,
+                               alertmanagers=alertmanagers)
     secrets = tuple(ConfigFile(f, SecretRef(SCRAPE_PASSWORD))
                     for f in sorted({t.password_file for t in targets if t.password_file}))
     return Workload(

@@ -30,6 +30,7 @@ from pulumi_mlops.contracts.scrape import (
     VERSION_LABEL,
 )
 from pulumi_mlops.errors import Problem
+from pulumi_mlops.plans.alerting import Alertmanager, alertmanager_workload
 from pulumi_mlops.plans.dashboards import dashboards
 from pulumi_mlops.plans.monitoring import (
     PROMETHEUS_REGISTRY_PASSWORD,
@@ -83,8 +84,11 @@ class MonitoringStackArgs(ArgsModel):
         drift: When drift alerts. Default: `DriftAlerts()`.
         quality: Floors on live model quality from delayed labels. Default: `Quality()`
             (recorded, no floor).
-        prometheus: Which Prometheus. Default: `Prometheus.standalone()` on Docker;
-            on Kubernetes give `Prometheus.operator(release=...)`.
+        prometheus: Which Prometheus. Default: `Prometheus.standalone()`; on a cluster running
+            kube-prometheus-stack give `Prometheus.operator(release=...)`.
+        alertmanager: standalone: an Alertmanager of the stack's own, routing ``page`` and
+            ``ticket`` alerts to their receivers. Default: None (alerts show in Prometheus
+            only). In operator mode the cluster's Alertmanager routes them.
     """
 
     target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
@@ -95,6 +99,7 @@ class MonitoringStackArgs(ArgsModel):
     drift: DriftAlerts = Field(default_factory=DriftAlerts)
     quality: Quality = Field(default_factory=Quality)
     prometheus: Prometheus = Field(default_factory=Prometheus.standalone)
+    alertmanager: Alertmanager | None = None
 
     def problems(self) -> list[Problem]:
         """Rules across inputs: the Prometheus mode the target supports, one target for all."""
@@ -108,6 +113,11 @@ class MonitoringStackArgs(ArgsModel):
                 "give `Prometheus.standalone(kube_state_metrics=\"kube-state-metrics."
                 "kube-system.svc:8080\")` (the cluster's kube-state-metrics), or use "
                 "`Prometheus.operator(...)` with kube-prometheus-stack, which scrapes it."))
+        if self.alertmanager is not None and self.prometheus.mode == "operator":
+            found.append(Problem(
+                "alertmanager", "is for a standalone Prometheus", "Alertmanager(...)",
+                "route the alerts with the cluster's Alertmanager (their `severity` label is "
+                "`page` or `ticket`), or drop `alertmanager`."))
         if not on_k8s and self.prometheus.mode == "operator":
             found.append(Problem(
                 "prometheus", "the Prometheus Operator runs on Kubernetes only", "operator",
@@ -173,6 +183,9 @@ class MonitoringPlan:
         scraper_namespace: operator mode: the namespace Prometheus scrapes from.
         registry_user: The user Prometheus scrapes the registry as (its admin: MLflow serves
             ``/metrics`` to admins only); its password is the registry's admin password.
+        alertmanager: standalone: the Alertmanager workload (its configuration is secret data,
+            `~pulumi_mlops.plans.alerting.alertmanager_config`).
+        alertmanager_egress: The TCP ports the Alertmanager may reach anywhere (Kubernetes).
         prometheus: standalone mode: the Prometheus workload (config and rules in its files).
         scraped: standalone mode: its static targets.
     """
@@ -185,6 +198,8 @@ class MonitoringPlan:
     scraper_namespace: str | None
     registry_user: str | None
     prometheus: Workload | None
+    alertmanager: Workload | None
+    alertmanager_egress: tuple[int, ...]
     scraped: tuple[Scraped, ...]
 
 
@@ -247,15 +262,27 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         scraped = [replace(s, address=f"{target.service_host(f'{name}-{p.name}')}:{p.port}",
                            dns=True) for s, p in zip(scraped, pods, strict=True)]
         if args.prometheus.kube_state_metrics is not None and retrain:
+            # Only what the retrain rules read, not every object of the cluster.
             scraped.append(Scraped("kube-state-metrics", args.prometheus.kube_state_metrics,
-                                   {}))
+                                   {}, keep="kube_(cronjob|job)_.+"))
+    alertmanager = (alertmanager_workload(name, args.alertmanager)
+                    if args.alertmanager is not None else None)
+    alertmanagers = []
+    if alertmanager is not None:
+        assert alertmanager.port is not None
+        host = (args.target.service_host(alertmanager.name)
+                if isinstance(args.target, KubernetesTarget) else alertmanager.name)
+        alertmanagers.append(f"{host}:{alertmanager.port}")
     return MonitoringPlan(
         name=name, groups=groups, dashboards=dashboards(),
         pods=tuple(pods) if on_k8s else (),
         release=None if standalone else args.prometheus.release,
         scraper_namespace=None if standalone else args.prometheus.namespace,
         registry_user=registry_user,
-        prometheus=prometheus_workload(name, args.prometheus, scraped, groups)
+        prometheus=prometheus_workload(name, args.prometheus, scraped, groups, alertmanagers)
         if standalone else None,
+        alertmanager=alertmanager,
+        alertmanager_egress=(tuple(args.alertmanager.egress_ports)
+                             if args.alertmanager is not None else ()),
         scraped=tuple(scraped) if standalone else (),
     )

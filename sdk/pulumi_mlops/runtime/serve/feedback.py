@@ -92,7 +92,9 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1," + str(MAX_REQUEST_ID_LENGT
 _MAX_CLASS_BYTES = 256
 _SHAPE = ('send {"request_id": "<the X-Request-Id of the answer>", "labels": [one label per '
           'predicted row]}, or a list of such objects')
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+# At most 20 digits: a class is no longer than an int64 (and Python refuses to parse over
+# 4,300 digits: a longer label answered 500).
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
 
@@ -180,7 +182,8 @@ class PredictionWindow:
         size = values.size
         kind = values.dtype.kind
         if (size == 0 or size > self.max_rows or metrics.predicts_classes(values) is None
-                or (kind in "US" and values.dtype.itemsize > _MAX_CLASS_BYTES)):
+                or (kind in "US" and values.dtype.itemsize > _MAX_CLASS_BYTES)
+                or (kind == "O" and not _short_texts(values))):
             return
         kept = self._kept
         earlier = kept.pop(request_id, None)
@@ -350,6 +353,14 @@ def _judge_classes(item: FeedbackItem, predicted: np.ndarray[Any, Any], tally: _
             str(value) for value in predicted.tolist()]
     tally.matched += len(labels)
     tally.correct += sum(1 for label, cls in zip(labels, classes, strict=True) if label == cls)
+
+
+def _short_texts(values: np.ndarray[Any, Any]) -> bool:
+    """Whether every value of an object array (text classes from pandas) is a short string or
+    not a string: the window's memory bound counts `_MAX_CLASS_BYTES` a row."""
+    return all(len(v) <= _MAX_CLASS_BYTES // 4 if isinstance(v, str) else
+               len(v) <= _MAX_CLASS_BYTES if isinstance(v, bytes) else True
+               for v in values.tolist())
 
 
 def _field(item: FeedbackItem, i: int) -> str:

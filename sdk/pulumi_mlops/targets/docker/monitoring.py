@@ -1,6 +1,6 @@
-"""MonitoringStack on Docker: a standalone Prometheus container on the services' network,
-hardened like the others (its config and rule files written by the init container), its port
-published on the target's ``publish_host``."""
+"""MonitoringStack on Docker: a standalone Prometheus container on the services' network, and
+optionally an Alertmanager, hardened like the others (their config and rule files written by
+the init container), their ports published on the target's ``publish_host``."""
 
 from __future__ import annotations
 
@@ -23,24 +23,38 @@ class DockerMonitoring:
 
     Attributes:
         prometheus: The Prometheus container, its image, volumes and init container.
+        alertmanager: The Alertmanager's, when the stack routes alerts.
     """
 
     prometheus: DockerWorkload
+    alertmanager: DockerWorkload | None
 
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: DockerTarget,
                 network: docker.Network, after: tuple[pulumi.Resource, ...],
-                registry_password: pulumi.Output[str | None]) -> DockerMonitoring:
-    """Declare Prometheus on ``network`` under ``parent``, started after ``after``, with the
-    registry's admin password when it scrapes the registry."""
+                registry_password: pulumi.Output[str | None],
+                alertmanager_data: pulumi.Output[dict[str, str]]) -> DockerMonitoring:
+    """Declare Prometheus (and the Alertmanager, with its secret data) on ``network`` under
+    ``parent``, started after ``after``, with the registry's admin password when it scrapes
+    the registry."""
     workload = plan.prometheus
     assert workload is not None
     opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
                                         pulumi.ResourceOptions(depends_on=list(after)))
-    labels = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": plan.name,
-              "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi"}
+
+    def labels(name: str) -> dict[str, str]:
+        return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": plan.name,
+                "app.kubernetes.io/part-of": "pulumi-mlops",
+                "app.kubernetes.io/managed-by": "pulumi"}
+
+    alertmanager = None
+    if plan.alertmanager is not None:
+        alertmanager = materialize_workload(
+            plan.alertmanager.name, plan.alertmanager, target=target, network=network,
+            aliases=[plan.alertmanager.name], labels=labels("alertmanager"),
+            secret_data=alertmanager_data, opts=opts, publish=True)
     prometheus = materialize_workload(
         workload.name, workload, target=target, network=network, aliases=[workload.name],
-        labels=labels, secret_data=pulumi.Output.secret(registry_password.apply(
+        labels=labels("prometheus"), secret_data=pulumi.Output.secret(registry_password.apply(
             lambda p: {} if p is None else {SCRAPE_PASSWORD: p})), opts=opts, publish=True)
-    return DockerMonitoring(prometheus)
+    return DockerMonitoring(prometheus, alertmanager)

@@ -9,11 +9,14 @@ Standalone: a Prometheus StatefulSet of the stack's own (its config and rules in
 its data on a PersistentVolumeClaim, hardened like every pod here), finding each scraped pod set
 through a headless Service of the stack's own by DNS (no Kubernetes API access, so no RBAC), a
 NetworkPolicy admitting it to each pod set's metrics port, and one for Prometheus itself: in
-from its namespace, out to DNS, the scraped pods and kube-state-metrics only.
+from its namespace, out to DNS, the scraped pods, kube-state-metrics and its Alertmanager only.
+An Alertmanager (optional) likewise, its configuration in a Secret, reached by Prometheus only,
+reaching DNS and its receivers' ports.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,7 @@ from pulumi_mlops.plans.target import KubernetesTarget
 from pulumi_mlops.plans.workload import Workload
 from pulumi_mlops.targets.kubernetes._objects import (
     dns_egress,
+    literal_files,
     meta,
     pod_objects,
     pod_spec,
@@ -41,9 +45,13 @@ from pulumi_mlops.targets.kubernetes._objects import (
     storage_spec,
 )
 
-__all__ = ["API_VERSION", "KubernetesMonitoring", "KubernetesPrometheus", "materialize"]
+__all__ = ["API_VERSION", "CONFIG_DIGEST_ANNOTATION", "KubernetesAlertmanager",
+           "KubernetesMonitoring", "KubernetesPrometheus", "materialize"]
 
 API_VERSION = "monitoring.coreos.com/v1"
+CONFIG_DIGEST_ANNOTATION = "mlops.dev/config-digest"
+"""On a standalone Prometheus' or Alertmanager's pod template: a digest of its files, so a
+changed config rolls the pod."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,21 @@ class KubernetesPrometheus:
 
 
 @dataclass(frozen=True)
+class KubernetesAlertmanager:
+    """A standalone Alertmanager.
+
+    Attributes:
+        stateful_set: Its StatefulSet (one replica, silences on a claim).
+        service: The Service Prometheus sends alerts to.
+        network_policy: Prometheus in; DNS and the receivers' ports out.
+    """
+
+    stateful_set: k8s.apps.v1.StatefulSet
+    service: k8s.core.v1.Service
+    network_policy: k8s.networking.v1.NetworkPolicy
+
+
+@dataclass(frozen=True)
 class KubernetesMonitoring:
     """The monitoring objects.
 
@@ -77,6 +100,7 @@ class KubernetesMonitoring:
             Prometheus' config).
         dashboards: One ConfigMap per dashboard.
         prometheus: standalone: Prometheus itself.
+        alertmanager: standalone: the Alertmanager, when the stack routes alerts.
     """
 
     pod_monitors: tuple[k8s.apiextensions.CustomResource, ...]
@@ -85,6 +109,7 @@ class KubernetesMonitoring:
     rules: k8s.apiextensions.CustomResource | None
     dashboards: tuple[k8s.core.v1.ConfigMap, ...]
     prometheus: KubernetesPrometheus | None
+    alertmanager: KubernetesAlertmanager | None
 
 
 def _pod_label_source(label: str) -> str:
@@ -123,13 +148,14 @@ def _dashboards(plan: MonitoringPlan, target: KubernetesTarget, labels: dict[str
 
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
-                target: KubernetesTarget,
-                registry_password: pulumi.Output[str | None]) -> KubernetesMonitoring:
+                target: KubernetesTarget, registry_password: pulumi.Output[str | None],
+                alertmanager_data: pulumi.Output[dict[str, str]]) -> KubernetesMonitoring:
     """Declare the stack's objects under ``parent``: for the cluster's Prometheus Operator,
-    or a Prometheus of its own (`MonitoringPlan.prometheus`)."""
+    or a Prometheus (and an Alertmanager, with its secret data) of its own."""
     opts = target.resource_options(parent)
     if plan.prometheus is not None:
-        return _standalone(plan, plan.prometheus, target, registry_password, opts)
+        return _standalone(plan, plan.prometheus, target, registry_password, alertmanager_data,
+                           opts)
     assert plan.release is not None
     labels = {"app.kubernetes.io/name": "mlops-monitoring", "app.kubernetes.io/instance": plan.name,
               "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi",
@@ -167,29 +193,39 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
             opts=opts if credentials is None or not pods.basic_auth else
             pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[credentials]))))
+    # Prometheus' pods only (the operator labels them so), not every pod of its namespace.
     scraper = {"namespace_selector": {"match_labels": {
-        "kubernetes.io/metadata.name": plan.scraper_namespace}}}
+        "kubernetes.io/metadata.name": plan.scraper_namespace}},
+        "pod_selector": {"match_labels": {"app.kubernetes.io/name": "prometheus"}}}
     policies = tuple(_admit(plan, target, pods, labels, scraper, opts) for pods in plan.pods)
     rules = k8s.apiextensions.CustomResource(
         f"{plan.name}-rules", api_version=API_VERSION, kind="PrometheusRule",
         metadata=meta(target, f"{plan.name}-rules", labels),
         spec={"groups": [dict(g) for g in plan.groups]}, opts=opts)
     return KubernetesMonitoring(tuple(monitors), policies, credentials, rules,
-                                _dashboards(plan, target, labels, opts), None)
+                                _dashboards(plan, target, labels, opts), None, None)
 
 
-def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
-                registry_password: pulumi.Output[str | None],
-                opts: pulumi.ResourceOptions) -> KubernetesMonitoring:
+def _stateful(plan: MonitoringPlan, workload: Workload, app: str, target: KubernetesTarget,
+              secret_data: pulumi.Output[dict[str, str]], opts: pulumi.ResourceOptions
+              ) -> tuple[k8s.apps.v1.StatefulSet, k8s.core.v1.Service, dict[str, str],
+                         dict[str, str]]:
+    """One replica of ``workload`` with its data on a claim, and a Service in front; with
+    its selector and labels."""
     assert workload.port is not None
     name = workload.name
-    selector = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": plan.name}
+    selector = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": plan.name}
     labels = {**selector, "app.kubernetes.io/part-of": "pulumi-mlops",
               "app.kubernetes.io/managed-by": "pulumi"}
-    secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-        registry_password.apply(lambda p: {} if p is None else {SCRAPE_PASSWORD: p}))
     objects = pod_objects(name, target, labels, workload, secret_data, opts)
     after = [o for o in (objects.secret, objects.config_map) if o is not None]
+    # Prometheus does not reload its files by itself: a changed config (a new target, a
+    # changed rule) rolls the pod. Of literal files only: a digest of secret data would be a
+    # secret (a short password can be guessed from it), and a secret in the pod template
+    # would hide the whole spec from previews. (Prometheus reads a password file at every
+    # scrape; a changed Alertmanager receiver needs `kubectl rollout restart`.)
+    digest = hashlib.sha256(
+        json.dumps(literal_files(workload), sort_keys=True).encode()).hexdigest()
     stateful_set = k8s.apps.v1.StatefulSet(
         name,
         metadata=meta(target, name, labels, skip_annotations(workload)),
@@ -197,7 +233,9 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
             "replicas": 1,
             "service_name": name,
             "selector": {"match_labels": selector},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec(
+            "template": {"metadata": {"labels": labels,
+                                      "annotations": {CONFIG_DIGEST_ANNOTATION: digest}},
+                         "spec": pod_spec(
                 workload, secret_name=name, config_map_name=f"{name}-files",
                 service_account=name, claims={})},
             "volume_claim_templates": [
@@ -213,6 +251,42 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
         spec={"selector": selector, "ports": [{"name": "http", "port": workload.port,
                                                "target_port": "http", "protocol": "TCP"}]},
         opts=opts)
+    return stateful_set, service, selector, labels
+
+
+def _alertmanager(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
+                  secret_data: pulumi.Output[dict[str, str]], prometheus: dict[str, str],
+                  opts: pulumi.ResourceOptions) -> KubernetesAlertmanager:
+    """The Alertmanager: reached by Prometheus only, reaching DNS and its receivers' ports."""
+    stateful_set, service, selector, labels = _stateful(
+        plan, workload, "alertmanager", target, secret_data, opts)
+    policy = k8s.networking.v1.NetworkPolicy(
+        workload.name, metadata=meta(target, workload.name, labels),
+        spec={"pod_selector": {"match_labels": selector},
+              "policy_types": ["Ingress", "Egress"],
+              "ingress": [{"from": [{"pod_selector": {"match_labels": prometheus}}],
+                           "ports": [{"protocol": "TCP", "port": workload.port}]}],
+              "egress": [dns_egress(target),
+                         {"ports": [{"protocol": "TCP", "port": p}
+                                    for p in plan.alertmanager_egress]}]},
+        opts=opts)
+    return KubernetesAlertmanager(stateful_set, service, policy)
+
+
+def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
+                registry_password: pulumi.Output[str | None],
+                alertmanager_data: pulumi.Output[dict[str, str]],
+                opts: pulumi.ResourceOptions) -> KubernetesMonitoring:
+    assert workload.port is not None
+    name = workload.name
+    secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
+        registry_password.apply(lambda p: {} if p is None else {SCRAPE_PASSWORD: p}))
+    stateful_set, service, selector, labels = _stateful(
+        plan, workload, "prometheus", target, secret_data, opts)
+    alertmanager = None
+    if plan.alertmanager is not None:
+        alertmanager = _alertmanager(plan, plan.alertmanager, target, alertmanager_data,
+                                     selector, opts)
     # Found by DNS: every pod, ready or not (a replica waiting for its model says so on
     # /metrics).
     scrape_services = tuple(
@@ -235,6 +309,10 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
         "kubernetes.io/metadata.name": t.address.split(".")[1]}}}],
         "ports": [{"protocol": "TCP", "port": int(t.address.rsplit(":", 1)[1])}]}
         for t in plan.scraped if t.job == "kube-state-metrics"]
+    if plan.alertmanager is not None:
+        egress.append({"to": [{"pod_selector": {"match_labels": {
+            "app.kubernetes.io/name": "alertmanager", "app.kubernetes.io/instance": plan.name}}}],
+            "ports": [{"protocol": "TCP", "port": plan.alertmanager.port}]})
     own_policy = k8s.networking.v1.NetworkPolicy(
         name, metadata=meta(target, name, labels),
         spec={"pod_selector": {"match_labels": selector},
@@ -245,4 +323,4 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
         opts=opts)
     return KubernetesMonitoring(
         (), policies, None, None, _dashboards(plan, target, labels, opts),
-        KubernetesPrometheus(stateful_set, service, own_policy, scrape_services))
+        KubernetesPrometheus(stateful_set, service, own_policy, scrape_services), alertmanager)
