@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pulumi_mlops.components.service import ModelService
     from pulumi_mlops.errors import ValidationError
     from pulumi_mlops.plans.alerting import Alertmanager, Receiver
+    from pulumi_mlops.plans.grafana import Grafana
     from pulumi_mlops.plans.image import RuntimeImageArgs
     from pulumi_mlops.plans.image_registry import ImageRegistry
     from pulumi_mlops.plans.monitoring import DriftAlerts, Prometheus, Quality, Slo
@@ -51,6 +52,7 @@ _EXPORTS = {
     "DriftAlerts": "pulumi_mlops.plans.monitoring",
     "Gates": "pulumi_mlops.plans.retrain",
     "GatewayRef": "pulumi_mlops.plans.target",
+    "Grafana": "pulumi_mlops.plans.grafana",
     "ImageRegistry": "pulumi_mlops.plans.image_registry",
     "KubernetesTarget": "pulumi_mlops.plans.target",
     "Coercion": "pulumi_mlops.plans.service",
@@ -88,6 +90,7 @@ __all__ = [
     "DriftAlerts",
     "Gates",
     "GatewayRef",
+    "Grafana",
     "ImageRegistry",
     "KubernetesTarget",
     "ModelRegistry",

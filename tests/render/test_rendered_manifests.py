@@ -96,7 +96,8 @@ def standalone_monitoring_program() -> None:
             ticket=mlops.Receiver.email(
                 to="ml@example.com", from_address="alerts@example.com",
                 smarthost="smtp.example.com:587", username="alerts",
-                password=pulumi.Output.secret("smtp-render-password-1234"))))
+                password=pulumi.Output.secret("smtp-render-password-1234"))),
+        grafana=mlops.Grafana())
 
 
 def doc_examples(doc: Path) -> list[str]:

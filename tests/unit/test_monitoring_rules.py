@@ -371,6 +371,15 @@ def test_retrain_failed_overdue_and_unobserved_on_kubernetes(promtool: str,
              "values": "0x100 6000x100"}, other],
          "alert_rule_test": [_quiet("MlopsRetrainOverdue", "150m"),
                              _quiet("MlopsRetrainFailed", "40m")]},
+        # The Job run at creation fails: not owned by the CronJob, named after it.
+        {"interval": "1m", "input_series": [
+            {"series": f"kube_cronjob_created{{{cron}}}", "values": "0x200"},
+            {"series": f'kube_job_failed{{namespace="{NAMESPACE}",'
+                       f'job_name="{SCHEDULE.name}-initial",condition="true"}}',
+             "values": "1x200"},
+            {"series": f'kube_job_status_start_time{{namespace="{NAMESPACE}",'
+                       f'job_name="{SCHEDULE.name}-initial"}}', "values": "60x200"}],
+         "alert_rule_test": [_fires("MlopsRetrainFailed", "10m", labels)]},
         {"interval": "1m", "input_series": [other],
          "alert_rule_test": [_fires("MlopsRetrainNotObserved", "20m",
                                     {**labels, "namespace": NAMESPACE})]},
@@ -581,14 +590,18 @@ def test_the_standalone_prometheus_config_passes_promtool(promtool: str, tmp_pat
                                    rule_groups([SERVICE], SLO, DRIFT))
     files = {f.path: f.content for f in workload.files}
     assert isinstance(files[PROMETHEUS_CONFIG], str)
-    # As mounted: the config names the rule file by its container path.
-    (tmp_path / "rules.yml").write_text(str(files[PROMETHEUS_RULES]))
-    config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_RULES, str(tmp_path / "rules.yml"))
+    # As mounted: the config names the rule files' directory by its container path; a file
+    # per group.
+    rules = [p for p in files if p.startswith(f"{PROMETHEUS_RULES}/")]
+    assert rules == [f"{PROMETHEUS_RULES}/mlops-service-{SERVICE}.yml"]
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "service.yml").write_text(str(files[rules[0]]))
+    config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_RULES, str(tmp_path / "rules"))
     (tmp_path / "prometheus.yml").write_text(config)
     run = subprocess.run([promtool, "check", "config", str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True, timeout=60, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "SUCCESS" in run.stdout
+    assert "SUCCESS" in run.stdout and "1 rule files found" in run.stdout, run.stdout
     scrape = yaml.safe_load(config)["scrape_configs"]
     assert [s["job_name"] for s in scrape] == ["mlops-service"]
     assert [c["labels"]["track"] for c in scrape[0]["static_configs"]] == ["stable", "canary"]
@@ -619,7 +632,7 @@ def test_a_config_with_dns_discovery_and_credentials_passes_promtool(
     (tmp_path / "password").write_text("x")
     config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_REGISTRY_PASSWORD,
                                                    str(tmp_path / "password"))
-    (tmp_path / "prometheus.yml").write_text(config.replace("rules.yml", "none.yml"))
+    (tmp_path / "prometheus.yml").write_text(config.replace("-rules/", "-none/"))
     run = subprocess.run([promtool, "check", "config", "--syntax-only",
                           str(tmp_path / "prometheus.yml")],
                          capture_output=True, text=True, timeout=60, check=False)

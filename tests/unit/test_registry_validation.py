@@ -319,6 +319,7 @@ VALID: dict[str, dict[str, Any]] = {
     # Field validation only: what `services` holds is the component's check.
     "MonitoringStackArgs": {"target": {"kind": "kubernetes"}, "services": ["fraud"]},
     "Alertmanager": {"page": {"kind": "webhook", "url": "https://hooks.example.com/x"}},
+    "Grafana": {},
     "Receiver": {"kind": "email", "to": "a@example.com", "from_address": "b@example.com",
                  "smarthost": "smtp.example.com:587", "username": "u",
                  "url": "https://hooks.example.com/x", "password": "p"},

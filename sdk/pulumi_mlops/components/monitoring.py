@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pulumi
+import pulumi_random as random
 
 from pulumi_mlops.components._base import Component
 from pulumi_mlops.plans.alerting import (
@@ -18,6 +19,7 @@ from pulumi_mlops.plans.alerting import (
     alertmanager_config,
     secret_fields,
 )
+from pulumi_mlops.plans.grafana import GRAFANA_ADMIN_PASSWORD
 from pulumi_mlops.plans.monitoring_stack import (
     MonitoringPlan,
     MonitoringStackArgs,
@@ -61,6 +63,12 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
     external_prometheus_url: pulumi.Output[str | None]
     """Prometheus from the Docker host (its published port); None on Kubernetes (reach it
     with ``kubectl port-forward``)."""
+    grafana_url: pulumi.Output[str | None]
+    """Grafana inside the cluster or Docker network, when the stack has one."""
+    external_grafana_url: pulumi.Output[str | None]
+    """Grafana from the Docker host (its published port); None on Kubernetes."""
+    grafana_admin_password: pulumi.Output[str | None]
+    """The Grafana admin's password (a secret): given, or generated."""
     rule_groups: pulumi.Output[list[dict[str, Any]]]
     """The generated rule groups (Prometheus' rule-file format)."""
     dashboards: pulumi.Output[dict[str, dict[str, Any]]]
@@ -99,26 +107,48 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
             args.registry.admin_password if args.registry is not None
             else pulumi.Output.from_input(None))
         alerting = _alertmanager_data(args.alertmanager)
+        grafana_password: pulumi.Output[str | None] = pulumi.Output.from_input(None)
+        if args.grafana is not None:
+            grafana_password = pulumi.Output.secret(
+                args.grafana.admin_password if args.grafana.admin_password is not None
+                else random.RandomPassword(f"{name}-grafana-admin-password", length=24,
+                                           special=False, opts=self._child).result)
+        grafana_data = grafana_password.apply(
+            lambda p: {} if p is None else {GRAFANA_ADMIN_PASSWORD: p})
+        grafana_url: str | None = None
+        external_grafana: str | None = None
         if isinstance(args.target, KubernetesTarget):
-            self.children = kubernetes_monitoring.materialize(self, plan, args.target, password,
-                                                              alerting)
+            self.children = kubernetes_monitoring.materialize(
+                self, plan, args.target, password, alerting, grafana_data)
             if plan.prometheus is not None:
                 url = (f"http://{args.target.service_host(plan.prometheus.name)}:"
                        f"{args.prometheus.port}")
+            if plan.grafana is not None:
+                grafana_url = (f"http://{args.target.service_host(plan.grafana.name)}:"
+                               f"{plan.grafana.port}")
         else:
             first = args.services[0]
             network = first.children.network or first.args.registry.access().network
             self.children = docker_monitoring.materialize(
                 self, plan, args.target, network,
-                tuple(s.deployment for s in args.services), password, alerting)
+                tuple(s.deployment for s in args.services), password, alerting, grafana_data)
             assert plan.prometheus is not None
             port = args.prometheus.port
             url = f"http://{plan.prometheus.name}:{port}"
             external = f"http://{args.target.publish_host}:{port}"
+            if plan.grafana is not None:
+                grafana_url = f"http://{plan.grafana.name}:{plan.grafana.port}"
+                external_grafana = f"http://{args.target.publish_host}:{plan.grafana.port}"
         self.prometheus_url = pulumi.Output.from_input(url)
         self.external_prometheus_url = pulumi.Output.from_input(external)
+        self.grafana_url = pulumi.Output.from_input(grafana_url)
+        self.external_grafana_url = pulumi.Output.from_input(external_grafana)
+        self.grafana_admin_password = grafana_password
         self.rule_groups = pulumi.Output.from_input([dict(g) for g in plan.groups])
         self.dashboards = pulumi.Output.from_input(dict(plan.dashboards))
         return {"prometheus_url": self.prometheus_url,
                 "external_prometheus_url": self.external_prometheus_url,
+                "grafana_url": self.grafana_url,
+                "external_grafana_url": self.external_grafana_url,
+                "grafana_admin_password": self.grafana_admin_password,
                 "rule_groups": self.rule_groups, "dashboards": self.dashboards}

@@ -559,11 +559,16 @@ def retrain_rules(schedule: Schedule, namespace: str | None = None) -> dict[str,
         owned = f'{{{job},owner_kind="CronJob",owner_name="{schedule.name}"}}'
         # The latest failed Job of the CronJob started after its last success (a failed Job
         # is kept for days: without the comparison the alert would outlive the next success).
+        # The Job run at creation (`-initial`) is not the CronJob's: named, not owned.
+        initial = f'{job},job_name="{schedule.name}-initial"'
         failed_started = (
-            f"max by ({by}) (label_replace(\n  (kube_job_status_start_time{{{job}}}\n"
+            f"max by ({by}) (\n  label_replace(\n  (kube_job_status_start_time{{{job}}}\n"
             f'  and on (namespace, job_name) kube_job_failed{{{job},condition="true"}} == 1)\n'
             f"  * on (namespace, job_name) group_left (owner_name) kube_job_owner{owned},\n"
-            f'  "{by}", "$1", "owner_name", "(.+)"))')
+            f'  "{by}", "$1", "owner_name", "(.+)")\n  or\n  label_replace(\n'
+            f"  kube_job_status_start_time{{{initial}}}\n  and on (namespace, job_name) "
+            f'kube_job_failed{{{initial},condition="true"}} == 1,\n'
+            f'  "{by}", "{schedule.name}", "", "")\n)')
         succeeded = (f"max by ({by}) (kube_cronjob_status_last_successful_time{cron})\nor\n"
                      f"0 * max by ({by}) (kube_cronjob_created{cron})")
         failed_expr = f"{failed_started}\n> on ({by})\n(\n{succeeded}\n)"
@@ -612,7 +617,10 @@ def rule_groups(services: list[str], slo: Slo, drift: DriftAlerts,
 # copies that into a new volume mounted there, where the init container (root without
 # DAC_OVERRIDE) could not write.
 PROMETHEUS_CONFIG = "/etc/mlops-prometheus/prometheus.yml"
-PROMETHEUS_RULES = "/etc/mlops-prometheus/rules.yml"
+PROMETHEUS_RULES = "/etc/mlops-prometheus-rules"
+"""The directory of the rule files, one per group (a file each: a rule file reaches the
+Docker container through one environment variable, at most 128 KiB, some 16 KB a service),
+beside the config's (a volume nested in a read-only one could not be mounted)."""
 REGISTRY_SCRAPE_INTERVAL = "30s"
 """How often the registry is scraped: MLflow checks the admin's password hash on every scrape
 (a tenth of a second of its CPU, more than Prometheus' default timeout at short intervals), and
@@ -727,7 +735,7 @@ def _job(name: str, target: Scraped) -> dict[str, Any]:
 
 
 def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
-                      rule_files: Sequence[str] = (PROMETHEUS_RULES,),
+                      rule_files: Sequence[str] = (f"{PROMETHEUS_RULES}/*.yml",),
                       alertmanagers: Sequence[str] = ()) -> dict[str, Any]:
     """A Prometheus configuration scraping ``targets``, loading ``rule_files`` and sending
     alerts to ``alertmanagers`` (``host:port``): static
@@ -789,8 +797,9 @@ def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scr
         health=HttpCheck("/-/ready", command=(
             "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{prometheus.port}/-/ready")),
         files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
-               ConfigFile(PROMETHEUS_RULES, yaml.safe_dump({"groups": list(groups)},
-                                                           sort_keys=False)), *secrets),
+               *(ConfigFile(f"{PROMETHEUS_RULES}/{group['name']}.yml",
+                            yaml.safe_dump({"groups": [dict(group)]}, sort_keys=False))
+                 for group in groups), *secrets),
         mounts=(Mount("data", PROMETHEUS_DATA, "data", prometheus.storage_size),),
         startup_seconds=120,
     )

@@ -32,6 +32,7 @@ from pulumi_mlops.contracts.scrape import (
 from pulumi_mlops.errors import Problem
 from pulumi_mlops.plans.alerting import Alertmanager, alertmanager_workload
 from pulumi_mlops.plans.dashboards import dashboards
+from pulumi_mlops.plans.grafana import Grafana, grafana_workload
 from pulumi_mlops.plans.monitoring import (
     PROMETHEUS_REGISTRY_PASSWORD,
     REGISTRY_SCRAPE_INTERVAL,
@@ -89,6 +90,9 @@ class MonitoringStackArgs(ArgsModel):
         alertmanager: standalone: an Alertmanager of the stack's own, routing ``page`` and
             ``ticket`` alerts to their receivers. Default: None (alerts show in Prometheus
             only). In operator mode the cluster's Alertmanager routes them.
+        grafana: standalone: a Grafana of the stack's own, with the dashboards and the
+            Prometheus data source provisioned. Default: None (the dashboards are outputs; in
+            operator mode ConfigMaps for the cluster's Grafana).
     """
 
     target: Annotated[KubernetesTarget | DockerTarget, Field(discriminator="kind")]
@@ -100,6 +104,7 @@ class MonitoringStackArgs(ArgsModel):
     quality: Quality = Field(default_factory=Quality)
     prometheus: Prometheus = Field(default_factory=Prometheus.standalone)
     alertmanager: Alertmanager | None = None
+    grafana: Grafana | None = None
 
     def problems(self) -> list[Problem]:
         """Rules across inputs: the Prometheus mode the target supports, one target for all."""
@@ -113,6 +118,11 @@ class MonitoringStackArgs(ArgsModel):
                 "give `Prometheus.standalone(kube_state_metrics=\"kube-state-metrics."
                 "kube-system.svc:8080\")` (the cluster's kube-state-metrics), or use "
                 "`Prometheus.operator(...)` with kube-prometheus-stack, which scrapes it."))
+        if self.grafana is not None and self.prometheus.mode == "operator":
+            found.append(Problem(
+                "grafana", "is for a standalone Prometheus", "Grafana(...)",
+                "the cluster's Grafana (kube-prometheus-stack's sidecar) loads the dashboards "
+                "from the ConfigMaps the stack declares: drop `grafana`."))
         if self.alertmanager is not None and self.prometheus.mode == "operator":
             found.append(Problem(
                 "alertmanager", "is for a standalone Prometheus", "Alertmanager(...)",
@@ -186,6 +196,7 @@ class MonitoringPlan:
         alertmanager: standalone: the Alertmanager workload (its configuration is secret data,
             `~pulumi_mlops.plans.alerting.alertmanager_config`).
         alertmanager_egress: The TCP ports the Alertmanager may reach anywhere (Kubernetes).
+        grafana: standalone: the Grafana workload (its admin password is secret data).
         prometheus: standalone mode: the Prometheus workload (config and rules in its files).
         scraped: standalone mode: its static targets.
     """
@@ -200,6 +211,7 @@ class MonitoringPlan:
     prometheus: Workload | None
     alertmanager: Workload | None
     alertmanager_egress: tuple[int, ...]
+    grafana: Workload | None
     scraped: tuple[Scraped, ...]
 
 
@@ -273,8 +285,16 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         host = (args.target.service_host(alertmanager.name)
                 if isinstance(args.target, KubernetesTarget) else alertmanager.name)
         alertmanagers.append(f"{host}:{alertmanager.port}")
+    boards = dashboards()
+    grafana = None
+    if standalone and args.grafana is not None:
+        prometheus = f"{name}-prometheus"
+        host = (args.target.service_host(prometheus)
+                if isinstance(args.target, KubernetesTarget) else prometheus)
+        grafana = grafana_workload(name, args.grafana,
+                                   f"http://{host}:{args.prometheus.port}", boards)
     return MonitoringPlan(
-        name=name, groups=groups, dashboards=dashboards(),
+        name=name, groups=groups, dashboards=boards, grafana=grafana,
         pods=tuple(pods) if on_k8s else (),
         release=None if standalone else args.prometheus.release,
         scraper_namespace=None if standalone else args.prometheus.namespace,

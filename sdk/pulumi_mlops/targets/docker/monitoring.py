@@ -1,6 +1,6 @@
 """MonitoringStack on Docker: a standalone Prometheus container on the services' network, and
-optionally an Alertmanager, hardened like the others (their config and rule files written by
-the init container), their ports published on the target's ``publish_host``."""
+optionally an Alertmanager and Grafana, hardened like the others (their config and rule files
+written by the init container), their ports published on the target's ``publish_host``."""
 
 from __future__ import annotations
 
@@ -24,19 +24,22 @@ class DockerMonitoring:
     Attributes:
         prometheus: The Prometheus container, its image, volumes and init container.
         alertmanager: The Alertmanager's, when the stack routes alerts.
+        grafana: Grafana's, when the stack has one.
     """
 
     prometheus: DockerWorkload
     alertmanager: DockerWorkload | None
+    grafana: DockerWorkload | None
 
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: DockerTarget,
                 network: docker.Network, after: tuple[pulumi.Resource, ...],
                 registry_password: pulumi.Output[str | None],
-                alertmanager_data: pulumi.Output[dict[str, str]]) -> DockerMonitoring:
-    """Declare Prometheus (and the Alertmanager, with its secret data) on ``network`` under
-    ``parent``, started after ``after``, with the registry's admin password when it scrapes
-    the registry."""
+                alertmanager_data: pulumi.Output[dict[str, str]],
+                grafana_data: pulumi.Output[dict[str, str]]) -> DockerMonitoring:
+    """Declare Prometheus (and the Alertmanager and Grafana, with their secret data) on
+    ``network`` under ``parent``, started after ``after``, with the registry's admin password
+    when it scrapes the registry."""
     workload = plan.prometheus
     assert workload is not None
     opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
@@ -53,8 +56,14 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: 
             plan.alertmanager.name, plan.alertmanager, target=target, network=network,
             aliases=[plan.alertmanager.name], labels=labels("alertmanager"),
             secret_data=alertmanager_data, opts=opts, publish=True)
+    grafana = None
+    if plan.grafana is not None:
+        grafana = materialize_workload(
+            plan.grafana.name, plan.grafana, target=target, network=network,
+            aliases=[plan.grafana.name], labels=labels("grafana"), secret_data=grafana_data,
+            opts=opts, publish=True)
     prometheus = materialize_workload(
         workload.name, workload, target=target, network=network, aliases=[workload.name],
         labels=labels("prometheus"), secret_data=pulumi.Output.secret(registry_password.apply(
             lambda p: {} if p is None else {SCRAPE_PASSWORD: p})), opts=opts, publish=True)
-    return DockerMonitoring(prometheus, alertmanager)
+    return DockerMonitoring(prometheus, alertmanager, grafana)

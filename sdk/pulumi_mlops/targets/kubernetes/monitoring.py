@@ -11,7 +11,7 @@ through a headless Service of the stack's own by DNS (no Kubernetes API access, 
 NetworkPolicy admitting it to each pod set's metrics port, and one for Prometheus itself: in
 from its namespace, out to DNS, the scraped pods, kube-state-metrics and its Alertmanager only.
 An Alertmanager (optional) likewise, its configuration in a Secret, reached by Prometheus only,
-reaching DNS and its receivers' ports.
+reaching DNS and its receivers' ports; and Grafana (optional), reaching DNS and Prometheus.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from pulumi_mlops.targets.kubernetes._objects import (
 )
 
 __all__ = ["API_VERSION", "CONFIG_DIGEST_ANNOTATION", "KubernetesAlertmanager",
-           "KubernetesMonitoring", "KubernetesPrometheus", "materialize"]
+           "KubernetesGrafana", "KubernetesMonitoring", "KubernetesPrometheus", "materialize"]
 
 API_VERSION = "monitoring.coreos.com/v1"
 CONFIG_DIGEST_ANNOTATION = "mlops.dev/config-digest"
@@ -87,6 +87,21 @@ class KubernetesAlertmanager:
 
 
 @dataclass(frozen=True)
+class KubernetesGrafana:
+    """A standalone Grafana.
+
+    Attributes:
+        stateful_set: Its StatefulSet (one replica, users and preferences on a claim).
+        service: The Service in front of it.
+        network_policy: Its namespace in; DNS and Prometheus out.
+    """
+
+    stateful_set: k8s.apps.v1.StatefulSet
+    service: k8s.core.v1.Service
+    network_policy: k8s.networking.v1.NetworkPolicy
+
+
+@dataclass(frozen=True)
 class KubernetesMonitoring:
     """The monitoring objects.
 
@@ -101,6 +116,7 @@ class KubernetesMonitoring:
         dashboards: One ConfigMap per dashboard.
         prometheus: standalone: Prometheus itself.
         alertmanager: standalone: the Alertmanager, when the stack routes alerts.
+        grafana: standalone: Grafana, when the stack has one.
     """
 
     pod_monitors: tuple[k8s.apiextensions.CustomResource, ...]
@@ -110,6 +126,7 @@ class KubernetesMonitoring:
     dashboards: tuple[k8s.core.v1.ConfigMap, ...]
     prometheus: KubernetesPrometheus | None
     alertmanager: KubernetesAlertmanager | None
+    grafana: KubernetesGrafana | None
 
 
 def _pod_label_source(label: str) -> str:
@@ -149,13 +166,14 @@ def _dashboards(plan: MonitoringPlan, target: KubernetesTarget, labels: dict[str
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
                 target: KubernetesTarget, registry_password: pulumi.Output[str | None],
-                alertmanager_data: pulumi.Output[dict[str, str]]) -> KubernetesMonitoring:
+                alertmanager_data: pulumi.Output[dict[str, str]],
+                grafana_data: pulumi.Output[dict[str, str]]) -> KubernetesMonitoring:
     """Declare the stack's objects under ``parent``: for the cluster's Prometheus Operator,
-    or a Prometheus (and an Alertmanager, with its secret data) of its own."""
+    or a Prometheus (and an Alertmanager and Grafana, with their secret data) of its own."""
     opts = target.resource_options(parent)
     if plan.prometheus is not None:
         return _standalone(plan, plan.prometheus, target, registry_password, alertmanager_data,
-                           opts)
+                           grafana_data, opts)
     assert plan.release is not None
     labels = {"app.kubernetes.io/name": "mlops-monitoring", "app.kubernetes.io/instance": plan.name,
               "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi",
@@ -203,7 +221,7 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
         metadata=meta(target, f"{plan.name}-rules", labels),
         spec={"groups": [dict(g) for g in plan.groups]}, opts=opts)
     return KubernetesMonitoring(tuple(monitors), policies, credentials, rules,
-                                _dashboards(plan, target, labels, opts), None, None)
+                                _dashboards(plan, target, labels, opts), None, None, None)
 
 
 def _stateful(plan: MonitoringPlan, workload: Workload, app: str, target: KubernetesTarget,
@@ -273,9 +291,30 @@ def _alertmanager(plan: MonitoringPlan, workload: Workload, target: KubernetesTa
     return KubernetesAlertmanager(stateful_set, service, policy)
 
 
+def _grafana(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
+             secret_data: pulumi.Output[dict[str, str]], prometheus: dict[str, str],
+             prometheus_port: int, opts: pulumi.ResourceOptions) -> KubernetesGrafana:
+    """Grafana: reached from its namespace (``kubectl port-forward``), reaching DNS and
+    Prometheus only."""
+    stateful_set, service, selector, labels = _stateful(
+        plan, workload, "grafana", target, secret_data, opts)
+    policy = k8s.networking.v1.NetworkPolicy(
+        workload.name, metadata=meta(target, workload.name, labels),
+        spec={"pod_selector": {"match_labels": selector},
+              "policy_types": ["Ingress", "Egress"],
+              "ingress": [{"from": [{"pod_selector": {}}],
+                           "ports": [{"protocol": "TCP", "port": workload.port}]}],
+              "egress": [dns_egress(target),
+                         {"to": [{"pod_selector": {"match_labels": prometheus}}],
+                          "ports": [{"protocol": "TCP", "port": prometheus_port}]}]},
+        opts=opts)
+    return KubernetesGrafana(stateful_set, service, policy)
+
+
 def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
                 registry_password: pulumi.Output[str | None],
                 alertmanager_data: pulumi.Output[dict[str, str]],
+                grafana_data: pulumi.Output[dict[str, str]],
                 opts: pulumi.ResourceOptions) -> KubernetesMonitoring:
     assert workload.port is not None
     name = workload.name
@@ -287,6 +326,10 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
     if plan.alertmanager is not None:
         alertmanager = _alertmanager(plan, plan.alertmanager, target, alertmanager_data,
                                      selector, opts)
+    grafana = None
+    if plan.grafana is not None:
+        grafana = _grafana(plan, plan.grafana, target, grafana_data, selector, workload.port,
+                           opts)
     # Found by DNS: every pod, ready or not (a replica waiting for its model says so on
     # /metrics).
     scrape_services = tuple(
@@ -323,4 +366,5 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
         opts=opts)
     return KubernetesMonitoring(
         (), policies, None, None, _dashboards(plan, target, labels, opts),
-        KubernetesPrometheus(stateful_set, service, own_policy, scrape_services), alertmanager)
+        KubernetesPrometheus(stateful_set, service, own_policy, scrape_services), alertmanager,
+        grafana)
