@@ -107,9 +107,9 @@ def test_secrets_stay_out_of_the_receivers_repr_and_the_workload() -> None:
 
 
 def _program(target: Any, prometheus: Any) -> Any:
-    hook = pulumi.Output.secret(HOOK)
-
     def program() -> None:
+        # An output exists only under the (mock) runtime.
+        hook = pulumi.Output.secret(HOOK)
         registry = mlops.ModelRegistry("reg", target=target)
         service = mlops.ModelService("fraud", target=target, registry=registry,
                                      image=RUNTIME_IMAGE, model_uri="models:/fraud/3")

@@ -206,9 +206,7 @@ def alertmanager_workload(name: str, alerting: Alertmanager) -> Workload:
                  "--cluster.listen-address="),
         env={},
         port=alerting.port,
-        # The image has no Python; its busybox has wget.
-        health=HttpCheck("/-/ready", command=(
-            "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{alerting.port}/-/ready")),
+        health=HttpCheck.wget("/-/ready", alerting.port),
         files=(ConfigFile(ALERTMANAGER_CONFIG, SecretRef(ALERTMANAGER_CONFIG_KEY)),),
         mounts=(Mount("data", ALERTMANAGER_DATA, "data", "1Gi"),),
         startup_seconds=60,

@@ -101,9 +101,7 @@ def grafana_workload(name: str, grafana: Grafana, prometheus_url: str,
             "GF_NEWS_NEWS_FEED_ENABLED": "false",
         },
         port=grafana.port,
-        # The image has no Python; its busybox has wget.
-        health=HttpCheck("/api/health", command=(
-            "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{grafana.port}/api/health")),
+        health=HttpCheck.wget("/api/health", grafana.port),
         files=(
             # Names unique across directories: a ConfigMap keys its files by name.
             ConfigFile(f"{GRAFANA_PROVISIONING}/datasources/mlops-datasources.yaml",

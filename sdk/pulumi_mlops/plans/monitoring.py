@@ -793,9 +793,7 @@ def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scr
                  f"--web.listen-address=0.0.0.0:{prometheus.port}"),
         env={},
         port=prometheus.port,
-        # The Prometheus image has no Python; its busybox has wget.
-        health=HttpCheck("/-/ready", command=(
-            "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{prometheus.port}/-/ready")),
+        health=HttpCheck.wget("/-/ready", prometheus.port),
         files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
                *(ConfigFile(f"{PROMETHEUS_RULES}/{group['name']}.yml",
                             yaml.safe_dump({"groups": [dict(group)]}, sort_keys=False))

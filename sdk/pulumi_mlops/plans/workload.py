@@ -152,6 +152,13 @@ class HttpCheck:
     path: str
     command: tuple[str, ...] | None = None
 
+    @classmethod
+    def wget(cls, path: str, port: int) -> HttpCheck:
+        """GET ``path`` with busybox's wget: for the images without Python (Prometheus',
+        Alertmanager's, Grafana's)."""
+        return cls(path, command=("wget", "-q", "-O", "/dev/null",
+                                  f"http://127.0.0.1:{port}{path}"))
+
 
 @dataclass(frozen=True)
 class ExecCheck:
