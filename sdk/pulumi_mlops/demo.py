@@ -8,7 +8,8 @@ model itself, logs it with its input example and drift profile and registers it 
 alias the services name. The program is then rendered again with ``MLFLOW_TRACKING_URI``
 pointing at the running registry, as `pulumi preview` would be run, so each alias is pinned to
 the version it names. Each service's rendered ``mlops serve`` command is started and sent
-predictions. A MonitoringStack's standalone Prometheus is then started from its rendered
+predictions, whose true labels are posted to ``/feedback``. A MonitoringStack's standalone
+Prometheus is then started from its rendered
 workload, scraping the registry and the services (a retrain scheduler does not run here: the
 demo runs the job once), and the demo prints its URL with queries showing drift and live
 quality.
@@ -289,23 +290,27 @@ def _train_and_register(registry: _Registry, name: str, aliases: set[str], log: 
     return version
 
 
-def _sample_payload() -> tuple[bytes, int]:
+def _sample_payload() -> tuple[bytes, list[int]]:
+    """A few rows of breast_cancer as an MLflow payload, and their true labels."""
     from sklearn.datasets import load_breast_cancer
 
-    x, _ = load_breast_cancer(return_X_y=True, as_frame=True)
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     rows = x.sample(_SAMPLE_ROWS, random_state=0)
     split = json.loads(rows.to_json(orient="split", index=False))
-    return json.dumps({"dataframe_split": split}).encode(), len(rows)
+    return (json.dumps({"dataframe_split": split}).encode(),
+            [int(v) for v in y.loc[rows.index]])
 
 
-def _request(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+def _request(url: str, data: bytes | None = None) -> tuple[int, bytes, str | None]:
+    """Status, body and request id (``X-Request-Id``) of a GET, or of a POST of ``data``."""
     request = urllib.request.Request(
         url, data=data, headers={"Content-Type": "application/json"} if data else {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status), bytes(response.read())
+            return (int(response.status), bytes(response.read()),
+                    response.headers.get("X-Request-Id"))
     except urllib.error.HTTPError as err:
-        return err.code, err.read()
+        return err.code, err.read(), None
 
 
 def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], list[Any]]:
@@ -313,22 +318,28 @@ def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], l
     metadata's ``parameters``: model name, version, alias, URI, run id) and the predictions
     for a few rows."""
     problems: list[str] = []
-    payload, rows = _sample_payload()
-    status, body = _request(url + "/invocations", payload)
+    payload, labels = _sample_payload()
+    status, body, request_id = _request(url + "/invocations", payload)
     predictions: list[Any] = []
     if status != 200:
         problems.append(f"/invocations answered {status}: {body[:300]!r}")
     else:
         predictions = list(json.loads(body)["predictions"])
-        if len(predictions) != rows:
-            problems.append(f"/invocations gave {len(predictions)} predictions for {rows} rows")
+        if len(predictions) != len(labels):
+            problems.append(f"/invocations gave {len(predictions)} predictions for "
+                            f"{len(labels)} rows")
+        # Their true labels, as a client would send them later: live accuracy.
+        feedback = json.dumps({"request_id": request_id, "labels": labels}).encode()
+        status, body, _ = _request(url + "/feedback", feedback)
+        if status != 200 or json.loads(body).get("matched") != len(labels):
+            problems.append(f"/feedback answered {status}: {body[:300]!r}")
     path = f"/v2/models/{quote(model_name, safe='')}"
-    status, body = _request(url + path)
+    status, body, _ = _request(url + path)
     served: dict[str, Any] = dict(json.loads(body).get("parameters") or {}) if (
         status == 200) else {}
     if status != 200:
         problems.append(f"{path} answered {status}")
-    status, body = _request(url + "/metrics")
+    status, body, _ = _request(url + "/metrics")
     if status != 200 or b"mlops_model_info{" not in body:
         problems.append(f"/metrics answered {status} without mlops_model_info")
     return problems, served, predictions
@@ -441,7 +452,8 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
               f"  endpoint: POST {running.url}/invocations "
               f"(MLflow payloads; Open Inference Protocol under /v2/models/{track.model.name}; "
               "also /metrics)\n"
-              f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}\n"
+              f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}; "
+              "their true labels posted to /feedback\n"
               f"  logs: {running.log_path}", flush=True)
         problems += [f"{label}: {p}" for p in found]
     return problems
