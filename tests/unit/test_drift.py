@@ -656,3 +656,33 @@ def test_totals_count_all_the_traffic_between_two_scrapes() -> None:
     for feature, counts in monitor.totals().items():
         assert counts.sum() == 5000, feature
     assert monitor.window_rows() == 100
+
+
+def test_a_high_cardinality_column_keeps_its_most_frequent_categories_and_their_rest() -> None:
+    # 200 categories, the first ones most frequent: 50 bins of their own, the rest in `other`
+    # with its training share, so the series per feature stay bounded and the same traffic
+    # still scores no drift.
+    from pulumi_mlops.runtime.drift.profile import MAX_CATEGORIES
+
+    rng = np.random.default_rng(7)
+    weights = 1.0 / np.arange(1, 201)
+    values = rng.choice([f"c{i}" for i in range(200)], size=20_000, p=weights / weights.sum())
+    frame = pd.DataFrame({"city": values})
+    profile = build_profile(frame)
+    city = profile["features"]["city"]
+    assert len(city["frequencies"]) == MAX_CATEGORIES == 50
+    kept = set(city["frequencies"])
+    assert city["other"] == pytest.approx(float(np.mean([v not in kept for v in values])))
+    loaded = load_profile(profile)  # the format accepts it, and writes it back the same
+    assert loaded.to_dict() == profile
+    monitor = DriftMonitor(loaded, window=20_000)
+    monitor.observe_columns({"city": rng.choice(values, size=20_000)})
+    assert monitor.scores()["city"] < 0.02
+    assert monitor.references()["city"][-1] == pytest.approx(city["other"])
+
+
+def test_a_categorical_profile_whose_shares_and_rest_do_not_sum_to_one_is_refused() -> None:
+    profile = {"format": "mlops-drift-profile/v1", "rows": 10, "features": {
+        "city": {"kind": "categorical", "frequencies": {"a": 0.5}, "other": 0.2}}}
+    with pytest.raises(ProfileError, match="sum to 1"):
+        load_profile(profile)

@@ -91,7 +91,8 @@ class Binning:
             self._cat_missing.append(slot + n + 1)
             reference = np.zeros(n + 1)
             reference[:n] = list(ref.frequencies.values())
-            if n == 0:  # no training values: every observed value is "other", as in training
+            reference[n] = ref.other
+            if n == 0 and not ref.other:  # no training values: every value is "other"
                 reference[n] = 1.0
             self._cat_reference.append(reference)
             slot += n + 2

@@ -17,7 +17,12 @@ from pulumi_mlops.runtime.drift.prediction import (
 )
 from pulumi_mlops.runtime.drift.spec import PROFILE_FORMAT
 
-__all__ = ["build_profile"]
+__all__ = ["MAX_CATEGORIES", "build_profile"]
+
+MAX_CATEGORIES = 50
+"""The most frequent training categories a categorical feature (or a classifier's prediction)
+keeps, each a bin of its own with two exported series per replica; the rest share the
+``other`` bin with unseen categories. Bounds the series a high-cardinality column makes."""
 
 
 def build_profile(frame: pd.DataFrame, bins: int = 10, *, predictions: Any = None
@@ -128,4 +133,9 @@ def _categorical_reference(series: pd.Series[Any]) -> dict[str, Any]:
             counts[key] = counts.get(key, 0) + int(count)
     total = sum(counts.values())
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return {"kind": "categorical", "frequencies": {k: c / total for k, c in ordered}}
+    kept, rest = ordered[:MAX_CATEGORIES], ordered[MAX_CATEGORIES:]
+    reference: dict[str, Any] = {"kind": "categorical",
+                                 "frequencies": {k: c / total for k, c in kept}}
+    if rest:
+        reference["other"] = sum(c for _, c in rest) / total
+    return reference

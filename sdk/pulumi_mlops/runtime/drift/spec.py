@@ -38,7 +38,9 @@ A JSON object with exactly these keys::
   non-NaN training values in each bin, summing to 1 within 1e-6.
 - categorical: ``frequencies`` maps each category observed in training, as a string (``str(value)``:
   ``True`` is ``"True"``, ``1`` is ``"1"``) to its share of the non-missing training values;
-  finite, non-negative, summing to 1 within 1e-6.
+  finite, non-negative, summing to 1 within 1e-6 with the optional ``other``: the share of the
+  training categories left out of ``frequencies`` (`build_profile` keeps the
+  ``MAX_CATEGORIES`` most frequent, so the exported series stay bounded); 0 when absent.
 - A column with no values at all in training (all NaN/None) is still described: numeric as
   ``"edges": [], "proportions": [1.0]``; categorical as ``"frequencies": {}`` (the one exception to
   the sum rule). Such a feature carries no information and always scores 0 once values arrive.
@@ -58,8 +60,8 @@ profile:
   gives a large but finite score rather than infinity. Customary reading: < 0.1 stable,
   0.1 to 0.25 moderate shift, > 0.25 significant shift.
 - categorical: Jensen-Shannon distance (square root of the JS divergence, base-2 logarithms), in
-  [0, 1]: 0 for identical distributions, 1 for disjoint ones. Categories not seen in training go
-  to one extra "other" bucket, whose training share is 0.
+  [0, 1]: 0 for identical distributions, 1 for disjoint ones. Categories not in
+  ``frequencies`` go to one extra "other" bucket, whose training share is ``other``.
 - Missing values (NaN, None, pandas NA) are excluded from a feature's counts; the row still takes
   its place in the window for the other features. The prediction is one more feature of the
   same row: a row observed without its prediction (the model failed, or its output is not one
@@ -147,13 +149,18 @@ class CategoricalFeature:
     Attributes:
         frequencies: Share of each training category (as a string); empty when the column had no
             values in training.
+        other: Share of the training values in categories left out of ``frequencies``.
     """
 
     frequencies: Mapping[str, float]
+    other: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """This feature's entry in the profile JSON."""
-        return {"kind": "categorical", "frequencies": dict(self.frequencies)}
+        entry: dict[str, Any] = {"kind": "categorical", "frequencies": dict(self.frequencies)}
+        if self.other:
+            entry["other"] = self.other
+        return entry
 
 
 FeatureReference: TypeAlias = NumericFeature | CategoricalFeature
@@ -288,15 +295,19 @@ def _load_feature(name: str, spec: Any) -> FeatureReference:
             proportions=tuple(float(p) for p in proportions),
         )
     if kind == "categorical":
-        _check_keys(name, spec, {"kind", "frequencies"})
+        _check_keys(name, {"other": 0.0, **spec}, {"kind", "frequencies", "other"})
         frequencies = spec["frequencies"]
         if not isinstance(frequencies, Mapping):
             raise ProfileError(name, "`frequencies` must be an object", frequencies)
         if not all(isinstance(k, str) for k in frequencies):
             raise ProfileError(name, "`frequencies` keys must be strings", list(frequencies))
-        _check_shares(name, "frequencies", list(frequencies.values()), allow_empty=True)
+        other = spec.get("other", 0.0)
+        shares = list(frequencies.values())
+        _check_shares(name, "frequencies", [*shares, other] if other else shares,
+                      allow_empty=True)
         return CategoricalFeature(
-            frequencies=MappingProxyType({k: float(v) for k, v in frequencies.items()})
+            frequencies=MappingProxyType({k: float(v) for k, v in frequencies.items()}),
+            other=float(other),
         )
     raise ProfileError(name, "`kind` must be 'numeric' or 'categorical'", kind)
 
