@@ -263,7 +263,7 @@ def slow_served(slow_model: Path, tmp_path: Path) -> Iterator[Server]:
     _stop(server)
 
 
-def test_health_answers_within_100ms_while_a_long_prediction_runs(slow_served: Server) -> None:
+def test_health_answers_at_once_while_a_long_prediction_runs(slow_served: Server) -> None:
     result: dict[str, requests.Response] = {}
 
     def post() -> None:
@@ -274,10 +274,14 @@ def test_health_answers_within_100ms_while_a_long_prediction_runs(slow_served: S
     worker = threading.Thread(target=post)
     worker.start()
     time.sleep(0.5)
+    # Each answers in well under the second it would wait if it queued behind the prediction
+    # (not a latency figure: a loaded CI machine once took 102 ms), and all of them while the
+    # prediction still runs.
     for path in ("/ping", "/health", "/v2/health/live", "/metrics"):
         started = time.monotonic()
         assert requests.get(slow_served.url + path, timeout=2).status_code == 200
-        assert time.monotonic() - started < 0.1, path
+        assert time.monotonic() - started < 1.0, path
+    assert worker.is_alive()
     worker.join(30)
     # Past --prediction-timeout the client gets 504, while the prediction runs on (and holds
     # the prediction thread: a request now would wait for it, and time out too).
