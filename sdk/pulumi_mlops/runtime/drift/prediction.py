@@ -18,7 +18,8 @@ import numpy.typing as npt
 
 from pulumi_mlops.contracts.metrics import PREDICTION_FEATURE
 
-__all__ = ["PREDICTION_FEATURE", "PredictionKind", "prediction_kind", "prediction_values"]
+__all__ = ["PREDICTION_FEATURE", "PredictionKind", "dtype_kind", "prediction_kind",
+           "prediction_values"]
 
 PredictionKind = Literal["numeric", "categorical"]
 """How a prediction is profiled: values (numeric) or classes (categorical)."""
@@ -55,9 +56,15 @@ def prediction_kind(values: npt.NDArray[Any]) -> PredictionKind | None:
     or no predictions at all."""
     if values.ndim != 1 or values.size == 0:
         return None
-    kind = values.dtype.kind
-    if kind in _VALUE_KINDS:
+    return dtype_kind(values.dtype)
+
+
+def dtype_kind(dtype: np.dtype[Any]) -> PredictionKind | None:
+    """Whether predictions of ``dtype`` are values (``"numeric"``: floats) or classes
+    (``"categorical"``: bool, integers, text, objects); None for any other dtype. The one rule,
+    which the server's prediction metrics and feedback apply too."""
+    if dtype.kind in _VALUE_KINDS:
         return "numeric"
-    if kind in _CLASS_KINDS:
+    if dtype.kind in _CLASS_KINDS:
         return "categorical"
     return None

@@ -83,6 +83,7 @@ from prometheus_client.utils import floatToGoString
 
 from pulumi_mlops.contracts import metrics as names
 from pulumi_mlops.runtime.drift import DriftMonitor
+from pulumi_mlops.runtime.drift.prediction import dtype_kind
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 from pulumi_mlops.runtime.serve.waiting import model_loaded_family
 
@@ -530,14 +531,10 @@ def predicts_classes(values: np.ndarray[Any, Any]) -> bool | None:
     """Whether ``values`` (a model's 1-D output) are classes (counted by ``class`` in
     ``mlops_predictions_total``; integers, booleans, text) or values (floats, in the
     ``mlops_prediction_value`` histogram); None for an output that is neither (complex numbers,
-    dates), which is not counted. The one place that decides it: the feedback's accuracy or
-    error follows the same decision."""
-    kind = values.dtype.kind
-    if kind == "f":
-        return False
-    if kind in "iubUSO":
-        return True
-    return None
+    dates), which is not counted. The feedback's accuracy or error follows this decision, and
+    it is the drift profile's (`~pulumi_mlops.runtime.drift.prediction.dtype_kind`)."""
+    kind = dtype_kind(values.dtype)
+    return None if kind is None else kind == "categorical"
 
 
 def _observe_values(values: np.ndarray[Any, Any]) -> None:
