@@ -457,25 +457,21 @@ def quality_rules(service: str, quality: Quality) -> list[dict[str, Any]]:
     ]
     described = (f"over the last {quality.window} of labels matched to model version "
                  f"{{{{ $labels.{VERSION_LABEL} }}}} (at least {quality.min_labels})")
-    if quality.min_accuracy is not None:
+    floors = (("MlopsModelAccuracyLow", _ACCURACY, "<", quality.min_accuracy, "accuracy",
+               "below"),
+              ("MlopsModelErrorHigh", _MAE, ">", quality.max_mean_absolute_error,
+               "mean absolute error", "above"))
+    for alert, record, past, floor, measure, side in floors:
+        if floor is None:
+            continue
         rules.append({
-            "alert": "MlopsModelAccuracyLow",
-            "expr": judged(f"{_ACCURACY}{sel} < {quality.min_accuracy:g}"),
+            "alert": alert,
+            "expr": judged(f"{record}{sel} {past} {floor:g}"),
             "for": quality.for_duration, "labels": {"severity": "ticket"},
             "annotations": {
-                "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: live accuracy below "
-                           f"{quality.min_accuracy:g}",
-                "description": "The accuracy is {{ $value | printf \"%.3f\" }} "
-                               f"{described}: retrain, or roll back to the last version."}})
-    if quality.max_mean_absolute_error is not None:
-        rules.append({
-            "alert": "MlopsModelErrorHigh",
-            "expr": judged(f"{_MAE}{sel} > {quality.max_mean_absolute_error:g}"),
-            "for": quality.for_duration, "labels": {"severity": "ticket"},
-            "annotations": {
-                "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: live mean absolute error "
-                           f"above {quality.max_mean_absolute_error:g}",
-                "description": "The mean absolute error is {{ $value | printf \"%.3f\" }} "
+                "summary": f"{{{{ $labels.{SERVICE_LABEL} }}}}: live {measure} {side} "
+                           f"{floor:g}",
+                "description": f"The {measure} is {{{{ $value | printf \"%.3f\" }}}} "
                                f"{described}: retrain, or roll back to the last version."}})
     return rules
 
