@@ -50,7 +50,6 @@ from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.errors import ValidationError
 from pulumi_mlops.local import run_job, run_workload
-from pulumi_mlops.plans.monitoring import SCRAPE_PASSWORD
 from pulumi_mlops.plans.registry import RegistryPlan, RegistrySecrets, registry_secret_data
 from pulumi_mlops.plans.retrain import RetrainPlan
 from pulumi_mlops.plans.service import TrackPlan
@@ -77,8 +76,11 @@ class _Registry:
                 "MLFLOW_TRACKING_PASSWORD": self.password}
 
     def hosts(self) -> dict[str, str]:
-        """The registry's in-network ``host:port`` → its local address (the target's DNS)."""
-        return {urlsplit(self.plan.tracking_uri).netloc: urlsplit(self.url).netloc}
+        """The registry's and its metrics exporter's in-network ``host:port`` → their local
+        addresses (the target's DNS)."""
+        exporter = f"{self.plan.scrape_host}:{self.plan.scrape.port}"
+        return {urlsplit(self.plan.tracking_uri).netloc: urlsplit(self.url).netloc,
+                exporter: f"127.0.0.1:{self.plan.scrape.port}"}
 
 
 @dataclass(frozen=True)
@@ -463,8 +465,8 @@ def _monitor(recording: Recording, registries: Mapping[str, _Registry],
              hosts: Mapping[str, str], stack: ExitStack, root: Path,
              progress: _Progress) -> list[str]:
     """Start each standalone Prometheus of the recording from its rendered workload, scraping
-    what runs here (``hosts``: in-network address to local one; the registry as its admin);
-    the problems found."""
+    what runs here (``hosts``: in-network address to local one; the registry at its metrics
+    exporter); the problems found."""
     problems: list[str] = []
     for monitoring in (c for c in recording.components if isinstance(c, MonitoringStack)):
         workload = monitoring.plan.prometheus
@@ -484,9 +486,8 @@ def _monitor(recording: Recording, registries: Mapping[str, _Registry],
         if watched is not None and registry is None:
             progress.skip(workload.name, "the registry it scrapes is not one the demo runs")
             continue
-        secrets = {SCRAPE_PASSWORD: registry.password} if registry is not None else {}
         progress.step(f"starting Prometheus `{workload.name}` with the generated rules")
-        running = stack.enter_context(run_workload(workload, secrets, root / workload.name,
+        running = stack.enter_context(run_workload(workload, {}, root / workload.name,
                                                    hosts={**hosts, **listen}))
         progress.ran.append(workload.name)
         targets = [t.address for t in monitoring.plan.scraped]

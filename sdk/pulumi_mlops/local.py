@@ -27,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pulumi_mlops.plans.workload import HttpCheck, Workload, resolve
@@ -117,11 +117,13 @@ class RunningWorkload:
         process: The process.
         url: ``http://127.0.0.1:<port>``.
         log_path: Its combined stdout/stderr.
+        sidecars: Its sidecars, started beside it, by name.
     """
 
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    sidecars: dict[str, RunningWorkload] = field(default_factory=dict)
 
     def log(self) -> str:
         """Everything the process printed so far."""
@@ -234,7 +236,9 @@ def run_workload(
     hosts: Mapping[str, str] | None = None,
     timeout: float | None = None,
 ) -> Iterator[RunningWorkload]:
-    """Start the workload locally, wait until its health check passes, stop it on exit.
+    """Start the workload locally, wait until its health check passes, then start its
+    sidecars the same way (sharing ``root``, so they read its scratch mounts); stop them all
+    on exit.
 
     Raises:
         RuntimeError: when it exits or stays unhealthy past its startup budget; the message
@@ -262,7 +266,11 @@ def run_workload(
                     f"{workload.name} not healthy in time:\n" + running.log()[-4000:]
                 )
             time.sleep(0.25)
-        yield running
+        with contextlib.ExitStack() as sidecars:
+            for sidecar in workload.sidecars:
+                running.sidecars[sidecar.name] = sidecars.enter_context(run_workload(
+                    sidecar, secrets, root, hosts=hosts, timeout=timeout))
+            yield running
     finally:
         _stop(process)
 

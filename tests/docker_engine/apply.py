@@ -75,7 +75,7 @@ _LABELS = [{"label": "str", "value": "str"}]
 SCHEMA: dict[str, dict[str, Any]] = {
     NETWORK: {"name": "str", "labels": _LABELS, "driver": "str", "internal": "bool",
               "attachable": "bool"},
-    VOLUME: {"name": "str", "labels": _LABELS, "driver": "str"},
+    VOLUME: {"name": "str", "labels": _LABELS, "driver": "str", "driverOpts": {"*": "str"}},
     REMOTE_IMAGE: {"name": "str", "keepLocally": "bool"},
     IMAGE: {"imageName": "str", "build": {"context": "str", "dockerfile": "str"},
             "skipPush": "bool", "buildOnPreview": "bool"},
@@ -614,6 +614,7 @@ class DockerStack:
         # a volume outlives a lost state, as on a host.
         name = inputs["name"]
         volume = self.client.volumes.create(name, driver=inputs.get("driver") or "local",
+                                            driver_opts=inputs.get("driverOpts") or None,
                                             labels=_labels(inputs.get("labels")))
         return Applied(resource.type, resource.name, inputs, volume.id,
                        {"id": volume.id, "name": name,

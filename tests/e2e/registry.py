@@ -27,6 +27,8 @@ class Registry:
     def __init__(self, running: RunningWorkload, password: str) -> None:
         self.running = running
         self.url = running.url
+        self.metrics_url = running.sidecars["metrics"].url
+        """The metrics exporter beside the server (what Prometheus scrapes)."""
         self.username = "admin"
         self.password = password
 
@@ -45,17 +47,19 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator
     create on first start.
     """
     with contextlib.ExitStack() as stack:
-        port = free_port()
+        port, metrics_port = free_port(), free_port()
         admin_password = secrets.token_urlsafe(24)
         values = {"admin_password": admin_password, "flask_secret_key": secrets.token_hex(32)}
         hosts: dict[str, str] = {}
         if backend == "sqlite-docker":
-            args = ModelRegistryArgs(target=mlops.DockerTarget(), port=port)
+            args = ModelRegistryArgs(target=mlops.DockerTarget(), port=port,
+                                     metrics_port=metrics_port)
         elif backend == "postgres-kubernetes":
             pg = stack.enter_context(running_postgres())
             db_password = secrets.token_urlsafe(24)
             pg.create_database("mlflow", "mlflow", db_password)
-            args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port)
+            args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port,
+                                     metrics_port=metrics_port)
             values["db_password"] = db_password
             hosts = {"reg-postgres.ml.svc.cluster.local:5432": f"127.0.0.1:{pg.port}"}
         else:

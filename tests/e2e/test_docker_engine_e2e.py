@@ -310,7 +310,7 @@ def test_every_container_runs_as_declared(stack: DockerStack, recording: Recordi
             assert _written(container) == [], resource.name
         checked += 1
     _log(f"containers started and checked: {checked}")
-    assert checked == 7
+    assert checked == 8
 
 
 def _prometheus(promql: str) -> list[dict[str, Any]]:

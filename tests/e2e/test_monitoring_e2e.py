@@ -29,8 +29,6 @@ from sklearn.datasets import load_breast_cancer
 from pulumi_mlops.local import run_workload
 from pulumi_mlops.plans.dashboards import dashboards, panel_queries
 from pulumi_mlops.plans.monitoring import (
-    PROMETHEUS_REGISTRY_PASSWORD,
-    SCRAPE_PASSWORD,
     DriftAlerts,
     Prometheus,
     Quality,
@@ -129,11 +127,11 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
         targets = [Scraped("mlops-service", f"{MODEL}-{name}:{port}",
                            {"service": MODEL, "track": "stable", "version": "1"})
                    for name, port in zip("ab", ports, strict=True)]
-        # The registry, run from the command its plan renders, scraped as its admin.
-        registry_port = int(urllib.parse.urlsplit(store.url).port or 0)
-        targets.append(Scraped("mlops-registry", f"registry-mlflow:{registry_port}",
-                               {"registry": "registry"}, username=store.username,
-                               password_file=PROMETHEUS_REGISTRY_PASSWORD, interval="1s"))
+        # The registry, run from the command its plan renders, scraped at its metrics
+        # exporter (run beside it from the sidecar its plan renders), without credentials.
+        exporter_port = int(urllib.parse.urlsplit(store.metrics_url).port or 0)
+        targets.append(Scraped("mlops-registry", f"registry-mlflow-metrics:{exporter_port}",
+                               {"registry": "registry"}))
         # Scraped every 100 ms: increase() extrapolates each replica's counters to the
         # window's end by up to one interval, at each replica's own phase; over a 25 s history
         # that skews the two replicas' weights by under 0.5 %.
@@ -142,8 +140,8 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
             [MODEL], Slo(latency_p99_ms=250), DRIFT, QUALITY, "registry"))
         hosts = {f"{MODEL}-{n}:{p}": f"127.0.0.1:{p}" for n, p in zip("ab", ports, strict=True)}
         hosts[f"0.0.0.0:{prometheus.port}"] = f"127.0.0.1:{prometheus.port}"
-        hosts[f"registry-mlflow:{registry_port}"] = f"127.0.0.1:{registry_port}"
-        with run_workload(workload, {SCRAPE_PASSWORD: store.password}, tmp_path / "prometheus",
+        hosts[f"registry-mlflow-metrics:{exporter_port}"] = f"127.0.0.1:{exporter_port}"
+        with run_workload(workload, {}, tmp_path / "prometheus",
                           hosts=hosts, timeout=60) as running:
             url = running.url
             started = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -86,13 +87,17 @@ def test_model_version_source_outside_the_registry_is_refused(registry: Registry
         client.create_model_version("foreign", source="file:///etc/passwd")
 
 
+def _families(text: str) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
 def scrape(registry: Registry) -> dict[str, Metric]:
-    """The registry's /metrics, scraped as the admin: family name → family."""
-    response = requests.get(registry.url + "/metrics", auth=("admin", registry.password),
-                            timeout=10)
+    """The registry's metrics as Prometheus scrapes them, from the exporter beside the server
+    (no credentials): family name → family."""
+    response = requests.get(registry.metrics_url + "/metrics", timeout=10)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
-    return {f.name: f for f in text_string_to_metric_families(response.text)}
+    return _families(response.text)
 
 
 def requests_by_status(families: dict[str, Metric]) -> dict[str, float]:
@@ -128,8 +133,43 @@ def test_metrics_count_api_requests_by_status_across_workers(registry: Registry)
     assert any(registry.running.log_path.parent.joinpath("metrics").glob("counter_*.db"))
 
 
+def test_the_exporter_serves_exactly_what_mlflows_own_metrics_serve(registry: Registry) -> None:
+    for _ in range(3):
+        requests.get(registry.url + SEARCH, auth=("admin", registry.password), timeout=10)
+    requests.get(registry.url + "/api/2.0/mlflow/registered-models/get?name=none",
+                 auth=("admin", registry.password), timeout=10)
+    # MLflow's own /metrics (admins only), then the exporter's: nothing counted in between.
+    own = requests.get(registry.url + "/metrics", auth=("admin", registry.password), timeout=10)
+    assert own.status_code == 200
+    exported = scrape(registry)
+
+    def samples(families: dict[str, Metric]) -> set[tuple[str, tuple[tuple[str, str], ...],
+                                                        float]]:
+        return {(s.name, tuple(sorted(s.labels.items())), s.value)
+                for f in families.values() for s in f.samples}
+
+    assert samples(exported) == samples(_families(own.text))
+    statuses = requests_by_status(exported)
+    assert statuses.get("200", 0) >= 3 and statuses.get("404", 0) >= 1
+
+
+def test_the_exporter_answers_metrics_only_and_reads_no_secret(registry: Registry) -> None:
+    # Whatever the path, the exporter answers its exposition: nothing of the API behind it.
+    response = requests.get(registry.metrics_url + SEARCH, timeout=10)
+    assert response.status_code == 200
+    assert "experiments" not in response.text
+    assert REGISTRY_REQUESTS in response.text
+    exporter = registry.running.sidecars["metrics"]
+    assert registry.password not in exporter.log()
+    environ = Path(f"/proc/{exporter.process.pid}/environ").read_bytes()
+    assert b"MLFLOW_TRACKING_PASSWORD" not in environ
+    assert b"MLFLOW_AUTH_ADMIN_PASSWORD" not in environ
+    assert registry.password.encode() not in environ
+
+
 def test_metrics_need_admin_credentials_as_the_api_does(registry: Registry) -> None:
-    # MLflow's basic-auth app lets only /health, /static, /favicon.ico and server-info through.
+    # Why the exporter exists: MLflow's basic-auth app lets only /health, /static,
+    # /favicon.ico and server-info through.
     assert requests.get(registry.url + "/metrics", timeout=10).status_code == 401
     wrong = requests.get(registry.url + "/metrics", auth=("admin", "x" * 20), timeout=10)
     assert wrong.status_code == 401

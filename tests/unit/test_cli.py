@@ -45,7 +45,7 @@ def test_render_of_the_docker_stack_lists_docker_resources(tmp_path: Path) -> No
     listing = json.loads((tmp_path / "resources.json").read_text())
     names = {r["name"] for r in listing["resources"]
              if r["type"] == "docker:index/container:Container"}
-    assert names == {"registry-mlflow", "registry-mlflow-init", "cancer",
+    assert names == {"registry-mlflow", "registry-mlflow-init", "registry-mlflow-metrics", "cancer",
                      "cancer-nightly-retrain", "cancer-nightly-retrain-init",
                      "monitoring-prometheus", "monitoring-prometheus-init"}
 

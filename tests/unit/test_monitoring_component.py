@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 import pulumi_mlops as mlops
-from pulumi_mlops._pulumi_compat import is_secret_envelope
 from pulumi_mlops.plans.dashboards import dashboards
 from pulumi_mlops.plans.monitoring import Schedule, rule_groups
 from pulumi_mlops.plans.monitoring_stack import schedule_interval
@@ -75,19 +74,14 @@ def test_operator_mode_declares_crds_the_operator_accepts_labelled_for_its_relea
     assert registry["podMetricsEndpoints"][0]["path"] == "/metrics"
     assert {"action": "replace", "targetLabel": "registry", "replacement": "reg"} in \
         registry["podMetricsEndpoints"][0]["relabelings"]
-    # MLflow serves /metrics to admins only: the admin's credentials, in a Secret of the
-    # stack's own, secret in the state.
-    assert registry["podMetricsEndpoints"][0]["basicAuth"] == {
-        "username": {"name": "mon-registry-scrape", "key": "username"},
-        "password": {"name": "mon-registry-scrape", "key": "password"}}
-    secret = rec.get("kubernetes:core/v1:Secret", "mon-registry-scrape")
-    assert secret.inputs["type"] == "kubernetes.io/basic-auth"
-    assert is_secret_envelope(secret.inputs["stringData"])
-    data = dict(unwrap_secrets(dict(secret.inputs)))["stringData"]
-    assert data["username"] == "admin" and len(data["password"]) >= 16
-    for name in ("mon-fraud", "mon-fraud-canary"):
-        endpoint = _object(rec.get(CUSTOM.format(kind="PodMonitor"), name))["spec"]
-        assert "basicAuth" not in endpoint["podMetricsEndpoints"][0]
+    # Its metrics exporter's port (MLflow serves its own /metrics to admins only), without
+    # credentials: no Secret of the stack's own holds any.
+    assert registry["podMetricsEndpoints"][0]["port"] == "metrics"
+    assert stable["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    for monitor in monitors:
+        assert "basicAuth" not in _object(monitor)["spec"]["podMetricsEndpoints"][0]
+    assert not [s.name for s in rec.of_type("kubernetes:core/v1:Secret")
+                if s.name.startswith("mon-")]
     groups = _object(rule)["spec"]["groups"]
     assert groups == rule_groups(
         ["fraud"], mlops.Slo(latency_p99_ms=50), mlops.DriftAlerts(),
@@ -111,7 +105,7 @@ def test_operator_mode_admits_prometheus_to_each_scraped_port_only() -> None:
             "kubernetes.io/metadata.name": "obs"}},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
         assert rule["ports"] == [{"protocol": "TCP",
-                                  "port": 5000 if "reg" in name else 8080}]
+                                  "port": 9101 if "reg" in name else 8080}]
 
 
 def test_a_schedules_interval_is_its_longest_gap() -> None:
@@ -168,17 +162,14 @@ def test_docker_runs_a_hardened_prometheus_scraping_the_service_container() -> N
     registry, service = config["scrape_configs"]
     assert service["static_configs"] == [{"targets": ["fraud:8080"], "labels": {
         "service": "fraud", "track": "stable", "version": "3"}}]
-    # The registry, as its admin (MLflow serves /metrics to admins only), whose password
-    # reaches Prometheus only as a secret file.
-    assert registry["static_configs"] == [{"targets": ["reg-mlflow:5000"],
+    # The registry's metrics exporter, without credentials: Prometheus holds no secret.
+    assert registry["static_configs"] == [{"targets": ["reg-mlflow-metrics:9101"],
                                            "labels": {"registry": "reg"}}]
-    assert registry["basic_auth"] == {"username": "admin",
-                                      "password_file": "/etc/mlops-prometheus/registry-password"}
-    assert is_secret_envelope(rec.get("docker:index/container:Container",
-                                      "mon-prometheus-init").inputs["envs"])
+    assert "basic_auth" not in registry
     password = dict(unwrap_secrets(dict(rec.get("random:index/randomPassword:RandomPassword",
                                                 "reg-admin-password").outputs)))["result"]
-    assert password in files
+    assert password not in "".join(files)
+    assert "password" not in init["entrypoints"][2]
     (mon,) = components
     assert mon.external_prometheus_url is not None
 
@@ -236,9 +227,12 @@ def test_standalone_on_kubernetes_runs_prometheus_finding_pods_by_dns() -> None:
         "mon-fraud.ml.svc.cluster.local"]
     assert jobs["kube-state-metrics"]["metric_relabel_configs"] == [
         {"source_labels": ["__name__"], "regex": "kube_(cronjob|job)_.+", "action": "keep"}]
-    # The registry's password reaches it as a secret file only.
-    secret = rec.get("kubernetes:core/v1:Secret", "mon-prometheus")
-    assert is_secret_envelope(secret.inputs["stringData"])
+    # The registry's metrics exporter, by its pods' DNS records; no credentials, so no Secret.
+    assert jobs["mlops-registry/mon-reg-mlflow"]["dns_sd_configs"] == [
+        {"names": ["mon-reg-mlflow.ml.svc.cluster.local"], "type": "A", "port": 9101}]
+    assert "basic_auth" not in jobs["mlops-registry/mon-reg-mlflow"]
+    assert not [r.name for r in rec.of_type("kubernetes:core/v1:Secret")
+                if r.name.startswith("mon-")]
     policies = {r.name: _object(r)["spec"] for r in rec.of_type(
         "kubernetes:networking.k8s.io/v1:NetworkPolicy") if r.name.startswith("mon-")}
     assert policies["mon-fraud-scrape"]["ingress"][0]["from"] == [

@@ -608,30 +608,24 @@ def test_the_standalone_prometheus_config_passes_promtool(promtool: str, tmp_pat
     assert workload.command[0] == "prometheus" and workload.health is not None
 
 
-def test_a_config_with_dns_discovery_and_credentials_passes_promtool(
-        promtool: str, tmp_path: Path) -> None:
+def test_a_config_with_dns_discovery_passes_promtool(promtool: str, tmp_path: Path) -> None:
     from pulumi_mlops.plans.monitoring import (
         PROMETHEUS_CONFIG,
-        PROMETHEUS_REGISTRY_PASSWORD,
         Prometheus,
         Scraped,
         prometheus_workload,
     )
 
-    targets = [Scraped("mlops-registry", "mon-reg-mlflow.ml.svc.cluster.local:5000",
-                       {"registry": "reg"}, username="admin",
-                       password_file=PROMETHEUS_REGISTRY_PASSWORD, dns=True),
+    targets = [Scraped("mlops-registry", "mon-reg-mlflow.ml.svc.cluster.local:9101",
+                       {"registry": "reg"}, dns=True),
                Scraped("mlops-service", "mon-fraud.ml.svc.cluster.local:8080",
                        {"service": SERVICE, "track": "stable", "version": "3"}, dns=True),
                Scraped("kube-state-metrics", "kube-state-metrics.kube-system.svc:8080", {})]
     workload = prometheus_workload("mon", Prometheus.standalone(), targets, [])
     files = {f.path: f.content for f in workload.files}
-    # The password is a file from the secret data, never in the config.
-    assert [p for p, c in files.items() if not isinstance(c, str)] == [
-        PROMETHEUS_REGISTRY_PASSWORD]
-    (tmp_path / "password").write_text("x")
-    config = str(files[PROMETHEUS_CONFIG]).replace(PROMETHEUS_REGISTRY_PASSWORD,
-                                                   str(tmp_path / "password"))
+    # Every target answers without credentials: Prometheus reads no secret.
+    assert workload.secret_keys() == frozenset()
+    config = str(files[PROMETHEUS_CONFIG])
     (tmp_path / "prometheus.yml").write_text(config.replace("-rules/", "-none/"))
     run = subprocess.run([promtool, "check", "config", "--syntax-only",
                           str(tmp_path / "prometheus.yml")],
@@ -644,7 +638,7 @@ def test_a_config_with_dns_discovery_and_credentials_passes_promtool(
     assert service["dns_sd_configs"] == [{"names": ["mon-fraud.ml.svc.cluster.local"],
                                           "type": "A", "port": 8080}]
     assert {"target_label": "track", "replacement": "stable"} in service["relabel_configs"]
-    assert jobs["mlops-registry/mon-reg-mlflow"]["basic_auth"]["username"] == "admin"
+    assert jobs["mlops-registry/mon-reg-mlflow"]["dns_sd_configs"][0]["port"] == 9101
 
 
 def test_prometheus_modes_are_built_by_factories() -> None:

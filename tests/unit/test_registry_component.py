@@ -9,6 +9,7 @@ import pulumi
 import pulumi_mlops as mlops
 from pulumi_mlops.render import Recording, record, unwrap_secrets
 from pulumi_mlops.render.manifests import redact
+from tests.recording import failing
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
@@ -161,7 +162,7 @@ def test_object_store_artifacts_need_no_volume_and_allow_https_egress() -> None:
 def test_docker_runs_sqlite_on_volumes_with_hardened_containers() -> None:
     rec = docker()
     assert {v.inputs["name"] for v in rec.of_type(VOLUME)} == {
-        "reg-mlflow-data", "reg-mlflow-artifacts", "reg-mlflow-config-0"}
+        "reg-mlflow-data", "reg-mlflow-artifacts", "reg-mlflow-config-0", "reg-mlflow-metrics"}
     assert rec.get(NETWORK, "reg-net").inputs["name"] == "reg-net"
     server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
     assert server["user"] == "10001:10001"
@@ -193,6 +194,62 @@ def test_every_docker_container_is_bounded_in_processes_and_the_init_containers_
         assert init["ulimits"] == [{"name": "nproc", "soft": 32, "hard": 32}]
 
 
+def test_docker_metrics_exporter_shares_a_tmpfs_volume_read_only_and_holds_no_secret() -> None:
+    rec = docker()
+    volume = rec.get(VOLUME, "reg-mlflow-metrics").inputs
+    # A tmpfs the engine mounts (size-bounded, owned by the workloads' user), not kept on
+    # delete: counters must not outlive the server's processes.
+    assert volume["driverOpts"] == {
+        "type": "tmpfs", "device": "tmpfs",
+        "o": "noexec,nosuid,size=134217728,uid=10001,gid=10001,mode=0700"}
+    assert not rec.get(VOLUME, "reg-mlflow-metrics").retain_on_delete
+    server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
+    assert {"volumeName": "reg-mlflow-metrics", "containerPath": "/mlflow/metrics"} in \
+        server["volumes"]
+    assert "/mlflow/metrics" not in server["tmpfs"]
+    exporter = dict(unwrap_secrets(dict(rec.get(CONTAINER, "reg-mlflow-metrics").inputs)))
+    assert exporter["volumes"] == [{"volumeName": "reg-mlflow-metrics",
+                                    "containerPath": "/mlflow/metrics", "readOnly": True}]
+    assert exporter["user"] == "10001:10001" and exporter["readOnly"] is True
+    assert exporter["capabilities"] == {"drops": ["ALL"]}
+    assert exporter.get("ports", []) == []
+    assert exporter["networksAdvanced"] == [{"name": "reg-net",
+                                             "aliases": ["reg-mlflow-metrics"]}]
+    assert exporter["envs"] == ["HOME=/tmp"]
+    assert exporter["entrypoints"][-6:] == ["--host", "0.0.0.0", "--port", "9101",
+                                            "--dir", "/mlflow/metrics"]
+    assert exporter["memory"] == 128
+    assert exporter["healthcheck"]["tests"][:2] == ["CMD", "python"]
+    # The init container neither owns nor writes the exporter's volume.
+    init = redact(dict(rec.get(CONTAINER, "reg-mlflow-init").inputs))
+    assert "/mlflow/metrics" not in init["entrypoints"][2]
+
+
+def test_kubernetes_metrics_exporter_is_a_sidecar_that_never_gates_readiness() -> None:
+    spec = pod(k8s())
+    server, exporter = spec["containers"]
+    assert exporter["name"] == "metrics"
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": 9101, "protocol": "TCP"}]
+    assert "readinessProbe" not in exporter
+    assert exporter["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+    assert exporter["volumeMounts"] == [{"name": "metrics", "mountPath": "/mlflow/metrics",
+                                         "readOnly": True}]
+    assert {"name": "metrics", "mountPath": "/mlflow/metrics"} in server["volumeMounts"]
+    assert [v for v in spec["volumes"] if v["name"] == "metrics"] == [
+        {"name": "metrics", "emptyDir": {"sizeLimit": "128Mi"}}]
+    assert exporter["securityContext"] == server["securityContext"]
+    assert [e["name"] for e in exporter["env"]] == ["HOME"]
+    assert server["readinessProbe"]["httpGet"]["port"] == "http"
+
+
+def test_metrics_port_must_differ_from_the_server_port() -> None:
+    err, rec = failing(lambda: mlops.ModelRegistry(
+        "reg", target=mlops.DockerTarget(), port=5000, metrics_port=5000))
+    assert [p.path for p in err.problems] == ["metrics_port"]
+    assert "`metrics_port` must differ from `port`" in str(err)
+    assert rec.resources == []
+
+
 def test_docker_pids_limit_follows_the_resources() -> None:
     rec = docker(resources=mlops.Resources(pids_limit=512))
     server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
@@ -202,7 +259,8 @@ def test_docker_pids_limit_follows_the_resources() -> None:
 def test_docker_postgres_is_optional() -> None:
     rec = docker(database=mlops.Database.postgres())
     names = {c.inputs["name"] for c in rec.of_type(CONTAINER)}
-    assert names == {"reg-postgres", "reg-postgres-init", "reg-mlflow", "reg-mlflow-init"}
+    assert names == {"reg-postgres", "reg-postgres-init", "reg-mlflow", "reg-mlflow-init",
+                     "reg-mlflow-metrics"}
     db = redact(dict(rec.get(CONTAINER, "reg-postgres").inputs))
     assert db["ports"] == []
     assert db["healthcheck"]["tests"][:2] == ["CMD", "pg_isready"]
@@ -244,11 +302,12 @@ def test_recording_works_after_asyncio_run_unset_the_event_loop() -> None:
     assert k8s().of_type(DEPLOYMENT)
 
 
-def test_the_metrics_directory_is_a_tmpfs_on_docker_and_an_empty_dir_on_kubernetes() -> None:
+def test_the_metrics_directory_is_a_tmpfs_volume_on_docker_and_an_empty_dir_on_kubernetes(
+        ) -> None:
     server = redact(dict(docker().get(CONTAINER, "reg-mlflow").inputs))
     command = server["entrypoints"]
     assert command[command.index("--expose-prometheus") + 1] == "/mlflow/metrics"
-    assert server["tmpfs"]["/mlflow/metrics"].startswith("rw,noexec,nosuid,size=")
+    assert server["tmpfs"]["/tmp"].startswith("rw,noexec,nosuid,size=")
 
     spec = pod(k8s())
     container = spec["containers"][0]

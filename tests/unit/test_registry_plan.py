@@ -103,8 +103,18 @@ def test_the_server_exports_prometheus_metrics_from_a_scratch_directory(port: in
         command = plan.server.command
         directory = command[command.index("--expose-prometheus") + 1]
         # prometheus_client's multiprocess files: writable on a read-only root, and never
-        # those of an earlier server (a tmpfs on Docker, an emptyDir on Kubernetes).
+        # those of an earlier pod (an emptyDir; a tmpfs volume on Docker).
         [mount] = [m for m in plan.server.mounts if m.path == directory]
-        assert mount.kind == "scratch"
-        assert plan.scrape == ScrapeTarget(port=port, path="/metrics")
-        assert plan.scrape.annotations()["prometheus.io/port"] == str(port)
+        assert mount.kind == "scratch" and not mount.read_only
+        # Scraped at the exporter beside the server, which reads that directory (read-only).
+        exporter = plan.metrics_exporter
+        assert [(m.name, m.path, m.read_only) for m in exporter.mounts] == [
+            (mount.name, directory, True)]
+        args = exporter.command
+        assert args[args.index("--dir") + 1] == directory
+        assert plan.scrape == ScrapeTarget(port=9101, path="/metrics")
+        assert exporter.port == 9101 and exporter.health is not None
+        assert exporter.secret_keys() == frozenset()
+        assert plan.scrape_host == (
+            "reg-mlflow-metrics" if isinstance(target, mlops.DockerTarget) else
+            plan.server_host)

@@ -102,10 +102,6 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
                  plan: MonitoringPlan) -> Mapping[str, Any]:
         url: str | None = None
         external: str | None = None
-        # The registry's admin password, which its /metrics wants (a secret throughout).
-        password: pulumi.Output[str | None] = (
-            args.registry.admin_password if args.registry is not None
-            else pulumi.Output.from_input(None))
         alerting = _alertmanager_data(args.alertmanager)
         grafana_password: pulumi.Output[str | None] = pulumi.Output.from_input(None)
         if args.grafana is not None:
@@ -119,7 +115,7 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
         external_grafana: str | None = None
         if isinstance(args.target, KubernetesTarget):
             self.children = kubernetes_monitoring.materialize(
-                self, plan, args.target, password, alerting, grafana_data)
+                self, plan, args.target, alerting, grafana_data)
             if plan.prometheus is not None:
                 url = (f"http://{args.target.service_host(plan.prometheus.name)}:"
                        f"{args.prometheus.port}")
@@ -131,7 +127,7 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
             network = first.children.network or first.args.registry.access().network
             self.children = docker_monitoring.materialize(
                 self, plan, args.target, network,
-                tuple(s.deployment for s in args.services), password, alerting, grafana_data)
+                tuple(s.deployment for s in args.services), alerting, grafana_data)
             assert plan.prometheus is not None
             port = args.prometheus.port
             url = f"http://{plan.prometheus.name}:{port}"

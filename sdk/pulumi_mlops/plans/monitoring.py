@@ -41,18 +41,15 @@ from pulumi_mlops.contracts.scrape import (
     VERSION_LABEL,
 )
 from pulumi_mlops.errors import InputError
-from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, SecretRef, Workload
+from pulumi_mlops.plans.workload import ConfigFile, HttpCheck, Mount, Workload
 
 __all__ = [
     "BURN_WINDOWS",
     "CANARY_MIN_REQUESTS",
     "PROMETHEUS_CONFIG",
     "PROMETHEUS_DATA",
-    "PROMETHEUS_REGISTRY_PASSWORD",
     "PROMETHEUS_RULES",
     "REGISTRY_MAX_ERROR_RATIO",
-    "REGISTRY_SCRAPE_INTERVAL",
-    "SCRAPE_PASSWORD",
     "DriftAlerts",
     "Prometheus",
     "Quality",
@@ -617,15 +614,6 @@ PROMETHEUS_RULES = "/etc/mlops-prometheus-rules"
 """The directory of the rule files, one per group (a file each: a rule file reaches the
 Docker container through one environment variable, at most 128 KiB, some 16 KB a service),
 beside the config's (a volume nested in a read-only one could not be mounted)."""
-REGISTRY_SCRAPE_INTERVAL = "30s"
-"""How often the registry is scraped: MLflow checks the admin's password hash on every scrape
-(a tenth of a second of its CPU, more than Prometheus' default timeout at short intervals), and
-its alerts look 5 to 10 minutes back."""
-PROMETHEUS_REGISTRY_PASSWORD = "/etc/mlops-prometheus/registry-password"
-"""The registry admin's password in Prometheus' container: MLflow serves ``/metrics`` to
-admins only."""
-SCRAPE_PASSWORD = "registry-password"
-"""The key of that password in the Prometheus workload's secret data."""
 PROMETHEUS_DATA = "/var/lib/mlops-prometheus"
 """Also not the image's own /prometheus: Docker copies an image directory's owner into an empty
 volume mounted over it at every container start, undoing the init container's chown."""
@@ -696,13 +684,8 @@ class Scraped:
         labels: Target labels (for a model service: `SERVICE_LABEL`, `TRACK_LABEL`,
             `VERSION_LABEL`).
         path: The metrics path.
-        username: Basic auth user, with `password_file`, for a target that wants credentials
-            (the registry).
-        password_file: The file in Prometheus' container holding that user's password.
         dns: Whether ``address``'s host is a headless Service whose DNS A records are the pods
             to scrape (Kubernetes, standalone), rather than one endpoint.
-        interval: How often it is scraped (and its timeout), when not Prometheus' own
-            interval.
         keep: A regular expression: only the metrics whose name matches are stored.
     """
 
@@ -710,23 +693,15 @@ class Scraped:
     address: str
     labels: Mapping[str, str]
     path: str = "/metrics"
-    username: str | None = None
-    password_file: str | None = None
     dns: bool = False
-    interval: str | None = None
     keep: str | None = None
 
 
 def _job(name: str, target: Scraped) -> dict[str, Any]:
     config: dict[str, Any] = {"job_name": name, "metrics_path": target.path}
-    if target.interval is not None:
-        config |= {"scrape_interval": target.interval, "scrape_timeout": target.interval}
     if target.keep is not None:
         config["metric_relabel_configs"] = [{"source_labels": ["__name__"], "regex": target.keep,
                                              "action": "keep"}]
-    if target.username is not None:
-        config["basic_auth"] = {"username": target.username,
-                                "password_file": target.password_file}
     return config
 
 
@@ -738,8 +713,7 @@ def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
     addresses (a Docker network's container names) in one job per kind, and a job per headless
     Service found by DNS (Kubernetes, no API access needed), its target labels set by
     relabelling."""
-    jobs: dict[tuple[str, str, str | None, str | None, str | None, str | None],
-               list[dict[str, Any]]] = {}
+    jobs: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     configs = []
     for target in targets:
         if target.dns:
@@ -750,13 +724,11 @@ def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
                     {"target_label": key, "replacement": value}
                     for key, value in sorted(target.labels.items())]})
             continue
-        key = (target.job, target.path, target.username, target.password_file,
-               target.interval, target.keep)
+        key = (target.job, target.path, target.keep)
         jobs.setdefault(key, []).append(
             {"targets": [target.address], "labels": dict(target.labels)})
-    for (job, path, username, password_file, interval, keep), statics in jobs.items():
-        configs.append(_job(job, Scraped(job, "", {}, path, username, password_file,
-                                         interval=interval, keep=keep))
+    for (job, path, keep), statics in jobs.items():
+        configs.append(_job(job, Scraped(job, "", {}, path, keep=keep))
                        | {"static_configs": statics})
     configs.sort(key=lambda c: str(c["job_name"]))
     config: dict[str, Any] = {
@@ -773,13 +745,10 @@ def prometheus_config(targets: Sequence[Scraped], scrape_interval: str,
 def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scraped],
                         groups: Sequence[Mapping[str, Any]],
                         alertmanagers: Sequence[str] = ()) -> Workload:
-    """The standalone Prometheus: command line, config and rule files (and the password file
-    of a target scraped with credentials, from the secret data key `SCRAPE_PASSWORD`), data
-    volume; alerts go to ``alertmanagers`` (``host:port``)."""
+    """The standalone Prometheus: command line, config and rule files, data volume; alerts go
+    to ``alertmanagers`` (``host:port``)."""
     config = prometheus_config(targets, prometheus.scrape_interval,
                                alertmanagers=alertmanagers)
-    secrets = tuple(ConfigFile(f, SecretRef(SCRAPE_PASSWORD))
-                    for f in sorted({t.password_file for t in targets if t.password_file}))
     return Workload(
         name=f"{name}-prometheus",
         image=prometheus.image,
@@ -793,7 +762,7 @@ def prometheus_workload(name: str, prometheus: Prometheus, targets: Sequence[Scr
         files=(ConfigFile(PROMETHEUS_CONFIG, yaml.safe_dump(config, sort_keys=False)),
                *(ConfigFile(f"{PROMETHEUS_RULES}/{group['name']}.yml",
                             yaml.safe_dump({"groups": [dict(group)]}, sort_keys=False))
-                 for group in groups), *secrets),
+                 for group in groups)),
         mounts=(Mount("data", PROMETHEUS_DATA, "data", prometheus.storage_size),),
         startup_seconds=120,
     )

@@ -4,11 +4,12 @@ on each target (the rules and PromQL are `pulumi_mlops.plans.monitoring`'s, the 
 
 Modes: on Kubernetes, ``operator``: a PodMonitor per track of every service (so every series
 gets the ``service`` and ``track`` target labels, and ``version`` from the pod's label) and one
-for the registry's server pods (``registry`` label), one PrometheusRule, and the dashboards as
-ConfigMaps for Grafana's sidecar, all labelled ``release: <release>`` for kube-prometheus-stack's
-selectors; a retrain CronJob's outcome comes from kube-state-metrics' series. On Docker,
-``standalone``: a Prometheus container scraping every service's, the registry's and each retrain
-scheduler's container by name on their network.
+for the registry's server pods (their metrics exporter's port; ``registry`` label), one
+PrometheusRule, and the dashboards as ConfigMaps for Grafana's sidecar, all labelled
+``release: <release>`` for kube-prometheus-stack's selectors; a retrain CronJob's outcome comes
+from kube-state-metrics' series. On Docker,
+``standalone``: a Prometheus container scraping every service's, the registry's metrics
+exporter's and each retrain scheduler's container by name on their network.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from pulumi_mlops.plans.alerting import Alertmanager, alertmanager_workload
 from pulumi_mlops.plans.dashboards import dashboards
 from pulumi_mlops.plans.grafana import Grafana, grafana_workload
 from pulumi_mlops.plans.monitoring import (
-    PROMETHEUS_REGISTRY_PASSWORD,
-    REGISTRY_SCRAPE_INTERVAL,
     DriftAlerts,
     Prometheus,
     Quality,
@@ -76,7 +75,8 @@ class MonitoringStackArgs(ArgsModel):
     Attributes:
         target: Where it runs: a `KubernetesTarget` or a `DockerTarget`, that of the services.
         services: The ModelServices it watches (at least one).
-        registry: The ModelRegistry it watches (scraped: the MLflow server's own metrics).
+        registry: The ModelRegistry it watches (scraped: the MLflow server's metrics, at its
+            exporter).
             Default: None.
         retrain: The RetrainSchedules it watches: on Docker their schedulers are scraped; on
             Kubernetes their CronJobs' outcome is read from kube-state-metrics' series (which
@@ -166,16 +166,17 @@ class PodScrape:
         selector: The track's pod selector.
         labels: The target labels set on every series (service and track, or registry).
         port: The metrics port (which a NetworkPolicy admits Prometheus to).
+        port_name: The name of that container port in the pods (a sidecar's is its
+            container's name).
         path: The metrics path.
-        basic_auth: Whether Prometheus authenticates as `MonitoringPlan.registry_user`.
     """
 
     name: str
     selector: Mapping[str, str]
     labels: Mapping[str, str]
     port: int
+    port_name: str = "http"
     path: str = "/metrics"
-    basic_auth: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,6 @@ class MonitoringPlan:
             each).
         release: operator mode: the value of `RELEASE_LABEL` on what Prometheus must select.
         scraper_namespace: operator mode: the namespace Prometheus scrapes from.
-        registry_user: The user Prometheus scrapes the registry as (its admin: MLflow serves
-            ``/metrics`` to admins only); its password is the registry's admin password.
         alertmanager: standalone: the Alertmanager workload (its configuration is secret data,
             `~pulumi_mlops.plans.alerting.alertmanager_config`).
         alertmanager_egress: The TCP ports the Alertmanager may reach anywhere (Kubernetes).
@@ -207,7 +206,6 @@ class MonitoringPlan:
     pods: tuple[PodScrape, ...]
     release: str | None
     scraper_namespace: str | None
-    registry_user: str | None
     prometheus: Workload | None
     alertmanager: Workload | None
     alertmanager_egress: tuple[int, ...]
@@ -244,16 +242,14 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         namespace=args.target.namespace if isinstance(args.target, KubernetesTarget) else None))
     pods: list[PodScrape] = []
     scraped: list[Scraped] = []
-    registry_user = None
     if registry is not None:
-        # MLflow serves /metrics to its admins only (mlflow.server.auth refuses other users).
-        registry_user = str(registry.server.env["MLFLOW_AUTH_ADMIN_USERNAME"])
+        # Its metrics exporter (MLflow serves its own /metrics to admins only).
         labels = {REGISTRY_LABEL: registry.name}
         pods.append(PodScrape(registry.server_name, dict(registry.server_selector), labels,
-                              registry.scrape.port, registry.scrape.path, basic_auth=True))
-        scraped.append(Scraped("mlops-registry", f"{registry.server_host}:{registry.scrape.port}",
-                               labels, registry.scrape.path, registry_user,
-                               PROMETHEUS_REGISTRY_PASSWORD, interval=REGISTRY_SCRAPE_INTERVAL))
+                              registry.scrape.port, registry.metrics_exporter.name,
+                              registry.scrape.path))
+        scraped.append(Scraped("mlops-registry", f"{registry.scrape_host}:{registry.scrape.port}",
+                               labels, registry.scrape.path))
     for plan in () if on_k8s else retrain:
         scraped.append(Scraped("mlops-retrain", f"{plan.object_name}:{plan.scrape.port}",
                                {SCHEDULE_LABEL: plan.object_name}, plan.scrape.path))
@@ -261,7 +257,7 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         for track in service.tracks:
             labels = {SERVICE_LABEL: service.name, TRACK_LABEL: track.track}
             pods.append(PodScrape(track.object_name, dict(track.selector), labels,
-                                  service.scrape.port, service.scrape.path))
+                                  service.scrape.port, path=service.scrape.path))
             version = track.model.version or "unresolved"
             scraped.append(Scraped("mlops-service", f"{track.object_name}:{service.port}",
                                    {**labels, VERSION_LABEL: version},
@@ -298,7 +294,6 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         pods=tuple(pods) if on_k8s else (),
         release=None if standalone else args.prometheus.release,
         scraper_namespace=None if standalone else args.prometheus.namespace,
-        registry_user=registry_user,
         prometheus=prometheus_workload(name, args.prometheus, scraped, groups, alertmanagers)
         if standalone else None,
         alertmanager=alertmanager,

@@ -76,13 +76,41 @@ _ARTIFACTS_PATH = "/mlflow/artifacts"
 _SQLITE_PATH = "/mlflow/data"
 _AUTH_INI_PATH = "/etc/mlflow/basic_auth.ini"
 # `mlflow server --expose-prometheus DIR`: prometheus_client's multiprocess directory, where
-# every worker keeps its counters in files that /metrics sums. MLflow creates it if missing,
-# but it must be writable (the root file system is read-only) and must not hold files of an
-# earlier server: a scratch mount of its own (a tmpfs, fresh at every container start on
-# Docker; an emptyDir on Kubernetes, fresh for every pod).
+# every worker keeps its counters in files. MLflow creates it if missing, but it must be
+# writable (the root file system is read-only) and start empty: a scratch mount of its own (an
+# emptyDir, fresh for every pod; on Docker a tmpfs volume, fresh whenever neither the server
+# nor the exporter holds it). A server container restarted in place finds its files again, and
+# its counters go on from where they were (no reset for Prometheus to see).
 _METRICS_DIR = "/mlflow/metrics"
 METRICS_PATH = "/metrics"
-"""Where the MLflow server serves its Prometheus metrics (prometheus-flask-exporter)."""
+"""Where the registry's metrics exporter serves MLflow's Prometheus metrics."""
+# MLflow's own /metrics is behind its basic-auth app, and that app serves it to admins only
+# (mlflow/server/auth refuses every route it does not govern to other users: 401 without
+# credentials, 403 for a non-admin). So Prometheus does not scrape the server: a sidecar of
+# the server reads the same multiprocess directory with prometheus_client (which MLflow's image
+# carries, as prometheus-flask-exporter's dependency) and serves the sum on a port of its own,
+# without credentials, that only Prometheus is admitted to. Nothing is re-implemented: the
+# exposition is prometheus_client's MultiProcessCollector, the one MLflow's /metrics runs.
+# Its HTTP server is prometheus_client's too (a thread per connection, bounded by the
+# container's memory and process limits).
+_EXPORTER_SCRIPT = """\
+import argparse, signal, sys
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+parser = argparse.ArgumentParser(prog="mlflow-metrics-exporter")
+parser.add_argument("--host", required=True)
+parser.add_argument("--port", type=int, required=True)
+parser.add_argument("--dir", required=True)
+args = parser.parse_args()
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+registry = CollectorRegistry()
+MultiProcessCollector(registry, path=args.dir)
+start_http_server(args.port, addr=args.host, registry=registry)
+print(f"serving {args.dir} on {args.host}:{args.port}", flush=True)
+signal.pause()
+"""
+_EXPORTER_RESOURCES = Resources(cpu_request="10m", memory_request="32Mi", cpu_limit="100m",
+                                memory_limit="128Mi", pids_limit=64)
 _REMOTE_ARTIFACT_SCHEMES = ("s3", "gs", "wasbs", "abfss", "hdfs")
 _DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
 
@@ -217,6 +245,8 @@ class ModelRegistryArgs(ArgsModel):
             namespace.
         ingress: Expose through an Ingress. Default: not exposed.
         port: Container port. Default: 5000.
+        metrics_port: Port of the server's metrics exporter, which a MonitoringStack
+            scrapes (MLflow serves its own ``/metrics`` to admins only). Default: 9101.
         workers: Server worker processes. Default: 2.
         resources: Requests and limits of the server container. Default: 250m/512Mi
             requested, 1 CPU/1Gi limit.
@@ -238,6 +268,7 @@ class ModelRegistryArgs(ArgsModel):
     allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
     ingress: RegistryIngress | None = None
     port: Annotated[int, Field(ge=1024, le=65535)] = 5000
+    metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9101
     workers: Annotated[int, Field(ge=1, le=32)] = 2
     resources: Resources = Field(default_factory=Resources)
 
@@ -290,6 +321,10 @@ class ModelRegistryArgs(ArgsModel):
             found.append(Problem("replicas", "must be 1 with a SQLite database", self.replicas,
                                  "set `replicas` to 1, or `database.kind` to postgres.",
                                  related=("database.kind",)))
+        if self.metrics_port == self.port:
+            found.append(Problem("metrics_port", "must differ from `port`", self.metrics_port,
+                                 "choose another `metrics_port` (default 9101).",
+                                 related=("port",)))
         if on_docker and self.ingress is not None:
             found.append(Problem("ingress", "is only supported on the Kubernetes target",
                                  self.ingress.host,
@@ -390,11 +425,13 @@ class RegistryPlan:
             mount the volumes beside the old one, else recreate.
         rollout_deadline_seconds: Seconds an update may take before it counts as failed.
         disruption_budget: Whether voluntary disruptions may take at most one server pod.
-        scrape: Where Prometheus scrapes the server: its own port, `METRICS_PATH`
-            (``mlflow server --expose-prometheus``; prometheus-flask-exporter's
-            ``mlflow_http_request_*`` series). The basic-auth app guards ``/metrics`` like
-            the API: a scrape needs the credentials of an admin user (401 without any, 403
-            with a user who is not an admin).
+        scrape: Where Prometheus scrapes the server's metrics: the exporter sidecar's port
+            and `METRICS_PATH` (``mlflow server --expose-prometheus``'s series,
+            ``mlflow_http_request_*``), without credentials.
+        scrape_host: The host Prometheus reaches the exporter at: on Docker its own
+            container; on Kubernetes, where it runs in the server's pods, the server's Service
+            (which does not carry the metrics port: a PodMonitor, or a standalone Prometheus's
+            headless Service, selects the pods).
     """
 
     name: str
@@ -418,11 +455,17 @@ class RegistryPlan:
     rollout_deadline_seconds: int
     disruption_budget: bool
     scrape: ScrapeTarget
+    scrape_host: str
 
     @property
     def server_name(self) -> str:
         """Name of the server's Deployment/Service/container."""
         return f"{self.name}-mlflow"
+
+    @property
+    def metrics_exporter(self) -> Workload:
+        """The server's sidecar that serves its metrics to Prometheus."""
+        return self.server.sidecars[0]
 
     @property
     def database_name(self) -> str:
@@ -494,6 +537,18 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
     )
     if args.ingress is not None:
         command += ("--cors-allowed-origins", f"https://{args.ingress.host}")
+    exporter = Workload(
+        name="metrics",
+        image=args.image,
+        command=("python", "-c", _EXPORTER_SCRIPT, "--host", "0.0.0.0",
+                 "--port", str(args.metrics_port), "--dir", _METRICS_DIR),
+        env={"HOME": "/tmp"},
+        port=args.metrics_port,
+        health=HttpCheck(METRICS_PATH),
+        mounts=(Mount("metrics", _METRICS_DIR, "scratch", "128Mi", read_only=True),),
+        resources=_EXPORTER_RESOURCES,
+        startup_seconds=60,
+    )
     server = Workload(
         name="mlflow",
         image=args.image,
@@ -505,6 +560,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         mounts=tuple(mounts),
         resources=args.resources,
         startup_seconds=300,  # database migrations on first start or upgrade
+        sidecars=(exporter,),
     )
     database = _plan_postgres(db) if db.kind == "postgres" else None
     labels = {
@@ -546,7 +602,9 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
                          else UpdateStrategy.RECREATE),
         rollout_deadline_seconds=server.startup_seconds + 300,
         disruption_budget=args.replicas >= 2,
-        scrape=ScrapeTarget(port=args.port, path=METRICS_PATH),
+        scrape=ScrapeTarget(port=args.metrics_port, path=METRICS_PATH),
+        scrape_host=(f"{server_name}-{exporter.name}" if isinstance(target, DockerTarget)
+                     else server_host),
     )
 
 

@@ -131,12 +131,15 @@ class Mount:
             (emptyDir / tmpfs).
         size: Capacity (Kubernetes quantity), for ``data`` the claim size, for ``scratch`` the
             size limit.
+        read_only: Mounted read-only: a sidecar's view of its workload's scratch mount of the
+            same name.
     """
 
     name: str
     path: str
     kind: Literal["data", "scratch"]
     size: str
+    read_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,13 @@ class Workload:
             (Kubernetes), or nothing does (a process we do not own on Docker, such as the
             MLflow server or PostgreSQL: the engine marks it unhealthy and an operator
             restarts it).
+        sidecars: Containers that run beside this one for as long as it runs, reading its
+            scratch mounts by name (MLflow's metrics exporter): on Kubernetes more containers
+            in its pods, whose probes never hold back the pod's readiness; on Docker a
+            container of their own each, ``<container>-<sidecar>``, on the same network, and
+            a shared scratch mount is a tmpfs volume instead of the container's own tmpfs.
+            A sidecar serves (it has a port and a health check) and has no files, no data
+            mounts and no sidecars of its own.
     """
 
     name: str
@@ -250,6 +260,21 @@ class Workload:
     resources: Resources = field(default_factory=Resources)
     startup_seconds: int = 120
     unhealthy_exit_seconds: int | None = None
+    sidecars: tuple[Workload, ...] = ()
+
+    def __post_init__(self) -> None:
+        scratch = {m.name for m in self.mounts if m.kind == "scratch"}
+        for sidecar in self.sidecars:
+            if (sidecar.files or sidecar.sidecars or sidecar.port is None
+                    or sidecar.health is None
+                    or any(m.name not in scratch or m.kind != "scratch"
+                           for m in sidecar.mounts)):
+                raise ValueError(f"{self.name}: sidecar {sidecar.name} must serve, and may "
+                                 "only mount the workload's scratch mounts")
+
+    def shared_mounts(self) -> frozenset[str]:
+        """Names of the scratch mounts a sidecar mounts too."""
+        return frozenset(m.name for s in self.sidecars for m in s.mounts)
 
     @property
     def batch(self) -> bool:

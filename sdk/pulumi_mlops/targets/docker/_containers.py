@@ -35,6 +35,7 @@ from pulumi_mlops.plans.target import DockerTarget
 from pulumi_mlops.plans.workload import (
     INIT_RESOURCES,
     RUN_AS_USER,
+    EnvValue,
     ExecCheck,
     HttpCheck,
     Resources,
@@ -165,16 +166,31 @@ class DockerWorkload:
     Attributes:
         image: The image pulled by reference and kept on the engine; None for an image the
             program built on this engine (a `RuntimeImage`), which is used as it is.
-        volumes: Its data volumes by mount name, then its config volumes (``config-<i>``).
+        volumes: Its data volumes by mount name, its config volumes (``config-<i>``), and the
+            tmpfs volumes of the scratch mounts its sidecars share, by mount name.
         init: The init container that owns the volumes and writes the config files; None
             when the workload has neither.
         container: The workload's container.
+        sidecars: Its sidecars' containers (``<container>-<sidecar>``), by sidecar name.
     """
 
     image: docker.RemoteImage | None
     volumes: Mapping[str, docker.Volume]
     init: docker.Container | None
     container: docker.Container
+    sidecars: Mapping[str, docker.Container]
+
+
+def _envs(env: Mapping[str, EnvValue],
+          secret_data: pulumi.Output[dict[str, str]]) -> pulumi.Output[list[str]]:
+    values = dict(env)
+    return pulumi.Output.secret(
+        secret_data.apply(lambda d: [f"{k}={resolve(v, d)}" for k, v in values.items()]))
+
+
+def _tmpfs_options(size: str) -> str:
+    # The kernel's tmpfs takes a byte count (or k/m/g), not a quantity such as 2Gi.
+    return f"noexec,nosuid,size={quantity_bytes(size)}"
 
 
 def materialize_workload(
@@ -222,6 +238,19 @@ def materialize_workload(
         init_volumes.append({"volume_name": vol.name, "container_path": directory})
         volumes.append({"volume_name": vol.name, "container_path": directory, "read_only": True})
     init_volumes += [v for v in volumes if not v.get("read_only")]
+    shared = workload.shared_mounts()
+    for m in workload.mounts:
+        if m.name in shared:
+            # A scratch directory a sidecar reads: a tmpfs the engine mounts while a container
+            # uses it, owned by the workloads' user (so the init need not hand it over).
+            vol = docker.Volume(
+                f"{object_name}-{m.name}", name=f"{object_name}-{m.name}",
+                driver_opts={"type": "tmpfs", "device": "tmpfs",
+                             "o": f"{_tmpfs_options(m.size)},uid={RUN_AS_USER},"
+                                  f"gid={RUN_AS_USER},mode=0700"},
+                labels=labels_list(labels), opts=opts)
+            created[m.name] = vol
+            volumes.append({"volume_name": vol.name, "container_path": m.path})
 
     init = None
     if init_volumes:
@@ -248,10 +277,7 @@ def materialize_workload(
             opts=opts,
         )
 
-    env = dict(workload.env)
-    envs: pulumi.Output[list[str]] = pulumi.Output.secret(
-        secret_data.apply(lambda d: [f"{k}={resolve(v, d)}" for k, v in env.items()])
-    )
+    envs = _envs(workload.env, secret_data)
     if init is not None:
         envs = after_init(envs, init.exit_code, f"{object_name}-init")
     ports = (
@@ -265,9 +291,8 @@ def materialize_workload(
         entrypoints=list(workload.command),
         envs=envs,
         **_HARDENING,
-        # The kernel's tmpfs takes a byte count (or k/m/g), not a quantity such as 2Gi.
-        tmpfs={m.path: f"rw,noexec,nosuid,size={quantity_bytes(m.size)}"
-               for m in workload.mounts if m.kind == "scratch"},
+        tmpfs={m.path: f"rw,{_tmpfs_options(m.size)}"
+               for m in workload.mounts if m.kind == "scratch" and m.name not in shared},
         volumes=volumes,
         networks_advanced=[{"name": network.name, "aliases": aliases}],
         ports=ports,
@@ -290,7 +315,42 @@ def materialize_workload(
             # the old ones. Replacing it is what applies them.
             replace_on_changes=list(REPLACE_ON_CHANGES))),
     )
-    return DockerWorkload(image, created, init, container)
+    sidecars = {
+        sidecar.name: _sidecar(f"{object_name}-{sidecar.name}", sidecar, image_id, created,
+                               network, labels, secret_data, pulumi.ResourceOptions.merge(
+                                   opts, pulumi.ResourceOptions(depends_on=[container])),
+                               wait=wait)
+        for sidecar in workload.sidecars
+    }
+    return DockerWorkload(image, created, init, container, sidecars)
+
+
+def _sidecar(name: str, sidecar: Workload, image_id: pulumi.Input[str],
+             volumes: Mapping[str, docker.Volume], network: docker.Network,
+             labels: Mapping[str, str], secret_data: pulumi.Output[dict[str, str]],
+             opts: pulumi.ResourceOptions, *, wait: bool) -> docker.Container:
+    """A sidecar's container: hardened like its workload's, on the same network under its own
+    name, mounting the workload's shared tmpfs volumes; never published."""
+    return docker.Container(
+        name,
+        name=name,
+        image=image_id,
+        entrypoints=list(sidecar.command),
+        envs=_envs(sidecar.env, secret_data),
+        **_HARDENING,
+        volumes=[{"volume_name": volumes[m.name].name, "container_path": m.path,
+                  "read_only": m.read_only} for m in sidecar.mounts],
+        networks_advanced=[{"name": network.name, "aliases": [name]}],
+        healthcheck=healthcheck(sidecar),
+        **limits(sidecar.resources),
+        restart="unless-stopped",
+        wait=wait,
+        wait_timeout=sidecar.startup_seconds + WAIT_MARGIN_SECONDS,
+        destroy_grace_seconds=pod_lifecycle()[1],
+        labels=labels_list(labels),
+        opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+            replace_on_changes=list(REPLACE_ON_CHANGES))),
+    )
 
 
 def client_network(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_docker as docker
 
-from pulumi_mlops.plans.monitoring import SCRAPE_PASSWORD
 from pulumi_mlops.plans.monitoring_stack import MonitoringPlan
 from pulumi_mlops.plans.target import DockerTarget
 from pulumi_mlops.targets.docker._containers import DockerWorkload, materialize_workload
@@ -34,12 +33,10 @@ class DockerMonitoring:
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: DockerTarget,
                 network: docker.Network, after: tuple[pulumi.Resource, ...],
-                registry_password: pulumi.Output[str | None],
                 alertmanager_data: pulumi.Output[dict[str, str]],
                 grafana_data: pulumi.Output[dict[str, str]]) -> DockerMonitoring:
     """Declare Prometheus (and the Alertmanager and Grafana, with their secret data) on
-    ``network`` under ``parent``, started after ``after``, with the registry's admin password
-    when it scrapes the registry."""
+    ``network`` under ``parent``, started after ``after``."""
     workload = plan.prometheus
     assert workload is not None
     opts = pulumi.ResourceOptions.merge(target.resource_options(parent),
@@ -64,6 +61,6 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan, target: 
             opts=opts, publish=True)
     prometheus = materialize_workload(
         workload.name, workload, target=target, network=network, aliases=[workload.name],
-        labels=labels("prometheus"), secret_data=pulumi.Output.secret(registry_password.apply(
-            lambda p: {} if p is None else {SCRAPE_PASSWORD: p})), opts=opts, publish=True)
+        labels=labels("prometheus"), secret_data=pulumi.Output.from_input({}), opts=opts,
+        publish=True)
     return DockerMonitoring(prometheus, alertmanager, grafana)

@@ -33,7 +33,9 @@ _SKIP_TAG_PINNED = ("CKV_K8S_43", "image pinned by version tag (pulled Always); 
                     "reference with an @sha256 digest to pin by digest")
 _SKIP_SECRET_ENV = ("CKV_K8S_35", "the program reads these credentials only from environment "
                     "variables; they come from a Secret by secretKeyRef, never inline")
-_EXTERNAL_DB_PORTS = (5432, 3306, 1433)
+_SKIP_SIDECAR_READINESS = ("CKV_K8S_9", "the sidecars have no readiness probe on purpose, so "
+                           "that a sidecar never takes the pod out of its Service (their "
+                           "liveness probes restart them); the workload's own container has one")
 
 
 def _pinned_by_digest(image: Any) -> bool:
@@ -48,6 +50,8 @@ def skip_annotations(workload: Workload) -> dict[str, str]:
         skips.append(_SKIP_TAG_PINNED)
     if any(isinstance(v, SecretRef) for v in workload.env.values()):
         skips.append(_SKIP_SECRET_ENV)
+    if workload.sidecars:
+        skips.append(_SKIP_SIDECAR_READINESS)
     return {f"checkov.io/skip{i}": f"{cid}={why}" for i, (cid, why) in enumerate(skips, 1)}
 
 
@@ -77,21 +81,30 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def _check(health: HttpCheck | ExecCheck) -> dict[str, Any]:
+def _check(health: HttpCheck | ExecCheck, port_name: str) -> dict[str, Any]:
     if isinstance(health, HttpCheck):
-        return {"http_get": {"path": health.path, "port": "http"}}
+        return {"http_get": {"path": health.path, "port": port_name}}
     return {"exec_": {"command": list(health.command)}}
 
 
-def probes(workload: Workload) -> dict[str, Any]:
+def _port_name(workload: Workload, sidecar: bool) -> str:
+    # Port names are unique within a pod; a sidecar's is its container's name.
+    if sidecar:
+        return workload.name[:15]
+    return "http" if isinstance(workload.health, HttpCheck) else "tcp"
+
+
+def probes(workload: Workload, *, sidecar: bool = False) -> dict[str, Any]:
     """Startup probe whose budget covers `startup_seconds`; distinct readiness and liveness.
-    None for a batch container: its exit status is its health."""
+    None for a batch container: its exit status is its health. A sidecar gets no readiness
+    probe: it must not take its pod out of its Service."""
     if workload.health is None:
         return {}
-    check = _check(workload.health)
-    live = _check(workload.liveness or workload.health)
+    port = _port_name(workload, sidecar)
+    check = _check(workload.health, port)
+    live = _check(workload.liveness or workload.health, port)
     period = 5
-    return {
+    found = {
         "startup_probe": {**check, "period_seconds": period, "timeout_seconds": 3,
                           "failure_threshold": math.ceil(workload.startup_seconds / period)},
         "readiness_probe": {**check, "period_seconds": 10, "timeout_seconds": 3,
@@ -99,6 +112,9 @@ def probes(workload: Workload) -> dict[str, Any]:
         "liveness_probe": {**live, "period_seconds": 20, "timeout_seconds": 5,
                            "failure_threshold": 3},
     }
+    if sidecar:
+        del found["readiness_probe"]
+    return found
 
 
 def literal_files(workload: Workload) -> dict[str, str]:
@@ -130,12 +146,6 @@ def pod_spec(
             expected to come from a StatefulSet's volumeClaimTemplates.
         spread_labels: When given, spread pods with these labels across nodes.
     """
-    env = [
-        {"name": k, "value_from": {"secret_key_ref": {"name": secret_name, "key": v.key}}}
-        if isinstance(v, SecretRef)
-        else {"name": k, "value": v}
-        for k, v in workload.env.items()
-    ]
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     for m in workload.mounts:
@@ -158,6 +168,39 @@ def pod_spec(
         name = f"config-{i}"
         volumes.append({"name": name, "projected": {"sources": sources, "default_mode": 0o440}})
         mounts.append({"name": name, "mount_path": directory, "read_only": True})
+    containers = [_container(workload, secret_name, mounts, sidecar=False)]
+    containers += [
+        _container(s, secret_name, [{"name": m.name, "mount_path": m.path,
+                                     "read_only": m.read_only} for m in s.mounts],
+                   sidecar=True)
+        for s in workload.sidecars
+    ]
+    spec: dict[str, Any] = {
+        "service_account_name": service_account,
+        "automount_service_account_token": False,
+        "enable_service_links": False,
+        "security_context": pod_security_context(),
+        "containers": containers,
+        "volumes": volumes,
+    }
+    if spread_labels is not None:
+        spec["topology_spread_constraints"] = [{
+            "max_skew": 1,
+            "topology_key": "kubernetes.io/hostname",
+            "when_unsatisfiable": "ScheduleAnyway",
+            "label_selector": {"match_labels": dict(spread_labels)},
+        }]
+    return spec
+
+
+def _container(workload: Workload, secret_name: str, mounts: list[dict[str, Any]], *,
+               sidecar: bool) -> dict[str, Any]:
+    env = [
+        {"name": k, "value_from": {"secret_key_ref": {"name": secret_name, "key": v.key}}}
+        if isinstance(v, SecretRef)
+        else {"name": k, "value": v}
+        for k, v in workload.env.items()
+    ]
     r = workload.resources
     container: dict[str, Any] = {
         "name": workload.name,
@@ -174,27 +217,12 @@ def pod_spec(
         "security_context": container_security_context(),
         "volume_mounts": mounts,
         "termination_message_policy": "FallbackToLogsOnError",
-        **probes(workload),
+        **probes(workload, sidecar=sidecar),
     }
     if workload.port is not None:
-        container["ports"] = [{"name": "http" if isinstance(workload.health, HttpCheck) else "tcp",
+        container["ports"] = [{"name": _port_name(workload, sidecar),
                                "container_port": workload.port, "protocol": "TCP"}]
-    spec: dict[str, Any] = {
-        "service_account_name": service_account,
-        "automount_service_account_token": False,
-        "enable_service_links": False,
-        "security_context": pod_security_context(),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if spread_labels is not None:
-        spec["topology_spread_constraints"] = [{
-            "max_skew": 1,
-            "topology_key": "kubernetes.io/hostname",
-            "when_unsatisfiable": "ScheduleAnyway",
-            "label_selector": {"match_labels": dict(spread_labels)},
-        }]
-    return spec
+    return container
 
 
 def meta(target: KubernetesTarget, name: str, labels: Mapping[str, str],

@@ -25,7 +25,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from pulumi_mlops.contracts.scrape import VERSION_LABEL
-from pulumi_mlops.plans.monitoring import REGISTRY_SCRAPE_INTERVAL, SCRAPE_PASSWORD
 from pulumi_mlops.plans.monitoring_stack import (
     DASHBOARD_LABEL,
     POD_VERSION_LABEL,
@@ -108,9 +107,6 @@ class KubernetesMonitoring:
     Attributes:
         pod_monitors: operator mode: one per track of every service, and the registry's.
         network_policies: One per scraped pod set: Prometheus admitted to the metrics port.
-        registry_credentials: operator mode: the registry admin's user and password for the
-            registry's PodMonitor (MLflow serves ``/metrics`` to admins only), when it is
-            watched (standalone: in Prometheus' own Secret).
         rules: operator mode: the PrometheusRule holding every rule group (standalone: in
             Prometheus' config).
         dashboards: One ConfigMap per dashboard.
@@ -121,7 +117,6 @@ class KubernetesMonitoring:
 
     pod_monitors: tuple[k8s.apiextensions.CustomResource, ...]
     network_policies: tuple[k8s.networking.v1.NetworkPolicy, ...]
-    registry_credentials: k8s.core.v1.Secret | None
     rules: k8s.apiextensions.CustomResource | None
     dashboards: tuple[k8s.core.v1.ConfigMap, ...]
     prometheus: KubernetesPrometheus | None
@@ -132,12 +127,6 @@ class KubernetesMonitoring:
 def _pod_label_source(label: str) -> str:
     """Prometheus' Kubernetes discovery meta label for a pod label."""
     return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in label)
-
-
-def _credentials(user: str, password: pulumi.Output[str | None]
-                 ) -> pulumi.Output[dict[str, str]]:
-    return pulumi.Output.secret(password.apply(
-        lambda p: {"username": user, "password": p or ""}))
 
 
 def _admit(plan: MonitoringPlan, target: KubernetesTarget, pods: PodScrape,
@@ -165,27 +154,18 @@ def _dashboards(plan: MonitoringPlan, target: KubernetesTarget, labels: dict[str
 
 
 def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
-                target: KubernetesTarget, registry_password: pulumi.Output[str | None],
-                alertmanager_data: pulumi.Output[dict[str, str]],
+                target: KubernetesTarget, alertmanager_data: pulumi.Output[dict[str, str]],
                 grafana_data: pulumi.Output[dict[str, str]]) -> KubernetesMonitoring:
     """Declare the stack's objects under ``parent``: for the cluster's Prometheus Operator,
     or a Prometheus (and an Alertmanager and Grafana, with their secret data) of its own."""
     opts = target.resource_options(parent)
     if plan.prometheus is not None:
-        return _standalone(plan, plan.prometheus, target, registry_password, alertmanager_data,
-                           grafana_data, opts)
+        return _standalone(plan, plan.prometheus, target, alertmanager_data, grafana_data,
+                           opts)
     assert plan.release is not None
     labels = {"app.kubernetes.io/name": "mlops-monitoring", "app.kubernetes.io/instance": plan.name,
               "app.kubernetes.io/part-of": "pulumi-mlops", "app.kubernetes.io/managed-by": "pulumi",
               RELEASE_LABEL: plan.release}
-    credentials = None
-    if plan.registry_user is not None:
-        credentials = k8s.core.v1.Secret(
-            f"{plan.name}-registry-scrape",
-            metadata=meta(target, f"{plan.name}-registry-scrape", labels),
-            type="kubernetes.io/basic-auth",
-            string_data=_credentials(plan.registry_user, registry_password),
-            opts=opts)
     monitors = []
     for pods in plan.pods:
         relabel: list[dict[str, Any]] = [
@@ -194,23 +174,14 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
         relabel.append({"action": "replace", "targetLabel": VERSION_LABEL,
                         "sourceLabels": [_pod_label_source(POD_VERSION_LABEL)]})
         name = f"{plan.name}-{pods.name}"
-        endpoint: dict[str, Any] = {"port": "http", "path": pods.path, "relabelings": relabel}
-        if pods.basic_auth:
-            endpoint |= {"interval": REGISTRY_SCRAPE_INTERVAL,
-                         "scrapeTimeout": REGISTRY_SCRAPE_INTERVAL}
-            assert credentials is not None
-            secret = f"{plan.name}-registry-scrape"
-            endpoint["basicAuth"] = {"username": {"name": secret, "key": "username"},
-                                     "password": {"name": secret, "key": "password"}}
+        endpoint = {"port": pods.port_name, "path": pods.path, "relabelings": relabel}
         monitors.append(k8s.apiextensions.CustomResource(
             name, api_version=API_VERSION, kind="PodMonitor",
             metadata=meta(target, name, labels),
             spec={"selector": {"matchLabels": dict(pods.selector)},
                   "namespaceSelector": {"matchNames": [target.namespace]},
                   "podMetricsEndpoints": [endpoint]},
-            opts=opts if credentials is None or not pods.basic_auth else
-            pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[credentials]))))
+            opts=opts))
     # Prometheus' pods only (the operator labels them so), not every pod of its namespace.
     scraper = {"namespace_selector": {"match_labels": {
         "kubernetes.io/metadata.name": plan.scraper_namespace}},
@@ -220,7 +191,7 @@ def materialize(parent: pulumi.ComponentResource, plan: MonitoringPlan,
         f"{plan.name}-rules", api_version=API_VERSION, kind="PrometheusRule",
         metadata=meta(target, f"{plan.name}-rules", labels),
         spec={"groups": [dict(g) for g in plan.groups]}, opts=opts)
-    return KubernetesMonitoring(tuple(monitors), policies, credentials, rules,
+    return KubernetesMonitoring(tuple(monitors), policies, rules,
                                 _dashboards(plan, target, labels, opts), None, None, None)
 
 
@@ -312,16 +283,14 @@ def _grafana(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
 
 
 def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarget,
-                registry_password: pulumi.Output[str | None],
                 alertmanager_data: pulumi.Output[dict[str, str]],
                 grafana_data: pulumi.Output[dict[str, str]],
                 opts: pulumi.ResourceOptions) -> KubernetesMonitoring:
     assert workload.port is not None
     name = workload.name
-    secret_data: pulumi.Output[dict[str, str]] = pulumi.Output.secret(
-        registry_password.apply(lambda p: {} if p is None else {SCRAPE_PASSWORD: p}))
+    # Prometheus reads no secret: every target it scrapes answers without credentials.
     stateful_set, service, selector, labels = _stateful(
-        plan, workload, "prometheus", target, secret_data, opts)
+        plan, workload, "prometheus", target, pulumi.Output.from_input({}), opts)
     alertmanager = None
     if plan.alertmanager is not None:
         alertmanager = _alertmanager(plan, plan.alertmanager, target, alertmanager_data,
@@ -365,6 +334,6 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
               "egress": egress},
         opts=opts)
     return KubernetesMonitoring(
-        (), policies, None, None, _dashboards(plan, target, labels, opts),
+        (), policies, None, _dashboards(plan, target, labels, opts),
         KubernetesPrometheus(stateful_set, service, own_policy, scrape_services), alertmanager,
         grafana)
