@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 from pulumi_mlops.runtime.drift.monitor import DriftMonitor
 from pulumi_mlops.runtime.drift.profile import build_profile
 from pulumi_mlops.runtime.drift.spec import (
+    PREDICTION_FEATURE,
     PROFILE_ARTIFACT_PATH,
     PROFILE_FORMAT,
     PSI_EPSILON,
     CategoricalFeature,
     NumericFeature,
+    Profile,
     ProfileError,
     load_profile,
 )
@@ -459,6 +461,147 @@ def test_window_counts_equal_a_recount_of_the_last_rows(
     observed = [r["k"] for r in recent if r["k"] is not None]
     expected_k = [observed.count(c) for c in known] + [sum(c not in known for c in observed)]
     assert monitor.window_counts("k").tolist() == expected_k
+
+
+# Mixed traffic as the server's general path feeds it: numeric features given as floats, ints
+# or bools, categorical ones as bools or one of 80 cities (the profile keeps the 50 most
+# frequent, the rest and unseen ones go to "other"), NaN/None/NA, 1-row and multi-row
+# requests in every form `observe_columns` takes, between `observe_matrix` requests, with the
+# model's predictions or without.
+_CITIES = [f"c{i:02d}" for i in range(80)]
+
+
+def _mixed_profile(prediction: str) -> Profile:
+    rng = np.random.default_rng(17)
+    rows = 4000
+    weights = 1.0 / np.arange(1, len(_CITIES) + 1)
+    frame = pd.DataFrame({
+        "x": rng.normal(size=rows),
+        "city": rng.choice(_CITIES, size=rows, p=weights / weights.sum()),
+        "n": rng.integers(0, 20, size=rows),
+        "flag": rng.random(rows) < 0.3,
+        "member": (rng.random(rows) < 0.6).astype(np.int64),
+    })
+    predictions = {"none": None, "values": rng.normal(size=rows),
+                   "classes": rng.integers(0, 3, size=rows)}[prediction]
+    return load_profile(build_profile(frame, predictions=predictions))
+
+
+_MIXED_PROFILES = {kind: _mixed_profile(kind) for kind in ("none", "values", "classes")}
+_X_EDGES = _MIXED_PROFILES["none"].features["x"]
+assert isinstance(_X_EDGES, NumericFeature)
+_mixed_row = st.fixed_dictionaries({
+    # Edge values themselves exercise the closed side of the bins.
+    "x": st.sampled_from([*_X_EDGES.edges, -3.0, 0.0, 3.0, np.inf, -np.inf, np.nan, None]),
+    "city": st.sampled_from([*_CITIES, "elsewhere", None, np.nan]),
+    "n": st.one_of(st.integers(-1, 21), st.none()),
+    "flag": st.sampled_from([True, False, None]),
+    "member": st.sampled_from([True, False, None]),
+    "values": st.sampled_from([-1.0, 0.0, 0.5, 2.0, np.nan]),
+    "classes": st.sampled_from([0, 1, 2, 5]),
+})
+_mixed_request = st.tuples(
+    st.sampled_from(["arrays", "lists", "frame", "partial", "partial-frame", "matrix", "alone"]),
+    st.one_of(st.lists(_mixed_row, min_size=1, max_size=1),
+              st.lists(_mixed_row, min_size=2, max_size=5)),
+    st.booleans(),  # with the model's predictions
+)
+# The features each form of request gives; the others are missing for its rows.
+_GIVEN = {"arrays": ("x", "city", "n", "flag", "member"), "lists": ("x", "city", "n", "flag",
+          "member"), "frame": ("x", "city", "n", "flag", "member"), "partial": ("x", "city"),
+          "partial-frame": ("n", "flag"), "matrix": ("x", "n", "member"), "alone": ()}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _array(values: list[Any], dtype: Any) -> np.ndarray[Any, Any]:
+    """``values`` as an array of ``dtype`` when they have no missing value, else of objects
+    (numbers: floats, NaN for None)."""
+    if not any(_missing(v) for v in values):
+        return np.array(values, dtype=dtype)
+    if np.dtype(dtype).kind in "iuf":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return np.array(values, dtype=object)
+
+
+def _observe(monitor: DriftMonitor, way: str, rows: list[dict[str, Any]],
+             predictions: Any) -> None:
+    def column(name: str) -> list[Any]:
+        return [r[name] for r in rows]
+
+    arrays = {"x": _array(column("x"), np.float64), "city": _array(column("city"), str),
+              "n": _array(column("n"), np.int64), "flag": _array(column("flag"), bool),
+              "member": _array(column("member"), bool)}
+    if way == "matrix":
+        monitor.observe_matrix(np.array([[np.nan if r[n] is None else r[n]
+                                          for n in monitor.numeric_inputs] for r in rows],
+                                        dtype=np.float64), predictions)
+    elif way in ("arrays", "partial"):
+        monitor.observe_columns({n: arrays[n] for n in _GIVEN[way]}, predictions)
+    elif way == "lists":
+        monitor.observe_columns({n: column(n) for n in _GIVEN[way]}, predictions)
+    elif way in ("frame", "partial-frame"):
+        frame = pd.DataFrame({  # nullable dtypes: missing values are pandas NA
+            "x": pd.array(column("x"), dtype="Float64"), "city": column("city"),
+            "n": pd.array(column("n"), dtype="Int64"),
+            "flag": pd.array(column("flag"), dtype="boolean"),
+            "member": pd.array(column("member"), dtype="boolean")})
+        monitor.observe_columns(frame[list(_GIVEN[way])], predictions)
+    else:
+        monitor.observe_columns({}, predictions)
+
+
+def _recount(profile: Profile, rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Every feature's counts per bucket, row by row and value by value, as the profile's
+    format defines them (`window_counts` and `totals` layout)."""
+    counts: dict[str, list[int]] = {}
+    for name, reference in profile.features.items():
+        present = [r[name] for r in rows if not _missing(r[name])]
+        if isinstance(reference, NumericFeature):
+            buckets = [int(np.searchsorted(reference.edges, float(v), side="left"))
+                       for v in present]
+            counts[name] = [buckets.count(i) for i in range(len(reference.proportions))]
+        else:
+            assert isinstance(reference, CategoricalFeature)
+            known = list(reference.frequencies)
+            keys = [str(v) for v in present]
+            counts[name] = [keys.count(k) for k in known] + [sum(k not in known for k in keys)]
+    return counts
+
+
+@settings(max_examples=200, deadline=None)
+@given(prediction=st.sampled_from(["none", "values", "classes"]), window=st.integers(1, 30),
+       flush_rows=st.integers(1, 40), requests=st.lists(_mixed_request, max_size=25))
+def test_mixed_traffic_counts_equal_a_row_by_row_recount(
+    prediction: str, window: int, flush_rows: int,
+    requests: list[tuple[str, list[dict[str, Any]], bool]],
+) -> None:
+    profile = _MIXED_PROFILES[prediction]
+    monitor = DriftMonitor(profile, window=window, flush_rows=flush_rows)
+    history: list[dict[str, Any]] = []  # every counted row, its missing features None
+    for way, rows, predicted in requests:
+        predictions = None
+        if predicted and prediction != "none":
+            predictions = np.array([r[prediction] for r in rows],
+                                   dtype=np.float64 if prediction == "values" else np.int64)
+        _observe(monitor, way, rows, predictions)
+        if way == "alone" and predictions is None:
+            continue  # no input and no prediction: nothing to count
+        for r in rows:
+            counted = {n: r[n] if n in _GIVEN[way] else None for n in profile.features}
+            if prediction != "none":
+                counted[PREDICTION_FEATURE] = r[prediction] if predictions is not None else None
+            history.append(counted)
+
+    totals = monitor.totals()
+    expected_totals = _recount(profile, history)
+    assert {n: c.tolist() for n, c in totals.items()} == expected_totals
+    recent = history[-window:]
+    assert monitor.window_rows() == len(recent)
+    assert {n: monitor.window_counts(n).tolist() for n in profile.features} == (
+        _recount(profile, recent))
 
 
 # --------------------------------------------------------------------------- threads

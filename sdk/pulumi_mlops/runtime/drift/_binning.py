@@ -6,8 +6,8 @@ monitor owns the window, the pending rows and the locks."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -32,15 +32,14 @@ MatrixBatch: TypeAlias = tuple[npt.NDArray[Any], npt.NDArray[Any] | None]
 (1-D; numeric when the profile's prediction is) or None."""
 
 
-@dataclass(frozen=True)
-class ColumnsBatch:
-    """A pending `observe_columns` batch, converted only when flushed. The prediction, when
-    the profile has one, is the last numeric or categorical feature."""
+class ColumnsBatch(NamedTuple):
+    """A pending `observe_columns` batch: an `observe_matrix` batch (its first two fields),
+    so that the numeric features of all pending batches are binned together, with the
+    categorical input features, which are converted only when flushed."""
 
-    rows: int
-    numeric: list[npt.NDArray[Any] | None]  # per numeric feature: 1-D numeric array, or absent
-    categorical: list[Any]  # per categorical feature: 1-D array-like, or None if absent
-    complete: bool  # every numeric feature present
+    x: npt.NDArray[Any]  # the rows of the numeric inputs (NaN where absent), as in MatrixBatch
+    predictions: npt.NDArray[Any] | None  # as in MatrixBatch
+    categorical: tuple[Any, ...]  # per categorical input feature: 1-D array-like, or None
 
 
 class Binning:
@@ -65,6 +64,7 @@ class Binning:
             (PREDICTION_FEATURE,) if self._categorical_prediction else ())
         self._n_numeric = len(self._numeric)
         self._n_numeric_inputs = len(profile.numeric_inputs)
+        self._n_categorical_inputs = len(profile.categorical_inputs)
 
         # Every (feature, bucket) pair, plus one "missing" slot per feature, gets a slot in one
         # flat count vector, so one bincount updates every feature. The last slot stays 0 and
@@ -213,15 +213,16 @@ class Binning:
             )
             out[lo : lo + step, :n_numeric] = slots.T
 
-    def matrix_slots(self, batches: list[MatrixBatch]) -> npt.NDArray[np.int32]:
-        """The slots of the rows of ``batches`` (`observe_matrix` batches, in order), one row
-        per input row; the categorical input features count as missing, and so does the
-        prediction of a batch without one."""
+    def matrix_slots(self, batches: Sequence[MatrixBatch | ColumnsBatch]
+                     ) -> npt.NDArray[np.int32]:
+        """The slots of the rows of ``batches`` (in order), one row per input row, from their
+        numeric inputs and predictions; the categorical input features count as missing, and so
+        does the prediction of a batch without one."""
         x = batches[0][0] if len(batches) == 1 else np.concatenate([b[0] for b in batches])
         rows = x.shape[0]
         predictions = None
         if self._numeric_prediction or self._categorical_prediction:
-            predictions = [p for _, p in batches]
+            predictions = [b[1] for b in batches]
             if all(p is None for p in predictions):
                 predictions = None
         out = np.empty((rows, self._n_features), dtype=np.int32)
@@ -242,30 +243,19 @@ class Binning:
                 j, _concatenate(predictions, batches, None))
         return out
 
-    def batch_slots(self, batches: list[ColumnsBatch]) -> npt.NDArray[np.int32]:
-        """The slots of the rows of ``batches`` (`observe_columns` batches, in order), one row
-        per input row; an absent feature counts as missing."""
-        rows = sum(b.rows for b in batches)
-        complete = all(b.complete for b in batches)
-        x = np.empty((rows, self._n_numeric))
-        for i, parts in enumerate(zip(*(b.numeric for b in batches), strict=True)):
-            if not complete:
-                if all(p is None for p in parts):
-                    x[:, i] = np.nan
-                    continue
-                parts = tuple(
-                    np.full(b.rows, np.nan) if p is None else p
-                    for p, b in zip(parts, batches, strict=True)
-                )
-            x[:, i] = np.concatenate(parts)
-        out = np.empty((rows, self._n_features), dtype=np.int32)
-        self._numeric_slots(x, out)
-        for j, parts in enumerate(zip(*(b.categorical for b in batches), strict=True)):
-            column = out[:, self._n_numeric + j]
-            if all(p is None for p in parts):
-                column[:] = self._cat_missing[j]
-                continue
-            column[:] = self._category_slots(j, _concatenate(list(parts), batches, None))
+    def batch_slots(self, batches: Sequence[MatrixBatch | ColumnsBatch]
+                    ) -> npt.NDArray[np.int32]:
+        """The slots of the rows of ``batches`` (in order), one row per input row, as
+        `matrix_slots` with the categorical input features of the `observe_columns` batches; an
+        absent feature counts as missing."""
+        out = self.matrix_slots(batches)
+        absent = (None,) * self._n_categorical_inputs
+        by_feature = zip(*(b.categorical if isinstance(b, ColumnsBatch) else absent
+                           for b in batches), strict=True)
+        for j, parts in enumerate(by_feature):
+            if any(p is not None for p in parts):  # else counted missing already
+                out[:, self._n_numeric + j] = self._category_slots(
+                    j, _concatenate(list(parts), batches, None))
         return out
 
     def _category_slots(self, j: int, values: npt.NDArray[Any]) -> npt.NDArray[np.int32]:
@@ -292,12 +282,12 @@ class Binning:
 _NEVER_MISSING: Final = "biuUS"
 
 
-def _concatenate(parts: list[Any], batches: list[Any], fill: float | None
-                 ) -> npt.NDArray[Any]:
+def _concatenate(parts: list[Any], batches: Sequence[MatrixBatch | ColumnsBatch],
+                 fill: float | None) -> npt.NDArray[Any]:
     """One 1-D array of the ``parts`` of consecutive batches (a part per batch, None where
     the batch has none: ``fill`` values). Of their own dtype when they all share one, as
     objects when they do not (numpy would turn numbers and strings into strings)."""
-    rows = [b.rows if isinstance(b, ColumnsBatch) else b[0].shape[0] for b in batches]
+    rows = [b[0].shape[0] for b in batches]
     if fill is not None:  # numeric: parts are 1-D numeric arrays
         filled = [np.full(n, fill) if p is None else p
                   for p, n in zip(parts, rows, strict=True)]

@@ -10,7 +10,7 @@ import contextlib
 import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -44,20 +44,21 @@ class DriftMonitor:
     input features. Predictions that are not one value or class per row of the batch count as
     missing.
 
-    The request path only appends a reference to the batch to a pending buffer; binning and
-    counting happen vectorized, for all features at once, when `scores`, `window_rows` or
-    `window_counts` is called (the server calls `scores` at scrape time) or when the pending
-    rows reach ``flush_rows`` or ``window``, whichever is fewer, so the pending buffer holds at
-    most that many rows plus one batch. Every row is binned: the per-bin `totals` count all the
-    traffic, and the window keeps the newest ``window`` rows. A ring buffer keeps each window
-    row's bin per feature, so evicting the oldest rows decrements the counts exactly. All
-    methods are thread-safe.
+    The request path only appends the batch to a pending buffer (`observe_columns` first
+    stacks its numeric columns into one array); binning and counting happen vectorized, for all
+    features at once, when `scores`, `window_rows` or `window_counts` is called (the server
+    calls `scores` at scrape time) or when the pending rows reach ``flush_rows`` or ``window``,
+    whichever is fewer, so the pending buffer holds at most that many rows plus one batch.
+    Every row is binned: the per-bin `totals` count all the traffic, and the window keeps the
+    newest ``window`` rows. A ring buffer keeps each window row's bin per feature, so evicting
+    the oldest rows decrements the counts exactly. All methods are thread-safe.
 
     Cost (20 numeric features, 10 bins, see ``benchmarks/drift_overhead.py``): about 1 µs per
     row for 1-row `observe_matrix` requests (up to 2 µs with their predictions), binning
-    amortized in (a request that triggers a
-    flush waits under a millisecond); 10 to 15 µs per row for 1-row `observe_columns` requests
-    with 20 columns; `scores` takes tens of µs, under a millisecond with a full pending buffer.
+    amortized in (a request that triggers a flush waits under a millisecond); about 5 µs per
+    row for 1-row `observe_columns` requests of 20 arrays by name, but some 250 µs for a 1-row
+    DataFrame of them (pandas builds a Series for every column read); `scores` takes tens of
+    µs, under a millisecond with a full pending buffer.
 
     Args:
         profile: The training-data reference profile.
@@ -230,10 +231,11 @@ class DriftMonitor:
         are not in the profile (`PREDICTION_FEATURE` among them: an input column of that name
         is not the prediction) are ignored, and a batch with none of the profile's input
         features and no counted predictions is ignored altogether. Categorical values are
-        compared with the profile as ``str(value)``. Numeric columns that are not 1-D numeric
-        arrays are converted here; the rest is only referenced until the next flush, so the
-        caller must not modify the columns afterwards. For numeric-only data, `observe_matrix`
-        is about ten times cheaper.
+        compared with the profile as ``str(value)``. The numeric columns are copied here, into one
+        array (one step when they are all 1-D numeric arrays of the same length); the
+        categorical ones are only referenced until the next flush, so the caller must not
+        modify them afterwards. For numeric-only data, `observe_matrix` is several times
+        cheaper.
 
         Args:
             columns: Feature name to a 1-D sequence of values (a DataFrame works too); all the
@@ -246,15 +248,19 @@ class DriftMonitor:
             ValueError: Columns of different lengths, or a numeric feature whose values are not
                 numbers.
         """
-        numeric: list[npt.NDArray[Any] | None] = [columns.get(n) for n in self._numeric_inputs]
-        for i, values in enumerate(numeric):
-            if values is not None and not (
-                type(values) is np.ndarray and values.ndim == 1 and values.dtype.kind in "biuf"
-            ):
-                numeric[i] = numeric_column(self._numeric_inputs[i], values)
+        numeric: list[Any] = [columns.get(n) for n in self._numeric_inputs]
         categorical = [columns.get(n) for n in self._categorical_inputs]
-        lengths = [len(v) for v in numeric if v is not None]
-        complete = len(lengths) == self._n_numeric
+        stacked = _stacked(numeric)
+        if stacked is None:
+            for i, values in enumerate(numeric):
+                if values is not None and not (
+                    type(values) is np.ndarray and values.ndim == 1
+                    and values.dtype.kind in "biuf"
+                ):
+                    numeric[i] = numeric_column(self._numeric_inputs[i], values)
+            lengths = [len(v) for v in numeric if v is not None]
+        else:
+            lengths = [stacked.shape[1]]
         lengths += [len(v) for v in categorical if v is not None]
         if lengths and lengths.count(lengths[0]) != len(lengths):
             given = {
@@ -266,24 +272,20 @@ class DriftMonitor:
                 if v is not None
             }
             raise ValueError(f"drift: observe_columns needs columns of equal length; got {given}.")
-        if self._numeric_prediction is not None:
-            predicted = None
-            if predictions is not None:
-                predicted = self._predictions(predictions, lengths[0] if lengths else None)
+        predicted = None
+        if self._numeric_prediction is not None and predictions is not None:
+            predicted = self._predictions(predictions, lengths[0] if lengths else None)
             if predicted is not None and not lengths:
                 lengths = [len(predicted)]
-            # The prediction is the last feature of its kind (see `Binning`).
-            if self._numeric_prediction:
-                numeric.append(predicted)
-                complete = complete and predicted is not None
-            else:
-                categorical.append(predicted)
-        if not lengths:
+        if not lengths or lengths[0] == 0:
             return
         rows = lengths[0]
-        if rows == 0:
-            return
-        self._enqueue(ColumnsBatch(rows, numeric, categorical, complete), rows)
+        if stacked is None:
+            stacked = np.full((self._n_numeric, rows), np.nan)  # absent: missing
+            for i, values in enumerate(numeric):
+                if values is not None:
+                    stacked[i] = values
+        self._enqueue(ColumnsBatch(stacked.T, predicted, tuple(categorical)), rows)
 
     # ----------------------------------------------------------------- scrape path
 
@@ -364,7 +366,7 @@ class DriftMonitor:
             pending = self._pending
             pending.append(item)
             self._pending_rows += rows
-            if not isinstance(item, tuple):
+            if isinstance(item, ColumnsBatch):
                 self._pending_batches += 1
             # Every row is binned (the per-bin totals count all the traffic), at the latest once
             # `window` rows are pending, so the pending rows stay under `window` plus one batch.
@@ -379,32 +381,11 @@ class DriftMonitor:
             return
         self._pending.clear()
         self._pending_rows = 0
-        only_matrices = self._pending_batches == 0
+        columns = self._pending_batches > 0
         self._pending_batches = 0
         # Every pending row is binned: the totals count them all, the window keeps the last.
-        if only_matrices:
-            self._apply(self._binning.matrix_slots(cast("list[MatrixBatch]", pending)))
-            return
-        # Bin runs of consecutive items of the same kind together, keeping arrival order.
-        blocks: list[npt.NDArray[np.int32]] = []
-        matrices: list[MatrixBatch] = []
-        batches: list[ColumnsBatch] = []
-        for item in pending:
-            if isinstance(item, tuple):
-                if batches:
-                    blocks.append(self._binning.batch_slots(batches))
-                    batches = []
-                matrices.append(item)
-            else:
-                if matrices:
-                    blocks.append(self._binning.matrix_slots(matrices))
-                    matrices = []
-                batches.append(item)
-        if matrices:
-            blocks.append(self._binning.matrix_slots(matrices))
-        if batches:
-            blocks.append(self._binning.batch_slots(batches))
-        self._apply(blocks[0] if len(blocks) == 1 else np.concatenate(blocks))
+        binning = self._binning
+        self._apply(binning.batch_slots(pending) if columns else binning.matrix_slots(pending))
 
     def _apply(self, slots: npt.NDArray[np.int32]) -> None:
         with self._window_lock:
@@ -426,3 +407,16 @@ class DriftMonitor:
             self._ring[positions] = slots
             self._counts += binned
             self._cursor[:] = ((head + rows) % window, min(window, filled + rows))
+
+
+def _stacked(numeric: list[Any]) -> npt.NDArray[Any] | None:
+    """The values of the numeric input features, features along rows, when each is a 1-D
+    numeric array and all have the same length: the common case, stacked and checked in one
+    step (numpy makes a 2-D array of numbers of them only then). None otherwise."""
+    if not numeric or set(map(type, numeric)) != {np.ndarray}:
+        return None
+    try:
+        stacked = np.array(numeric)
+    except (TypeError, ValueError):  # lengths that differ, dtypes with no common one
+        return None
+    return stacked if stacked.ndim == 2 and stacked.dtype.kind in "biuf" else None
