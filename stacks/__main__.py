@@ -33,6 +33,16 @@ _TARGET_KEYS = {"kubernetes": ("namespace", "storage_class", "ingress_class", "g
 WHERE = f"stack {pulumi.get_stack()!r} config"
 
 
+class TeamAccess(BaseModel):
+    """What a team's stack may do in the registry (``mlops:teams.<team>``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel,
+                              populate_by_name=True)
+
+    models: list[str]
+    experiments: list[str] = Field(default_factory=list)
+
+
 class EnvironmentConfig(BaseModel):
     """The whole stack config (keys under the ``mlops:`` namespace)."""
 
@@ -59,13 +69,17 @@ class EnvironmentConfig(BaseModel):
     # MonitoringStack's inputs (it watches every service, the registry and every retrain
     # schedule); unset, no monitoring.
     monitoring: dict[str, Any] | None = None
+    # Teams whose own stacks use this registry: each gets a registry user of its own that
+    # writes its models (`ModelRegistry.grant_write`), exported as `team_registry_usernames`
+    # and `team_registry_passwords` (a secret).
+    teams: dict[str, TeamAccess] = Field(default_factory=dict)
     # Set with `pulumi config set --secret databaseUri ...` when registry.database is external.
     database_uri: object | None = None
 
-    @field_validator("services", "retrain")
+    @field_validator("services", "retrain", "teams")
     @classmethod
     def _component_names(cls, entries: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        example = "fraud" if info.field_name == "services" else "fraud-nightly"
+        example = "fraud-nightly" if info.field_name == "retrain" else "fraud"
         for name in entries:
             # The name prefixes Kubernetes objects and DNS names (`<name>-canary`,
             # `<name>-retrain` …).
@@ -162,6 +176,11 @@ pulumi.export("registry_url", registry.external_tracking_uri)
 pulumi.export("registry_admin_username", registry.admin_username)
 pulumi.export("registry_admin_password", registry.admin_password)
 pulumi.export("runtime_image", image)
+# A team's stack uses its own user (`RegistryEndpoint`), never the admin's.
+teams = {name: registry.grant_write(f"team-{name}", access.models, access.experiments)
+         for name, access in cfg.teams.items()}
+pulumi.export("team_registry_usernames", {name: g.username for name, g in teams.items()})
+pulumi.export("team_registry_passwords", {name: g.password for name, g in teams.items()})
 
 
 def _service(name: str, values: dict[str, Any]) -> mlops.ModelService:

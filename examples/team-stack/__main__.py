@@ -1,7 +1,9 @@
 """A team's stack: the platform stack owns the registry; the team reads its outputs.
 
-The registry's tracking URI and credentials, and the runtime image the platform built, cross
-stacks as StackReference outputs; the password stays a Pulumi secret on the way. The team's
+The registry's tracking URI, the team's own registry user (the platform stack's
+`registry.grant_write("team-fraud", ...)`: it writes the team's models and nothing else; never
+the admin's), and the runtime image the platform built, cross stacks as StackReference outputs;
+the password stays a Pulumi secret on the way. The team's
 model service is declared here against that registry, on the platform's Kubernetes namespace.
 
 `mlops plan --cwd examples/team-stack` plans it without the platform stack's state (its outputs
@@ -16,10 +18,12 @@ import pulumi_mlops as mlops
 config = pulumi.Config()
 platform = pulumi.StackReference(config.require("platformStack"))
 
+team = config.get("team") or "fraud"
 registry = mlops.RegistryEndpoint(
     tracking_uri=platform.require_output("tracking_uri"),
-    username=platform.require_output("registry_admin_username"),
-    password=platform.require_output("registry_admin_password"),  # arrives as a secret
+    username=platform.require_output("team_registry_usernames").apply(lambda u: u[team]),
+    # Arrives as a secret.
+    password=platform.require_output("team_registry_passwords").apply(lambda p: p[team]),
 )
 target = mlops.KubernetesTarget(namespace=config.get("namespace") or "mlops")
 

@@ -19,7 +19,7 @@ from pulumi_mlops.contracts.version import __version__ as __version__
 if TYPE_CHECKING:
     from pulumi_mlops.components.image import RuntimeImage
     from pulumi_mlops.components.monitoring import MonitoringStack
-    from pulumi_mlops.components.registry import ModelRegistry
+    from pulumi_mlops.components.registry import ModelRegistry, RegistryGrant
     from pulumi_mlops.components.resolver import registry_resolver
     from pulumi_mlops.components.retrain import RetrainSchedule
     from pulumi_mlops.components.service import ModelService
@@ -68,6 +68,7 @@ _EXPORTS = {
     "Quality": "pulumi_mlops.plans.monitoring",
     "Receiver": "pulumi_mlops.plans.alerting",
     "RegistryEndpoint": "pulumi_mlops.plans.registry_ref",
+    "RegistryGrant": "pulumi_mlops.components.registry",
     "RegistryIngress": "pulumi_mlops.plans.registry",
     "Resources": "pulumi_mlops.plans.workload",
     "RetrainSchedule": "pulumi_mlops.components.retrain",
@@ -105,6 +106,7 @@ __all__ = [
     "Quality",
     "Receiver",
     "RegistryEndpoint",
+    "RegistryGrant",
     "RegistryIngress",
     "Resources",
     "RetrainSchedule",

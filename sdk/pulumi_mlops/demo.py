@@ -45,14 +45,16 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from pulumi_mlops.components.monitoring import MonitoringStack
-from pulumi_mlops.components.registry import ModelRegistry
+from pulumi_mlops.components.registry import ModelRegistry, RegistryGrant
 from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.errors import ValidationError
 from pulumi_mlops.local import run_job, run_workload
 from pulumi_mlops.plans.registry import RegistryPlan, RegistrySecrets, registry_secret_data
+from pulumi_mlops.plans.registry_access import grant_secret_data
 from pulumi_mlops.plans.retrain import RetrainPlan
 from pulumi_mlops.plans.service import TrackPlan
+from pulumi_mlops.plans.workload import Workload
 from pulumi_mlops.render import Recording, record_program
 
 __all__ = ["run_demo"]
@@ -63,12 +65,18 @@ _EXPERIMENT = "mlops-demo"
 
 @dataclass(frozen=True)
 class _Registry:
-    """A registry the demo started: its plan, local URL and admin credentials."""
+    """A registry the demo started: its plan, local URL, admin credentials and the passwords
+    of the clients' own users (their grants, reconciled as rendered)."""
 
     plan: RegistryPlan
     url: str
     username: str
     password: str
+    users: dict[str, str] = field(default_factory=dict)
+
+    def secrets_for(self, workload: Workload) -> dict[str, str]:
+        """A client workload's secret data: the password of the user it authenticates as."""
+        return {"tracking-password": self.users[str(workload.env["MLFLOW_TRACKING_USERNAME"])]}
 
     def env(self) -> dict[str, str]:
         """The MLflow client variables for this registry, as seen from this machine."""
@@ -222,7 +230,7 @@ def _run_retrains(schedules: list[RetrainPlan], registries: Mapping[str, _Regist
         work = root / plan.object_name
         progress.step(f"running the retrain job of `{plan.name}` once: train {config.model_name}, "
                       "evaluate, register, promote if the gates pass")
-        result = run_job(job, {"tracking-password": registry.password}, work,
+        result = run_job(job, registry.secrets_for(job), work,
                          hosts=registry.hosts(), on_line=_echo_stage)
         progress.ran.append(plan.name)
         outcome = _RETRAIN_OUTCOMES.get(result.returncode, "unexpected exit code")
@@ -370,8 +378,25 @@ def _start_registries(recording: Recording, stack: ExitStack, root: Path,
               f"  export MLFLOW_TRACKING_USERNAME={user}\n"
               f"  export MLFLOW_TRACKING_PASSWORD={password}\n"
               f"  data and logs: {root / plan.name}", flush=True)
-        running_registries[plan.tracking_uri] = _Registry(plan, running.url, user, password)
+        started = _Registry(plan, running.url, user, password)
+        for grant in registry.grants.values():
+            started.users[grant.client.user] = _reconcile(grant, started, root / plan.name)
+        running_registries[plan.tracking_uri] = started
     return running_registries
+
+
+def _reconcile(grant: RegistryGrant, registry: _Registry, root: Path) -> str:
+    """Run a grant's rendered reconcile against the running registry; the user's password."""
+    password = secrets.token_urlsafe(24)
+    result = run_job(grant.plan.workload, grant_secret_data(registry.password, password),
+                     root / grant.plan.object_name, hosts=registry.hosts(), timeout=300)
+    summary = (result.stdout.strip().splitlines() or ["(no output)"])[-1]
+    if result.returncode != 0:
+        raise RuntimeError(f"the registry access reconcile of {grant.client.user} failed:\n"
+                           + (result.stdout + result.stderr)[-3000:])
+    print(f"{registry.plan.name}: user {grant.client.user} reconciled as rendered ({summary})",
+          flush=True)
+    return password
 
 
 def _register_models(services: list[ModelService], registries: Mapping[str, _Registry],
@@ -438,7 +463,7 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
             continue
         progress.step(f"starting the model server `{label}` ({track.model.uri})")
         running = stack.enter_context(run_workload(
-            workload, {"tracking-password": registry.password}, root / track.object_name,
+            workload, registry.secrets_for(workload), root / track.object_name,
             hosts=registry.hosts()))
         progress.ran.append(label)
         ports.add(workload.port)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pulumi_mlops as mlops
 from pulumi_mlops.local import RunningWorkload, run_workload
 from pulumi_mlops.plans.registry import (
     ModelRegistryArgs,
+    Permission,
+    RegistryPlan,
     RegistrySecrets,
     plan_registry,
     registry_secret_data,
@@ -24,8 +27,13 @@ BACKENDS = ("sqlite-docker", "postgres-kubernetes")
 class Registry:
     """A running registry and the admin credentials its secret data holds."""
 
-    def __init__(self, running: RunningWorkload, password: str) -> None:
+    def __init__(self, running: RunningWorkload, password: str, plan: RegistryPlan,
+                 hosts: dict[str, str]) -> None:
         self.running = running
+        self.plan = plan
+        self.hosts = {**hosts, urllib.parse.urlsplit(plan.tracking_uri).netloc:
+                      urllib.parse.urlsplit(running.url).netloc}
+        """In-network ``host:port`` → local address, as the target's DNS would resolve them."""
         self.url = running.url
         self.metrics_url = running.sidecars["metrics"].url
         """The metrics exporter beside the server (what Prometheus scrapes)."""
@@ -39,7 +47,8 @@ class Registry:
 
 
 @contextlib.contextmanager
-def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator[Registry]:
+def running_registry(tmp_path: Path, backend: str = "sqlite-docker",
+                     default_permission: Permission = Permission.READ) -> Iterator[Registry]:
     """Run the registry the Docker plan (SQLite) or the Kubernetes plan (PostgreSQL) declares.
 
     For the Kubernetes plan, cluster DNS is stood in for by mapping the database Service's name
@@ -53,13 +62,15 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator
         hosts: dict[str, str] = {}
         if backend == "sqlite-docker":
             args = ModelRegistryArgs(target=mlops.DockerTarget(), port=port,
-                                     metrics_port=metrics_port)
+                                     metrics_port=metrics_port,
+                                     default_permission=default_permission)
         elif backend == "postgres-kubernetes":
             pg = stack.enter_context(running_postgres())
             db_password = secrets.token_urlsafe(24)
             pg.create_database("mlflow", "mlflow", db_password)
             args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port,
-                                     metrics_port=metrics_port)
+                                     metrics_port=metrics_port,
+                                     default_permission=default_permission)
             values["db_password"] = db_password
             hosts = {"reg-postgres.ml.svc.cluster.local:5432": f"127.0.0.1:{pg.port}"}
         else:
@@ -68,7 +79,7 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker") -> Iterator
         secret_data = registry_secret_data(plan, RegistrySecrets(**values))
         running = stack.enter_context(run_workload(plan.server, secret_data, tmp_path,
                                                    hosts=hosts))
-        yield Registry(running, admin_password)
+        yield Registry(running, admin_password, plan, hosts)
 
 
 @contextlib.contextmanager

@@ -20,6 +20,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
+# The registry's metrics exporter (the dev stack's default, 9101, may be taken here).
+METRICS_PORT = free_port()
+
+
 def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int, int]:
     """A copy of the repository's project with the dev stack on free ports (so parallel runs
     coexist); returns it with the registry's, the service's and Prometheus' port."""
@@ -33,6 +37,7 @@ def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int, int]:
     config = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
     registry_port, service_port, prometheus_port = free_port(), free_port(), free_port()
     config["config"]["mlops:registry"]["port"] = registry_port
+    config["config"]["mlops:registry"]["metricsPort"] = METRICS_PORT
     config["config"]["mlops:services"]["cancer"]["port"] = service_port
     config["config"]["mlops:monitoring"]["prometheus"]["port"] = prometheus_port
     if edit is not None:
@@ -61,6 +66,10 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     out = capsys.readouterr().out
     assert f"MLflow registry up at http://127.0.0.1:{registry_port} (healthy, API 200)" in out
     assert (tmp_path / "run" / "registry" / "data" / "mlflow.db").is_file()
+    # Each client's own registry user, reconciled from the grant's rendered command first.
+    for user in ("cancer-service", "cancer-nightly-retrain"):
+        assert re.search(rf"^registry: user {user} reconciled as rendered \({user}: \d+ changed",
+                         out, re.M), out
     # The schedule's job ran once, from its rendered command, before any server started.
     assert ("cancer-nightly: ran the retrain job once, as its schedule (0 3 * * *, UTC) would\n"
             "  command, as rendered: mlops retrain --config /etc/mlops/retrain.json\n"
@@ -88,7 +97,7 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     assert "check failed" not in out and "smoke test failed" not in out
     # Prometheus last, from its rendered workload, scraping what runs here.
     assert (f"monitoring-prometheus: up at http://127.0.0.1:{prometheus_port}, scraping "
-            f"registry-mlflow:{registry_port}, cancer:{service_port} (not running here: "
+            f"registry-mlflow-metrics:{METRICS_PORT}, cancer:{service_port} (not running here: "
             "cancer-nightly-retrain:") in out
     assert out.index(server_up) < out.index("monitoring-prometheus: up at")
     assert "/graph?g0.expr=mlops%3Afeature_drift%3Ascore" in out

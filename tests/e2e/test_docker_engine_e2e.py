@@ -295,12 +295,19 @@ def test_every_container_runs_as_declared(stack: DockerStack, recording: Recordi
         assert host["SecurityOpt"] == ["no-new-privileges:true"], resource.name
         assert host["Ulimits"] and host["Ulimits"][0]["Name"] == "nproc", resource.name
         assert host["Memory"] > 0 and host["NanoCpus"] > 0, resource.name
-        if declared.get("attach"):
+        if declared.get("attach") and resource.name.endswith("-init"):
             # An init container: root only to chown what the service will own, one capability,
             # no network; it has exited.
             assert declared["user"] == "0:0"
             assert host["CapAdd"] == ["CHOWN"] and host["NetworkMode"] == "none"
             assert container.attrs["State"]["Status"] == "exited"
+        elif declared.get("attach"):
+            # A client's registry user, reconciled once as its grant declares: exited 0, as
+            # the declared user, having written nothing outside its tmpfs.
+            assert declared["user"] == "10001:10001", resource.name
+            assert container.attrs["State"]["Status"] == "exited", resource.name
+            assert container.attrs["State"]["ExitCode"] == 0, container.logs()[-2000:]
+            assert _written(container) == [], resource.name
         else:
             assert declared["user"] == "10001:10001"
             assert container.attrs["State"]["Running"], resource.name
@@ -310,7 +317,7 @@ def test_every_container_runs_as_declared(stack: DockerStack, recording: Recordi
             assert _written(container) == [], resource.name
         checked += 1
     _log(f"containers started and checked: {checked}")
-    assert checked == 8
+    assert checked == 12
 
 
 def _prometheus(promql: str) -> list[dict[str, Any]]:

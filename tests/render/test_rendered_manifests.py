@@ -271,7 +271,7 @@ def test_schema_validation_catches_a_broken_object(k8s_stack: Rendered) -> None:
 def test_every_pod_spec_passes_pod_security_standards_restricted(k8s_render: Rendered) -> None:
     workloads = [m for m in k8s_render.manifests if pod_spec_of(m) is not None]
     assert workloads
-    assert {m["kind"] for m in workloads} <= {"Deployment", "StatefulSet", "CronJob"}
+    assert {m["kind"] for m in workloads} <= {"Deployment", "StatefulSet", "CronJob", "Job"}
     for manifest in workloads:
         assert check_manifest(manifest) == []
 

@@ -47,6 +47,9 @@ def test_render_of_the_docker_stack_lists_docker_resources(tmp_path: Path) -> No
              if r["type"] == "docker:index/container:Container"}
     assert names == {"registry-mlflow", "registry-mlflow-init", "registry-mlflow-metrics", "cancer",
                      "cancer-nightly-retrain", "cancer-nightly-retrain-init",
+                     "registry-grant-cancer-service", "registry-grant-cancer-service-init",
+                     "registry-grant-cancer-nightly-retrain",
+                     "registry-grant-cancer-nightly-retrain-init",
                      "monitoring-prometheus", "monitoring-prometheus-init"}
 
 
@@ -86,7 +89,9 @@ def test_team_stack_example_serves_through_the_platform_registry() -> None:
 
     platform = {"tracking_uri": "http://registry-mlflow.mlops.svc.cluster.local:5000",
                 "registry_admin_username": "admin",
-                "registry_admin_password": SecretOutput("platform-password-0123456789"),
+                "registry_admin_password": SecretOutput("admin-password-0123456789"),
+                "team_registry_usernames": {"fraud": "team-fraud"},
+                "team_registry_passwords": SecretOutput({"fraud": "team-password-0123456789"}),
                 "runtime_image": "registry.example.com/ml-platform/mlops-runtime@sha256:"
                                  + "d" * 64}
     recording = record_program(REPO / "examples" / "team-stack", "dev",
@@ -102,8 +107,11 @@ def test_team_stack_example_serves_through_the_platform_registry() -> None:
         "tracking-password"
     secret = recording.get("kubernetes:core/v1:Secret", "fraud")
     assert rpc.is_rpc_secret(secret.inputs["stringData"])  # still a secret in the state
+    # The team's own user (the platform's grant_write), never the registry's admin.
     assert unwrap_secrets(secret.inputs)["stringData"]["tracking-password"] == \
-        "platform-password-0123456789"
+        "team-password-0123456789"
+    assert unwrap_secrets(secret.inputs)["stringData"]["tracking-username"] == "team-fraud"
+    assert "admin-password-0123456789" not in json.dumps(unwrap_secrets(recording.outputs))
     assert set(recording.outputs) == {"fraud_endpoint", "fraud_models"}
 
 

@@ -147,5 +147,7 @@ def test_the_readme_program_declares_a_registry_and_a_service_in_a_few_lines() -
 
     recording = record(program)
     kinds = [r.type for r in recording.resources if r.type.startswith("mlops:index:")]
-    assert sorted(kinds) == ["mlops:index:ModelRegistry", "mlops:index:ModelService"]
+    # The service's own registry user is the registry's child.
+    assert sorted(kinds) == ["mlops:index:ModelRegistry", "mlops:index:ModelService",
+                             "mlops:index:RegistryGrant"]
     assert recording.get("kubernetes:apps/v1:Deployment", "fraud")

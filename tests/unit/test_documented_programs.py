@@ -85,8 +85,8 @@ def test_a_team_stack_plans_with_the_platform_outputs_given(tmp_path: Path) -> N
     outputs = tmp_path / "outputs.yaml"
     outputs.write_text(yaml.safe_dump({"organization/mlops/dev": {
         "tracking_uri": "http://registry-mlflow.mlops:5000",
-        "registry_admin_username": "admin",
-        "registry_admin_password": {"secret": "platform-password-123"},
+        "team_registry_usernames": {"fraud": "team-fraud"},
+        "team_registry_passwords": {"secret": {"fraud": "platform-password-123"}},
         "runtime_image": "registry.example.com/ml-platform/mlops-runtime@sha256:" + "d" * 64,
     }}))
     plan = _check(plan_stack(REPO / "examples/team-stack", "dev",

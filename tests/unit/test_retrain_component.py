@@ -257,8 +257,12 @@ def test_docker_runs_a_hardened_scheduler_with_the_same_job_and_a_healthcheck() 
     assert RetrainConfig.model_validate_json(content).model_name == "fraud"
     envs = unwrap_secrets(rec.get(CONTAINER, NAME).inputs["envs"])
     assert "MLFLOW_TRACKING_URI=http://reg-mlflow:5000" in envs
-    # The scheduler starts after the registry's container.
-    assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, NAME).dependencies
+    # The scheduler starts once its own registry user is reconciled, which starts after the
+    # registry's container; it authenticates as that user, never as the admin.
+    grant = rec.get(CONTAINER, f"reg-grant-{NAME}")
+    assert grant.urn in rec.get(CONTAINER, NAME).dependencies
+    assert rec.get(CONTAINER, "reg-mlflow").urn in grant.dependencies
+    assert f"MLFLOW_TRACKING_USERNAME={NAME}" in envs
 
 
 def test_docker_scheduler_and_its_init_container_are_bounded() -> None:

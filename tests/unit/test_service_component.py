@@ -359,12 +359,17 @@ def test_egress_to_a_registry_component_is_limited_to_its_server_pods() -> None:
     assert registry["to"][0]["podSelector"]["matchLabels"].items() <= registry_pods.items()
     env = env_of(server(rec))
     assert env["MLFLOW_TRACKING_URI"] == "http://reg-mlflow.platform.svc.cluster.local:5001"
-    assert env["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert env["MLFLOW_TRACKING_USERNAME"] == "fraud-service"
     assert env["MLFLOW_TRACKING_PASSWORD"] == {"secretKeyRef": {"name": "fraud",
                                                                 "key": "tracking-password"}}
+    # The service's Secret holds its own user's password only; the admin's stays with the
+    # registry and the grant's reconcile Job.
     data = unwrap_secrets(rec.get(SECRET, "fraud").inputs["stringData"])
     registry_data = unwrap_secrets(rec.get(SECRET, "reg-mlflow").inputs["stringData"])
-    assert data == {"tracking-password": registry_data["admin-password"]}
+    grant_data = unwrap_secrets(rec.get(SECRET, "reg-grant-fraud-service").inputs["stringData"])
+    assert data == {"tracking-password": grant_data["grant-password"]}
+    assert grant_data["admin-password"] == registry_data["admin-password"]
+    assert registry_data["admin-password"] not in data.values()
 
 
 def test_an_https_registry_endpoint_opens_port_443() -> None:
@@ -662,16 +667,23 @@ def test_docker_runs_one_hardened_container_on_the_registry_network() -> None:
     assert container["envs"] == "[secret]"
     envs = unwrap_secrets(rec.get(CONTAINER, "fraud").inputs["envs"])
     assert "MLFLOW_TRACKING_URI=http://reg-mlflow:5000" in envs
-    assert "MLFLOW_TRACKING_USERNAME=admin" in envs
+    assert "MLFLOW_TRACKING_USERNAME=fraud-service" in envs
     assert "MLOPS_MODEL_VERSION=3" in envs
-    # The password the registry was started with.
+    # Its own user's password (the one its grant reconciles), never the admin's.
     registry_envs = unwrap_secrets(rec.get(CONTAINER, "reg-mlflow").inputs["envs"])
     [admin] = [e.split("=", 1)[1] for e in registry_envs
                if e.startswith("MLFLOW_AUTH_ADMIN_PASSWORD=")]
-    assert f"MLFLOW_TRACKING_PASSWORD={admin}" in envs
+    assert f"MLFLOW_TRACKING_PASSWORD={admin}" not in envs
+    password = dict(unwrap_secrets(dict(rec.get(
+        "random:index/randomPassword:RandomPassword",
+        "reg-grant-fraud-service-password").outputs)))["result"]
+    assert f"MLFLOW_TRACKING_PASSWORD={password}" in envs
     assert rec.outputs["endpoint"] == "http://fraud:8081"
-    # Started after the registry's container, so its first load attempt finds the registry.
-    assert rec.get(CONTAINER, "reg-mlflow").urn in rec.get(CONTAINER, "fraud").dependencies
+    # Started once its user is reconciled (after the registry's container), so its first load
+    # attempt finds the registry and its user.
+    grant = rec.get(CONTAINER, "reg-grant-fraud-service")
+    assert grant.urn in rec.get(CONTAINER, "fraud").dependencies
+    assert rec.get(CONTAINER, "reg-mlflow").urn in grant.dependencies
     [svc] = built
     assert svc.service is None
     assert svc.deployment is svc.children.server.container

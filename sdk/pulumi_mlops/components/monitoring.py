@@ -124,7 +124,7 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
                                f"{plan.grafana.port}")
         else:
             first = args.services[0]
-            network = first.children.network or first.args.registry.access().network
+            network = first.children.network or first.args.registry.access_network()
             self.children = docker_monitoring.materialize(
                 self, plan, args.target, network,
                 tuple(s.deployment for s in args.services), alerting, grafana_data)

@@ -13,6 +13,7 @@ from typing import Any
 import pulumi
 
 from pulumi_mlops.components._base import Component, secret_data
+from pulumi_mlops.plans.registry_ref import RegistryClient, client_user
 from pulumi_mlops.plans.retrain import (
     RetrainPlan,
     RetrainScheduleArgs,
@@ -72,13 +73,18 @@ class RetrainSchedule(Component[RetrainScheduleArgs, RetrainPlan]):
         super().__init__(name, args, opts, kwargs)
 
     def _plan(self, name: str, args: RetrainScheduleArgs) -> RetrainPlan:
-        access = args.registry.access()
+        # A user of its own that writes its model and logs to its experiment; never the
+        # registry's admin.
+        config = args.config()
+        self._access = access = args.registry.access(RegistryClient(
+            client_user(name, "retrain"), write=(config.model_name,),
+            experiments=(config.experiment_name(),)))
         return plan_retrain(name, args, tracking_uri=access.tracking_uri,
                             username=access.username, has_password=access.has_password)
 
     def _declare(self, name: str, args: RetrainScheduleArgs,
                  plan: RetrainPlan) -> Mapping[str, Any]:
-        access = args.registry.access()
+        access = self._access
         values = dict(access.secret_values)
         if args.dataset_headers:
             values["dataset-headers"] = pulumi.Output.json_dumps(args.dataset_headers)

@@ -18,6 +18,7 @@ from pulumi_mlops.components._base import Component, secret_data
 from pulumi_mlops.components.resolver import ModelResolver, RegistryResolver
 from pulumi_mlops.errors import InputError, ValidationError
 from pulumi_mlops.plans import monitoring
+from pulumi_mlops.plans.registry_ref import RegistryClient, client_user
 from pulumi_mlops.plans.service import (
     ModelRef,
     ModelServiceArgs,
@@ -82,14 +83,16 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
     def _plan(self, name: str, args: ModelServiceArgs) -> ServicePlan:
         self._resolver: ModelResolver = args.resolver or RegistryResolver()
         models = _resolve_models(self.where(name), args, self._resolver)
-        access = args.registry.access()
+        # A user of its own that reads the models it serves; never the registry's admin.
+        self._access = access = args.registry.access(RegistryClient(
+            client_user(name, "service"), read=tuple(sorted({m.name for m in models.values()}))))
         return plan_service(name, args, models, tracking_uri=access.tracking_uri,
                             username=access.username, has_password=access.has_password)
 
     def _declare(self, name: str, args: ModelServiceArgs,
                  plan: ServicePlan) -> Mapping[str, Any]:
         self._log_plan(name, plan)
-        access = args.registry.access()
+        access = self._access
         data = secret_data(access.secret_values)
         if isinstance(args.target, KubernetesTarget):
             k8s = kubernetes_service.materialize(self, plan, args.target, data)

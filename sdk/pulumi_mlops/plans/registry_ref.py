@@ -2,12 +2,14 @@
 
 `ModelRegistry` (a component in the same program) and `RegistryEndpoint` (an address, e.g. a
 platform stack's `StackReference` outputs) both implement `RegistryReference`. Consumers ask it
-how their containers reach the registry (`access`), where they connect to (`peer`) and where it
+how their containers reach the registry, and as which user (`access`, given a `RegistryClient`:
+who they are and what they read or write), where they connect to (`peer`) and where it
 runs (`target_kind`); they never inspect which of the two they hold.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -22,10 +24,12 @@ from pulumi_mlops.plans.workload import EnvValue, SecretRef, url_port
 
 __all__ = [
     "RegistryAccess",
+    "RegistryClient",
     "RegistryEndpoint",
     "RegistryPeer",
     "RegistryReference",
     "check_registry",
+    "client_user",
     "credentials_env",
     "same_target_problem",
 ]
@@ -46,6 +50,29 @@ class RegistryPeer:
     ports: tuple[int, ...]
     namespace: str | None = None
     pod_labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RegistryClient:
+    """Who uses a registry, and for what.
+
+    Attributes:
+        user: The MLflow user it authenticates as.
+        read: Registered models it reads and loads (a model service's).
+        write: Registered models it registers versions of and moves aliases on (a retrain
+            job's).
+        experiments: Experiments it logs runs to, by name.
+    """
+
+    user: str
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    experiments: tuple[str, ...] = ()
+
+    def spec(self) -> dict[str, Any]:
+        """The reconcile's spec file (`pulumi_mlops.runtime.registry_access.Spec`)."""
+        return {"username": self.user, "read": sorted(set(self.read)),
+                "write": sorted(set(self.write)), "experiments": sorted(set(self.experiments))}
 
 
 @dataclass(frozen=True)
@@ -84,8 +111,8 @@ class RegistryReference(Protocol):
         None for an address reachable from anywhere."""
         ...
 
-    def access(self) -> RegistryAccess:
-        """How a client's containers reach the registry."""
+    def access(self, client: RegistryClient) -> RegistryAccess:
+        """How ``client``'s containers reach the registry, and as which user."""
         ...
 
     def peer(self) -> RegistryPeer:
@@ -126,9 +153,10 @@ class RegistryEndpoint(ArgsModel):
         """None: an address is reachable from any target."""
         return None
 
-    def access(self) -> RegistryAccess:
-        """The endpoint's values; those only known at deployment (outputs) travel through the
-        Secret."""
+    def access(self, client: RegistryClient | None = None) -> RegistryAccess:
+        """The endpoint's values, whoever the client (the endpoint's user was scoped by whoever
+        made it, e.g. a platform stack's `ModelRegistry.grant_write`); those only known at
+        deployment (outputs) travel through the Secret."""
         secrets: dict[str, Any] = {}
         tracking_uri: EnvValue = self.tracking_uri
         if not isinstance(self.tracking_uri, str):
@@ -147,6 +175,16 @@ class RegistryEndpoint(ArgsModel):
         registry ports while the URI is only known at deployment (a stack reference)."""
         port = url_port(self.tracking_uri) if isinstance(self.tracking_uri, str) else None
         return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000))
+
+
+def client_user(component: str, role: str) -> str:
+    """The MLflow username of a component's own registry user: ``<component>-<role>``, cut to
+    48 characters with a digest of the whole when longer (so two long names stay distinct)."""
+    name = f"{component}-{role}"
+    if len(name) <= 48:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{component[:40 - len(role)].rstrip('-')}-{digest}-{role}"
 
 
 def credentials_env(username: EnvValue | None, has_password: bool) -> dict[str, EnvValue]:

@@ -3,8 +3,9 @@
 Every container runs as a non-root user with a read-only root filesystem, all capabilities
 dropped and no-new-privileges. Docker has no secret volumes and a read-only container cannot
 take uploads, so a short-lived init container (root, only CAP_CHOWN) hands the volumes to the
-workload's user and writes its config files, whose content it receives as Pulumi secrets; it
-runs within `INIT_RESOURCES`.
+workload's user and writes its config files, whose content it receives as a Pulumi secret when
+any of them is secret (else in plain, so previews show how they change); it runs within
+`INIT_RESOURCES`.
 
 Process limit: pulumi-docker (5.2, like the Terraform provider it bridges) has no input for
 Docker's ``--pids-limit``, so a workload's ``resources.pids_limit`` is rendered as the ``nproc``
@@ -39,6 +40,7 @@ from pulumi_mlops.plans.workload import (
     ExecCheck,
     HttpCheck,
     Resources,
+    SecretRef,
     Workload,
     cpu_cores,
     pod_lifecycle,
@@ -205,10 +207,14 @@ def materialize_workload(
     opts: pulumi.ResourceOptions,
     publish: bool,
     wait: bool = True,
+    once: bool = False,
 ) -> DockerWorkload:
     """Declare volumes, the init container and the container of one workload.
 
-    With ``wait``, `pulumi up` waits for the container's healthcheck to pass.
+    With ``wait``, `pulumi up` waits for the container's healthcheck to pass. With ``once``
+    the (batch) workload runs to completion once, as `pulumi up` creates or replaces it, and
+    `pulumi up` waits for it to exit (its exit status is not checked by the provider: the
+    workload's output says what it did).
     """
     # A reference (a string) is pulled; an image the program builds (an output) is already on
     # the engine and may exist nowhere else, so pulling it would fail.
@@ -255,9 +261,15 @@ def materialize_workload(
     init = None
     if init_volumes:
         files = list(workload.files)
-        init_env: pulumi.Output[list[str]] = pulumi.Output.secret(secret_data.apply(
-            lambda d: [f"MLOPS_FILE_{i}={resolve(f.content, d)}" for i, f in enumerate(files)]
-        ))
+        init_env: pulumi.Output[list[str]]
+        if any(isinstance(f.content, SecretRef) for f in files):
+            init_env = pulumi.Output.secret(secret_data.apply(
+                lambda d: [f"MLOPS_FILE_{i}={resolve(f.content, d)}"
+                           for i, f in enumerate(files)]))
+        else:
+            # Literal files only: plain in the state, so a preview shows how they change.
+            init_env = pulumi.Output.from_input(
+                [f"MLOPS_FILE_{i}={f.content}" for i, f in enumerate(files)])
         init = docker.Container(
             f"{object_name}-init",
             name=f"{object_name}-init",
@@ -300,7 +312,8 @@ def materialize_workload(
         **limits(workload.resources),
         # Restarts a container that exited, also one whose watchdog ended it for being
         # unhealthy too long (`Workload.unhealthy_exit_seconds`).
-        restart="unless-stopped",
+        restart="no" if once else "unless-stopped",
+        **({"attach": True, "must_run": False} if once else {}),
         # The provider's wait fails at once on a container without a health check.
         wait=wait and workload.health is not None,
         # Past the start period by one failing round of the health check and a margin.
