@@ -50,3 +50,12 @@ def secret_values(recording: Recording) -> set[str]:
         walk(dict(resource.inputs), False)
     walk(recording.outputs, False)
     return found
+
+
+def external_egress(*ports: int, cidrs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A NetworkPolicy egress rule to an endpoint outside the cluster, as recorded: to
+    ``cidrs``, or anywhere but the link-local ranges (cloud metadata) when none is declared."""
+    to = ([{"ipBlock": {"cidr": c}} for c in cidrs] if cidrs else
+          [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+           {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}}])
+    return {"to": to, "ports": [{"protocol": "TCP", "port": p} for p in ports]}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import pulumi
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pulumi_mlops.errors import (
     PATTERN_DESCRIPTIONS,
@@ -42,6 +43,18 @@ PATTERN_DESCRIPTIONS.update({
 })
 
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        raise InputError("must be a network in CIDR notation with no host bits set",
+                         "use e.g. '10.20.0.0/16' or '203.0.113.7/32'.") from None
+
+
+Cidr = Annotated[str, AfterValidator(_cidr)]
+"""An IPv4 or IPv6 network, e.g. ``10.20.0.0/16`` (NetworkPolicy ``ipBlock``)."""
 
 
 class ValidatedModel(BaseModel):

@@ -22,6 +22,8 @@ from tests.e2e.ports import free_port
 from tests.e2e.postgres import running_postgres
 
 BACKENDS = ("sqlite-docker", "postgres-kubernetes")
+"""The backends every registry end-to-end module runs against; ``postgres-external`` (a
+database URI the user gives) is run by the tests that are about it."""
 
 
 class Registry:
@@ -73,6 +75,17 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker",
                                      default_permission=default_permission)
             values["db_password"] = db_password
             hosts = {"reg-postgres.ml.svc.cluster.local:5432": f"127.0.0.1:{pg.port}"}
+        elif backend == "postgres-external":
+            # A database the user runs, given as the documented URI, without a driver.
+            pg = stack.enter_context(running_postgres())
+            db_password = secrets.token_urlsafe(24)
+            pg.create_database("mlflow", "mlflow", db_password)
+            uri = f"postgresql://mlflow:{db_password}@127.0.0.1:{pg.port}/mlflow"
+            args = ModelRegistryArgs(target=mlops.KubernetesTarget(namespace="ml"), port=port,
+                                     metrics_port=metrics_port,
+                                     database=mlops.Database.external(uri),
+                                     default_permission=default_permission)
+            values["backend_store_uri"] = uri
         else:
             raise ValueError(f"unknown backend {backend!r}; one of {BACKENDS}")
         plan = plan_registry("reg", args)

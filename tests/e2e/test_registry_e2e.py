@@ -181,3 +181,15 @@ def test_metrics_need_admin_credentials_as_the_api_does(registry: Registry) -> N
     # basic-auth app refuses what none governs (MLFLOW_BASIC_AUTH_FAIL_CLOSED, on by default).
     not_admin = requests.get(registry.url + "/metrics", auth=("scraper", "s" * 20), timeout=10)
     assert not_admin.status_code == 403
+
+
+def test_the_documented_external_postgresql_uri_runs_on_the_images_driver(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    # `postgresql://` names no driver: the server gets `postgresql+psycopg2://`, which MLflow's
+    # image carries, whatever SQLAlchemy's default for the dialect.
+    with registry_client(tmp_path_factory.mktemp("external"), "postgres-external") as external:
+        client = MlflowClient()
+        client.create_registered_model("external-db")
+        assert client.get_registered_model("external-db").name == "external-db"
+        environ = Path(f"/proc/{external.running.process.pid}/environ").read_bytes()
+        assert b"MLFLOW_BACKEND_STORE_URI=postgresql+psycopg2://mlflow:" in environ

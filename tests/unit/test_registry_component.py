@@ -9,7 +9,7 @@ import pulumi
 import pulumi_mlops as mlops
 from pulumi_mlops.render import Recording, record, unwrap_secrets
 from pulumi_mlops.render.manifests import redact
-from tests.recording import failing
+from tests.recording import external_egress, failing
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 STATEFULSET = "kubernetes:apps/v1:StatefulSet"
@@ -134,8 +134,10 @@ def test_external_database_uri_stays_secret_and_no_postgres_is_run() -> None:
     assert server_env["MLFLOW_BACKEND_STORE_URI"]["secretKeyRef"]["key"] == "backend-store-uri"
     assert "s3cr3t" not in str(redact(dict(rec.get(SECRET, "reg-mlflow").inputs)))
     data = unwrap_secrets(rec.get(SECRET, "reg-mlflow").inputs["stringData"])
-    assert data["backend-store-uri"] == uri
-    assert f"database_uri = {uri}" in data["basic_auth.ini"]
+    # The documented form names no driver: it gets the one MLflow's image carries.
+    explicit = uri.replace("postgresql://", "postgresql+psycopg2://")
+    assert data["backend-store-uri"] == explicit
+    assert f"database_uri = {explicit}" in data["basic_auth.ini"]
 
 
 def test_ingress_exposes_the_service_and_admits_the_controller() -> None:
@@ -156,7 +158,7 @@ def test_object_store_artifacts_need_no_volume_and_allow_https_egress() -> None:
     command = pod(rec)["containers"][0]["command"]
     assert command[command.index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
     egress = redact(dict(rec.get(NETPOL, "reg-mlflow").inputs))["spec"]["egress"]
-    assert {"ports": [{"protocol": "TCP", "port": 443}]} in egress
+    assert external_egress(443) in egress
 
 
 def test_docker_runs_sqlite_on_volumes_with_hardened_containers() -> None:
@@ -316,3 +318,25 @@ def test_the_metrics_directory_is_a_tmpfs_volume_on_docker_and_an_empty_dir_on_k
     [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == "/mlflow/metrics"]
     [volume] = [v for v in spec["volumes"] if v["name"] == mount["name"]]
     assert "sizeLimit" in volume["emptyDir"]
+
+
+def test_external_database_and_object_store_egress_narrow_to_the_declared_networks() -> None:
+    rec = k8s(database=mlops.Database.external("postgresql://u:p@db.example.com/mlflow"),
+              artifacts_destination="s3://bucket/mlflow",
+              egress_cidrs=["10.20.0.0/16", "2001:db8::/32"])
+    egress = redact(dict(rec.get(NETPOL, "reg-mlflow").inputs))["spec"]["egress"]
+    cidrs = ("10.20.0.0/16", "2001:db8::/32")
+    assert external_egress(5432, 3306, 1433, cidrs=cidrs) in egress
+    assert external_egress(443, cidrs=cidrs) in egress
+    # Undeclared, anywhere but link-local: never the cloud metadata address.
+    anywhere = redact(dict(k8s(artifacts_destination="s3://bucket/mlflow").get(
+        NETPOL, "reg-mlflow").inputs))["spec"]["egress"]
+    assert external_egress(443) in anywhere
+
+
+def test_a_cidr_with_host_bits_is_refused_naming_the_input() -> None:
+    err, rec = failing(lambda: mlops.ModelRegistry(
+        "reg", target=mlops.KubernetesTarget(namespace="ml"), egress_cidrs=["10.20.0.1/16"]))
+    assert [p.path for p in err.problems] == ["egress_cidrs[0]"]
+    assert "CIDR notation" in str(err) and "10.20.0.0/16" in str(err)
+    assert rec.resources == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 from urllib.parse import quote
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from pulumi_mlops.plans.registry import (
     RegistrySecrets,
     plan_registry,
     registry_secret_data,
+    with_driver,
 )
 from pulumi_mlops.plans.workload import SecretRef
 
@@ -60,7 +62,7 @@ def test_secret_values_never_appear_in_command_or_env(admin: str, key: str, db: 
 
 @given(password=st.text(min_size=1, max_size=20))
 def test_auth_ini_round_trips_any_database_uri(password: str) -> None:
-    uri = f"postgresql://u:{quote(password, safe='')}@db:5432/mlflow"
+    uri = f"postgresql+psycopg2://u:{quote(password, safe='')}@db:5432/mlflow"
     plan = plan_registry("reg", ModelRegistryArgs(
         target=mlops.KubernetesTarget(), database=mlops.Database.external(uri)))
     ini = registry_secret_data(plan, RegistrySecrets("a" * 16, "k" * 16, "", uri))["basic_auth.ini"]
@@ -118,3 +120,27 @@ def test_the_server_exports_prometheus_metrics_from_a_scratch_directory(port: in
         assert plan.scrape_host == (
             "reg-mlflow-metrics" if isinstance(target, mlops.DockerTarget) else
             plan.server_host)
+
+
+@pytest.mark.parametrize("uri, expected", [
+    ("postgresql://u:p@db:5432/mlflow", "postgresql+psycopg2://u:p@db:5432/mlflow"),
+    ("mysql://u:p@db/mlflow", "mysql+pymysql://u:p@db/mlflow"),
+    ("mssql://u:p@db/mlflow", "mssql+pymssql://u:p@db/mlflow"),
+    # A driver the user chose stays.
+    ("postgresql+psycopg://u:p@db/mlflow", "postgresql+psycopg://u:p@db/mlflow"),
+    ("sqlite:////mlflow/data/mlflow.db", "sqlite:////mlflow/data/mlflow.db"),
+])
+def test_a_database_uri_without_a_driver_gets_the_one_the_image_carries(
+        uri: str, expected: str) -> None:
+    assert with_driver(uri) == expected
+
+
+def test_the_server_and_its_auth_database_get_the_explicit_driver() -> None:
+    uri = "postgresql://u:p%40ss@db:5432/mlflow"
+    plan = plan_registry("reg", ModelRegistryArgs(target=mlops.KubernetesTarget(),
+                                                  database=mlops.Database.external(uri)))
+    data = registry_secret_data(plan, RegistrySecrets("a" * 20, "k" * 64,
+                                                      backend_store_uri=uri))
+    assert data["backend-store-uri"] == "postgresql+psycopg2://u:p%40ss@db:5432/mlflow"
+    assert "database_uri = postgresql+psycopg2://u:p%%40ss@db:5432/mlflow" in data[
+        "basic_auth.ini"]

@@ -28,7 +28,7 @@ from pulumi_mlops.render.manifests import manifests
 from pulumi_mlops.render.stack_plan import build_stack_plan, dump_stack_plan
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.targets.kubernetes.retrain import JOB_NAME_LABEL
-from tests.recording import RUNTIME_IMAGE, failing
+from tests.recording import RUNTIME_IMAGE, external_egress, failing
 
 COMPONENT = "mlops:index:RetrainSchedule"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
@@ -205,7 +205,7 @@ def test_the_network_policy_admits_nobody_and_reaches_dns_and_the_registry() -> 
     assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "retrain",
                                                   "app.kubernetes.io/instance": "fraud-nightly"}
     assert [p["port"] for p in spec["egress"][0]["ports"]] == [53, 53]
-    assert spec["egress"][1] == {"ports": [{"protocol": "TCP", "port": 5000}]}
+    assert spec["egress"][1] == external_egress(5000)
     assert len(spec["egress"]) == 2
 
 
@@ -213,7 +213,12 @@ def test_a_url_dataset_opens_its_port() -> None:
     spec = inputs(schedule(dataset="https://data.example.com/fraud.csv",
                            target_column="label"), NETPOL)["spec"]
 
-    assert spec["egress"][2] == {"ports": [{"protocol": "TCP", "port": 443}]}
+    assert spec["egress"][2] == external_egress(443)
+    # Narrowed to where the dataset is, when declared.
+    narrowed = inputs(schedule(dataset="https://data.example.com/fraud.csv",
+                               target_column="label", dataset_cidrs=["203.0.113.0/24"]),
+                      NETPOL)["spec"]
+    assert narrowed["egress"][2] == external_egress(443, cidrs=("203.0.113.0/24",))
 
 
 def test_every_object_is_schema_valid_and_the_pod_restricted() -> None:

@@ -27,7 +27,7 @@ from pulumi_mlops.render import (
     unwrap_secrets,
 )
 from pulumi_mlops.render.manifests import manifests
-from tests.recording import RUNTIME_IMAGE, failing
+from tests.recording import RUNTIME_IMAGE, external_egress, failing
 
 COMPONENT = "mlops:index:ModelService"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -332,8 +332,8 @@ def test_the_network_policy_admits_callers_and_reaches_dns_and_registry() -> Non
         "kubernetes.io/metadata.name": "kube-system"}},
         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
     assert sorted(p["port"] for p in dns["ports"]) == [53, 53]
-    # A registry given by URI: its port, wherever it is.
-    assert registry == {"ports": [{"protocol": "TCP", "port": 5000}]}
+    # A registry given by URI: its port, anywhere but link-local (cloud metadata).
+    assert registry == external_egress(5000)
 
 
 def test_egress_to_a_registry_component_is_limited_to_its_server_pods() -> None:
@@ -375,8 +375,12 @@ def test_egress_to_a_registry_component_is_limited_to_its_server_pods() -> None:
 def test_an_https_registry_endpoint_opens_port_443() -> None:
     rec = service(registry=mlops.RegistryEndpoint(tracking_uri="https://mlflow.example.com"))
 
-    assert inputs(rec, NETPOL, "fraud")["spec"]["egress"][1] == {
-        "ports": [{"protocol": "TCP", "port": 443}]}
+    assert inputs(rec, NETPOL, "fraud")["spec"]["egress"][1] == external_egress(443)
+    # Narrowed to the registry's declared network.
+    narrowed = service(registry=mlops.RegistryEndpoint(tracking_uri="https://mlflow.example.com",
+                                                       cidrs=["198.51.100.0/24"]))
+    assert inputs(narrowed, NETPOL, "fraud")["spec"]["egress"][1] == external_egress(
+        443, cidrs=("198.51.100.0/24",))
 
 
 ROLLOUTS = [mlops.Rollout.rolling(), mlops.Rollout.canary("models:/fraud/8", 20),
@@ -895,8 +899,7 @@ def test_registry_outputs_from_a_stack_reference_travel_as_secrets() -> None:
     for resource in rec.resources:
         assert password not in json.dumps(redact(dict(resource.inputs)))
     # Where the registry is is only known at deployment: the usual registry ports.
-    assert inputs(rec, NETPOL, "fraud")["spec"]["egress"][1] == {
-        "ports": [{"protocol": "TCP", "port": p} for p in (80, 443, 5000)]}
+    assert inputs(rec, NETPOL, "fraud")["spec"]["egress"][1] == external_egress(80, 443, 5000)
 
 
 def test_a_registry_without_credentials_needs_no_secret() -> None:

@@ -20,6 +20,7 @@ from pulumi_mlops.render import Recording, record
 from pulumi_mlops.targets.docker import service as docker_service
 from pulumi_mlops.targets.docker._containers import InitContainerFailedError, after_init
 from pulumi_mlops.targets.kubernetes import service as kubernetes_service
+from tests.recording import external_egress
 
 K8S = mlops.KubernetesTarget(namespace="ml")
 LABELS = {"app.kubernetes.io/name": "model-service", "app.kubernetes.io/instance": "svc"}
@@ -79,7 +80,7 @@ def test_a_service_plan_literal_materializes_on_kubernetes_as_the_plan_says() ->
     policy = rec.get("kubernetes:networking.k8s.io/v1:NetworkPolicy", "svc").inputs["spec"]
     # No peer admits nobody (an ingress rule with an empty `from` would admit everyone).
     assert policy["ingress"] == []
-    assert policy["egress"][1] == {"ports": [{"protocol": "TCP", "port": 5000}]}
+    assert policy["egress"][1] == external_egress(5000)
     assert rec.of_type("kubernetes:policy/v1:PodDisruptionBudget")
 
 

@@ -22,6 +22,7 @@ from pulumi_mlops._validation import (
     HOSTNAME,
     QUANTITY,
     ArgsModel,
+    Cidr,
     Secret,
     check_secret_input,
 )
@@ -160,7 +161,9 @@ class Database(ArgsModel):
         """A database you operate, e.g. ``postgresql://user:pass@db:5432/mlflow``.
 
         Args:
-            uri: SQLAlchemy URI with credentials; wrapped as a Pulumi secret.
+            uri: SQLAlchemy URI with credentials; wrapped as a Pulumi secret. Without a
+                driver it gets the one MLflow's image carries (``postgresql+psycopg2``,
+                ``mysql+pymysql``, ``mssql+pymssql``); a custom image must carry it too.
         """
         return cls(kind="external", uri=uri)
 
@@ -244,6 +247,10 @@ class ModelRegistryArgs(ArgsModel):
         allow_from: Who may connect (Kubernetes NetworkPolicy). Default: pods in the same
             namespace.
         ingress: Expose through an Ingress. Default: not exposed.
+        egress_cidrs: The networks an external database and an object store
+            (``artifacts_destination``) lie in; the server's Kubernetes egress on their ports
+            is narrowed to them. Default: any address but link-local ones (cloud metadata),
+            since an external database's URI is a secret the plan cannot read.
         port: Container port. Default: 5000.
         metrics_port: Port of the server's metrics exporter, which a MonitoringStack
             scrapes (MLflow serves its own ``/metrics`` to admins only). Default: 9101.
@@ -267,6 +274,7 @@ class ModelRegistryArgs(ArgsModel):
     )
     allow_from: list[Peer] = Field(default_factory=lambda: [Peer.same_namespace()])
     ingress: RegistryIngress | None = None
+    egress_cidrs: list[Cidr] = Field(default_factory=list)
     port: Annotated[int, Field(ge=1024, le=65535)] = 5000
     metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9101
     workers: Annotated[int, Field(ge=1, le=32)] = 2
@@ -368,6 +376,19 @@ def check_mlflow_version(image: str) -> None:
         )
 
 
+# The drivers MLflow's `db` extra installs (in the official `-full` image): a URI that names no
+# driver gets the one the image carries, whatever SQLAlchemy's default for the dialect.
+_DRIVERS = {"postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql",
+            "mssql": "mssql+pymssql"}
+
+
+def with_driver(uri: str) -> str:
+    """``uri`` with the explicit driver the MLflow image carries when it names none
+    (``postgresql://`` → ``postgresql+psycopg2://``); unchanged otherwise."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{_DRIVERS[scheme]}{sep}{rest}" if sep and scheme in _DRIVERS else uri
+
+
 def check_database_uri(uri: str) -> None:
     """A SQLAlchemy URI of a server database, with a host."""
     parts = urlsplit(uri)
@@ -417,6 +438,8 @@ class RegistryPlan:
             None for none.
         external_database: Whether the server connects out to a database it does not run.
         artifact_store_egress: Whether the server connects out to an object store (HTTPS).
+        egress_cidrs: Where the external database and object store are (empty: anywhere but
+            link-local addresses).
         server_selector: Labels that select exactly the server's pods.
         database_selector: Labels that select exactly the database's pods.
         shared_storage: Whether several replicas mount the server's data volumes at once
@@ -448,6 +471,7 @@ class RegistryPlan:
     ingress: RegistryIngress | None
     external_database: bool
     artifact_store_egress: bool
+    egress_cidrs: tuple[str, ...]
     server_selector: Mapping[str, str]
     database_selector: Mapping[str, str]
     shared_storage: bool
@@ -591,6 +615,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         ingress=args.ingress,
         external_database=database is None and args.effective_database().kind == "external",
         artifact_store_egress=args.artifacts_destination is not None,
+        egress_cidrs=tuple(args.egress_cidrs),
         server_selector={"app.kubernetes.io/name": "mlflow", "app.kubernetes.io/instance": name,
                          "app.kubernetes.io/component": "server"},
         database_selector={"app.kubernetes.io/name": "postgres",
@@ -659,7 +684,7 @@ def registry_secret_data(plan: RegistryPlan, secrets: RegistrySecrets) -> dict[s
     if plan.database is not None:
         data["db-password"] = secrets.db_password
     if secrets.backend_store_uri:
-        data["backend-store-uri"] = secrets.backend_store_uri
+        data["backend-store-uri"] = with_driver(secrets.backend_store_uri)
     auth_db = plan.auth_database_uri
     data["basic_auth.ini"] = render_auth_ini(
         data[auth_db.key] if isinstance(auth_db, SecretRef) else auth_db,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops._validation import ArgsModel, Secret
+from pulumi_mlops._validation import ArgsModel, Cidr, Secret
 from pulumi_mlops.errors import InputError, Problem
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
 from pulumi_mlops.plans.workload import EnvValue, SecretRef, url_port
@@ -45,11 +45,14 @@ class RegistryPeer:
         namespace: Namespace of the registry's server pods (a registry component on
             Kubernetes); None when only the address is known.
         pod_labels: Labels selecting those pods; None when only the address is known.
+        cidrs: The networks the registry's address lies in, when only the address is known
+            and they are declared; empty: anywhere but link-local addresses.
     """
 
     ports: tuple[int, ...]
     namespace: str | None = None
     pod_labels: Mapping[str, str] | None = None
+    cidrs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,15 @@ class RegistryEndpoint(ArgsModel):
         tracking_uri: URI the service reaches the registry at.
         username: User the service authenticates as. Default: none (no auth).
         password: Its password (a Pulumi secret). Default: none.
+        cidrs: The networks the registry's address lies in (the clients' Kubernetes egress
+            is narrowed to them). Default: any address but link-local ones (cloud metadata),
+            as the address may be known only at deployment.
     """
 
     tracking_uri: Any
     username: Any = None
     password: Secret[Any] = None
+    cidrs: list[Cidr] = Field(default_factory=list)
 
     @field_validator("tracking_uri")
     @classmethod
@@ -174,7 +181,8 @@ class RegistryEndpoint(ArgsModel):
         """Where a workload connects to reach this registry: the URI's port, or the usual
         registry ports while the URI is only known at deployment (a stack reference)."""
         port = url_port(self.tracking_uri) if isinstance(self.tracking_uri, str) else None
-        return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000))
+        return RegistryPeer(ports=(port,) if port is not None else (80, 443, 5000),
+                            cidrs=tuple(self.cidrs))
 
 
 def client_user(component: str, role: str) -> str:

@@ -27,7 +27,7 @@ import pulumi
 import pydantic
 from pydantic import Field, field_validator, model_validator
 
-from pulumi_mlops._validation import QUANTITY, ArgsModel, Secret
+from pulumi_mlops._validation import QUANTITY, ArgsModel, Cidr, Secret
 from pulumi_mlops.contracts.retrain import SLOT_ENV
 from pulumi_mlops.contracts.scrape import ScrapeTarget
 from pulumi_mlops.errors import InputError, Problem, ValidationError
@@ -117,6 +117,9 @@ class RetrainScheduleArgs(ArgsModel):
             Kubernetes Secret, a Pulumi secret) into the job's ``MLOPS_DATASET_HEADERS``
             variable, never into the config, the plan, logs or tags; they are not sent where
             the URL redirects. Default: none.
+        dataset_cidrs: The networks a URL dataset's host lies in; the job's Kubernetes egress
+            on the dataset's port is narrowed to them. Default: any address but link-local
+            ones (cloud metadata).
         dataset_max_bytes: Most bytes the dataset may have, downloaded or read, and again once
             decompressed; over it the run fails, moving no alias. Default: 512 MiB.
         dataset_max_ratio: Most times a ``.gz`` dataset may grow when decompressed.
@@ -178,6 +181,7 @@ class RetrainScheduleArgs(ArgsModel):
     model_name: str
     dataset: str
     dataset_headers: Secret[dict[str, Any] | None] = None
+    dataset_cidrs: list[Cidr] = Field(default_factory=list)
     dataset_max_bytes: Annotated[int, Field(ge=1)] = DEFAULT_DATASET_MAX_BYTES
     dataset_max_ratio: Annotated[float, Field(ge=1)] = DEFAULT_DATASET_MAX_RATIO
     dataset_timeout: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = DEFAULT_DATASET_TIMEOUT
@@ -347,6 +351,7 @@ class RetrainPlan:
         selector: Labels that select the job's pods.
         dataset_port: The TCP port a URL dataset is downloaded from (the job's egress); None
             for a bundled or local dataset.
+        dataset_cidrs: Where a URL dataset's host is (empty: anywhere but link-local).
         cron: When and how the job runs.
         registry: Where the job reaches its registry (its egress).
         scrape: Where Prometheus scrapes the scheduler (Docker target only): its
@@ -364,6 +369,7 @@ class RetrainPlan:
     labels: dict[str, str]
     selector: dict[str, str]
     dataset_port: int | None
+    dataset_cidrs: tuple[str, ...]
     cron: CronSettings
     registry: RegistryPeer
     scrape: ScrapeTarget
@@ -459,6 +465,7 @@ def plan_retrain(
     return RetrainPlan(name=name, object_name=object_name, config=config, job=job,
                        scheduler=scheduler, labels=labels, selector=selector,
                        dataset_port=url_port(args.dataset),
+                       dataset_cidrs=tuple(args.dataset_cidrs),
                        cron=CronSettings(
                            schedule=args.schedule, timeout_seconds=args.timeout,
                            retries=args.retries,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -348,16 +348,30 @@ def disruption_budget(name: str, target: KubernetesTarget, labels: Mapping[str, 
     )
 
 
+# "Anywhere" for an external endpoint whose address is not declared: every address but the
+# link-local ranges, where clouds serve instance metadata and credentials (169.254.169.254,
+# AWS's fd00:ec2::254).
+_ANYWHERE = ({"ip_block": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+             {"ip_block": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}})
+
+
+def external_egress(ports: Sequence[int], cidrs: Sequence[str] = ()) -> dict[str, Any]:
+    """Egress to an endpoint outside the cluster on ``ports``: to ``cidrs`` when declared, else
+    to any address but the link-local ones (cloud metadata)."""
+    to = [{"ip_block": {"cidr": c}} for c in cidrs] if cidrs else [dict(b) for b in _ANYWHERE]
+    return {"to": to, "ports": [{"protocol": "TCP", "port": p} for p in ports]}
+
+
 def registry_egress(peer: RegistryPeer) -> dict[str, Any]:
-    """Egress to the registry: its server pods when they are known, else its ports."""
-    ports = [{"protocol": "TCP", "port": p} for p in peer.ports]
+    """Egress to the registry: its server pods when they are known, else its ports at its
+    declared addresses (anywhere but link-local when none is declared)."""
     if peer.namespace is None or peer.pod_labels is None:
-        return {"ports": ports}
+        return external_egress(peer.ports, peer.cidrs)
     return {
         "to": [{
             "namespace_selector": {"match_labels": {
                 "kubernetes.io/metadata.name": peer.namespace}},
             "pod_selector": {"match_labels": dict(peer.pod_labels)},
         }],
-        "ports": ports,
+        "ports": [{"protocol": "TCP", "port": p} for p in peer.ports],
     }

@@ -36,6 +36,7 @@ from pulumi_mlops.plans.target import KubernetesTarget
 from pulumi_mlops.plans.workload import Workload
 from pulumi_mlops.targets.kubernetes._objects import (
     dns_egress,
+    external_egress,
     literal_files,
     meta,
     pod_objects,
@@ -255,9 +256,8 @@ def _alertmanager(plan: MonitoringPlan, workload: Workload, target: KubernetesTa
               "policy_types": ["Ingress", "Egress"],
               "ingress": [{"from": [{"pod_selector": {"match_labels": prometheus}}],
                            "ports": [{"protocol": "TCP", "port": workload.port}]}],
-              "egress": [dns_egress(target),
-                         {"ports": [{"protocol": "TCP", "port": p}
-                                    for p in plan.alertmanager_egress]}]},
+              # Receivers (webhook, Slack, SMTP) anywhere but link-local (cloud metadata).
+              "egress": [dns_egress(target), external_egress(plan.alertmanager_egress)]},
         opts=opts)
     return KubernetesAlertmanager(stateful_set, service, policy)
 

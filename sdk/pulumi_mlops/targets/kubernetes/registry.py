@@ -17,6 +17,7 @@ from pulumi_mlops.targets.kubernetes._objects import (
     deployment_strategy,
     disruption_budget,
     dns_egress,
+    external_egress,
     meta,
     network_policy,
     peer_rule,
@@ -137,9 +138,9 @@ def materialize(
             "ports": [{"protocol": "TCP", "port": plan.database.port}],
         })
     elif plan.external_database:
-        egress.append({"ports": [{"protocol": "TCP", "port": p} for p in _EXTERNAL_DB_PORTS]})
+        egress.append(external_egress(_EXTERNAL_DB_PORTS, plan.egress_cidrs))
     if plan.artifact_store_egress:
-        egress.append({"ports": [{"protocol": "TCP", "port": 443}]})
+        egress.append(external_egress((443,), plan.egress_cidrs))
     policy = network_policy(
         name, target, labels, selector,
         [{"from": peers, "ports": [{"protocol": "TCP", "port": server.port}]}], egress, opts)

@@ -14,6 +14,7 @@ from pulumi_mlops.plans.target import KubernetesTarget
 from pulumi_mlops.targets.kubernetes._objects import (
     PodObjects,
     dns_egress,
+    external_egress,
     meta,
     network_policy,
     pod_objects,
@@ -109,7 +110,7 @@ def materialize(
         )
     egress = [dns_egress(target), registry_egress(plan.registry)]
     if plan.dataset_port is not None:
-        egress.append({"ports": [{"protocol": "TCP", "port": plan.dataset_port}]})
+        egress.append(external_egress((plan.dataset_port,), plan.dataset_cidrs))
     # A batch job serves nothing: no ingress rule admits anyone.
     policy = network_policy(name, target, labels, plan.selector, [], egress, opts)
     return KubernetesRetrain(pods, cron_job, initial_job, policy)
