@@ -73,6 +73,10 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
     """The generated rule groups (Prometheus' rule-file format)."""
     dashboards: pulumi.Output[dict[str, dict[str, Any]]]
     """The Grafana dashboards' JSON documents, by uid."""
+    watched_services: pulumi.Output[list[str]]
+    """The names of the ModelServices it watches, sorted. Registered as an output so that
+    policies, which see components only through their outputs, can tell which services are
+    monitored (``services-monitored``, docs/policy.md)."""
     children: kubernetes_monitoring.KubernetesMonitoring | docker_monitoring.DockerMonitoring
     """What the component declared on its target."""
 
@@ -142,9 +146,12 @@ class MonitoringStack(Component[MonitoringStackArgs, MonitoringPlan]):
         self.grafana_admin_password = grafana_password
         self.rule_groups = pulumi.Output.from_input([dict(g) for g in plan.groups])
         self.dashboards = pulumi.Output.from_input(dict(plan.dashboards))
+        self.watched_services = pulumi.Output.from_input(
+            sorted(service.component_name for service in args.services))
         return {"prometheus_url": self.prometheus_url,
                 "external_prometheus_url": self.external_prometheus_url,
                 "grafana_url": self.grafana_url,
                 "external_grafana_url": self.external_grafana_url,
                 "grafana_admin_password": self.grafana_admin_password,
-                "rule_groups": self.rule_groups, "dashboards": self.dashboards}
+                "rule_groups": self.rule_groups, "dashboards": self.dashboards,
+                "watched_services": self.watched_services}

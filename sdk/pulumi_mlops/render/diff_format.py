@@ -23,6 +23,7 @@ from pulumi_mlops.render.diff import (
     StackPlanDiff,
     short_type,
 )
+from pulumi_mlops.render.stack_plan import POLICY_WARNING_PREFIX
 
 __all__ = ["DIFF_FORMAT", "MARKDOWN_LIMIT", "VALUE_WIDTH", "diff_json", "format_markdown",
            "format_text"]
@@ -142,6 +143,15 @@ def _with_parent(change: ResourceChange) -> list[FieldChange]:
     return fields
 
 
+def _policy_and_warnings(diff: StackPlanDiff) -> tuple[list[tuple[bool, str]], list[str]]:
+    """The new plan's policy violations (blocking?, ``[level] policy: message``) and its
+    other warnings (a plan made with `mlops plan --policy` keeps violations among them)."""
+    violations = [(w.startswith(POLICY_WARNING_PREFIX + "[mandatory]"),
+                   w.removeprefix(POLICY_WARNING_PREFIX))
+                  for w in diff.warnings if w.startswith(POLICY_WARNING_PREFIX)]
+    return violations, [w for w in diff.warnings if not w.startswith(POLICY_WARNING_PREFIX)]
+
+
 def format_text(diff: StackPlanDiff, *, width: int = VALUE_WIDTH) -> str:
     """The diff for a terminal: model versions first, then one block per resource.
 
@@ -157,9 +167,13 @@ def format_text(diff: StackPlanDiff, *, width: int = VALUE_WIDTH) -> str:
         lines.append("Model versions:")
         for model, move, where in map(_version_text, diff.model_versions):
             lines.append(f"  {model} {move} ({where})")
-    if diff.warnings:
+    violations, warnings = _policy_and_warnings(diff)
+    if violations:
+        lines.append("Policy violations:")
+        lines += [f"  {'x' if blocking else '!'} {v}" for blocking, v in violations]
+    if warnings:
         lines.append("Warnings:")
-        lines += [f"  ! {w}" for w in diff.warnings]
+        lines += [f"  ! {w}" for w in warnings]
     if diff.notes:
         lines.append("Notes:")
         lines += [f"  {n}" for n in diff.notes]
@@ -267,9 +281,16 @@ def format_markdown(diff: StackPlanDiff, *, width: int = VALUE_WIDTH,
             rows.append(f"| {_code(model)} | {_cell(v.old or 'none')} → "
                         f"**{_cell(v.new or 'none')}** | {_cell(where)} |")
         parts.append("\n".join(rows))
-    if diff.warnings:
+    violations, warnings = _policy_and_warnings(diff)
+    if violations:
+        blocking = sum(b for b, _ in violations)
+        heading = (f"**Policy violations** ({blocking} mandatory: blocks the deployment)"
+                   if blocking else "**Policy violations** (advisory)")
+        parts.append("\n".join([heading, "", *(
+            f"- {':no_entry:' if b else ':warning:'} {_cell(v)}" for b, v in violations)]))
+    if warnings:
         parts.append("\n".join(["**Warnings**", "", *(f"- :warning: {_cell(w)}"
-                                                      for w in diff.warnings)]))
+                                                      for w in warnings)]))
     if diff.notes:
         parts.append(_details("Notes", "\n".join(f"- {_cell(n)}" for n in diff.notes)))
     if not diff.has_changes:

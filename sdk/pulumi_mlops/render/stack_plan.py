@@ -34,12 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from pulumi_mlops.errors import PlanFormatError
-from pulumi_mlops.render.harness import Recording, load_secure_config, record_program
+from pulumi_mlops.policy import evaluate, resources_from_recording
+from pulumi_mlops.render.harness import (
+    Recording,
+    load_secure_config,
+    load_stack_config,
+    record_program,
+)
 from pulumi_mlops.render.manifests import redact
 
 __all__ = [
+    "POLICY_WARNING_PREFIX",
     "STACK_PLAN_FORMAT",
     "PlanFormatError",
+    "add_policy_violations",
     "build_stack_plan",
     "dump_stack_plan",
     "load_stack_plan",
@@ -52,6 +60,10 @@ STACK_PLAN_FORMAT = "mlops-plan/v1"
 """The ``format`` of the documents this version writes and reads."""
 
 _URN_PREFIX = "urn:pulumi:"
+
+POLICY_WARNING_PREFIX = "policy violation "
+"""How a policy violation starts among a plan's warnings (``policy violation [mandatory]
+retrain-gated: …``), which `mlops diff` shows in a section of their own."""
 
 
 def resource_key(type_: str, name: str) -> str:
@@ -155,13 +167,57 @@ def _declared_models(recording: Recording,
     return models
 
 
+def add_policy_violations(plan: dict[str, Any], recording: Recording,
+                          config: Mapping[str, Mapping[str, Any]] | None = None) -> list[Any]:
+    """Run the policy rules (`pulumi_mlops.policy`) on a recording and record what they find
+    in its plan: a ``policy`` section (``violations``: ``policy``, ``level``, ``message``,
+    ``resource`` key or None) and one warning each (`POLICY_WARNING_PREFIX`), which `mlops
+    diff` shows in every format.
+
+    Returns:
+        The violations (`pulumi_mlops.policy.Violation`), in rule order.
+
+    Raises:
+        PolicyConfigError: ``config`` names an unknown rule or has a bad value.
+    """
+    violations = evaluate(resources_from_recording(recording), config)
+    keys = _keys(recording)
+    plan["policy"] = {"violations": [
+        {"policy": v.policy, "level": str(v.level), "message": v.message,
+         "resource": keys.get(v.urn)} for v in violations]}
+    plan["warnings"] = sorted([*plan["warnings"],
+                               *(POLICY_WARNING_PREFIX + v.line() for v in violations)])
+    return violations
+
+
+def stack_policy_config(cwd: Path, stack: str) -> dict[str, dict[str, Any]]:
+    """Policy config the stack's own config implies: ``mlops:requireImageDigest: true``
+    requires images pinned by digest (``image-digest``'s ``requireDigest``)."""
+    _project, config, _secrets = load_stack_config(cwd.resolve(), stack)
+    required = any(key.endswith(":requireImageDigest") and value.strip().lower() == "true"
+                   for key, value in config.items())
+    return {"image-digest": {"requireDigest": True}} if required else {}
+
+
 def plan_stack(cwd: Path, stack: str,
-                 stack_outputs: Mapping[str, Mapping[str, Any]] | None = None
+                 stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+                 *, policy_config: Mapping[str, Mapping[str, Any]] | None = None,
                  ) -> dict[str, Any]:
     """Run the program in ``cwd`` with ``stack``'s config under mocks and return its plan
-    (``stack_outputs``: stand-ins for referenced stacks' outputs, see `record`)."""
+    (``stack_outputs``: stand-ins for referenced stacks' outputs, see `record`).
+
+    With ``policy_config`` (``{}`` for the defaults) the policy rules run too and their
+    violations are recorded (`add_policy_violations`), on top of what the stack's config
+    implies (`stack_policy_config`); without it the plan is as before.
+    """
     recording = record_program(cwd, stack, stack_outputs=stack_outputs)
-    return build_stack_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
+    plan = build_stack_plan(recording, stack=stack, secure_config=load_secure_config(cwd, stack))
+    if policy_config is not None:
+        config = stack_policy_config(cwd, stack)
+        for name, values in policy_config.items():
+            config[name] = {**config.get(name, {}), **values}
+        add_policy_violations(plan, recording, config)
+    return plan
 
 
 def dump_stack_plan(plan: Mapping[str, Any]) -> str:
@@ -217,6 +273,13 @@ def parse_stack_plan(text: str, source: str = "plan") -> dict[str, Any]:
             for ref in roles.values())
         for roles in models.values())), source,
         "`models` must map component keys to roles to {model, version, alias}")
+    policy: Any = doc.get("policy")  # only in plans made with `mlops plan --policy`
+    _require(policy is None or (isinstance(policy, dict) and isinstance(
+        policy.get("violations"), list) and all(
+            isinstance(v, dict) and all(isinstance(v.get(k), str)
+                                        for k in ("policy", "level", "message"))
+            for v in policy["violations"])), source,
+        "`policy` must hold `violations`, each with `policy`, `level` and `message`")
     return doc
 
 
