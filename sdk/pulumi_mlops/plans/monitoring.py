@@ -33,6 +33,13 @@ from pydantic import Field, field_validator
 
 from pulumi_mlops._validation import DNS_LABEL, ArgsModel
 from pulumi_mlops.contracts import metrics as m
+from pulumi_mlops.contracts.promql import (
+    SERVER_ERROR,
+    SERVING_TRACKS,
+    error_ratio,
+    latency_quantile,
+)
+from pulumi_mlops.contracts.promql import select as _select
 from pulumi_mlops.contracts.scrape import (
     REGISTRY_LABEL,
     SCHEDULE_LABEL,
@@ -77,8 +84,7 @@ __all__ = [
 
 _DURATION = r"^[0-9]+(ms|s|m|h|d)$"
 _LN2 = 0.6931471805599453
-_SERVER_ERROR = '=~"5.."'
-_SERVING = {TRACK_LABEL: '!~"shadow|preview"'}
+_SERVING = {TRACK_LABEL: SERVING_TRACKS}
 """The tracks whose answers reach clients (a shadow's are discarded, a preview is not routed)."""
 
 BURN_WINDOWS: tuple[tuple[str, str, str, float], ...] = (
@@ -174,34 +180,9 @@ class Quality(ArgsModel):
 # --- PromQL over the metric contract (what the components' metric verbs return) ----------------
 
 
-def _select(service: str | None, **matchers: str) -> str:
-    labels = [f'{SERVICE_LABEL}="{service}"'] if service is not None else []
-    labels += [f"{k}{v}" for k, v in matchers.items()]
-    return "{" + ",".join(labels) + "}" if labels else ""
-
-
 def request_rate(service: str, window: str = "5m") -> str:
     """Scoring requests per second to ``service``, all replicas."""
     return f"sum by ({SERVICE_LABEL}) (rate({m.REQUESTS}_total{_select(service)}[{window}]))"
-
-
-def error_ratio(service: str | None, window: str = "5m",
-                by: Sequence[str] = (SERVICE_LABEL,), *, serving_only: bool = False) -> str:
-    """Share of scoring requests answered with a 5xx, all replicas, per ``by`` labels (of one
-    service, or of every service). 0, not no data, while a service answers no 5xx. With
-    ``serving_only``, the tracks clients do not reach (shadow, preview) are left out."""
-    tracks = _SERVING if serving_only else {}
-    every = f"{m.REQUESTS}_total{_select(service, **tracks)}"
-    errors = m.REQUESTS + "_total" + _select(service, **{m.CODE_LABEL: _SERVER_ERROR}, **tracks)
-    group = ", ".join(by)
-    return (f"sum by ({group}) (\n  rate({errors}[{window}])\n  or\n  0 * rate({every}"
-            f"[{window}])\n)\n/\nsum by ({group}) (rate({every}[{window}]))")
-
-
-def latency_quantile(service: str, quantile: float = 0.99, window: str = "5m") -> str:
-    """The ``quantile`` of ``service``'s scoring latency in seconds, all replicas."""
-    return (f"histogram_quantile({quantile}, sum by ({SERVICE_LABEL}, le) "
-            f"(rate({m.REQUEST_DURATION}_bucket{_select(service)}[{window}])))")
 
 
 def feature_drift(service: str, feature: str | None = None) -> str:
@@ -487,7 +468,7 @@ def registry_rules(registry: str) -> dict[str, Any]:
     its series labelled `REGISTRY_LABEL`): down, gone from the scrape, answering 5xx."""
     sel = _select(None, **{REGISTRY_LABEL: f'="{registry}"'})
     errors = _select(None, **{REGISTRY_LABEL: f'="{registry}"',
-                              m.REGISTRY_STATUS_LABEL: _SERVER_ERROR})
+                              m.REGISTRY_STATUS_LABEL: SERVER_ERROR})
     every = f"{m.REGISTRY_REQUESTS}_total{sel}"
     return {"name": f"mlops-registry-{registry}", "rules": [
         {"alert": "MlopsRegistryDown", "expr": f"sum by ({REGISTRY_LABEL}) (up{sel}) == 0",
