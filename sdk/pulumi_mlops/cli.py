@@ -31,12 +31,45 @@ def _render(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_config(ns: argparse.Namespace) -> dict[str, dict[str, object]] | None:
+    """``--policy-config FILE`` (YAML or JSON, CrossGuard's format: policy name → its config);
+    ``{}`` for ``--policy`` alone; None without ``--policy``."""
+    if not ns.policy:
+        if ns.policy_config:
+            raise ProgramConfigError("--policy-config needs --policy")
+        return None
+    if not ns.policy_config:
+        return {}
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(ns.policy_config).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ProgramConfigError(f"--policy-config {ns.policy_config}: cannot read it: {err}"
+                                 ) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not all(
+            isinstance(k, str) and isinstance(v, dict) for k, v in doc.items()):
+        raise ProgramConfigError(
+            f"--policy-config {ns.policy_config}: must map policy names to their config, "
+            "e.g. {\"canary-weight-cap\": {\"maxWeight\": 10}}")
+    return doc
+
+
 def _plan(ns: argparse.Namespace) -> int:
+    from pulumi_mlops.policy import PolicyConfigError
     from pulumi_mlops.render import dump_stack_plan, plan_stack
 
+    policy_config = _policy_config(ns)
     # Whatever the program prints must not end up inside a plan written to stdout.
     with contextlib.redirect_stdout(sys.stderr):
-        plan = plan_stack(Path(ns.cwd), ns.stack, _stack_outputs(ns))
+        try:
+            plan = plan_stack(Path(ns.cwd), ns.stack, _stack_outputs(ns),
+                              policy_config=policy_config)
+        except PolicyConfigError as err:
+            where = f"--policy-config {ns.policy_config}: " if ns.policy_config else ""
+            raise ProgramConfigError(f"{where}{err}") from None
     text = dump_stack_plan(plan)
     if ns.out == "-":
         sys.stdout.write(text)
@@ -45,7 +78,15 @@ def _plan(ns: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text)
         print(f"planned stack {ns.stack!r}: {len(plan['resources'])} resources -> {out}")
-    return 0
+    if policy_config is None:
+        return 0
+    violations = plan["policy"]["violations"]
+    for v in violations:
+        print(f"policy: [{v['level']}] {v['policy']}: {v['message']}", file=sys.stderr)
+    mandatory = sum(v["level"] == "mandatory" for v in violations)
+    print(f"policy: stack {ns.stack!r}: {len(violations)} violations ({mandatory} mandatory"
+          f"{', blocking' if mandatory else ''})", file=sys.stderr)
+    return 1 if mandatory else 0
 
 
 def _diff(ns: argparse.Namespace) -> int:
@@ -193,7 +234,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the Pulumi program under mocks with the stack's config (no engine, no "
         "cluster, no registry, no state) and write a plan: every resource keyed by "
         "type::name, with its parent and its inputs, secrets shown as [secret]. Two plans of "
-        "the same program and config are byte-identical.",
+        "the same program and config are byte-identical. With --policy the ML policy rules "
+        "run on it too; exit status 1 when a mandatory one is violated.",
     )
     plan.add_argument("--cwd", default=".", help="project directory with Pulumi.yaml "
                       "(default: .)")
@@ -203,6 +245,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--stack-outputs", metavar="FILE",
                         help="YAML/JSON: outputs of the stacks the program references, by stack "
                         "name ({secret: value} for a secret); without it they are unknown")
+    plan.add_argument("--policy", action="store_true",
+                      help="also run the ML policy rules (docs/policy.md): violations are "
+                      "printed to stderr and recorded in the plan; exit 1 when one is mandatory")
+    plan.add_argument("--policy-config", metavar="FILE",
+                      help="YAML/JSON: policy name -> its config (enforcementLevel and "
+                      "properties), as `pulumi preview --policy-pack-config` takes it")
     plan.set_defaults(func=_plan)
     diff = sub.add_parser(
         "diff",
@@ -403,6 +451,11 @@ def _parser() -> argparse.ArgumentParser:
                          help="the run's idempotency key (default: MLOPS_SCHEDULE_SLOT; none: "
                          "the run always runs)")
     retrain.set_defaults(func=_retrain)
+    # Runtime commands that own their arguments (each module's `add_parser` sets its `run`).
+    from pulumi_mlops.runtime import canary_check, promote
+
+    promote.add_parser(sub)
+    canary_check.add_parser(sub)
     return parser
 
 

@@ -654,3 +654,17 @@ def test_preflight_names_the_known_stacks_for_an_unknown_one(tmp_path: Path) -> 
 
     assert result.returncode == 1
     assert "no stack 'qa'" in result.stderr and "dev" in result.stderr
+
+
+@pytest.mark.parametrize("command, option", [("promote", "--approved-by"),
+                                             ("canary-check", "--prometheus")])
+def test_runtime_commands_are_wired_into_mlops(command: str, option: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    assert option in capsys.readouterr().out
+    # Bad arguments are a usage error (2), not a traceback.
+    with pytest.raises(SystemExit) as exited:
+        main([command])
+    assert exited.value.code == 2

@@ -488,6 +488,34 @@ def test_a_gateway_without_a_listener_name_attaches_to_every_listener() -> None:
         {"name": "fraud", "port": 80, "weight": 100}]
 
 
+def _routed(matches: list[dict[str, Any]], path: str) -> bool:
+    """Whether a Gateway forwards ``path`` by these matches (core support: Exact, PathPrefix by
+    path elements)."""
+    for match in matches:
+        kind, value = match["path"]["type"], match["path"]["value"]
+        if kind == "Exact" and path == value:
+            return True
+        if kind == "PathPrefix" and (path == value or path.startswith(value.rstrip("/") + "/")):
+            return True
+    return False
+
+
+def test_the_gateway_routes_scoring_and_health_only() -> None:
+    rec = service(K8S_GW, hostname="fraud.example.com",
+                  rollout=mlops.Rollout.canary("models:/fraud-v2/8", 20))
+    (rule,) = inputs(rec, ROUTE, "fraud")["spec"]["rules"]
+    matches = rule["matches"]
+    # Core features only: no method matching.
+    assert all(set(m) == {"path"} for m in matches)
+    for path in ("/invocations", "/ping", "/health", "/v2/health/ready", "/v2/health/live",
+                 "/v2/models/fraud/infer", "/v2/models/fraud-v2/infer"):
+        assert _routed(matches, path), path
+    for path in ("/metrics", "/version", "/feedback", "/v2", "/v2/models/fraud",
+                 "/v2/models/fraud/ready", "/v2/models/other/infer", "/invocations/x",
+                 "/v2/healthz"):
+        assert not _routed(matches, path), path
+
+
 def test_a_gateway_without_a_hostname_leaves_a_rolling_service_unrouted() -> None:
     assert service(K8S_GW).of_type(ROUTE) == []
 

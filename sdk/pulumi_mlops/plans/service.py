@@ -10,7 +10,7 @@ on the chosen target.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Annotated, Any
@@ -54,6 +54,7 @@ __all__ = [
     "Autoscaling",
     "ModelRef",
     "ModelServiceArgs",
+    "PublicRoute",
     "Rollout",
     "RolloutKind",
     "ServicePlan",
@@ -61,6 +62,7 @@ __all__ = [
     "parse_model_uri",
     "plan_service",
     "pod_lifecycle",
+    "public_routes",
 ]
 
 _LABEL_PREFIX = "mlops.dev"
@@ -377,6 +379,31 @@ class TrackPlan:
     spread: bool
     create_timeout_seconds: int
     update_timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class PublicRoute:
+    """A request path a Gateway route forwards to the service from outside the cluster.
+
+    Attributes:
+        path: The request path.
+        prefix: Whether ``path`` is a prefix (by path elements) rather than the exact path.
+    """
+
+    path: str
+    prefix: bool = False
+
+
+def public_routes(model_names: Sequence[str]) -> tuple[PublicRoute, ...]:
+    """What a Gateway route forwards: scoring and health, by the paths the Gateway API's core
+    support matches (exact and prefix; no method matching, an extended feature). Not
+    ``/metrics`` (the scraper's), ``/version``, the V2 metadata (``/v2``, ``/v2/models/<name>``)
+    nor ``/feedback`` (labels that move the live-quality figures come from inside the
+    cluster): the gateway answers 404 for them. V2 inference is routed for each served model's
+    name, unversioned."""
+    return (PublicRoute("/invocations"), PublicRoute("/ping"), PublicRoute("/health"),
+            PublicRoute("/v2/health", prefix=True),
+            *(PublicRoute(f"/v2/models/{name}/infer") for name in sorted(set(model_names))))
 
 
 @dataclass(frozen=True)

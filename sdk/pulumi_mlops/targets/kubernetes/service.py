@@ -11,7 +11,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from pulumi_mlops.contracts.scrape import SCRAPE_LABEL
-from pulumi_mlops.plans.service import ServicePlan, TrackPlan
+from pulumi_mlops.plans.service import ServicePlan, TrackPlan, public_routes
 from pulumi_mlops.plans.target import KubernetesTarget
 from pulumi_mlops.plans.workload import UpdateStrategy
 from pulumi_mlops.targets.kubernetes._objects import (
@@ -155,7 +155,8 @@ def _deployment(plan: ServicePlan, t: TrackPlan, target: KubernetesTarget, pods:
 
 def http_route(plan: ServicePlan, target: KubernetesTarget,
                opts: pulumi.ResourceOptions) -> k8s.apiextensions.CustomResource:
-    """The Gateway API HTTPRoute: weighted backends (canary), a request mirror (shadow)."""
+    """The Gateway API HTTPRoute: weighted backends (canary), a request mirror (shadow), for
+    the public requests only (`public_routes`)."""
     gateway = target.gateway
     assert gateway is not None
     parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
@@ -163,7 +164,8 @@ def http_route(plan: ServicePlan, target: KubernetesTarget,
     if gateway.section_name:
         parent["sectionName"] = gateway.section_name
     rule: dict[str, Any] = {
-        "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+        "matches": [{"path": {"type": "PathPrefix" if r.prefix else "Exact", "value": r.path}}
+                    for r in public_routes([t.model.name for t in plan.tracks])],
         "backendRefs": [{"name": service, "port": 80, "weight": weight}
                         for service, weight in plan.route],
     }
