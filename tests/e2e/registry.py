@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import secrets
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pulumi_mlops as mlops
-from pulumi_mlops.local import RunningWorkload, run_workload
+from pulumi_mlops.components.registry import RegistryGrant
+from pulumi_mlops.local import RunningWorkload, run_job, run_workload
 from pulumi_mlops.plans.registry import (
     ModelRegistryArgs,
     Permission,
@@ -18,6 +19,8 @@ from pulumi_mlops.plans.registry import (
     plan_registry,
     registry_secret_data,
 )
+from pulumi_mlops.plans.registry_access import grant_secret_data
+from pulumi_mlops.plans.workload import Workload
 from tests.e2e.ports import free_port
 from tests.e2e.postgres import running_postgres
 
@@ -33,6 +36,7 @@ class Registry:
                  hosts: dict[str, str]) -> None:
         self.running = running
         self.plan = plan
+        self._passwords: dict[str, str] = {}
         self.hosts = {**hosts, urllib.parse.urlsplit(plan.tracking_uri).netloc:
                       urllib.parse.urlsplit(running.url).netloc}
         """In-network ``host:port`` → local address, as the target's DNS would resolve them."""
@@ -41,6 +45,28 @@ class Registry:
         """The metrics exporter beside the server (what Prometheus scrapes)."""
         self.username = "admin"
         self.password = password
+
+    def reconcile(self, grants: Iterable[RegistryGrant], root: Path,
+                  hosts: Mapping[str, str]) -> dict[str, str]:
+        """Run each grant's rendered reconcile (a component's `ModelRegistry.grants`) against
+        this registry, its in-network address mapped here by ``hosts``; the users' passwords,
+        by username, for the clients' secret data."""
+        users: dict[str, str] = {}
+        for grant in grants:
+            # One password per user per registry: a client started earlier keeps working.
+            password = self._passwords.setdefault(grant.client.user, secrets.token_urlsafe(24))
+            run = run_job(grant.plan.workload, grant_secret_data(self.password, password),
+                          root / f"grant-{grant.client.user}-{secrets.token_hex(3)}",
+                          hosts=hosts, timeout=240)
+            assert run.returncode == 0, run.stdout + run.stderr
+            users[grant.client.user] = password
+        return users
+
+    def client_secrets(self, workload: Workload, users: Mapping[str, str]) -> dict[str, str]:
+        """A client workload's secret data: the password of the user it authenticates as (its
+        own, from `reconcile`; the admin's for a workload rendered with admin credentials)."""
+        user = str(workload.env["MLFLOW_TRACKING_USERNAME"])
+        return {"tracking-password": self.password if user == self.username else users[user]}
 
     def env(self) -> dict[str, str]:
         """The standard MLflow client variables for this registry."""

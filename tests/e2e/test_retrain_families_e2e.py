@@ -42,6 +42,7 @@ from mlflow.tracking import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 import pulumi_mlops as mlops
+from pulumi_mlops.components.registry import ModelRegistry
 from pulumi_mlops.components.retrain import RetrainSchedule
 from pulumi_mlops.components.service import ModelService
 from pulumi_mlops.contracts.metrics import (
@@ -459,6 +460,12 @@ def _stack_retrain(stack: str) -> RetrainSchedule:
     return schedules[0]
 
 
+def _registry_of(schedule: RetrainSchedule) -> ModelRegistry:
+    registry = schedule.args.registry
+    assert isinstance(registry, ModelRegistry)
+    return registry
+
+
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_each_reference_stack_retrain_config_runs_and_registers_a_version(
         stack: str, registry: Registry, tmp_path: Path) -> None:
@@ -474,9 +481,11 @@ def test_each_reference_stack_retrain_config_runs_and_registers_a_version(
         f"name = '{plan.config.model_name}'")}
     # The key the platform gives the run: a CronJob names its Job after the scheduled time.
     key = f"{plan.object_name}-{stack}-29390580"
-    done = run_job(plan.job, {"tracking-password": registry.password}, tmp_path,
-                   hosts={tracking.netloc: urlsplit(registry.url).netloc}, timeout=300,
-                   env={"MLOPS_SCHEDULE_SLOT": key})
+    # As the schedule's own registry user, reconciled as its grant rendered it.
+    hosts = {tracking.netloc: urlsplit(registry.url).netloc}
+    users = registry.reconcile(_registry_of(schedule).grants.values(), tmp_path, hosts)
+    done = run_job(plan.job, registry.client_secrets(plan.job, users), tmp_path,
+                   hosts=hosts, timeout=300, env={"MLOPS_SCHEDULE_SLOT": key})
     assert done.returncode in (EXIT_PROMOTED, EXIT_NOT_PROMOTED), done.stdout + done.stderr
     after = client.search_model_versions(f"name = '{plan.config.model_name}'")
     new = [v for v in after if v.version not in before]

@@ -122,8 +122,12 @@ def render(kind: str, store: Registry, *, port: int, resolver: ModelResolver) ->
 @contextlib.contextmanager
 def serving(rendered: Rendered, store: Registry, root: Path) -> Iterator[RunningWorkload]:
     """Start the serving command the component rendered, with its secret data."""
-    with run_workload(rendered.track.workload, {"tracking-password": store.password}, root,
-                      hosts=rendered.hosts(store), timeout=120) as running:
+    # The service's own registry user, reconciled as its grant rendered it.
+    hosts = rendered.hosts(store)
+    users = store.reconcile(rendered.registry.grants.values(), root, hosts)
+    workload = rendered.track.workload
+    with run_workload(workload, store.client_secrets(workload, users), root, hosts=hosts,
+                      timeout=120) as running:
         yield running
 
 
