@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import secrets
 import shutil
@@ -56,6 +55,7 @@ from pulumi_mlops.plans.retrain import RetrainPlan
 from pulumi_mlops.plans.service import TrackPlan
 from pulumi_mlops.plans.workload import Workload
 from pulumi_mlops.render import Recording, record_program
+from pulumi_mlops.runtime.environ import environment
 
 __all__ = ["run_demo"]
 
@@ -133,25 +133,6 @@ def _authenticated_status(url: str, user: str, password: str) -> int:
 
 
 @contextlib.contextmanager
-def _environ(values: Mapping[str, str | None]) -> Iterator[None]:
-    """Set (or, for None, unset) environment variables for the duration of the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence logged warnings (Pulumi's, under the mock runtime) for the block."""
     logging.disable(logging.WARNING)
@@ -189,7 +170,7 @@ def _alias_version(registry: _Registry, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    with _environ(registry.env()):
+    with environment(registry.env()):
         try:
             return str(MlflowClient(registry.url).get_model_version_by_alias(name, alias).version)
         except MlflowException:
@@ -275,7 +256,7 @@ def _train_and_register(registry: _Registry, name: str, aliases: set[str], log: 
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
     previous = mlflow.get_tracking_uri()
     # MLflow prints progress and hints; they go to the log, the demo prints its own summary.
-    with _environ(registry.env()), log.open("a") as out, contextlib.redirect_stdout(out), \
+    with environment(registry.env()), log.open("a") as out, contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(out):
         try:
             mlflow.set_tracking_uri(registry.url)
@@ -553,7 +534,7 @@ def run_demo(cwd: Path, stack: str, *, workdir: Path | None = None, check: bool 
     progress = _Progress()
     progress.step(f"rendering stack {stack!r} under Pulumi's mock runtime")
     # This first render only finds the registries: aliases cannot be resolved before one runs.
-    with _environ(_NO_REGISTRY), _quiet():
+    with environment(_NO_REGISTRY), _quiet():
         recording = record_program(cwd, stack, preview=True)
     if not any(isinstance(c, ModelRegistry) for c in recording.components):
         print(f"stack {stack!r} declares no ModelRegistry: nothing to run")
@@ -613,7 +594,7 @@ def _run(cwd: Path, stack: str, recording: Recording, root: Path, progress: _Pro
             progress.step(f"rendering stack {stack!r} again against {registry.url}, as "
                           "`pulumi preview` would (pins each alias to its version)")
             try:
-                with _environ(registry.env()):
+                with environment(registry.env()):
                     rendered = record_program(cwd, stack, preview=True)
                 services = _services(rendered)
             except ValidationError as err:

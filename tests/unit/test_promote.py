@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pulumi_mlops.runtime import promote
+from pulumi_mlops.runtime.environ import environment
 from pulumi_mlops.runtime.promote import (
     Approval,
     Origin,
@@ -24,7 +25,6 @@ from pulumi_mlops.runtime.promote import (
     parse_source_model,
     registry_identity,
     resolve_registry,
-    side_environment,
     side_variables,
 )
 
@@ -139,7 +139,7 @@ def test_side_variables_cover_every_side_variable() -> None:
 def test_side_environment_sets_unsets_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "process-user")
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
-    with side_environment({"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_TOKEN": "t"}):
+    with environment({"MLFLOW_TRACKING_USERNAME": None, "MLFLOW_TRACKING_TOKEN": "t"}):
         assert "MLFLOW_TRACKING_USERNAME" not in os.environ
         assert os.environ["MLFLOW_TRACKING_TOKEN"] == "t"
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "process-user"

@@ -14,9 +14,10 @@ moves to it.
 
 Credentials: MLflow's client reads ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (and the other
 ``MLFLOW_TRACKING_*`` variables) from the environment at every request, and one set cannot
-serve two registries. Each side is therefore talked to inside `side_environment`, which sets
-exactly that side's ``MLFLOW_TRACKING_*`` variables from ``MLOPS_FROM_*`` or ``MLOPS_TO_*``
-(`SIDE_VARIABLES`) and restores the environment after. The sides never overlap (a download
+serve two registries. Each side is therefore talked to inside
+`~pulumi_mlops.runtime.environ.environment`, which sets exactly that side's
+``MLFLOW_TRACKING_*`` variables from ``MLOPS_FROM_*`` or ``MLOPS_TO_*`` (`SIDE_VARIABLES`) and
+restores the environment after. The sides never overlap (a download
 finishes before an upload starts), so no request carries the other side's credentials.
 Passwords are never command-line arguments (process lists, CI logs).
 
@@ -27,7 +28,6 @@ building the ``mlops`` parser and ``mlops promote --help`` do not pay for it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import re
@@ -36,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from pulumi_mlops.contracts.model_uri import ModelUriError, parse_model_uri
+from pulumi_mlops.runtime.environ import environment
 
 __all__ = [
     "APPROVAL_ALIAS_TAG",
@@ -78,7 +79,6 @@ __all__ = [
     "registry_identity",
     "resolve_registry",
     "run",
-    "side_environment",
     "side_variables",
 ]
 
@@ -220,25 +220,6 @@ def side_variables(side: str, environ: Mapping[str, str]) -> dict[str, str | Non
     that the process's own ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` reach neither side."""
     return {f"MLFLOW_TRACKING_{name}": environ.get(f"MLOPS_{side}_{name}")
             for name in SIDE_VARIABLES}
-
-
-@contextlib.contextmanager
-def side_environment(variables: Mapping[str, str | None]) -> Iterator[None]:
-    """Set (a value) or unset (None) ``variables`` in ``os.environ``; restore them after."""
-    saved = {key: os.environ.get(key) for key in variables}
-    try:
-        for key, value in variables.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @dataclass(frozen=True)
@@ -485,14 +466,14 @@ def promote(request: Request, now: Callable[[], datetime.datetime] = lambda:
     dst = MlflowClient(tracking_uri=request.dest_uri, registry_uri=request.dest_uri)
     name, alias = request.model.name, request.to_alias
     try:
-        with side_environment(request.source_env):
+        with environment(request.source_env):
             source = _source_version(src, request.model)
     except MlflowException as err:
         raise _failure(err, "FROM", request.source_uri, f"reading {request.model}") from err
     origin = Origin(registry_identity(request.source_uri), name, str(source.version),
                     str(source.run_id or ""))
     try:
-        with side_environment(request.dest_env):
+        with environment(request.dest_env):
             existing, holder = _dest_state(dst, name, origin, alias)
     except MlflowException as err:
         raise _failure(err, "TO", request.dest_uri, f"reading model {name!r}") from err
@@ -509,7 +490,7 @@ def promote(request: Request, now: Callable[[], datetime.datetime] = lambda:
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as scratch:
         if existing is None:
             try:
-                with side_environment(request.source_env):
+                with environment(request.source_env):
                     model_dir, profile = _download(src, request.source_uri, source,
                                                    Path(scratch))
             except MlflowException as err:
@@ -517,7 +498,7 @@ def promote(request: Request, now: Callable[[], datetime.datetime] = lambda:
                                f"downloading version {origin.version} of {name!r}") from err
             profile_copied = profile is not None
         try:
-            with side_environment(request.dest_env):
+            with environment(request.dest_env):
                 version = existing
                 if version is None:
                     assert model_dir is not None  # downloaded above
