@@ -6,9 +6,12 @@ data), then times `DriftMonitor.observe_matrix` over many rows in 1-row and 100-
 with a full window. The same again with the model's predictions in the profile and passed
 with every batch, as the server does: a classifier's classes (categorical ``__prediction__``)
 and a regressor's values (numeric). Then `DriftMonitor.observe_columns` of 1-row requests of
-the same 20 columns, given as arrays by name and as a DataFrame (what the general path of the
-server passes). The contract: at most 10 µs per row in the request path, in total (inputs and
-prediction).
+the same 20 columns given as arrays by name, and of DataFrames as the general path of the
+server passes them: decoded by MLflow's scoring server from a ``dataframe_split`` payload
+against the model's signature (every column cast one by one, so each is a block of its own),
+of the 20 numeric columns and of a mixed-data model (15 numeric columns, 5 text ones that are
+categorical features), in 1-row and 100-row requests. The contract: at most 10 µs per row in
+the request path, in total (inputs and prediction), on every path.
 
 Run: .venv/bin/python benchmarks/drift_overhead.py [--rows 200000]
 """
@@ -16,7 +19,10 @@ Run: .venv/bin/python benchmarks/drift_overhead.py [--rows 200000]
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -27,6 +33,7 @@ from pulumi_mlops.runtime.drift import DriftMonitor, build_profile, load_profile
 from pulumi_mlops.runtime.drift.spec import Profile
 
 FEATURES = 20
+CATEGORICAL = 5  # of the mixed-data model: its last columns, as text
 CONTRACT_US = 10.0
 
 
@@ -60,12 +67,57 @@ def _per_row_us(monitor: DriftMonitor, requests: list[np.ndarray],
 
 def _columns_per_row_us(monitor: DriftMonitor, requests: list[Any],
                         predictions: list[np.ndarray | None]) -> float:
-    """Per row, `observe_columns` of 1-row requests (columns by name, or DataFrames)."""
+    """Per row, `observe_columns` of 1-row requests of columns by name."""
     observe = monitor.observe_columns
     start = time.perf_counter()
     for request, predicted in zip(requests, predictions, strict=True):
         observe(request, predicted)
     return (time.perf_counter() - start) / len(requests) * 1e6
+
+
+def _frames_per_row_us(profile: Profile, requests: list[np.ndarray], names: list[str],
+                       text: int, chunk: int = 50) -> float:
+    """Per row, `observe_columns` of the DataFrames MLflow's scoring server decodes
+    ``dataframe_split`` payloads of ``requests`` into (what the server's general path passes
+    the monitor), against a signature of double columns, the last ``text`` of them string
+    columns (each value's bucket as text). As in the server, each frame is observed once, soon
+    after it was decoded (pandas caches what a first read of a frame works out), a few at a
+    time, with the heap of the imported modules frozen out of the garbage collector's reach
+    (the server freezes it once the model is loaded: else a full collection walks it, some
+    100 ms, whenever enough objects have been allocated, mostly by MLflow's decoding)."""
+    from mlflow.pyfunc import scoring_server
+    from mlflow.types.schema import ColSpec, Schema
+
+    numeric = len(names) - text
+    schema = Schema([ColSpec("double" if i < numeric else "string", n)
+                     for i, n in enumerate(names)])
+    payloads = [
+        json.dumps({"dataframe_split": {"columns": names, "data": [
+            [*r[:numeric].tolist(), *(_bucket(v) for v in r[numeric:])] for r in request]}})
+        for request in requests
+    ]
+    observe = DriftMonitor(profile, window=1_000).observe_columns
+    total = 0.0
+    gc.collect()
+    gc.freeze()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow's own use of pandas 3
+            for lo in range(0, len(payloads), chunk):
+                frames = [scoring_server.infer_and_parse_data(json.loads(p), schema)
+                          for p in payloads[lo : lo + chunk]]
+                start = time.perf_counter()
+                for frame in frames:
+                    observe(frame)
+                total += time.perf_counter() - start
+    finally:
+        gc.unfreeze()
+    return total / sum(len(r) for r in requests) * 1e6
+
+
+def _bucket(value: float) -> str:
+    """A categorical value of a numeric one: its order of magnitude as text."""
+    return f"e{int(np.floor(np.log10(value))) if value > 0 else 'x'}"
 
 
 def _call_percentiles_us(monitor: DriftMonitor, requests: list[np.ndarray]) -> list[float]:
@@ -116,7 +168,7 @@ def main() -> None:
     print(f"python loop + empty call baseline: {loop_us:.3f} µs/row (1-row requests)")
 
     print("\nrequest path, observe_matrix (binning amortized in), µs per row:")
-    worst = 0.0
+    costs: dict[str, float] = {}  # every request path measured, µs per row
     hundred_rows = _requests(args.rows, 100)
     for prediction in ("none", "classes", "values"):
         for window in (1_000, 100_000):
@@ -128,7 +180,8 @@ def main() -> None:
                 _per_row_us(monitor, requests[:warm], predicted[:warm])
                 monitor = DriftMonitor(profiles[prediction], window=window)
                 per_row = min(_per_row_us(monitor, requests, predicted) for _ in range(3))
-                worst = max(worst, per_row)
+                costs[f"observe_matrix, prediction={prediction}, window={window:,}, "
+                      f"{batch}-row requests"] = per_row
                 print(f"  prediction={prediction:<7}  window={window:>7,}  batch={batch:>3} "
                       f"rows: {per_row:7.3f} µs/row")
 
@@ -150,21 +203,28 @@ def main() -> None:
                                 predicted)
             for _ in range(3)
         )
+        costs[f"observe_columns of arrays, prediction={prediction}, 1-row requests"] = mixed_us
         print(
             f"observe_columns (mixed-data path, 20 numeric columns), prediction={prediction}, "
             f"1-row requests: {mixed_us:.2f} µs/row"
         )
     # What the general path passes: the DataFrame MLflow's scoring server decoded the request
-    # into, of which pandas builds every column the monitor reads as a Series.
-    frames = [pd.DataFrame(r, columns=names) for r in one_row[:2_000]]
-    frame_us = min(
-        _columns_per_row_us(DriftMonitor(profile, window=1_000), frames, [None] * len(frames))
-        for _ in range(3)
-    )
-    print(
-        "observe_columns of a DataFrame (the general path's input, 20 numeric columns), "
-        f"prediction=none, 1-row requests: {frame_us:.1f} µs/row"
-    )
+    # into, of the 20 numeric columns and of a mixed-data model's columns.
+    mixed = frame.copy()
+    for name in names[-CATEGORICAL:]:
+        mixed[name] = [_bucket(v) for v in frame[name]]
+    mixed_profile = load_profile(build_profile(mixed))
+    frame_paths = {"20 numeric columns": (profile, 0), "15 numeric + 5 text columns": (
+        mixed_profile, CATEGORICAL)}
+    for label, (frame_profile, text) in frame_paths.items():
+        for batch, requests in ((1, one_row[:1_500]), (100, hundred_rows[:100])):
+            frame_us = min(_frames_per_row_us(frame_profile, requests, names, text)
+                           for _ in range(3))
+            costs[f"observe_columns of a DataFrame ({label}), {batch}-row requests"] = frame_us
+            print(
+                f"observe_columns of a DataFrame as MLflow decodes it ({label}), "
+                f"prediction=none, {batch}-row requests: {frame_us:.2f} µs/row"
+            )
 
     print("\nscrape path, scores() with a full window:")
     for window in (1_000, 100_000):
@@ -187,10 +247,15 @@ def main() -> None:
             f"{total / 20 * 1e6:8.1f} µs with {pending:,} pending 1-row requests"
         )
 
-    verdict = "meets" if worst <= CONTRACT_US else "MISSES"
-    print(
-        f"\nworst request-path cost {worst:.3f} µs/row: {verdict} the {CONTRACT_US} µs/row target"
-    )
+    # The contract holds for every path, so each is checked, not only the fast one.
+    worst = max(costs, key=costs.__getitem__)
+    over = [path for path, us in costs.items() if us > CONTRACT_US]
+    verdict = (f"all {len(costs)} request paths meet" if not over
+               else f"{len(over)} of {len(costs)} request paths MISS")
+    print(f"\nworst request-path cost {costs[worst]:.3f} µs/row ({worst}): {verdict} the "
+          f"{CONTRACT_US} µs/row target")
+    for path in over:
+        print(f"  over the target: {path}: {costs[path]:.2f} µs/row")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import json
 import math
 import sys
 import threading
+import warnings
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -602,6 +604,216 @@ def test_mixed_traffic_counts_equal_a_row_by_row_recount(
     assert monitor.window_rows() == len(recent)
     assert {n: monitor.window_counts(n).tolist() for n in profile.features} == (
         _recount(profile, recent))
+
+
+# DataFrames as the server's general path passes them: decoded by MLflow's scoring server from a
+# JSON payload (each column cast on its own, so each is a block of its own; without a signature,
+# object columns holding None; with one, its casts), with nullable or category dtypes, in one
+# block of objects, or with their columns in another order among columns the profile does not
+# have. The expected counts read the frame value by value (`DataFrame.iat`), not as the monitor
+# reads it.
+_FRAME_FORMS = ("split", "records", "signature", "nullable", "category", "one-block", "numeric",
+                "numeric-nullable", "numeric-objects", "numeric-reordered", "reordered")
+_COLUMNS = ("x", "city", "n", "flag", "member")
+
+
+def _mlflow_schema() -> Any:
+    from mlflow.types.schema import ColSpec, Schema
+
+    # The numbers as doubles, which hold None (a long column cannot: MLflow refuses it).
+    return Schema([ColSpec(t, n, required=False) for n, t in zip(
+        _COLUMNS, ("double", "string", "double", "boolean", "double"), strict=True)])
+
+
+def _decoded_frame(form: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    from mlflow.pyfunc import scoring_server
+
+    doc: dict[str, Any] = {"dataframe_split": {
+        "columns": list(_COLUMNS), "data": [[r[n] for n in _COLUMNS] for r in rows]}}
+    if form == "records":
+        doc = {"dataframe_records": [{n: r[n] for n in _COLUMNS} for r in rows]}
+    schema = _mlflow_schema() if form == "signature" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's own use of pandas 3
+        frame: pd.DataFrame = scoring_server.infer_and_parse_data(doc, schema)
+    return frame
+
+
+def _request_frame(form: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    def column(name: str) -> list[Any]:
+        return [r[name] for r in rows]
+
+    if form in ("split", "records", "signature"):
+        return _decoded_frame(form, rows)
+    if form == "nullable":
+        return pd.DataFrame({
+            "x": pd.array(column("x"), dtype="Float64"), "city": column("city"),
+            "n": pd.array(column("n"), dtype="Int64"),
+            "flag": pd.array(column("flag"), dtype="boolean"),
+            "member": pd.array(column("member"), dtype="Int64")})
+    if form == "category":
+        return pd.DataFrame({
+            "x": pd.array([np.nan if v is None else v for v in column("x")], dtype=np.float64),
+            "city": pd.Categorical(column("city")), "n": column("n"),
+            "flag": pd.Categorical(column("flag")), "member": column("member")})
+    if form == "one-block":
+        return pd.DataFrame(np.array([[r[n] for n in _COLUMNS] for r in rows], dtype=object),
+                            columns=list(_COLUMNS), dtype=object)
+    if form == "numeric":  # the numeric inputs only, first and in order
+        return _decoded_frame("signature", rows)[["x", "n", "member"]]
+    if form == "numeric-nullable":
+        return pd.DataFrame({"x": pd.array(column("x"), dtype="Float64"),
+                             "n": pd.array(column("n"), dtype="Int64"),
+                             "member": pd.array(column("member"), dtype="boolean")})
+    if form == "numeric-objects":  # without a signature: the flags are objects (None among them)
+        return _decoded_frame("split", rows)[["x", "n", "member"]]
+    if form == "numeric-reordered":  # numbers only, in another order
+        return _decoded_frame("signature", rows)[["n", "member", "x"]].assign(extra=1.5)
+    # The profile's columns in another order, some absent, among others it does not have (one
+    # of them named as the prediction, which an input column is not).
+    frame = _decoded_frame("split", rows)
+    return pd.DataFrame({"id": [f"r{i}" for i in range(len(rows))], "member": frame["member"],
+                         "city": frame["city"], PREDICTION_FEATURE: frame["x"],
+                         "x": frame["x"], "extra": 1.5})
+
+
+def _frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The frame's rows value by value, as its features: None where a column is absent."""
+    labels = list(frame.columns)
+    return [{n: frame.iat[i, labels.index(n)] if n in labels else None for n in _COLUMNS}
+            for i in range(len(frame))]
+
+
+_frame_request = st.tuples(
+    st.sampled_from([*_FRAME_FORMS, "arrays", "matrix"]),
+    st.one_of(st.lists(_mixed_row, min_size=1, max_size=1),
+              st.lists(_mixed_row, min_size=2, max_size=4)),
+    st.booleans(),  # with the model's predictions
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(prediction=st.sampled_from(["none", "values", "classes"]), window=st.integers(1, 30),
+       flush_rows=st.integers(1, 40), requests=st.lists(_frame_request, max_size=20))
+def test_dataframes_as_mlflow_decodes_them_count_as_a_value_by_value_recount(
+    prediction: str, window: int, flush_rows: int,
+    requests: list[tuple[str, list[dict[str, Any]], bool]],
+) -> None:
+    profile = _MIXED_PROFILES[prediction]
+    monitor = DriftMonitor(profile, window=window, flush_rows=flush_rows)
+    history: list[dict[str, Any]] = []
+    for way, rows, predicted in requests:
+        predictions = None
+        if predicted and prediction != "none":
+            predictions = np.array([r[prediction] for r in rows],
+                                   dtype=np.float64 if prediction == "values" else np.int64)
+        if way in ("arrays", "matrix"):
+            _observe(monitor, way, rows, predictions)
+            counted = [{n: r[n] if n in _GIVEN[way] else None for n in _COLUMNS} for r in rows]
+        else:
+            frame = _request_frame(way, rows)
+            monitor.observe_columns(frame, predictions)
+            counted = _frame_rows(frame)
+        for row, r in zip(counted, rows, strict=True):
+            if prediction != "none":
+                row[PREDICTION_FEATURE] = r[prediction] if predictions is not None else None
+            history.append(row)
+
+    assert {n: c.tolist() for n, c in monitor.totals().items()} == _recount(profile, history)
+    recent = history[-window:]
+    assert monitor.window_rows() == len(recent)
+    assert {n: monitor.window_counts(n).tolist() for n in profile.features} == (
+        _recount(profile, recent))
+
+
+@pytest.mark.parametrize("form", ["one-block", "split", "numeric"])
+def test_changing_a_frame_after_observing_it_does_not_change_its_counts(form: str) -> None:
+    profile = _MIXED_PROFILES["none"]
+    rows = [{"x": 0.0, "city": "c01", "n": 3, "flag": True, "member": False}] * 3
+    frame = _request_frame(form, rows)
+    expected = DriftMonitor(profile, window=10)
+    expected.observe_columns(_request_frame(form, rows))
+    monitor = DriftMonitor(profile, window=10)
+    monitor.observe_columns(frame)  # pending: counted at the next flush
+    frame.iloc[0, 0] = 3.0  # in place, as a caller could
+    frame.loc[1, "x"] = -3.0
+    if "city" in frame:
+        frame.loc[1, "city"] = "c02"
+    assert {n: c.tolist() for n, c in monitor.totals().items()} == (
+        {n: c.tolist() for n, c in expected.totals().items()})
+
+
+def _odd_frames() -> dict[str, pd.DataFrame]:
+    """Frames whose values the one-call read does not take as they are: it leaves them to the
+    per-feature path, or must convert them as that path does."""
+    return {
+        "text of numbers": pd.DataFrame({"x": pd.array(["1.5", None], dtype="str"),
+                                         "n": np.array(["2", "3"], dtype=object)}),
+        "text": pd.DataFrame({"x": ["a", "b"], "city": ["c01", "c02"]}),
+        "objects": pd.DataFrame({"x": [1.5, object()], "city": ["c01", None]}),
+        "datetimes": pd.DataFrame({"x": pd.to_datetime(["2020-01-01", None]), "n": [1, 2]}),
+        "timedeltas": pd.DataFrame({"x": pd.to_timedelta([1, None]), "city": ["c01", "c02"]}),
+        "numeric categories": pd.DataFrame({"x": pd.Categorical([0.5, None]),
+                                            "city": pd.Categorical([1, 2])}),
+        "decimals": pd.DataFrame({"x": [Decimal("0.1"), None], "member": [True, False]}),
+        "complex numbers, not a feature": pd.DataFrame({"x": [0.5, 1.0], "other": [1j, 2.0]}),
+        "big integers": pd.DataFrame({"n": np.array([2**62 + 1, -(2**63)], dtype=np.int64),
+                                      "member": np.array([2**64 - 1, 0], dtype=np.uint64)}),
+        "booleans": pd.DataFrame({"x": [True, False], "n": pd.array([True, None], "boolean"),
+                                  "flag": [1, 0]}),
+        "repeated label": pd.DataFrame([[1.0, 2.0, "c01"]], columns=["x", "x", "city"]),
+        "two-level labels": pd.DataFrame([[1.0, "c01"]], columns=pd.MultiIndex.from_tuples(
+            [("x", "a"), ("city", "b")])),
+        "no feature": pd.DataFrame({"other": [1.0, 2.0]}),
+        "no column": pd.DataFrame(index=range(2)),
+        "no row": pd.DataFrame({"x": pd.Series([], dtype=np.float64), "city": []}),
+    }
+
+
+@pytest.mark.parametrize("name", list(_odd_frames()))
+def test_a_frame_counts_as_its_columns_one_by_one(name: str) -> None:
+    """The frame, and each feature's column of it by name (what `observe_columns` read a frame
+    as, one feature at a time: `DataFrame.get`), give the same counts, or the same error."""
+    frame = _odd_frames()[name]
+    profile = _MIXED_PROFILES["values"]
+    names = profile.numeric_inputs + profile.categorical_inputs
+    by_name = {n: frame.get(n) for n in names if frame.get(n) is not None}
+    outcomes: dict[str, list[str]] = {"frame": [], "by name": []}
+    for way, columns in (("frame", frame), ("by name", by_name)):
+        for predictions in (None, np.arange(len(frame), dtype=np.float64)):
+            monitor = DriftMonitor(profile, window=10)
+            try:
+                monitor.observe_columns(columns, predictions)
+            except ValueError as err:
+                outcomes[way].append(str(err))
+            else:
+                outcomes[way].append(repr((monitor.window_rows(), {
+                    n: c.tolist() for n, c in monitor.totals().items()})))
+    assert outcomes["frame"] == outcomes["by name"]
+
+
+def test_a_category_keeps_the_type_of_its_values_beside_columns_of_floats() -> None:
+    # Read with the float columns into one array of floats, the class 1 would be "1.0".
+    profile = load_profile(build_profile(pd.DataFrame(
+        {"a": [0.5, 1.5, 2.5, 3.5], "k": pd.Categorical([1, 2, 1, 2])})))
+    monitor = DriftMonitor(profile, window=10)
+    monitor.observe_columns(pd.DataFrame({"a": [0.5, 1.5, 2.5], "k": [1, 1, 3]}))
+    k = profile.features["k"]
+    assert isinstance(k, CategoricalFeature) and list(k.frequencies) == ["1", "2"]
+    assert monitor.window_counts("k").tolist() == [2, 0, 1]
+
+def test_a_frame_whose_numeric_feature_is_not_numbers_is_refused_alone() -> None:
+    profile = _MIXED_PROFILES["none"]
+    monitor = DriftMonitor(profile, window=100, flush_rows=4)
+    good = _request_frame("split", [{"x": 0.0, "city": "c01", "n": 3, "flag": True,
+                                     "member": False}] * 3)
+    monitor.observe_columns(good)
+    bad = good.assign(n=["three", "3", None])
+    with pytest.raises(ValueError, match="drift: feature `n` must be numeric"):
+        monitor.observe_columns(bad)
+    monitor.observe_columns(good)
+    assert monitor.window_rows() == 6  # the good requests, and nothing of the bad one
+    assert monitor.totals()["n"].sum() == 6
 
 
 # --------------------------------------------------------------------------- threads

@@ -12,8 +12,8 @@ The model's output is profiled and monitored as one more feature, `PREDICTION_FE
 Modules: `spec` (the format, its typed form and strict loading), `profile` (building a profile,
 pure), `prediction` (which outputs are monitored, and as which kind), `monitor` (the
 monitor's state: pending rows, window, locks, shared memory), and the monitor's pure binning
-and scoring in `_binning`. This package re-exports what the retrain job and the model server
-use.
+and scoring in `_binning`, and its reading of DataFrames in `_frames`. This package re-exports
+what the retrain job and the model server use.
 """
 
 from pulumi_mlops.runtime.drift.monitor import DriftMonitor

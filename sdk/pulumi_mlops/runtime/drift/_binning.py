@@ -294,7 +294,8 @@ def _concatenate(parts: list[Any], batches: Sequence[MatrixBatch | ColumnsBatch]
         return filled[0] if len(filled) == 1 else np.concatenate(filled)
     if all(type(p) is np.ndarray for p in parts):
         kinds = {p.dtype.kind for p in parts}
-        if len(kinds) == 1 and kinds <= set(_NEVER_MISSING):
+        # One dtype that holds no missing value, or objects (what a DataFrame's are read as).
+        if len(kinds) == 1 and kinds <= set(_NEVER_MISSING + "O"):
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
     return np.concatenate([np.full(n, None, dtype=object) if p is None else _as_objects(p)
                            for p, n in zip(parts, rows, strict=True)])
