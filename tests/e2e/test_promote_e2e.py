@@ -8,16 +8,18 @@ approval; wrong names, a stack name without the Pulumi CLI and wrong credentials
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pytest
-from mlflow.artifacts import download_artifacts, load_dict
+from mlflow.artifacts import download_artifacts
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
@@ -77,6 +79,15 @@ def sides(registries: tuple[Registry, Registry],
     return staging, prod
 
 
+def _profile(registry: Registry, run_id: str, dst: Path) -> dict[str, Any]:
+    """A run's drift profile, read from ``registry`` named explicitly (never MLflow's global
+    tracking URI, which an earlier test in the same worker may have left elsewhere)."""
+    path = download_artifacts(run_id=run_id, artifact_path=PROFILE_ARTIFACT_PATH,
+                              dst_path=str(dst), tracking_uri=registry.url)
+    loaded: dict[str, Any] = json.loads(Path(path).read_text())
+    return loaded
+
+
 def _client(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> MlflowClient:
     """An admin client of ``registry`` (sets this process's MLflow credentials to its own)."""
     for key, value in registry.env().items():
@@ -125,7 +136,7 @@ def test_promote_copies_model_signature_drift_profile_and_lineage(
     src_dir = Path(download_artifacts(
         artifact_uri=src.get_model_version_download_uri(MODEL, source.version),
         dst_path=str(tmp_path / "src"), tracking_uri=staging.url))
-    src_profile = load_dict(f"runs:/{source.run_id}/{PROFILE_ARTIFACT_PATH}")
+    src_profile = _profile(staging, source.run_id, tmp_path / "src-drift")
     # MLflow's own loader refuses scikit-learn models unless told to trust them; these are
     # the test's own.
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
@@ -149,8 +160,15 @@ def test_promote_copies_model_signature_drift_profile_and_lineage(
                                   src_model.predict(x))
     # The drift profile on the copy's run, where the serving runtime reads it.
     assert copied.run_id and copied.run_id != source.run_id
-    assert load_dict(f"runs:/{copied.run_id}/{PROFILE_ARTIFACT_PATH}") == src_profile
-    served = load_served_model(f"models:/{MODEL}@champion", attempts=1)
+    assert _profile(prod, copied.run_id, tmp_path / "dst-drift") == src_profile
+    # The serving runtime reads the registry from the environment (`_client(prod)` set it),
+    # and MLflow's fallbacks from its global tracking URI, which another test may have set.
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(prod.url)
+    try:
+        served = load_served_model(f"models:/{MODEL}@champion", attempts=1)
+    finally:
+        mlflow.set_tracking_uri(previous)
     assert served.drift is not None
     assert served.info.version == "1" and served.info.run_id == copied.run_id
     # Lineage, origin and approval.
