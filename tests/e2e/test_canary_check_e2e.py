@@ -18,12 +18,9 @@ recording rule records.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +48,8 @@ from tests.e2e.canary_models import (
     serving_version,
 )
 from tests.e2e.ports import free_port
+from tests.e2e.prometheus_api import query as _query
+from tests.e2e.prometheus_api import wait as _wait
 from tests.e2e.registry import Registry, registry_client
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -80,24 +79,6 @@ def canary_check(prometheus: str, service: str, *extra: str) -> subprocess.Compl
         [sys.executable, "-m", "pulumi_mlops.runtime.canary_check", "--prometheus", prometheus,
          "--service", service, *CHECK, *extra],
         capture_output=True, text=True, timeout=60, check=False)
-
-
-def _query(url: str, promql: str) -> list[dict[str, Any]]:
-    query = urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def _wait(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(what)
 
 
 def _score(url: str, rows: Any) -> requests.Response:

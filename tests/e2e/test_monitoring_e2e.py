@@ -40,6 +40,8 @@ from pulumi_mlops.plans.monitoring import (
 from pulumi_mlops.runtime.drift import DriftMonitor, load_profile
 from pulumi_mlops.runtime.drift.spec import PROFILE_ARTIFACT_PATH
 from tests.e2e.ports import free_port
+from tests.e2e.prometheus_api import query as _query
+from tests.e2e.prometheus_api import wait as _wait
 from tests.e2e.registry import Registry, registry_client
 from tests.e2e.test_service_e2e import (
     ALIAS,
@@ -74,14 +76,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield registry
 
 
-def _query(url: str, promql: str, at: float | None = None) -> list[dict[str, Any]]:
-    query = urllib.parse.urlencode({"query": promql} | ({} if at is None else {"time": at}))
-    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
 def _predict_and_label(url: str, rows: Any, labels: Any) -> tuple[list[int], int]:
     """Score ``rows``, then post their true ``labels`` to /feedback with the answer's request
     id; (the predictions, how many are right)."""
@@ -101,16 +95,6 @@ def _rules(url: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"{url}/api/v1/rules", timeout=10) as response:
         body = json.load(response)
     return [rule for group in body["data"]["groups"] for rule in group["rules"]]
-
-
-def _wait(what: str, check: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(what)
 
 
 def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
