@@ -25,6 +25,8 @@ def training_frame(rows: int = 300) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]
 
 
 def general_only(served: ServedModel, info: ModelInfo | None = None) -> ServedModel:
-    """The same model without its fast path: every request takes MLflow's scoring functions."""
+    """The same model without its fast path: every request takes MLflow's scoring functions
+    (its drift monitor too)."""
     return ServedModel(info or served.info, served.signature, pyfunc_model=served.model,
-                       coerce="strict" if served.strict else "lossy", mlmodel=served.mlmodel)
+                       drift=served.drift, coerce="strict" if served.strict else "lossy",
+                       mlmodel=served.mlmodel)

@@ -30,6 +30,8 @@ from pulumi_mlops.runtime.drift.spec import (
     ProfileError,
     load_profile,
 )
+from tests.unit.drift_data import missing as _missing
+from tests.unit.drift_data import recount as _recount
 
 
 def _training_frame(rows: int = 5000, seed: int = 0) -> pd.DataFrame:
@@ -374,7 +376,13 @@ def test_observe_rejects_wrong_shapes_and_types() -> None:
         DriftMonitor(_numeric_profile(), window=0)
     with pytest.raises(KeyError):
         monitor.window_counts("nope")
-    assert monitor.window_rows() == 0
+    mixed = DriftMonitor(load_profile(build_profile(_training_frame())), window=10)
+    row = np.array([[30.0, 1e4]])
+    for categorical in ((np.array(["red"]),), (np.array(["red", "blue"]), None),
+                        (None, np.array([[True]]))):
+        with pytest.raises(ValueError, match=r"`categorical` of 1 rows for each of \['colour'"):
+            mixed.observe_matrix(row, categorical=categorical)
+    assert monitor.window_rows() == 0 and mixed.window_rows() == 0
 
 
 def test_monitor_lists_features_in_profile_order() -> None:
@@ -503,7 +511,8 @@ _mixed_row = st.fixed_dictionaries({
     "classes": st.sampled_from([0, 1, 2, 5]),
 })
 _mixed_request = st.tuples(
-    st.sampled_from(["arrays", "lists", "frame", "partial", "partial-frame", "matrix", "alone"]),
+    st.sampled_from(["arrays", "lists", "frame", "partial", "partial-frame", "matrix",
+                     "matrix-categorical", "alone"]),
     st.one_of(st.lists(_mixed_row, min_size=1, max_size=1),
               st.lists(_mixed_row, min_size=2, max_size=5)),
     st.booleans(),  # with the model's predictions
@@ -511,11 +520,8 @@ _mixed_request = st.tuples(
 # The features each form of request gives; the others are missing for its rows.
 _GIVEN = {"arrays": ("x", "city", "n", "flag", "member"), "lists": ("x", "city", "n", "flag",
           "member"), "frame": ("x", "city", "n", "flag", "member"), "partial": ("x", "city"),
-          "partial-frame": ("n", "flag"), "matrix": ("x", "n", "member"), "alone": ()}
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+          "partial-frame": ("n", "flag"), "matrix": ("x", "n", "member"),
+          "matrix-categorical": ("x", "n", "member", "city"), "alone": ()}
 
 
 def _array(values: list[Any], dtype: Any) -> np.ndarray[Any, Any]:
@@ -536,10 +542,14 @@ def _observe(monitor: DriftMonitor, way: str, rows: list[dict[str, Any]],
     arrays = {"x": _array(column("x"), np.float64), "city": _array(column("city"), str),
               "n": _array(column("n"), np.int64), "flag": _array(column("flag"), bool),
               "member": _array(column("member"), bool)}
-    if way == "matrix":
+    if way in ("matrix", "matrix-categorical"):
+        categorical = None
+        if way == "matrix-categorical":  # as the server reads decoded JSON: flag absent
+            categorical = tuple(np.array(column(n), dtype=object) if n in _GIVEN[way] else None
+                                for n in monitor.categorical_inputs)
         monitor.observe_matrix(np.array([[np.nan if r[n] is None else r[n]
                                           for n in monitor.numeric_inputs] for r in rows],
-                                        dtype=np.float64), predictions)
+                                        dtype=np.float64), predictions, categorical=categorical)
     elif way in ("arrays", "partial"):
         monitor.observe_columns({n: arrays[n] for n in _GIVEN[way]}, predictions)
     elif way == "lists":
@@ -553,24 +563,6 @@ def _observe(monitor: DriftMonitor, way: str, rows: list[dict[str, Any]],
         monitor.observe_columns(frame[list(_GIVEN[way])], predictions)
     else:
         monitor.observe_columns({}, predictions)
-
-
-def _recount(profile: Profile, rows: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Every feature's counts per bucket, row by row and value by value, as the profile's
-    format defines them (`window_counts` and `totals` layout)."""
-    counts: dict[str, list[int]] = {}
-    for name, reference in profile.features.items():
-        present = [r[name] for r in rows if not _missing(r[name])]
-        if isinstance(reference, NumericFeature):
-            buckets = [int(np.searchsorted(reference.edges, float(v), side="left"))
-                       for v in present]
-            counts[name] = [buckets.count(i) for i in range(len(reference.proportions))]
-        else:
-            assert isinstance(reference, CategoricalFeature)
-            known = list(reference.frequencies)
-            keys = [str(v) for v in present]
-            counts[name] = [keys.count(k) for k in known] + [sum(k not in known for k in keys)]
-    return counts
 
 
 @settings(max_examples=200, deadline=None)

@@ -295,7 +295,6 @@ def test_every_scoring_path_feeds_the_predictions_it_answers(
     fast = ServedModel(served.info, served.signature, fast_predict=served.fast_predict,
                        pyfunc_model=served.model, drift=monitor)
     general = general_only(fast)
-    general.drift = monitor
     assert fast.fast_spec is not None and general.fast_spec is None
     frame, _ = training_frame(rows=60)
     answered: list[Any] = []

@@ -9,7 +9,9 @@ some 30 µs, about 1.5 µs a column, and 20 to 30 µs more for each column of py
 text, which becomes objects value by value; a Series per column costs some 8 to 10 µs each.
 No public way of reading or snapshotting the frame costs less (a shallow copy walks the
 blocks too), so this is the floor of the DataFrame path, above the 10 µs per row the request
-path aims at for 1-row requests of 20 columns.
+path aims at for 1-row requests of 20 columns: the server reads a JSON request's features from
+its decoded document instead (`pulumi_mlops.runtime.serve.drift_input`), and comes here only
+where that cannot stand for the frame.
 
 The layout of a frame's columns (`FrameLayout`), worked out once per set of column labels,
 says which columns are which features, and whether one call is cheaper than a Series per

@@ -56,12 +56,13 @@ class DriftMonitor:
     the oldest rows decrements the counts exactly. All methods are thread-safe.
 
     Cost (20 numeric features, 10 bins, see ``benchmarks/drift_overhead.py``): about 1 µs per
-    row for 1-row `observe_matrix` requests (up to 2 µs with their predictions), binning
-    amortized in (a request that triggers a flush waits under a millisecond); about 5 µs per
-    row for 1-row `observe_columns` requests of 20 arrays by name. A 1-row DataFrame as MLflow's
-    scoring server decodes a request costs 35 to 65 µs (20 numeric columns; 80 to 125 µs with 5
-    of them text), most of it pandas' own first read of a frame, one block per column (see
-    `~pulumi_mlops.runtime.drift._frames`), and under 1 µs per row in 100-row frames (2 µs
+    row for 1-row `observe_matrix` requests (up to 2 µs with their predictions, 2.5 µs with 5
+    categorical features), binning amortized in (a request that triggers a flush waits under a
+    millisecond); about 5 µs per row for 1-row `observe_columns` requests of 20 arrays by name.
+    A 1-row DataFrame as MLflow's scoring server decodes a request costs 35 to 65 µs (20
+    numeric columns; 80 to 125 µs with 5 of them text), most of it pandas' own first read of a
+    frame, one block per column (see `~pulumi_mlops.runtime.drift._frames`; the server reads
+    the request's JSON instead where it can), and under 1 µs per row in 100-row frames (2 µs
     with text). `scores` takes tens of µs, under a millisecond with a full pending buffer.
 
     Args:
@@ -194,13 +195,13 @@ class DriftMonitor:
 
     # ----------------------------------------------------------------- request path
 
-    def observe_matrix(self, x: npt.NDArray[Any], predictions: Any = None) -> None:
-        """Record a batch of rows of the numeric input features (the fast path), with the
-        model's predictions of them.
+    def observe_matrix(self, x: npt.NDArray[Any], predictions: Any = None, *,
+                       categorical: tuple[npt.NDArray[Any] | None, ...] | None = None) -> None:
+        """Record a batch of rows of the numeric input features (the fast path, and the
+        decoded JSON of the general path), with the model's predictions of them.
 
-        Only references to ``x`` and ``predictions`` are kept until the next flush, so the
-        caller must not modify them afterwards. Rows recorded this way count as missing for
-        categorical input features.
+        Only references to ``x``, ``predictions`` and ``categorical`` are kept until the next
+        flush, so the caller must not modify them afterwards.
 
         Args:
             x: Array of shape ``(rows, len(numeric_inputs))``, columns in `numeric_inputs`
@@ -208,9 +209,13 @@ class DriftMonitor:
             predictions: The model's output for these rows; counted when the profile has a
                 prediction and it is one value or class per row. Default: none (the
                 prediction counts as missing).
+            categorical: The rows' categorical input features, in `categorical_inputs` order:
+                a 1-D array of ``rows`` values each (compared as ``str(value)``; None, NaN and
+                pandas NA are missing), or None for an absent feature. Default: all absent
+                (missing).
 
         Raises:
-            ValueError: ``x`` has the wrong shape.
+            ValueError: ``x`` has the wrong shape, or ``categorical`` the wrong length.
             TypeError: ``x`` is not a numeric array.
         """
         if x.ndim != 2 or x.shape[1] != self._n_numeric:
@@ -220,14 +225,21 @@ class DriftMonitor:
             )
         if x.dtype.kind not in "biuf":
             raise TypeError(f"drift: observe_matrix expects a numeric array; got dtype {x.dtype}.")
-        rows = x.shape[0]
-        if rows == 0:
-            return
-        if predictions is not None and self._numeric_prediction is not None:
-            predictions = self._predictions(predictions, rows)
-        else:
-            predictions = None
-        self._enqueue((x, predictions), rows)
+        if categorical is not None:
+            shape, given = (x.shape[0],), False
+            for column in categorical:
+                if column is not None:
+                    given = True
+                    if column.shape != shape:
+                        break
+            else:
+                if len(categorical) == len(self._categorical_inputs):
+                    self._enqueue_rows(x, categorical if given else None, predictions)
+                    return
+            raise ValueError(
+                f"drift: observe_matrix expects `categorical` of {x.shape[0]} rows for each of "
+                f"{list(self._categorical_inputs)} (None where absent).")
+        self._enqueue_rows(x, None, predictions)
 
     def observe_columns(self, columns: Mapping[str, Any] | pd.DataFrame,
                         predictions: Any = None) -> None:
@@ -387,8 +399,8 @@ class DriftMonitor:
 
     def _enqueue_rows(self, x: npt.NDArray[Any], categorical: tuple[Any, ...] | None,
                       predictions: Any) -> None:
-        """Enqueue the rows of a frame: ``x`` its numeric inputs (NaN where absent),
-        ``categorical`` its categorical inputs (None when none is present)."""
+        """Enqueue rows: ``x`` their numeric inputs (NaN where absent), ``categorical`` their
+        categorical inputs (None for all when none is present)."""
         rows = x.shape[0]
         if rows == 0:
             return

@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from pulumi_mlops.runtime.drift import DriftMonitor
+from pulumi_mlops.runtime.serve.drift_input import DriftReader, drift_reader
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 from pulumi_mlops.runtime.serve.payload import (
     ColumnSpec,
@@ -178,11 +179,13 @@ class _Observed:
     refused, so this only feeds the drift window (the input rows and their predictions, once
     predicted) and keeps the raw predictions."""
 
-    def __init__(self, model: Any, drift: DriftMonitor | None, max_rows: int | None) -> None:
+    def __init__(self, model: Any, drift: DriftMonitor | None, max_rows: int | None,
+                 drift_json: tuple[Any, DriftReader] | None = None) -> None:
         self.metadata = model.metadata
         self._model = model
         self._drift = drift
         self._max_rows = max_rows
+        self._drift_json = drift_json
         self.predictions: Any = None
         self.rows = 0
 
@@ -195,13 +198,36 @@ class _Observed:
         self.rows = _rows(data)
         drift = self._drift
         if drift is not None:
-            # Rows the model scored: their inputs by column, or, for input that is not a frame
-            # (a tensor), their predictions alone.
-            if isinstance(data, pd.DataFrame):
+            # Rows the model scored: their inputs read from the request's JSON when it holds
+            # them as the frame does (cheaper than reading the frame), else by column, or, for
+            # input that is not a frame (a tensor), their predictions alone.
+            read = None if self._drift_json is None else self._drift_json[1].rows(
+                self._drift_json[0])
+            if read is not None and read[0].shape[0] == self.rows:
+                drift.observe_matrix(read[0], self.predictions, categorical=read[1])
+            elif isinstance(data, pd.DataFrame):
                 drift.observe_columns(data, self.predictions)
+            elif (columns := _named_columns(data, self.rows)) is not None:
+                drift.observe_columns(columns, self.predictions)
             elif drift.monitors_predictions:
                 drift.observe_columns({}, self.predictions)
         return self.predictions
+
+
+def _named_columns(data: Any, rows: int) -> dict[str, Any] | None:
+    """Input MLflow's parser made a dict of arrays of (``instances``/``inputs`` payloads), as
+    1-D columns of ``rows`` values, when that is what each array is (else a tensor's)."""
+    if not isinstance(data, dict):
+        return None
+    columns = {}
+    for name, values in data.items():
+        array = np.asarray(values)
+        if array.ndim == 0:
+            array = array.reshape(1)
+        if array.shape != (rows,):
+            return None
+        columns[name] = array
+    return columns
 
 
 class ServedModel:
@@ -252,6 +278,10 @@ class ServedModel:
         self._take_lock = threading.Lock()
         if self._loader is None:
             self._loaded.set()
+        # How the general path's JSON requests feed the drift monitor without reading the
+        # frame MLflow builds of them.
+        self._drift_reader = (None if drift is None
+                              else drift_reader(self.columns, drift, self.strict))
         # Columns of the signature that feed the drift monitor's numeric matrix.
         self._drift_index: list[int] | slice | None = None
         if drift is not None and self.columns is not None and not drift.categorical_inputs:
@@ -360,7 +390,11 @@ class ServedModel:
             if why is not None:
                 raise PayloadError(400, why)
         # Anything but an object: MLflow's parser explains what is wrong with it.
-        return self._general(doc if isinstance(doc, dict) else body, content_type, max_rows)
+        if not isinstance(doc, dict):
+            return self._general(body, content_type, max_rows)
+        reader = self._drift_reader
+        return self._general(doc, content_type, max_rows,
+                             None if reader is None else (doc, reader))
 
     def _fast_answer(self, matrix: np.ndarray[Any, Any]) -> Answer:
         predictions = self._fast(matrix)
@@ -414,13 +448,16 @@ class ServedModel:
                 drift.observe_columns({}, predictions)
         return predictions
 
-    def _general(self, data: Any, content_type: str, max_rows: int | None) -> Answer:
+    def _general(self, data: Any, content_type: str, max_rows: int | None,
+                 drift_json: tuple[Any, DriftReader] | None = None) -> Answer:
+        """MLflow's answer; ``drift_json``, the decoded JSON ``data`` with how its rows feed
+        the drift monitor."""
         # The model first: see `predict_data`.
         model = self.model
         from mlflow.exceptions import MlflowException
         from mlflow.pyfunc import scoring_server
 
-        observed = _Observed(model, self.drift, max_rows)
+        observed = _Observed(model, self.drift, max_rows, drift_json)
         try:
             result = scoring_server.invocations(data, content_type, observed,
                                                 model.metadata.get_input_schema())

@@ -1,0 +1,219 @@
+"""The drift monitor's input features read from a JSON request's decoded document, for the
+requests the general path answers (MLflow's scoring server builds a DataFrame of them).
+
+Why not read that DataFrame: MLflow casts its columns one by one, so each is a block of its
+own, and pandas' first read of a fresh frame walks the blocks in Python: some 35 µs for a
+1-row frame of 20 numeric columns and 80 µs with 5 text ones (see
+`~pulumi_mlops.runtime.drift._frames`), over the 10 µs per row the request path aims at. The
+document the frame is built from is at hand, and a feature's values are in it as plain
+Python lists: picking them out costs a few µs.
+
+This reads them only where the values are, beyond doubt, the ones the frame holds after
+MLflow's schema enforcement (`drift_reader` decides once per model, `DriftReader.rows` per
+request), and answers None anywhere else, where the caller reads the frame as before:
+
+- ``strict`` coercion only (`find_lossy` has refused every value MLflow would change), and a
+  column signature naming every input feature of the profile;
+- numeric features of a numeric type (``float`` values pass through float32, as the frame's
+  column holds them); categorical features of type ``string`` holding strings or nulls, or
+  ``boolean`` holding booleans (compared as ``str(value)``, as the frame's are);
+- the named payload shapes: ``dataframe_split`` with ``columns``, ``dataframe_records``, and
+  ``instances``/``inputs`` as records or as columns (lists of equal length) without nulls
+  (MLflow's arrays of those turn a null into a value of the column's type).
+
+A differential test runs the same payloads through MLflow's own scoring function and the
+frame path, and checks that both count the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+from pulumi_mlops.runtime.drift import DriftMonitor
+from pulumi_mlops.runtime.serve.payload import ColumnSpec
+
+__all__ = ["DriftReader", "drift_reader"]
+
+_NUMERIC_TYPES: Final = frozenset({"double", "float", "long", "integer"})
+_CATEGORY_TYPES: Final = {"string": str, "boolean": bool}
+_FORMATS: Final = frozenset({"dataframe_split", "dataframe_records", "instances", "inputs"})
+_JSON_NUMBERS: Final = frozenset({int, float, type(None)})
+_TEXT: Final = frozenset({str, type(None)})
+
+Rows = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[Any] | None, ...]]
+"""A request's rows as `DriftMonitor.observe_matrix` takes them: the numeric features'
+matrix, and the categorical features' arrays (None for one not sent)."""
+
+
+def drift_reader(columns: list[ColumnSpec] | None, drift: DriftMonitor,
+                 strict: bool) -> DriftReader | None:
+    """How a model's JSON requests feed ``drift``, or None when they cannot (see the module's
+    docstring): then the frame MLflow builds is read instead."""
+    if not strict or columns is None:
+        return None
+    types = {c.name: c.type for c in columns}
+    numeric, categorical = drift.numeric_inputs, drift.categorical_inputs
+    if not (numeric or categorical):
+        return None
+    if any(types.get(name) not in _NUMERIC_TYPES for name in numeric):
+        return None
+    if any(types.get(name) not in _CATEGORY_TYPES for name in categorical):
+        return None
+    return DriftReader(
+        numeric=numeric,
+        float32=tuple(i for i, name in enumerate(numeric) if types[name] == "float"),
+        categorical=categorical,
+        category_types=tuple(_CATEGORY_TYPES[types[name]] for name in categorical),
+    )
+
+
+@dataclass(frozen=True)
+class _Header:
+    """Where the features are among a ``dataframe_split`` payload's columns."""
+
+    columns: list[str]
+    numeric: Callable[[list[Any]], Sequence[Any]]  # a row's numeric features, in order
+    categorical: tuple[int | None, ...]
+
+
+class DriftReader:
+    """Reads the drift monitor's features from decoded ``/invocations`` documents.
+
+    Args:
+        numeric: The numeric input features, in the monitor's order.
+        float32: The positions among them of ``float`` (float32) columns.
+        categorical: The categorical input features, in the monitor's order.
+        category_types: The Python type each one's values must have (text may also be null).
+    """
+
+    def __init__(self, numeric: tuple[str, ...], float32: tuple[int, ...],
+                 categorical: tuple[str, ...], category_types: tuple[type, ...]) -> None:
+        self.numeric = numeric
+        self.float32 = float32
+        self.categorical = categorical
+        self.category_types = category_types
+        self._text_only = all(kind is str for kind in category_types)
+        # The last dataframe_split header's layout: clients send the same columns each time.
+        # One reference, replaced whole: safe across threads.
+        self._header: _Header | None = None
+
+    def rows(self, doc: Any) -> Rows | None:
+        """``doc``'s rows, or None when it is not in a shape, or does not hold values, that
+        this reads as MLflow's frame would hold them."""
+        found = self._values(doc)
+        if found is None:
+            return None
+        count, numeric, categorical = found
+        # Numbers and nulls only: numpy would convert numeric strings and booleans too.
+        if not {type(v) for row in numeric for v in row} <= _JSON_NUMBERS:
+            return None
+        x = np.array(numeric, dtype=np.float64).reshape(count, len(self.numeric))
+        if self.float32:
+            x[:, self.float32] = x[:, self.float32].astype(np.float32)
+        if not categorical:
+            return x, ()
+        present = [c for c in categorical if c is not None]
+        if not present:
+            return x, (None,) * len(categorical)
+        if self._text_only:  # one check for them all
+            if not {type(v) for column in present for v in column} <= _TEXT:
+                return None
+        elif not all(type(v) is kind or (v is None and kind is str)
+                     for kind, column in zip(self.category_types, categorical, strict=True)
+                     if column is not None for v in column):
+            return None
+        # One array of objects for all of them (a row each), cheaper than one per feature.
+        block = np.empty((len(present), count), dtype=object)
+        block[:] = present
+        rows = iter(block)
+        return x, tuple(None if c is None else next(rows) for c in categorical)
+
+    def _values(self, doc: Any
+                ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+        """The number of rows, the numeric features by row (null where not sent), and the
+        categorical ones by feature (None where not sent), of a document in a named shape."""
+        if type(doc) is not dict:
+            return None
+        formats = [key for key in doc if key in _FORMATS]
+        if len(formats) != 1:
+            return None
+        fmt = formats[0]
+        value = doc[fmt]
+        if fmt == "dataframe_split":
+            return self._split(value)
+        if fmt == "dataframe_records":
+            return self._records(value) if type(value) is list else None
+        found = (self._records(value) if type(value) is list
+                 else self._columns(value) if type(value) is dict else None)
+        # MLflow makes an array of each column of these: a null becomes "None" in text, False
+        # in booleans, NaN in numbers. The frame path counts what it made.
+        if found is None or any(None in row for row in found[1]) or any(
+                None in column for column in found[2] if column is not None):
+            return None
+        return found
+
+    def _split(self, split: Any
+               ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+        if type(split) is not dict:
+            return None
+        header, data = split.get("columns"), split.get("data")
+        if type(header) is not list or type(data) is not list:
+            return None
+        layout = self._header
+        if layout is None or layout.columns != header:
+            if not all(type(h) is str for h in header) or len(set(header)) != len(header):
+                return None
+            layout = self._header = self._layout(header)
+        width = len(header)
+        if any(type(row) is not list or len(row) != width for row in data):
+            return None
+        numeric = list(map(layout.numeric, data))
+        return len(data), numeric, [
+            None if p is None else [row[p] for row in data] for p in layout.categorical]
+
+    def _layout(self, header: list[str]) -> _Header:
+        position = {name: i for i, name in enumerate(header)}
+        numeric = [position.get(name) for name in self.numeric]
+        sent = [p for p in numeric if p is not None]
+        get: Callable[[list[Any]], Sequence[Any]]
+        if not numeric:
+            def get(row: list[Any]) -> Sequence[Any]:
+                return ()
+        elif len(sent) < len(numeric):  # a null for each feature not sent
+            def get(row: list[Any]) -> Sequence[Any]:
+                return [None if p is None else row[p] for p in numeric]
+        elif sent == list(range(len(header))):  # every column, in order: the row itself
+            def get(row: list[Any]) -> Sequence[Any]:
+                return row
+        elif len(sent) == 1:  # (itemgetter of one index gives the value, not a tuple)
+            def get(row: list[Any]) -> Sequence[Any]:
+                return (row[sent[0]],)
+        else:
+            get = itemgetter(*sent)
+        return _Header(list(header), get, tuple(position.get(n) for n in self.categorical))
+
+    def _records(self, records: list[Any]
+                 ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+        if not records or any(type(r) is not dict for r in records):
+            return None
+        return len(records), [[r.get(name) for name in self.numeric] for r in records], [
+            [r.get(name) for r in records] if any(name in r for r in records) else None
+            for name in self.categorical]
+
+    def _columns(self, columns: dict[str, Any]
+                 ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+        if not all(type(v) is list for v in columns.values()):
+            return None
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            return None
+        count = lengths.pop()
+        by_feature = [columns.get(name) or [None] * count for name in self.numeric]
+        return count, list(zip(*by_feature, strict=True)) if by_feature else [()] * count, [
+            columns.get(name) for name in self.categorical]
