@@ -125,7 +125,8 @@ def _json_per_row_us(profile: Profile, requests: list[np.ndarray], names: list[s
                      text: int) -> float:
     """Per row, what the server's general path does for the same ``dataframe_split``
     requests (strict coercion, a column signature): read the features from the decoded JSON
-    (`DriftReader.rows`) and `DriftMonitor.observe_matrix` them."""
+    (`DriftReader.rows`) and `DriftMonitor.observe_matrix` them, with the model's predicted
+    classes (the profile has them)."""
     numeric = len(names) - text
     columns = [ColumnSpec(n, "double" if i < numeric else "string")
                for i, n in enumerate(names)]
@@ -137,12 +138,13 @@ def _json_per_row_us(profile: Profile, requests: list[np.ndarray], names: list[s
             [*r[:numeric].tolist(), *(_bucket(v) for v in r[numeric:])] for r in request]}}))
         for request in requests
     ]
+    predicted = _predictions(requests, "classes")
     observe = monitor.observe_matrix
     start = time.perf_counter()
-    for doc in docs:
+    for doc, classes in zip(docs, predicted, strict=True):
         read = reader.rows(doc)
         assert read is not None
-        observe(read[0], None, categorical=read[1])
+        observe(read[0], classes, categorical=read[1])
     return (time.perf_counter() - start) / sum(len(r) for r in requests) * 1e6
 
 
@@ -247,14 +249,17 @@ def main() -> None:
     mixed_profile = load_profile(build_profile(mixed))
     frame_paths = {"20 numeric columns": (profile, 0), "15 numeric + 5 text columns": (
         mixed_profile, CATEGORICAL)}
+    classes = _predictions([trained], "classes")[0]
+    json_profiles = {"20 numeric columns": profiles["classes"], "15 numeric + 5 text columns":
+                     load_profile(build_profile(mixed, predictions=classes))}
     fallback: dict[str, float] = {}
     for label, (frame_profile, text) in frame_paths.items():
         for batch, requests in ((1, one_row[:20_000]), (100, hundred_rows[:200])):
-            json_us = min(_json_per_row_us(frame_profile, requests, names, text)
+            json_us = min(_json_per_row_us(json_profiles[label], requests, names, text)
                           for _ in range(3))
             costs[f"general path, JSON dataframe_split ({label}), {batch}-row requests"] = (
                 json_us)
-            print(f"general path, features read from the JSON ({label}), prediction=none, "
+            print(f"general path, features read from the JSON ({label}), prediction=classes, "
                   f"{batch}-row requests: {json_us:.2f} µs/row")
         for batch, requests in ((1, one_row[:1_500]), (100, hundred_rows[:100])):
             frame_us = min(_frames_per_row_us(frame_profile, requests, names, text)

@@ -269,3 +269,14 @@ def test_a_profile_of_any_few_features_reads_them_in_its_own_order(features: tup
         assert x.tolist() == [[row[n] for n in monitor.numeric_inputs]] * 2
         assert [None if c is None else c.tolist() for c in categorical] == [
             [row[n]] * 2 for n in monitor.categorical_inputs]
+
+
+def test_a_request_of_no_rows_reads_as_no_rows(profile: Profile) -> None:
+    columns = [ColumnSpec(n, t) for n, t in _TYPES.items()]
+    reader = drift_reader(columns, DriftMonitor(profile), strict=True)
+    assert reader is not None
+    for doc in ({"dataframe_split": {"columns": list(_TYPES), "data": []}},
+                {"inputs": {"x": [], "city": []}}):
+        read = reader.rows(doc)
+        assert read is not None
+        assert read[0].shape == (0, 4) and read[1] == (None, None)

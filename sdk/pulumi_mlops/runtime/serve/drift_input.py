@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any, Final
 
@@ -73,13 +74,19 @@ def drift_reader(columns: list[ColumnSpec] | None, drift: DriftMonitor,
     )
 
 
+_Found = tuple[int, Sequence[Sequence[Any]], Sequence[Sequence[Any]], tuple[bool, ...]]
+"""A document's rows: how many, each row's numeric features (null where not sent), each row's
+categorical features that were sent, and which categorical features were sent."""
+
+
 @dataclass(frozen=True)
 class _Header:
     """Where the features are among a ``dataframe_split`` payload's columns."""
 
     columns: list[str]
     numeric: Callable[[list[Any]], Sequence[Any]]  # a row's numeric features, in order
-    categorical: tuple[int | None, ...]
+    categorical: Callable[[list[Any]], Sequence[Any]]  # its categorical features sent
+    sent: tuple[bool, ...]  # which categorical features are among the columns
 
 
 class DriftReader:
@@ -109,35 +116,31 @@ class DriftReader:
         found = self._values(doc)
         if found is None:
             return None
-        count, numeric, categorical = found
+        count, numeric, categorical, sent = found
         # Numbers and nulls only: numpy would convert numeric strings and booleans too.
-        if not {type(v) for row in numeric for v in row} <= _JSON_NUMBERS:
+        if not set(map(type, chain.from_iterable(numeric))) <= _JSON_NUMBERS:
             return None
         x = np.array(numeric, dtype=np.float64).reshape(count, len(self.numeric))
         if self.float32:
             x[:, self.float32] = x[:, self.float32].astype(np.float32)
-        if not categorical:
-            return x, ()
-        present = [c for c in categorical if c is not None]
-        if not present:
-            return x, (None,) * len(categorical)
+        if count == 0 or not any(sent):
+            return x, (None,) * len(sent)
         if self._text_only:  # one check for them all
-            if not {type(v) for column in present for v in column} <= _TEXT:
+            if not set(map(type, chain.from_iterable(categorical))) <= _TEXT:
                 return None
-        elif not all(type(v) is kind or (v is None and kind is str)
-                     for kind, column in zip(self.category_types, categorical, strict=True)
-                     if column is not None for v in column):
-            return None
-        # One array of objects for all of them (a row each), cheaper than one per feature.
-        block = np.empty((len(present), count), dtype=object)
-        block[:] = present
-        rows = iter(block)
-        return x, tuple(None if c is None else next(rows) for c in categorical)
+        else:
+            kinds = [k for k, given in zip(self.category_types, sent, strict=True) if given]
+            if not all(type(v) is kind or (v is None and kind is str)
+                       for row in categorical for kind, v in zip(kinds, row, strict=True)):
+                return None
+        # One array of objects for all of them, a feature per row of its transpose: cheaper
+        # than an array per feature.
+        block = np.array(categorical, dtype=object).reshape(count, -1).T
+        by_feature = iter(block)
+        return x, tuple(next(by_feature) if given else None for given in sent)
 
-    def _values(self, doc: Any
-                ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
-        """The number of rows, the numeric features by row (null where not sent), and the
-        categorical ones by feature (None where not sent), of a document in a named shape."""
+    def _values(self, doc: Any) -> _Found | None:
+        """The rows of a document in a named shape; None for any other."""
         if type(doc) is not dict:
             return None
         formats = [key for key in doc if key in _FORMATS]
@@ -152,14 +155,13 @@ class DriftReader:
         found = (self._records(value) if type(value) is list
                  else self._columns(value) if type(value) is dict else None)
         # MLflow makes an array of each column of these: a null becomes "None" in text, False
-        # in booleans, NaN in numbers. The frame path counts what it made.
-        if found is None or any(None in row for row in found[1]) or any(
-                None in column for column in found[2] if column is not None):
+        # in booleans, NaN in numbers. The frame path counts what it made. (A numeric feature
+        # not sent reads as null here too: the frame path takes those as well.)
+        if found is None or any(None in row for row in chain(found[1], found[2])):
             return None
         return found
 
-    def _split(self, split: Any
-               ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+    def _split(self, split: Any) -> _Found | None:
         if type(split) is not dict:
             return None
         header, data = split.get("columns"), split.get("data")
@@ -173,47 +175,52 @@ class DriftReader:
         width = len(header)
         if any(type(row) is not list or len(row) != width for row in data):
             return None
-        numeric = list(map(layout.numeric, data))
-        return len(data), numeric, [
-            None if p is None else [row[p] for row in data] for p in layout.categorical]
+        return (len(data), list(map(layout.numeric, data)), list(map(layout.categorical, data)),
+                layout.sent)
 
     def _layout(self, header: list[str]) -> _Header:
         position = {name: i for i, name in enumerate(header)}
-        numeric = [position.get(name) for name in self.numeric]
-        sent = [p for p in numeric if p is not None]
-        get: Callable[[list[Any]], Sequence[Any]]
-        if not numeric:
-            def get(row: list[Any]) -> Sequence[Any]:
-                return ()
-        elif len(sent) < len(numeric):  # a null for each feature not sent
-            def get(row: list[Any]) -> Sequence[Any]:
-                return [None if p is None else row[p] for p in numeric]
-        elif sent == list(range(len(header))):  # every column, in order: the row itself
-            def get(row: list[Any]) -> Sequence[Any]:
-                return row
-        elif len(sent) == 1:  # (itemgetter of one index gives the value, not a tuple)
-            def get(row: list[Any]) -> Sequence[Any]:
-                return (row[sent[0]],)
-        else:
-            get = itemgetter(*sent)
-        return _Header(list(header), get, tuple(position.get(n) for n in self.categorical))
+        categorical = [position.get(name) for name in self.categorical]
+        return _Header(
+            columns=list(header),
+            numeric=_getter([position.get(name) for name in self.numeric], len(header)),
+            categorical=_getter([p for p in categorical if p is not None], len(header)),
+            sent=tuple(p is not None for p in categorical),
+        )
 
-    def _records(self, records: list[Any]
-                 ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+    def _records(self, records: list[Any]) -> _Found | None:
         if not records or any(type(r) is not dict for r in records):
             return None
-        return len(records), [[r.get(name) for name in self.numeric] for r in records], [
-            [r.get(name) for r in records] if any(name in r for r in records) else None
-            for name in self.categorical]
+        sent = tuple(any(name in r for r in records) for name in self.categorical)
+        categorical = [name for name, given in zip(self.categorical, sent, strict=True)
+                       if given]
+        return (len(records), [[r.get(name) for name in self.numeric] for r in records],
+                [[r.get(name) for name in categorical] for r in records], sent)
 
-    def _columns(self, columns: dict[str, Any]
-                 ) -> tuple[int, Sequence[Sequence[Any]], list[list[Any] | None]] | None:
+    def _columns(self, columns: dict[str, Any]) -> _Found | None:
         if not all(type(v) is list for v in columns.values()):
             return None
         lengths = {len(v) for v in columns.values()}
         if len(lengths) != 1:
             return None
         count = lengths.pop()
-        by_feature = [columns.get(name) or [None] * count for name in self.numeric]
-        return count, list(zip(*by_feature, strict=True)) if by_feature else [()] * count, [
-            columns.get(name) for name in self.categorical]
+        nulls = [None] * count
+        numeric = [columns.get(name, nulls) for name in self.numeric]
+        categorical = [columns[name] for name in self.categorical if name in columns]
+        return (count, list(zip(*numeric, strict=True)) if numeric else [()] * count,
+                list(zip(*categorical, strict=True)) if categorical else [()] * count,
+                tuple(name in columns for name in self.categorical))
+
+
+def _getter(positions: list[int | None], width: int) -> Callable[[list[Any]], Sequence[Any]]:
+    """A function of a row giving the values at ``positions`` (null for None) in order."""
+    sent = [p for p in positions if p is not None]
+    if len(sent) < len(positions):
+        return lambda row: [None if p is None else row[p] for p in positions]
+    if sent == list(range(width)):  # every column, in order: the row itself
+        return lambda row: row
+    if len(sent) == 1:  # (an itemgetter of one index gives the value, not a tuple)
+        return lambda row: (row[sent[0]],)
+    if not sent:
+        return lambda row: ()
+    return itemgetter(*sent)
