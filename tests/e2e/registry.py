@@ -76,8 +76,10 @@ class Registry:
 
 @contextlib.contextmanager
 def running_registry(tmp_path: Path, backend: str = "sqlite-docker",
-                     default_permission: Permission = Permission.READ) -> Iterator[Registry]:
-    """Run the registry the Docker plan (SQLite) or the Kubernetes plan (PostgreSQL) declares.
+                     default_permission: Permission = Permission.READ,
+                     max_upload_bytes: int | None = None) -> Iterator[Registry]:
+    """Run the registry the Docker plan (SQLite) or the Kubernetes plan (PostgreSQL) declares
+    (with ``max_upload_bytes``, when given).
 
     For the Kubernetes plan, cluster DNS is stood in for by mapping the database Service's name
     to a local PostgreSQL server holding the role and database the plan's container would
@@ -114,6 +116,8 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker",
             values["backend_store_uri"] = uri
         else:
             raise ValueError(f"unknown backend {backend!r}; one of {BACKENDS}")
+        if max_upload_bytes is not None:
+            args = args.model_copy(update={"max_upload_bytes": max_upload_bytes})
         plan = plan_registry("reg", args)
         secret_data = registry_secret_data(plan, RegistrySecrets(**values))
         running = stack.enter_context(run_workload(plan.server, secret_data, tmp_path,
@@ -123,13 +127,13 @@ def running_registry(tmp_path: Path, backend: str = "sqlite-docker",
 
 @contextlib.contextmanager
 def registry_client(tmp_path: Path, backend: str = "sqlite-docker",
-                    **extra_env: str) -> Iterator[Registry]:
+                    max_upload_bytes: int | None = None, **extra_env: str) -> Iterator[Registry]:
     """A running registry that this process's MLflow client, and the processes it starts,
     talk to (``MLFLOW_TRACKING_*`` set, plus ``extra_env``); restored afterwards."""
     import mlflow
     import pytest
 
-    with running_registry(tmp_path, backend) as registry, \
+    with running_registry(tmp_path, backend, max_upload_bytes=max_upload_bytes) as registry, \
             pytest.MonkeyPatch.context() as monkeypatch:
         for key, value in {**registry.env(), **extra_env}.items():
             monkeypatch.setenv(key, value)

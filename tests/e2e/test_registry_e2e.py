@@ -26,14 +26,18 @@ from tests.e2e.registry import BACKENDS, Registry, registry_client
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+CAP = 4 * 2**20
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def registry(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Registry]:
-    """One server per backend, shared by the module's tests (each uses its own model names)."""
-    with registry_client(tmp_path_factory.mktemp(request.param), request.param) as running:
+    """One server per backend, shared by the module's tests (each uses its own model names),
+    accepting request bodies up to `CAP` bytes."""
+    with registry_client(tmp_path_factory.mktemp(request.param), request.param,
+                         max_upload_bytes=CAP) as running:
         yield running
 
 
@@ -85,6 +89,41 @@ def test_model_version_source_outside_the_registry_is_refused(registry: Registry
     client.create_registered_model("foreign")
     with pytest.raises(MlflowException, match="Invalid model version source"):
         client.create_model_version("foreign", source="file:///etc/passwd")
+
+
+def _chunks(size: int) -> Iterator[bytes]:
+    """A body of ``size`` bytes sent chunked: no Content-Length tells the server its size."""
+    for start in range(0, size, 2**16):
+        yield b"x" * min(2**16, size - start)
+
+
+def _stored(registry: Registry, directory: str) -> dict[str, int]:
+    listed = requests.get(f"{registry.url}{ARTIFACTS}?path={directory}",
+                          auth=("admin", registry.password), timeout=30)
+    assert listed.status_code == 200, listed.text
+    return {f["path"]: int(f["file_size"]) for f in listed.json().get("files", [])}
+
+
+def test_an_upload_over_the_cap_is_refused_and_nothing_of_it_is_kept(registry: Registry) -> None:
+    assert registry.plan.server.env["MLOPS_MAX_REQUEST_BYTES"] == str(CAP)  # as rendered
+    auth = ("admin", registry.password)
+    put = f"{registry.url}{ARTIFACTS}/capped"
+    assert requests.put(f"{put}/at-cap.bin", data=b"x" * CAP, auth=auth,
+                        timeout=60).status_code == 200
+    assert requests.put(f"{put}/small-chunked.bin", data=_chunks(1000), auth=auth,
+                        timeout=60).status_code == 200
+    over = requests.put(f"{put}/over.bin", data=b"x" * (CAP + 1), auth=auth, timeout=60)
+    assert over.status_code == 413 and over.json()["error_code"] == "RESOURCE_EXHAUSTED"
+    # Chunked: the server learns the size only as it reads, and drops what it staged.
+    chunked = requests.put(f"{put}/over-chunked.bin", data=_chunks(3 * CAP), auth=auth,
+                           timeout=60)
+    assert chunked.status_code == 413
+    # Before authentication: a client without credentials cannot make it read a large body.
+    anonymous = requests.put(f"{put}/anonymous.bin", data=b"x" * (CAP + 1), timeout=60)
+    assert anonymous.status_code == 413
+    assert _stored(registry, "capped") == {"at-cap.bin": CAP, "small-chunked.bin": 1000}
+    # The server still answers on the same connections' successors.
+    assert requests.get(registry.url + "/health", timeout=10).status_code == 200
 
 
 def _families(text: str) -> dict[str, Metric]:

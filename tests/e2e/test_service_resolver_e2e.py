@@ -4,6 +4,7 @@ or unauthorized registry leaves the alias for start-up, and a ModelService pins 
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections.abc import Iterator
 
@@ -16,8 +17,11 @@ from sklearn.linear_model import LogisticRegression
 import pulumi_mlops as mlops
 from pulumi_mlops.components.resolver import registry_resolver
 from pulumi_mlops.components.service import ModelService
+from pulumi_mlops.contracts.lineage import APPROVAL_TAGS
 from pulumi_mlops.errors import InputError
+from pulumi_mlops.policy import Violation, evaluate, resources_from_recording, rule_named
 from pulumi_mlops.render import Recording, record, redact
+from pulumi_mlops.runtime.promote import Approval
 from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 from tests.recording import RUNTIME_IMAGE
@@ -57,6 +61,51 @@ def test_an_alias_resolves_to_its_version_and_follows_it(registry: Registry) -> 
         assert resolve(MODEL, "challenger") == "1"
     finally:
         client.delete_registered_model_alias(MODEL, "challenger")
+
+
+def test_the_approval_mlops_promote_records_reaches_the_policy_through_the_resolver(
+    registry: Registry
+) -> None:
+    client = MlflowClient()
+    approval = Approval(by="alice", reason="CHG-42 soak passed")
+    for key, value in approval.tags("champion", datetime.datetime(2026, 11, 30, 9, 0,
+                                                                  tzinfo=datetime.UTC)).items():
+        client.set_model_version_tag(MODEL, "2", key, value)
+
+    def prod_violations(alias: str) -> list[Violation]:
+        resolver = registry_resolver(registry.url, environ=registry.env())
+
+        def program() -> None:
+            reg = mlops.ModelRegistry("reg", target=mlops.KubernetesTarget(namespace="ml"))
+            ModelService("fraud", target=mlops.KubernetesTarget(namespace="ml"), registry=reg,
+                         image=RUNTIME_IMAGE, model_uri=f"models:/{MODEL}@{alias}",
+                         resolver=resolver)
+
+        found = evaluate(resources_from_recording(record(program, stack="prod")),
+                         rules=[rule_named("promotion-approved")])
+        assert resolver.promotion(MODEL, alias) is not None
+        return found
+
+    try:
+        # Version 1 carries no approval; version 2 one for `champion`, not for `release`.
+        assert len(prod_violations("champion")) == 1
+        client.set_registered_model_alias(MODEL, "champion", "2")
+        assert prod_violations("champion") == []
+        client.set_registered_model_alias(MODEL, "release", "2")
+        assert len(prod_violations("release")) == 0  # not a protected alias
+        resolver = registry_resolver(registry.url, environ=registry.env())
+        assert resolver(MODEL, "champion") == "2"
+        assert resolver.promotion(MODEL, "champion") == {
+            "version": "2", "alias": "champion", "approved_by": "alice",
+            "approved_at": "2026-11-30T09:00:00+00:00", "reason": "CHG-42 soak passed",
+            "gates_passed": False}
+        assert resolver(MODEL, "release") == "2"
+        assert resolver.promotion(MODEL, "release")["approved_by"] is None  # type: ignore[index]
+    finally:
+        client.set_registered_model_alias(MODEL, "champion", "1")
+        client.delete_registered_model_alias(MODEL, "release")
+        for key in APPROVAL_TAGS:
+            client.delete_model_version_tag(MODEL, "2", key)
 
 
 @pytest.mark.parametrize(("name", "alias"), [(MODEL, "nobody"), ("no-such-model", "champion")])

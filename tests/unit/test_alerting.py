@@ -24,6 +24,7 @@ from pulumi_mlops.plans.alerting import (
 )
 from pulumi_mlops.render import record, unwrap_secrets
 from tests.recording import RUNTIME_IMAGE, external_egress
+from tests.unit.docker_init import init_files
 
 HOOK = "https://hooks.example.com/services/T0/B0/very-secret-token"
 
@@ -129,13 +130,12 @@ def test_on_docker_prometheus_sends_alerts_to_a_hardened_alertmanager() -> None:
     init = rec.get("docker:index/container:Container", "mon-alertmanager-init").inputs
     # The configuration carries the webhook's token: secret in the state.
     assert is_secret_envelope(init["envs"])
-    files = [e.split("=", 1)[1] for e in unwrap_secrets(init["envs"])]
+    files = init_files(init).values()
     (config,) = [yaml.safe_load(f) for f in files if "receivers" in f]
     assert config["receivers"][0]["webhook_configs"][0]["url"] == HOOK
-    prometheus_init = dict(unwrap_secrets(dict(
-        rec.get("docker:index/container:Container", "mon-prometheus-init").inputs)))
-    prometheus = next(yaml.safe_load(e.split("=", 1)[1]) for e in prometheus_init["envs"]
-                      if "scrape_configs" in e)
+    prometheus_init = rec.get("docker:index/container:Container", "mon-prometheus-init").inputs
+    prometheus = next(yaml.safe_load(f) for f in init_files(prometheus_init).values()
+                      if "scrape_configs" in f)
     assert prometheus["alerting"] == {"alertmanagers": [{"static_configs": [
         {"targets": ["mon-alertmanager:9093"]}]}]}
 

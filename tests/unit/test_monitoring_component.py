@@ -24,6 +24,7 @@ from pulumi_mlops.plans.monitoring_stack import schedule_interval
 from pulumi_mlops.render import Recording, record, unwrap_secrets
 from tests.recording import RUNTIME_IMAGE
 from tests.render.prometheus_operator import POD_MONITOR, PROMETHEUS_RULE
+from tests.unit.docker_init import init_files
 
 CUSTOM = "kubernetes:monitoring.coreos.com/v1:{kind}"
 K8S = mlops.KubernetesTarget(namespace="ml")
@@ -157,7 +158,7 @@ def test_docker_runs_a_hardened_prometheus_scraping_the_service_container() -> N
     assert container["healthcheck"]["tests"][:2] == ["CMD", "wget"]
     assert container["ports"] == [{"internal": 9090, "external": 9090, "ip": "127.0.0.1"}]
     assert container["networksAdvanced"][0]["name"] == "reg-net"
-    files = [e.split("=", 1)[1] for e in init["envs"]]
+    files = list(init_files(init).values())
     config = next(yaml.safe_load(f) for f in files if "scrape_configs" in f)
     registry, service = config["scrape_configs"]
     assert service["static_configs"] == [{"targets": ["fraud:8080"], "labels": {

@@ -11,6 +11,15 @@ import pulumi_kubernetes as k8s
 import pytest
 
 import pulumi_mlops as mlops
+from pulumi_mlops.contracts.lineage import (
+    APPROVAL_ALIAS_TAG,
+    APPROVAL_AT_TAG,
+    APPROVAL_BY_TAG,
+    APPROVAL_REASON_TAG,
+    GATES_PASSED_TAG,
+    ORIGIN_REGISTRY_TAG,
+    promotion_record,
+)
 from pulumi_mlops.policy import (
     RULES,
     EnforcementLevel,
@@ -72,8 +81,9 @@ def platform(target: mlops.Target = K8S, **service: Any) -> Callable[[], None]:
 
 def test_every_rule_has_a_level_a_description_and_defaults_for_its_config() -> None:
     assert [r.name for r in RULES] == [
-        "model-version-pinned", "canary-weight-cap", "services-monitored", "retrain-gated",
-        "registry-auth", "image-digest", "pod-security-restricted"]
+        "model-version-pinned", "canary-weight-cap", "services-monitored",
+        "promotion-approved", "retrain-gated", "registry-auth", "image-digest",
+        "pod-security-restricted"]
     for rule in RULES:
         assert rule.description and rule.level in (EnforcementLevel.ADVISORY,
                                                    EnforcementLevel.MANDATORY)
@@ -170,6 +180,90 @@ def test_the_monitoring_stack_registers_the_services_it_watches() -> None:
     rec = record(platform())
     [mon] = [r for r in resources_from_recording(rec) if r.type == "mlops:index:MonitoringStack"]
     assert mon.inputs["watched_services"] == ["fraud"]
+
+
+# --------------------------------------------------------------------------- 3b. approvals
+
+APPROVED = {APPROVAL_BY_TAG: "alice", APPROVAL_AT_TAG: "2026-11-30T10:00:00+00:00",
+            APPROVAL_REASON_TAG: "CHG-42", APPROVAL_ALIAS_TAG: "champion"}
+
+
+class TaggedVersion:
+    """A resolver standing in for a registry whose every alias points at version 8, which
+    carries ``tags`` (as `RegistryResolver` reports them)."""
+
+    def __init__(self, tags: Mapping[str, str]) -> None:
+        self.tags = dict(tags)
+
+    def __call__(self, name: str, alias: str) -> str:
+        return "8"
+
+    def promotion(self, name: str, alias: str) -> dict[str, Any]:
+        return promotion_record("8", alias, self.tags)
+
+
+@pytest.mark.parametrize("target", [K8S, DOCKER], ids=["kubernetes", "docker"])
+def test_a_prod_service_on_champion_without_an_approval_is_refused(target: mlops.Target) -> None:
+    program = platform(target, model_uri="models:/fraud@champion", resolver=TaggedVersion({}))
+    [found] = violations(program, "promotion-approved", stack="prod")
+    assert found.level is EnforcementLevel.MANDATORY
+    assert found.message.startswith(
+        "ModelService 'fraud': the stable track serves `fraud` version 8 through the protected "
+        "alias `@champion`, and that version carries no approval for it")
+    assert "mlops promote --approved-by WHO --reason WHY" in found.message
+    assert found.urn.endswith("::fraud")
+
+
+def test_an_approval_for_that_alias_or_a_gated_retrain_of_this_registry_passes() -> None:
+    def prod(tags: Mapping[str, str], **config: Any) -> list[Violation]:
+        program = platform(model_uri="models:/fraud@champion", resolver=TaggedVersion(tags))
+        return violations(program, "promotion-approved", stack="prod", config=config or None)
+
+    assert prod(APPROVED) == []
+    assert prod({GATES_PASSED_TAG: "true"}) == []
+    # An approval of another alias, failed gates, or gates passed in the registry a copy was
+    # promoted from are no approval here.
+    assert len(prod({**APPROVED, APPROVAL_ALIAS_TAG: "challenger"})) == 1
+    assert len(prod({GATES_PASSED_TAG: "false"})) == 1
+    assert len(prod({GATES_PASSED_TAG: "true", ORIGIN_REGISTRY_TAG: "http://staging"})) == 1
+    assert len(prod({GATES_PASSED_TAG: "true"}, acceptRetrainGates=False)) == 1
+    assert prod({}, protectedAliases=["prod"]) == []
+
+
+def test_unprotected_aliases_pinned_versions_other_stacks_and_silent_resolvers_pass() -> None:
+    unapproved = TaggedVersion({})
+    challenger = platform(model_uri="models:/fraud@challenger", resolver=unapproved)
+    assert violations(challenger, "promotion-approved", stack="prod") == []
+    assert violations(platform(resolver=unapproved), "promotion-approved", stack="prod") == []
+    champion = platform(model_uri="models:/fraud@champion", resolver=unapproved)
+    assert violations(champion, "promotion-approved", stack="staging") == []
+    # A resolver that tells only the version (the program's own): nothing to check here.
+    silent = platform(model_uri="models:/fraud@champion", resolver=pinned("8"))
+    assert violations(silent, "promotion-approved", stack="prod") == []
+
+
+def test_a_canary_on_champion_needs_its_approval_too() -> None:
+    program = platform(model_uri="models:/fraud/7", resolver=TaggedVersion({}),
+                       rollout=mlops.Rollout.canary(model_uri="models:/fraud@champion",
+                                                    weight=10))
+    [found] = violations(program, "promotion-approved", stack="prod")
+    assert "the canary track serves `fraud` version 8" in found.message
+
+
+def test_the_service_outputs_what_the_resolved_version_carries() -> None:
+    outputs: dict[str, Any] = {}
+
+    def program() -> None:
+        registry = mlops.ModelRegistry("reg", target=K8S)
+        fraud = mlops.ModelService("fraud", target=K8S, registry=registry, image=RUNTIME_IMAGE,
+                                   model_uri="models:/fraud@champion",
+                                   resolver=TaggedVersion(APPROVED))
+        fraud.model_promotions.apply(outputs.update)
+
+    record(program)
+    assert outputs == {"stable": {
+        "name": "fraud", "version": "8", "alias": "champion", "approved_by": "alice",
+        "approved_at": "2026-11-30T10:00:00+00:00", "reason": "CHG-42", "gates_passed": False}}
 
 
 # --------------------------------------------------------------------------- 4. retrain gates

@@ -164,7 +164,8 @@ def test_object_store_artifacts_need_no_volume_and_allow_https_egress() -> None:
 def test_docker_runs_sqlite_on_volumes_with_hardened_containers() -> None:
     rec = docker()
     assert {v.inputs["name"] for v in rec.of_type(VOLUME)} == {
-        "reg-mlflow-data", "reg-mlflow-artifacts", "reg-mlflow-config-0", "reg-mlflow-metrics"}
+        "reg-mlflow-data", "reg-mlflow-artifacts", "reg-mlflow-config-0", "reg-mlflow-config-1",
+        "reg-mlflow-metrics"}
     assert rec.get(NETWORK, "reg-net").inputs["name"] == "reg-net"
     server = redact(dict(rec.get(CONTAINER, "reg-mlflow").inputs))
     assert server["user"] == "10001:10001"

@@ -29,6 +29,7 @@ from pulumi_mlops.render.stack_plan import build_stack_plan, dump_stack_plan
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.targets.kubernetes.retrain import JOB_NAME_LABEL
 from tests.recording import RUNTIME_IMAGE, external_egress, failing
+from tests.unit.docker_init import init_files
 
 COMPONENT = "mlops:index:RetrainSchedule"
 CRON_JOB = "kubernetes:batch/v1:CronJob"
@@ -257,8 +258,7 @@ def test_docker_runs_a_hardened_scheduler_with_the_same_job_and_a_healthcheck() 
     assert container["healthcheck"]["tests"][:4] == ["CMD", "mlops", "schedule", "--check"]
     assert "/tmp" in container["tmpfs"]
     # The config file is written by the init container, from the same plan.
-    init_env = unwrap_secrets(rec.get(CONTAINER, f"{NAME}-init").inputs["envs"])
-    [content] = [e.split("=", 1)[1] for e in init_env if e.startswith("MLOPS_FILE_0=")]
+    content = init_files(rec.get(CONTAINER, f"{NAME}-init").inputs)[CONFIG_PATH]
     assert RetrainConfig.model_validate_json(content).model_name == "fraud"
     envs = unwrap_secrets(rec.get(CONTAINER, NAME).inputs["envs"])
     assert "MLFLOW_TRACKING_URI=http://reg-mlflow:5000" in envs

@@ -11,7 +11,11 @@ from pulumi_mlops.errors import InputError
 __all__ = ["ModelResolver", "RegistryResolver", "registry_resolver"]
 
 ModelResolver = Callable[[str, str], str | None]
-"""Resolves ``(model name, alias)`` to a version; None when the registry cannot be reached."""
+"""Resolves ``(model name, alias)`` to a version; None when the registry cannot be reached. A
+resolver may also have a ``promotion(name, alias)`` method, as `RegistryResolver` does: what
+the resolved version's tags say about serving it through the alias
+(`pulumi_mlops.contracts.lineage.promotion_record`), for `ModelService`'s
+``model_promotions`` output and the ``promotion-approved`` policy."""
 
 
 class RegistryResolver:
@@ -34,6 +38,7 @@ class RegistryResolver:
         if tracking_uri is not None:
             self._env["MLFLOW_TRACKING_URI"] = tracking_uri
         self._timeout = timeout
+        self._resolved: dict[tuple[str, str], tuple[str, dict[str, str]]] = {}
 
     @property
     def registry(self) -> str | None:
@@ -73,7 +78,11 @@ class RegistryResolver:
             return None
         client = RestRegistry(client.base_url, client.headers, client.context, self._timeout)
         try:
-            return str(client.model_version(name, alias=alias)["version"])
+            found = client.model_version(name, alias=alias)
+            version = str(found["version"])
+            tags = {str(t["key"]): str(t.get("value", "")) for t in found.get("tags") or []}
+            self._resolved[(name, alias)] = (version, tags)
+            return version
         except RegistryError as err:
             if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise InputError(f"names alias {alias!r} of model {name!r}, which the registry "
@@ -85,6 +94,15 @@ class RegistryResolver:
             # Not reachable, or not an MLflow server answering (a proxy's login page, another
             # service on that port): as good as unreachable.
             return None
+
+
+    def promotion(self, name: str, alias: str) -> dict[str, str | bool | None] | None:
+        """What the version ``alias`` resolved to carries about being served through it
+        (`~pulumi_mlops.contracts.lineage.promotion_record`); None when it was not resolved."""
+        from pulumi_mlops.contracts.lineage import promotion_record
+
+        resolved = self._resolved.get((name, alias))
+        return None if resolved is None else promotion_record(resolved[0], alias, resolved[1])
 
 
 def registry_resolver(tracking_uri: str | None = None, *, timeout: float = 5.0,

@@ -54,6 +54,11 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
     (``http://127.0.0.1:<port>``) or the Gateway route's hostname; None without either."""
     models: pulumi.Output[dict[str, dict[str, str | None]]]
     """Per track: the model name, version (None when unresolved), alias and URI."""
+    model_promotions: pulumi.Output[dict[str, dict[str, Any] | None]]
+    """Per track served through an alias: the model ``name``, and what the version the alias
+    resolved to carries about it (`~pulumi_mlops.contracts.lineage.promotion_record`: an
+    approval recorded for that alias, whether a gated retrain of this registry trained it);
+    None when the resolver did not say. Read by the ``promotion-approved`` policy."""
     children: kubernetes_service.KubernetesService | docker_service.DockerService
     """What the component declared on its target (Deployments, Services … or a container)."""
     deployments: dict[str, pulumi.Resource]
@@ -115,12 +120,25 @@ class ModelService(Component[ModelServiceArgs, ServicePlan]):
         self.models = pulumi.Output.from_input({
             t.track: {"name": t.model.name, "version": t.model.version, "alias": t.model.alias,
                       "uri": t.model.uri} for t in plan.tracks})
+        promotion = getattr(self._resolver, "promotion", None)
+        promotions: dict[str, dict[str, Any] | None] = {}
+        for t in plan.tracks:
+            if t.model.alias is None:
+                continue
+            found = promotion(t.model.name, t.model.alias) if callable(promotion) else None
+            promotions[t.track] = None if found is None else {"name": t.model.name, **found}
+        self._promotions = promotions
+        self.model_promotions = pulumi.Output.from_input(promotions)
         return {"endpoint": self.endpoint, "external_endpoint": self.external_endpoint,
-                "models": self.models}
+                "models": self.models, "model_promotions": self.model_promotions}
 
     def declared_models(self) -> Mapping[str, ModelRef]:
         """Each track's model (``stable``, ``canary`` …), pinned to its version when resolved."""
         return {t.track: t.model for t in self.plan.tracks}
+
+    def declared_promotions(self) -> Mapping[str, Mapping[str, Any] | None]:
+        """The value of `model_promotions`, as a plain mapping."""
+        return self._promotions
 
     # Metric verbs: PromQL over the metric contract, as MonitoringStack's rules and dashboards
     # use it (series carry the `service` target label MonitoringStack's scrape sets).

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from importlib import resources
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -83,6 +84,10 @@ _AUTH_INI_PATH = "/etc/mlflow/basic_auth.ini"
 # nor the exporter holds it). A server container restarted in place finds its files again, and
 # its counters go on from where they were (no reset for Prometheus to see).
 _METRICS_DIR = "/mlflow/metrics"
+# The directory of the registry's cap on request bodies (`files/mlflow_upload_cap.py`, read
+# here and mounted as a file: MLflow's image does not carry this package), on PYTHONPATH.
+_PYTHON_DIR = "/etc/mlflow/python"
+_UPLOAD_CAP_MODULE = "mlflow_upload_cap"
 METRICS_PATH = "/metrics"
 """Where the registry's metrics exporter serves MLflow's Prometheus metrics."""
 # MLflow's own /metrics is behind its basic-auth app, and that app serves it to admins only
@@ -255,6 +260,10 @@ class ModelRegistryArgs(ArgsModel):
         metrics_port: Port of the server's metrics exporter, which a MonitoringStack
             scrapes (MLflow serves its own ``/metrics`` to admins only). Default: 9101.
         workers: Server worker processes. Default: 2.
+        max_upload_bytes: The largest request body the server accepts: an artifact upload
+            through its proxy (one file per request) or any API call; a larger one gets 413
+            and nothing of it is kept. The artifact volume's size bounds what all uploads
+            together can store. Default: 1 GiB.
         resources: Requests and limits of the server container. Default: 250m/512Mi
             requested, 1 CPU/1Gi limit.
     """
@@ -278,6 +287,7 @@ class ModelRegistryArgs(ArgsModel):
     port: Annotated[int, Field(ge=1024, le=65535)] = 5000
     metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9101
     workers: Annotated[int, Field(ge=1, le=32)] = 2
+    max_upload_bytes: Annotated[int, Field(ge=2**20, le=2**40)] = 2**30
     resources: Resources = Field(default_factory=Resources)
 
     @field_validator("image")
@@ -525,6 +535,8 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         # A registry holding a company's models does not report usage to third parties.
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": _PYTHON_DIR,
+        "MLOPS_MAX_REQUEST_BYTES": str(args.max_upload_bytes),
     }
     mounts = [Mount("tmp", "/tmp", "scratch", "1Gi"),
               Mount("metrics", _METRICS_DIR, "scratch", "128Mi")]
@@ -558,6 +570,7 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         "--allowed-hosts", ",".join(allowed),
         "--x-frame-options", "DENY",
         "--expose-prometheus", _METRICS_DIR,
+        "--uvicorn-opts", f"--http {_UPLOAD_CAP_MODULE}:CappedProtocol",
     )
     if args.ingress is not None:
         command += ("--cors-allowed-origins", f"https://{args.ingress.host}")
@@ -580,7 +593,8 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         env=env,
         port=args.port,
         health=HttpCheck("/health"),
-        files=(ConfigFile(_AUTH_INI_PATH, SecretRef("basic_auth.ini")),),
+        files=(ConfigFile(_AUTH_INI_PATH, SecretRef("basic_auth.ini")),
+               ConfigFile(f"{_PYTHON_DIR}/{_UPLOAD_CAP_MODULE}.py", _upload_cap_source())),
         mounts=tuple(mounts),
         resources=args.resources,
         startup_seconds=300,  # database migrations on first start or upgrade
@@ -631,6 +645,11 @@ def plan_registry(name: str, args: ModelRegistryArgs) -> RegistryPlan:
         scrape_host=(f"{server_name}-{exporter.name}" if isinstance(target, DockerTarget)
                      else server_host),
     )
+
+
+def _upload_cap_source() -> str:
+    return (resources.files("pulumi_mlops.plans") / "files" / f"{_UPLOAD_CAP_MODULE}.py"
+            ).read_text(encoding="utf-8")
 
 
 def _plan_postgres(db: Database) -> Workload:

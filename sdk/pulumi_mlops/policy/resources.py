@@ -13,6 +13,8 @@ beside pulumi-policy, without the SDK's dependencies.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ __all__ = [
     "PolicyResource",
     "StackResources",
     "containers_of",
+    "docker_init_files",
     "is_unknown",
     "json_documents",
     "resources_from_recording",
@@ -199,9 +202,39 @@ def containers_of(resource: PolicyResource) -> list[Container]:
     return []
 
 
+_SECRET_FILE = re.compile(r"\$MLOPS_FILE_\d+")
+
+
+def docker_init_files(inputs: Mapping[str, Any]) -> dict[str, str]:
+    """The config files a Docker init container writes (``sh -c`` with a ``printf %s VALUE >
+    PATH`` per file, as the Docker target renders it): path to content. A literal file's
+    content is in the script; a secret one's in the container's ``MLOPS_FILE_<n>``
+    environment variable, left out when unknown (a secret the policy engine hides)."""
+    entrypoints = inputs.get("entrypoints")
+    if not (isinstance(entrypoints, list) and len(entrypoints) == 3
+            and entrypoints[:2] == ["sh", "-c"] and isinstance(entrypoints[2], str)):
+        return {}
+    envs = inputs.get("envs")
+    env = dict(e.partition("=")[::2] for e in envs if isinstance(e, str)) if isinstance(
+        envs, list) else {}
+    try:
+        tokens = shlex.split(entrypoints[2])
+    except ValueError:
+        return {}
+    files: dict[str, str] = {}
+    for i in range(len(tokens) - 4):
+        if tokens[i] == "printf" and tokens[i + 1] == "%s" and tokens[i + 3] == ">":
+            value: str | None = tokens[i + 2]
+            if value is not None and _SECRET_FILE.fullmatch(value):
+                value = env.get(value[1:])
+            if value is not None and not is_unknown(value):
+                files[tokens[i + 4]] = value
+    return files
+
+
 def json_documents(value: Any) -> Iterator[Mapping[str, Any]]:
     """Every JSON object written as a string anywhere in ``value`` (a config file in a
-    ConfigMap's data, or in a Docker container's ``KEY=value`` environment)."""
+    ConfigMap's data, or one a Docker init container writes: see `docker_init_files`)."""
     if isinstance(value, Mapping):
         for v in value.values():
             yield from json_documents(v)
@@ -269,10 +302,13 @@ class StackResources:
 def _component_outputs(component: Any) -> dict[str, Any]:
     """The outputs a component registers that rules read. The mock monitor records what
     components register as inputs only (none); these are taken from the component as it
-    registers them (see `MonitoringStack.watched_services`)."""
-    if getattr(component, "type_token", None) == MONITORING_STACK:
+    registers them (`MonitoringStack.watched_services`, `ModelService.model_promotions`)."""
+    kind = getattr(component, "type_token", None)
+    if kind == MONITORING_STACK:
         return {"watched_services": sorted(
             s.component_name for s in component.args.services)}
+    if kind == MODEL_SERVICE:
+        return {"model_promotions": _plain(dict(component.declared_promotions()))}
     return {}
 
 

@@ -28,6 +28,7 @@ from pulumi_mlops.policy.resources import (
     PolicyResource,
     StackResources,
     containers_of,
+    docker_init_files,
     is_unknown,
     json_documents,
 )
@@ -272,6 +273,34 @@ def _services_monitored(stack: StackResources, config: Mapping[str, Any]) -> Ite
                    "`services`.", service)
 
 
+# --------------------------------------------------------------------------- 3b. approvals
+
+def _promotion_approved(stack: StackResources, config: Mapping[str, Any]
+                        ) -> Iterator[Finding]:
+    # From ModelService's `model_promotions` output: what the version each alias resolved to
+    # at preview carries (the approval `mlops promote` records; the gate tag of a retrain).
+    # An alias left unresolved says nothing here: `model-version-pinned` reports it.
+    if stack.stack not in config["stacks"]:
+        return
+    protected = set(config["protectedAliases"])
+    for service in stack.of_type(MODEL_SERVICE):
+        promotions = service.inputs.get("model_promotions")
+        if not isinstance(promotions, Mapping):
+            continue
+        for track, record in sorted(promotions.items()):
+            if not isinstance(record, Mapping) or record.get("alias") not in protected:
+                continue
+            if record.get("approved_by") or (config["acceptRetrainGates"]
+                                              and record.get("gates_passed") is True):
+                continue
+            name, alias, version = record.get("name"), record.get("alias"), record.get("version")
+            yield (f"{service.label}: the {track} track serves `{name}` version {version} "
+                   f"through the protected alias `@{alias}`, and that version carries no "
+                   "approval for it (nor passed the gates of a retrain in this registry). "
+                   f"Fix: move `@{alias}` with `mlops promote --approved-by WHO --reason WHY`, "
+                   "which records who approved it, when and why on the version.", service)
+
+
 # --------------------------------------------------------------------------- 4. retrain gates
 
 _GATE_KINDS = ("min", "max", "min_improvement", "max_regression")
@@ -279,10 +308,10 @@ _GATE_KINDS = ("min", "max", "min_improvement", "max_regression")
 
 def _retrain_gated(stack: StackResources, config: Mapping[str, Any]) -> Iterator[Finding]:
     for schedule in stack.of_type(RETRAIN_SCHEDULE):
-        # The job's config file (retrain.json): in a ConfigMap on Kubernetes, in the init
-        # container's environment on Docker.
+        # The job's config file (retrain.json): in a ConfigMap on Kubernetes, written by the
+        # init container on Docker.
         configs = [doc for r in stack.descendants(schedule)
-                   for doc in json_documents(dict(r.inputs))
+                   for doc in json_documents([dict(r.inputs), docker_init_files(r.inputs)])
                    if isinstance(doc.get("gates"), Mapping) and "model_name" in doc]
         for doc in configs[:1]:
             gates = doc["gates"]
@@ -395,6 +424,19 @@ RULES: tuple[Rule, ...] = (
     Rule("services-monitored",
          "Every ModelService is watched by a MonitoringStack of the same stack.",
          EnforcementLevel.ADVISORY, _services_monitored),
+    Rule("promotion-approved",
+         "Production services serve a protected alias only at a version approved for it.",
+         EnforcementLevel.MANDATORY, _promotion_approved,
+         {"stacks": {**_PRODUCTION_STACKS,
+                     "description": "Stacks whose protected aliases need an approval."},
+          "protectedAliases": {"type": "array", "items": {"type": "string"},
+                               "default": ["champion"],
+                               "description": "Aliases a version is served through only "
+                                              "with an approval recorded on it."},
+          "acceptRetrainGates": {"type": "boolean", "default": True,
+                                 "description": "Count a version a retrain of the same "
+                                                "registry trained and whose gates all passed "
+                                                "as approved."}}),
     Rule("retrain-gated",
          "Every RetrainSchedule has at least one gate before it promotes a version.",
          EnforcementLevel.MANDATORY, _retrain_gated),

@@ -41,6 +41,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from pulumi_mlops.contracts.lineage import (
+    APPROVAL_ALIAS_TAG,
+    APPROVAL_AT_TAG,
+    APPROVAL_BY_TAG,
+    APPROVAL_REASON_TAG,
+    APPROVAL_TAGS,
+    ORIGIN_MODEL_TAG,
+    ORIGIN_REGISTRY_TAG,
+    ORIGIN_RUN_TAG,
+    ORIGIN_TAGS,
+    ORIGIN_VERSION_TAG,
+)
 from pulumi_mlops.contracts.model_uri import ModelUriError, parse_model_uri
 from pulumi_mlops.runtime.environ import environment
 
@@ -98,21 +110,6 @@ DEFAULT_PROTECTED_ALIASES: Final = ("champion",)
 """Aliases that move only with an approval, unless ``--protected-alias`` says otherwise."""
 DEFAULT_EXPERIMENT: Final = "mlops-promotions"
 """The destination experiment whose runs hold the copied artifacts."""
-
-ORIGIN_REGISTRY_TAG: Final = "mlops.promoted_from.registry"
-ORIGIN_MODEL_TAG: Final = "mlops.promoted_from.model"
-ORIGIN_VERSION_TAG: Final = "mlops.promoted_from.version"
-ORIGIN_RUN_TAG: Final = "mlops.promoted_from.run_id"
-ORIGIN_TAGS: Final = (ORIGIN_REGISTRY_TAG, ORIGIN_MODEL_TAG, ORIGIN_VERSION_TAG, ORIGIN_RUN_TAG)
-"""Tags on a promoted version (and its run) naming where it was copied from; the first three
-identify the source version (`find_promoted_version`)."""
-
-APPROVAL_BY_TAG: Final = "mlops.approval.by"
-APPROVAL_AT_TAG: Final = "mlops.approval.at"
-APPROVAL_REASON_TAG: Final = "mlops.approval.reason"
-APPROVAL_ALIAS_TAG: Final = "mlops.approval.alias"
-APPROVAL_TAGS: Final = (APPROVAL_BY_TAG, APPROVAL_AT_TAG, APPROVAL_REASON_TAG, APPROVAL_ALIAS_TAG)
-"""Tags recording who approved moving which alias to a version, when (ISO 8601, UTC) and why."""
 
 _NOT_COPIED = ("mlops.promoted_from.", "mlops.approval.")
 """Tag prefixes of a source version that describe its own registry's promotion, not lineage."""

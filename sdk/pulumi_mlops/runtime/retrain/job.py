@@ -82,6 +82,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+from pulumi_mlops.contracts.lineage import GATES_PASSED_TAG
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.config_file import config_digest
 from pulumi_mlops.runtime.retrain.data import DatasetLimits, Task, infer_task, load_dataset, split
@@ -251,7 +252,7 @@ def _resume(config: RetrainConfig, existing: Any, slot: str, digest: str) -> int
                   "(compared with %r, now %r); not moving any alias", slot, version,
                   config.promote_alias, compared, current)
         return EXIT_FAILED
-    passed = tags.get("mlops.gates_passed") == "true"
+    passed = tags.get(GATES_PASSED_TAG) == "true"
     with _stage("promote", {"version": version, "promoted": passed}):
         promoted = promote(config, version, passed, compared).promoted
     print(f"retrain {config.model_name}: slot {slot}: finished the alias moves for version "
@@ -318,7 +319,7 @@ def run(config: RetrainConfig, *, slot: str | None = None,
             "mlops.code_version": env.get("MLOPS_CODE_VERSION") or env.get("GIT_SHA")
             or "unknown",
             "mlops.image_digest": env.get("MLOPS_IMAGE_DIGEST") or "unknown",
-            CONFIG_TAG: digest, "mlops.gates_passed": str(passed).lower(),
+            CONFIG_TAG: digest, GATES_PASSED_TAG: str(passed).lower(),
             COMPARED_TAG: champion.version if champion else NO_CHAMPION, "mlops.run_id": run_id,
             **{f"mlops.metric.{k}": repr(v) for k, v in metrics.items()},
             **({} if key is None else {SLOT_TAG: key}),

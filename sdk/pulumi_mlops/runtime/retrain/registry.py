@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import yaml
 
+from pulumi_mlops.contracts.lineage import GATES_PASSED_TAG
 from pulumi_mlops.runtime.retrain.config import RetrainConfig
 from pulumi_mlops.runtime.retrain.data import Dataset, Split, Task
 from pulumi_mlops.runtime.retrain.train import evaluate
@@ -66,7 +67,7 @@ NO_CHAMPION: Final = "none"
 LINEAGE_TAGS: Final = (
     "mlops.dataset.uri", "mlops.dataset.sha256", "mlops.dataset.rows", "mlops.params",
     "mlops.metrics", "mlops.code_version", "mlops.image_digest", SLOT_TAG, CONFIG_TAG,
-    "mlops.gates_passed", COMPARED_TAG, "mlops.run_id",
+    GATES_PASSED_TAG, COMPARED_TAG, "mlops.run_id",
 )
 """Tags set on every registered version (``mlops.outcome`` is added once the aliases moved;
 ``mlops.schedule_slot`` only when the run has a key)."""

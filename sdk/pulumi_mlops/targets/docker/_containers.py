@@ -25,6 +25,7 @@ restarts it (``docker ps --filter health=unhealthy``, then ``docker restart``).
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,15 +120,34 @@ def healthcheck(workload: Workload) -> dict[str, Any] | None:
 
 
 def init_script(workload: Workload) -> str:
-    """Shell script the init container runs: own the data volumes, write the config files."""
+    """Shell script the init container runs: own the data volumes, write the config files.
+
+    A literal file's content is in the script itself (plain in the state: a preview shows how
+    it changes); a secret one's comes from the init container's secret environment
+    (`init_env`), ``MLOPS_FILE_<index>``.
+    """
     lines = ["set -eu", "umask 077"]
     data = [m.path for m in workload.mounts if m.kind == "data"]
     if data:
         lines.append(f"chown {RUN_AS_USER}:{RUN_AS_USER} " + " ".join(data))
     for i, f in enumerate(workload.files):
-        lines.append(f'printf %s "$MLOPS_FILE_{i}" > {f.path}')
+        value = (f'"$MLOPS_FILE_{i}"' if isinstance(f.content, SecretRef)
+                 else shlex.quote(f.content))
+        lines.append(f"printf %s {value} > {f.path}")
         lines.append(f"chown {RUN_AS_USER}:{RUN_AS_USER} {f.path}")
     return "\n".join(lines)
+
+
+def init_env(workload: Workload, secret_data: pulumi.Output[dict[str, str]]
+             ) -> pulumi.Output[list[str]] | None:
+    """The init container's environment: the content of each secret config file (a secret),
+    or None when the workload has none."""
+    secret = [(i, f.content) for i, f in enumerate(workload.files)
+              if isinstance(f.content, SecretRef)]
+    if not secret:
+        return None
+    return pulumi.Output.secret(secret_data.apply(
+        lambda d: [f"MLOPS_FILE_{i}={resolve(ref, d)}" for i, ref in secret]))
 
 
 class InitContainerFailedError(RuntimeError):
@@ -260,22 +280,12 @@ def materialize_workload(
 
     init = None
     if init_volumes:
-        files = list(workload.files)
-        init_env: pulumi.Output[list[str]]
-        if any(isinstance(f.content, SecretRef) for f in files):
-            init_env = pulumi.Output.secret(secret_data.apply(
-                lambda d: [f"MLOPS_FILE_{i}={resolve(f.content, d)}"
-                           for i, f in enumerate(files)]))
-        else:
-            # Literal files only: plain in the state, so a preview shows how they change.
-            init_env = pulumi.Output.from_input(
-                [f"MLOPS_FILE_{i}={f.content}" for i, f in enumerate(files)])
         init = docker.Container(
             f"{object_name}-init",
             name=f"{object_name}-init",
             image=image_id,
             entrypoints=["sh", "-c", init_script(workload)],
-            envs=init_env,
+            envs=init_env(workload, secret_data),
             user="0:0",
             read_only=True,
             capabilities={"drops": ["ALL"], "adds": ["CHOWN"]},
