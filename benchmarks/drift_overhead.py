@@ -12,7 +12,8 @@ against the model's signature (every column cast one by one, so each is a block 
 of the 20 numeric columns and of a mixed-data model (15 numeric columns, 5 text ones that are
 categorical features), in 1-row and 100-row requests: the server reads those features from the
 decoded JSON (`pulumi_mlops.runtime.serve.drift_input`), and reads the frame only where the
-JSON cannot stand for it (lossy coercion, no column signature), reported apart. The contract:
+JSON cannot stand for it (a value MLflow converts, under lossy coercion; a column type or a
+payload shape the reader does not take), reported apart. The contract:
 at most 10 µs per row in the request path, in total (inputs and prediction), on every path the
 server takes by default.
 
@@ -301,8 +302,9 @@ def main() -> None:
           f"{CONTRACT_US} µs/row target")
     for path in over:
         print(f"  over the target: {path}: {costs[path]:.2f} µs/row")
-    # The frame is read only where the JSON cannot stand for it: lossy coercion, a model
-    # without a column signature, instances/inputs payloads holding nulls.
+    # The frame is read only where the JSON cannot stand for it: a value MLflow converts (lossy
+    # coercion), a column type or payload shape the reader does not take (instances/inputs
+    # holding nulls, dataframe_split without columns, datetime columns...).
     slow = [path for path, us in fallback.items() if us > CONTRACT_US]
     print(f"fallback (the frame read): {len(fallback) - len(slow)} of {len(fallback)} within "
           f"the target; over it: " + (", ".join(f"{p} {fallback[p]:.1f} µs/row" for p in slow)

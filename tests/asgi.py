@@ -10,10 +10,12 @@ App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 def asgi_request(app: App, method: str, path: str, body: bytes = b"",
-                 headers: list[tuple[bytes, bytes]] | None = None
+                 headers: list[tuple[bytes, bytes]] | None = None,
+                 server: tuple[str, int] = ("127.0.0.1", 8080),
                  ) -> tuple[int, bytes, dict[bytes, bytes]]:
-    """Status, body and headers of the app's answer to one request (Content-Length is set)."""
-    scope = {"type": "http", "method": method, "path": path,
+    """Status, body and headers of the app's answer to one request (Content-Length is set),
+    received at ``server`` (the listening socket's address, as uvicorn sets it)."""
+    scope = {"type": "http", "method": method, "path": path, "server": server,
              "headers": [(b"content-length", str(len(body)).encode()), *(headers or [])]}
     inbox = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[dict[str, Any]] = []

@@ -134,6 +134,9 @@ def _serve(ns: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"mlops serve: {str(err).replace('_', '-')}", file=sys.stderr)
         return 2
+    if ns.metrics_port is not None and ns.metrics_port == ns.port:
+        print("mlops serve: --metrics-port must differ from --port", file=sys.stderr)
+        return 2
     if not ns.alias_poll_seconds > 0:
         print(f"mlops serve: --alias-poll-seconds must be > 0 (got {ns.alias_poll_seconds})",
               file=sys.stderr)
@@ -145,7 +148,7 @@ def _serve(ns: argparse.Namespace) -> int:
         fetch_deadline_seconds=ns.fetch_deadline_seconds, drift_window=ns.drift_window,
         prediction_log_rate=ns.prediction_log_rate, model_alias=ns.model_alias,
         coerce=ns.coerce, exit_when_unhealthy_seconds=ns.exit_when_unhealthy_seconds,
-        alias_poll_seconds=ns.alias_poll_seconds,
+        alias_poll_seconds=ns.alias_poll_seconds, metrics_port=ns.metrics_port,
     ))
 
 
@@ -374,6 +377,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="while the model or alias a models:/name@alias URI names does not "
                        "exist yet, stay up unready (/ping 200, /health and scoring 503) and "
                        "poll the registry this often (default: %(default)s)")
+    serve.add_argument("--metrics-port", type=int, default=d.metrics_port,
+                       help="serve GET /metrics on this port only (and not on --port), so a "
+                       "scraper admitted to it cannot reach scoring (default: /metrics on "
+                       "--port)")
     serve.set_defaults(func=_serve)
     schedule = sub.add_parser(
         "schedule",

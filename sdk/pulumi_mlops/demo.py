@@ -304,10 +304,11 @@ def _request(url: str, data: bytes | None = None) -> tuple[int, bytes, str | Non
         return err.code, err.read(), None
 
 
-def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], list[Any]]:
+def _smoke_test(url: str, metrics_url: str, model_name: str
+                ) -> tuple[list[str], dict[str, Any], list[Any]]:
     """Problems found, what the server says it serves (its Open Inference Protocol model
     metadata's ``parameters``: model name, version, alias, URI, run id) and the predictions
-    for a few rows."""
+    for a few rows; ``metrics_url`` is where its ``/metrics`` answers."""
     problems: list[str] = []
     payload, labels = _sample_payload()
     status, body, request_id = _request(url + "/invocations", payload)
@@ -330,7 +331,7 @@ def _smoke_test(url: str, model_name: str) -> tuple[list[str], dict[str, Any], l
         status == 200) else {}
     if status != 200:
         problems.append(f"{path} answered {status}")
-    status, body, _ = _request(url + "/metrics")
+    status, body, _ = _request(metrics_url + "/metrics")
     if status != 200 or b"mlops_model_info{" not in body:
         problems.append(f"/metrics answered {status} without mlops_model_info")
     return problems, served, predictions
@@ -438,8 +439,9 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
                           f"version {known.version}")
             continue
         assert workload.port is not None  # a serving workload listens
-        if workload.port in ports:
-            progress.skip(label, f"port {workload.port} is taken by another demo workload "
+        taken = {p for p in (workload.port, workload.metrics_port) if p is not None} & ports
+        if taken:
+            progress.skip(label, f"port {min(taken)} is taken by another demo workload "
                           "(tracks share the port; locally only one can listen)")
             continue
         progress.step(f"starting the model server `{label}` ({track.model.uri})")
@@ -449,7 +451,12 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
         progress.ran.append(label)
         ports.add(workload.port)
         hosts[f"{track.object_name}:{workload.port}"] = urlsplit(running.url).netloc
-        found, served, predictions = _smoke_test(running.url, track.model.name)
+        if workload.metrics_port is not None:
+            ports.add(workload.metrics_port)
+            hosts[f"{track.object_name}:{workload.metrics_port}"] = urlsplit(
+                running.metrics_url).netloc
+        found, served, predictions = _smoke_test(running.url, running.metrics_url,
+                                                 track.model.name)
         pinned = ("pinned at render" if track.model.version
                   else "alias resolved at start-up")
         command = " ".join(workload.command)
@@ -458,8 +465,8 @@ def _serve(service: ModelService, registries: Mapping[str, _Registry],
               f"  model: {served.get('model_name')} version {served.get('model_version')} "
               f"({track.model.uri}, {pinned})\n"
               f"  endpoint: POST {running.url}/invocations "
-              f"(MLflow payloads; Open Inference Protocol under /v2/models/{track.model.name}; "
-              "also /metrics)\n"
+              f"(MLflow payloads; Open Inference Protocol under /v2/models/{track.model.name})"
+              f"\n  metrics: GET {running.metrics_url}/metrics\n"
               f"  predictions for {_SAMPLE_ROWS} rows of breast_cancer: {predictions}; "
               "their true labels posted to /feedback\n"
               f"  logs: {running.log_path}", flush=True)

@@ -118,12 +118,19 @@ class RunningWorkload:
         url: ``http://127.0.0.1:<port>``.
         log_path: Its combined stdout/stderr.
         sidecars: Its sidecars, started beside it, by name.
+        metrics_url: Where its ``/metrics`` answers: ``http://127.0.0.1:<metrics_port>``, or
+            ``url`` for a workload without a metrics port.
     """
 
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
     sidecars: dict[str, RunningWorkload] = field(default_factory=dict)
+    metrics_url: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.metrics_url:
+            self.metrics_url = self.url
 
     def log(self) -> str:
         """Everything the process printed so far."""
@@ -254,7 +261,8 @@ def run_workload(
             command.argv, env=dict(command.env), cwd=command.cwd, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
-    running = RunningWorkload(process, url, log_path)
+    running = RunningWorkload(process, url, log_path, metrics_url=(
+        f"http://127.0.0.1:{workload.metrics_port}" if workload.metrics_port else url))
     try:
         deadline = time.monotonic() + (timeout or workload.startup_seconds)
         while not _healthy(url + workload.health.path):

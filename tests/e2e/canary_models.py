@@ -100,7 +100,8 @@ def grant_service_user(store: Registry, root: Path) -> str:
 
 @contextlib.contextmanager
 def serving_version(store: Registry, password: str, version: str, root: Path, *, port: int,
-                    allow_pickle: bool = False) -> Iterator[RunningWorkload]:
+                    metrics_port: int, allow_pickle: bool = False
+                    ) -> Iterator[RunningWorkload]:
     """Declare a registry and `MODEL` pinned to ``version`` on Docker under mocks, and run the
     serving workload its plan renders (the registry's in-network name mapped to ``store``),
     with ``password`` for its registry user (`grant_service_user`)."""
@@ -111,7 +112,7 @@ def serving_version(store: Registry, password: str, version: str, root: Path, *,
         registry = mlops.ModelRegistry("reg", target=target, port=registry_port)
         mlops.ModelService(MODEL, registry=registry, target=target, image=RUNTIME_IMAGE,
                            model_uri=f"models:/{MODEL}/{version}", port=port,
-                           allow_pickle=allow_pickle)
+                           metrics_port=metrics_port, allow_pickle=allow_pickle)
 
     recording = record(program, preview=True)
     (service,) = [c for c in recording.components if isinstance(c, ModelService)]

@@ -36,9 +36,11 @@ def _project(tmp_path: Path, edit: Any = None) -> tuple[Path, int, int, int]:
         (REPO / "stacks" / "__main__.py").read_text())
     config = yaml.safe_load((REPO / "stacks" / "Pulumi.dev.yaml").read_text())
     registry_port, service_port, prometheus_port = free_port(), free_port(), free_port()
+    service_metrics_port = free_port()
     config["config"]["mlops:registry"]["port"] = registry_port
     config["config"]["mlops:registry"]["metricsPort"] = METRICS_PORT
     config["config"]["mlops:services"]["cancer"]["port"] = service_port
+    config["config"]["mlops:services"]["cancer"]["metricsPort"] = service_metrics_port
     config["config"]["mlops:monitoring"]["prometheus"]["port"] = prometheus_port
     if edit is not None:
         edit(config["config"])
@@ -55,6 +57,12 @@ def _predictions(out: str) -> list[int]:
 
 RETRAINED = ("retrain cancer: version 1 registered as `challenger`; PROMOTED to `champion` "
              "(previous: none)")
+
+
+def _metrics_port(project: Path) -> int:
+    """The service's metrics port in the project's dev stack (what Prometheus scrapes)."""
+    config = yaml.safe_load((project / "stacks" / "Pulumi.dev.yaml").read_text())
+    return int(config["config"]["mlops:services"]["cancer"]["metricsPort"])
 
 
 def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
@@ -97,7 +105,8 @@ def test_demo_check_retrains_then_serves_the_promoted_version_and_predicts(
     assert "check failed" not in out and "smoke test failed" not in out
     # Prometheus last, from its rendered workload, scraping what runs here.
     assert (f"monitoring-prometheus: up at http://127.0.0.1:{prometheus_port}, scraping "
-            f"registry-mlflow-metrics:{METRICS_PORT}, cancer:{service_port} (not running here: "
+            f"registry-mlflow-metrics:{METRICS_PORT}, cancer:{_metrics_port(project)} "
+            "(not running here: "
             "cancer-nightly-retrain:") in out
     assert out.index(server_up) < out.index("monitoring-prometheus: up at")
     assert "/graph?g0.expr=mlops%3Afeature_drift%3Ascore" in out

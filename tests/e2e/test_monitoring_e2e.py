@@ -100,17 +100,18 @@ def _rules(url: str) -> list[dict[str, Any]]:
 def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
         store: Registry, tmp_path: Path) -> None:
     ports = [free_port(), free_port()]
+    metrics = [free_port(), free_port()]  # each replica's metrics port, what Prometheus scrapes
     x = _features()
     _, y = load_breast_cancer(return_X_y=True, as_frame=True)
     calm = x.sample(300, random_state=1)
     shifted = x.sample(200, random_state=2) * 1.5  # the other replica's traffic drifted
-    with serving(render("docker", store, port=ports[0], resolver=resolver_for(store)), store,
-                 tmp_path / "a") as a, \
-            serving(render("docker", store, port=ports[1], resolver=resolver_for(store)), store,
-                    tmp_path / "b") as b:
+    with serving(render("docker", store, port=ports[0], metrics_port=metrics[0],
+                        resolver=resolver_for(store)), store, tmp_path / "a") as a, \
+            serving(render("docker", store, port=ports[1], metrics_port=metrics[1],
+                           resolver=resolver_for(store)), store, tmp_path / "b") as b:
         targets = [Scraped("mlops-service", f"{MODEL}-{name}:{port}",
                            {"service": MODEL, "track": "stable", "version": "1"})
-                   for name, port in zip("ab", ports, strict=True)]
+                   for name, port in zip("ab", metrics, strict=True)]
         # The registry, run from the command its plan renders, scraped at its metrics
         # exporter (run beside it from the sidecar its plan renders), without credentials.
         exporter_port = int(urllib.parse.urlsplit(store.metrics_url).port or 0)
@@ -122,7 +123,8 @@ def test_prometheus_scores_drift_of_two_replicas_merged_traffic(
         prometheus = Prometheus.standalone(port=free_port(), scrape_interval="100ms")
         workload = prometheus_workload("mon", prometheus, targets, rule_groups(
             [MODEL], Slo(latency_p99_ms=250), DRIFT, QUALITY, "registry"))
-        hosts = {f"{MODEL}-{n}:{p}": f"127.0.0.1:{p}" for n, p in zip("ab", ports, strict=True)}
+        hosts = {f"{MODEL}-{n}:{p}": f"127.0.0.1:{p}"
+                 for n, p in zip("ab", metrics, strict=True)}
         hosts[f"0.0.0.0:{prometheus.port}"] = f"127.0.0.1:{prometheus.port}"
         hosts[f"registry-mlflow-metrics:{exporter_port}"] = f"127.0.0.1:{exporter_port}"
         with run_workload(workload, {}, tmp_path / "prometheus",

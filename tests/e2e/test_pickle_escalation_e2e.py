@@ -101,6 +101,7 @@ def rendered(registry: Registry, name: str, **inputs: Any) -> Workload:
         registry=mlops.RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                         password=registry.password),
         target=mlops.DockerTarget(), model_uri=f"models:/{name}@{ALIAS}", port=free_port(),
+        metrics_port=free_port(),
         image=RUNTIME_IMAGE, **inputs)
     version = mlops.registry_resolver(registry.url, environ=registry.env())(name, ALIAS)
     access = args.registry.access()

@@ -52,7 +52,7 @@ from pulumi_mlops.contracts.metrics import (
     OTHER_BIN,
     PREDICTION_FEATURE,
 )
-from pulumi_mlops.local import run_job, run_workload
+from pulumi_mlops.local import RunningWorkload, run_job, run_workload
 from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
 from pulumi_mlops.render import record, record_program
 from pulumi_mlops.runtime.drift.spec import (
@@ -250,20 +250,21 @@ def retrained(request: pytest.FixtureRequest, registry: Registry, mixed_csv: dic
 
 
 @contextlib.contextmanager
-def serving(registry: Registry, model_uri: str, root: Path) -> Iterator[str]:
-    """Start the server command ModelService renders for ``model_uri``; its base URL."""
-    port = free_port()
+def serving(registry: Registry, model_uri: str, root: Path) -> Iterator[RunningWorkload]:
+    """Start the server command ModelService renders for ``model_uri``."""
+    port, metrics_port = free_port(), free_port()
     endpoint = mlops.RegistryEndpoint(tracking_uri=registry.url, username=registry.username,
                                       password=registry.password)
     recording = record(lambda: ModelService("svc", registry=endpoint, target=mlops.DockerTarget(),
-                                            model_uri=model_uri, port=port, image=IMAGE),
+                                            model_uri=model_uri, port=port,
+                                            metrics_port=metrics_port, image=IMAGE),
                        preview=True)
     (service,) = [c for c in recording.components if isinstance(c, ModelService)]
     workload = service.plan.tracks[0].workload
     assert workload.command[:4] == ("mlops", "serve", "--model-uri", model_uri)
     with run_workload(workload, {"tracking-password": registry.password}, root,
                       timeout=120) as running:
-        yield running.url
+        yield running
         # Its graceful drain (ten seconds, tested with the server) would only slow twenty
         # families down: the process group this test started ends at once.
         os.killpg(running.process.pid, signal.SIGKILL)
@@ -333,12 +334,12 @@ def test_retrained_version_serves_what_pyfunc_predicts(
     slack = _near_edges(reference, expected)
     np.testing.assert_allclose(np.array(_binned(reference, expected)),
                                np.array(_shares(reference)) * len(expected), atol=slack + 1e-6)
-    with serving(registry, f"models:/{name}/1", tmp_path) as url:
-        answered = _predict(url, rows)
+    with serving(registry, f"models:/{name}/1", tmp_path) as server:
+        answered = _predict(server.url, rows)
         _assert_same_predictions(answered, expected)
         # The server binned the predictions it answered in the profile's bins: the bins of
         # what pyfunc predicts, but for a value an ulp away from an edge.
-        served = _served_prediction_counts(url, _binned(reference, answered))
+        served = _served_prediction_counts(server.metrics_url, _binned(reference, answered))
         assert served == _binned(reference, answered)
         if slack == 0:
             assert served == _binned(reference, expected)

@@ -73,6 +73,7 @@ def serving(store: Registry, name: str, workers: int, root: Path) -> Iterator[Ru
         registry=mlops.RegistryEndpoint(tracking_uri=store.url, username=store.username,
                                         password=store.password),
         target=mlops.DockerTarget(), model_uri=f"models:/{name}@{ALIAS}", port=free_port(),
+        metrics_port=free_port(),
         image=RUNTIME_IMAGE, workers=workers)
     access = args.registry.access()
     plan = plan_service(name, args, {"stable": ModelRef(args.stable_uri(), name, "1", ALIAS)},
@@ -135,12 +136,12 @@ def test_live_accuracy_equals_sklearns_on_the_labelled_rows(store: Registry, tmp
                                                             workers: int) -> None:
     _, x_test, _, y_test = _data("cancer")
     with serving(store, "cancer", workers, tmp_path) as server:
-        before = feedback_counters(server.url)
+        before = feedback_counters(server.metrics_url)
         assert before == {"matched": 0.0, "unmatched": 0.0, "mlops_feedback_correct_total": 0.0,
                           "mlops_feedback_absolute_error_total": 0.0,
                           "mlops_feedback_squared_error_total": 0.0, "loaded": 1.0}
         predicted, labels, matched = score_and_feed_back(server.url, x_test, y_test)
-        after = feedback_counters(server.url)
+        after = feedback_counters(server.metrics_url)
     assert after["matched"] == matched.sum()
     assert after["unmatched"] == (~matched).sum()
     accuracy = after["mlops_feedback_correct_total"] / after["matched"]
@@ -161,7 +162,7 @@ def test_live_mean_absolute_error_equals_sklearns(store: Registry, tmp_path: Pat
     _, x_test, _, y_test = _data("diabetes")
     with serving(store, "diabetes", workers, tmp_path) as server:
         predicted, labels, matched = score_and_feed_back(server.url, x_test, y_test)
-        after = feedback_counters(server.url)
+        after = feedback_counters(server.metrics_url)
     assert after["matched"] == matched.sum() and after["unmatched"] == (~matched).sum()
     assert after["mlops_feedback_correct_total"] == 0.0
     mae = after["mlops_feedback_absolute_error_total"] / after["matched"]

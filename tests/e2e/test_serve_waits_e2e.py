@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
+from tests.e2e.ports import free_port
 from tests.e2e.registry import Registry, registry_client
 from tests.e2e.serving import Server, start_serve
 
@@ -59,10 +60,16 @@ def assert_waiting(server: Server, uri: str) -> None:
 
 def test_a_missing_alias_is_waited_for_then_served(store: Registry, tmp_path: Path) -> None:
     uri = "models:/waits@champion"
-    server = start_waiting(store, tmp_path, uri, "--workers", "2")
+    metrics_port = free_port()
+    metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    server = start_waiting(store, tmp_path, uri, "--workers", "2",
+                           "--metrics-port", str(metrics_port))
     try:
         # No registered model of that name yet.
         assert_waiting(server, uri)
+        # Its metrics, on their own port only, say it waits for its model.
+        assert "mlops_model_loaded 0.0" in requests.get(metrics, timeout=5).text
+        assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
         x, y = load_breast_cancer(return_X_y=True, as_frame=True)
         model = LogisticRegression(max_iter=5000).fit(x, y)
         mlflow.set_experiment("serve-waits-e2e")
@@ -87,6 +94,11 @@ def test_a_missing_alias_is_waited_for_then_served(store: Registry, tmp_path: Pa
         np.testing.assert_array_equal(np.asarray(scored.json()["predictions"]), expected)
         metadata = requests.get(server.url + "/v2/models/waits", timeout=5).json()
         assert metadata["parameters"]["model_alias"] == "champion"
+        # The workers took the stand-in's metrics socket over too.
+        assert "mlops_model_loaded 1.0" in requests.get(metrics, timeout=5).text
+        assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
+        assert requests.post(metrics.replace("/metrics", "/invocations"), data=body,
+                             timeout=5).status_code == 404
     finally:
         code = stop(server)
     assert code == 0

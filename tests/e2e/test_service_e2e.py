@@ -102,16 +102,20 @@ class Rendered:
         return {urlsplit(self.registry.plan.tracking_uri).netloc: urlsplit(store.url).netloc}
 
 
-def render(kind: str, store: Registry, *, port: int, resolver: ModelResolver) -> Rendered:
-    """Declare a registry and the `cancer` service on one target under mocks (a preview)."""
+def render(kind: str, store: Registry, *, port: int, resolver: ModelResolver,
+           metrics_port: int | None = None) -> Rendered:
+    """Declare a registry and the `cancer` service on one target under mocks (a preview),
+    serving on ``port`` and its metrics on ``metrics_port`` (default: a free port)."""
     registry_port = urlsplit(store.url).port
+    metrics_port = metrics_port or free_port()
 
     def program() -> None:
         target: mlops.Target = (mlops.DockerTarget() if kind == "docker"
                                 else mlops.KubernetesTarget(namespace="ml"))
         registry = mlops.ModelRegistry("reg", target=target, port=registry_port)
         mlops.ModelService(MODEL, registry=registry, target=target, image=RUNTIME_IMAGE,
-                           model_uri=f"models:/{MODEL}@{ALIAS}", port=port, resolver=resolver)
+                           model_uri=f"models:/{MODEL}@{ALIAS}", port=port,
+                           metrics_port=metrics_port, resolver=resolver)
 
     recording = record(program, preview=True)
     (service,) = [c for c in recording.components if isinstance(c, ModelService)]
@@ -181,7 +185,11 @@ def test_rendered_server_serves_the_pinned_version(kind: str, store: Registry,
         batch = _features().sample(60, random_state=7)
         expected = mlflow.pyfunc.load_model(f"models:/{MODEL}/1").predict(batch)
         np.testing.assert_array_equal(predict(server.url, batch), np.asarray(expected).ravel())
-        metrics = requests.get(server.url + "/metrics", timeout=5).text
+        # Metrics on their own port only; scoring never there.
+        assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
+        assert requests.post(server.metrics_url + "/invocations", timeout=5,
+                             json={"inputs": []}).status_code == 404
+        metrics = requests.get(server.metrics_url + "/metrics", timeout=5).text
         assert (f'mlops_model_info{{model_alias="champion",model_name="{MODEL}",'
                 f'model_uri="models:/{MODEL}/1",model_version="1"}} 1.0') in metrics
 
@@ -195,13 +203,15 @@ def _version_fields(rendered: Rendered) -> tuple[str, str, str]:
 @pytest.mark.parametrize("kind", TARGETS)
 def test_moving_the_alias_changes_only_the_pods(kind: str, store: Registry, version_two: str,
                                                 tmp_path: Path) -> None:
-    port = free_port()
-    before = render(kind, store, port=port, resolver=resolver_for(store))
+    port, metrics_port = free_port(), free_port()
+    before = render(kind, store, port=port, resolver=resolver_for(store),
+                    metrics_port=metrics_port)
     assert _version_fields(before) == (f"models:/{MODEL}/1", "1", "1")
     with champion_restored() as client:
         v2 = version_two
         client.set_registered_model_alias(MODEL, ALIAS, v2)
-        after = render(kind, store, port=port, resolver=resolver_for(store))
+        after = render(kind, store, port=port, resolver=resolver_for(store),
+                       metrics_port=metrics_port)
         assert _version_fields(after) == (f"models:/{MODEL}/{v2}", v2, v2)
 
         diff = diff_stack_plans(build_stack_plan(before.recording),

@@ -78,7 +78,8 @@ def test_operator_mode_declares_crds_the_operator_accepts_labelled_for_its_relea
     # Its metrics exporter's port (MLflow serves its own /metrics to admins only), without
     # credentials: no Secret of the stack's own holds any.
     assert registry["podMetricsEndpoints"][0]["port"] == "metrics"
-    assert stable["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    # The servers' metrics port, which answers nothing else.
+    assert stable["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
     for monitor in monitors:
         assert "basicAuth" not in _object(monitor)["spec"]["podMetricsEndpoints"][0]
     assert not [s.name for s in rec.of_type("kubernetes:core/v1:Secret")
@@ -105,8 +106,9 @@ def test_operator_mode_admits_prometheus_to_each_scraped_port_only() -> None:
         assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
             "kubernetes.io/metadata.name": "obs"}},
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+        # The metrics port only: a model server's scoring port (8080) stays closed to it.
         assert rule["ports"] == [{"protocol": "TCP",
-                                  "port": 9101 if "reg" in name else 8080}]
+                                  "port": 9101 if "reg" in name else 9102}]
 
 
 def test_a_schedules_interval_is_its_longest_gap() -> None:
@@ -161,7 +163,7 @@ def test_docker_runs_a_hardened_prometheus_scraping_the_service_container() -> N
     files = list(init_files(init).values())
     config = next(yaml.safe_load(f) for f in files if "scrape_configs" in f)
     registry, service = config["scrape_configs"]
-    assert service["static_configs"] == [{"targets": ["fraud:8080"], "labels": {
+    assert service["static_configs"] == [{"targets": ["fraud:9102"], "labels": {
         "service": "fraud", "track": "stable", "version": "3"}}]
     # The registry's metrics exporter, without credentials: Prometheus holds no secret.
     assert registry["static_configs"] == [{"targets": ["reg-mlflow-metrics:9101"],

@@ -668,3 +668,27 @@ def test_a_classifier_of_class_names_answers_them_on_the_fast_path_as_mlflow_doe
     assert answers[0] == answers[1]
     assert answers[0][0] == 200 and set(answers[0][1]["predictions"]) <= {"no", "yes"}
 
+
+
+def test_with_a_metrics_port_metrics_are_served_there_alone(served: ServedModel) -> None:
+    app = ScoringApp(served, metrics_port=9102)
+    serving, scraping = ("127.0.0.1", 8080), ("127.0.0.1", 9102)
+    body = split([GOOD_ROW])
+    assert asgi_request(app, "GET", "/metrics", server=scraping)[0] == 200
+    assert asgi_request(app, "HEAD", "/metrics", server=scraping)[0] == 200
+    # Nothing but metrics on the metrics port: no scoring, feedback, health or metadata.
+    for method, path in (("POST", "/invocations"), ("POST", "/feedback"), ("GET", "/ping"),
+                         ("GET", "/health"), ("GET", "/version"), ("GET", "/v2/models/x"),
+                         ("POST", "/v2/models/x/infer")):
+        status, answer, _ = asgi_request(app, method, path, body,
+                                         [(b"content-type", JSON.encode())], server=scraping)
+        assert status == 404, (method, path)
+        assert b"on this port" in answer
+    # And no metrics on the serving port, which serves the rest as before.
+    assert asgi_request(app, "GET", "/metrics", server=serving)[0] == 404
+    assert asgi_request(app, "GET", "/ping", server=serving)[0] == 200
+    status, _, _ = asgi_request(app, "POST", "/invocations", body,
+                                [(b"content-type", JSON.encode())], server=serving)
+    assert status == 200
+    # Without a metrics port: /metrics on the one port, as MLflow-style servers have it.
+    assert asgi_request(ScoringApp(served), "GET", "/metrics", server=serving)[0] == 200

@@ -53,8 +53,9 @@ class Keeping(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         self.seen = []
 
     def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+        predictions = model_input["x"].fillna(0.0).to_numpy(dtype=np.float64) * 2.0
         self.seen.append(model_input.copy())
-        return model_input["x"].fillna(0.0).to_numpy(dtype=np.float64) * 2.0
+        return predictions
 
 
 def _training() -> pd.DataFrame:
@@ -78,10 +79,21 @@ def profile() -> Profile:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model, with the column signature of `_TYPES`."""
     path = tmp_path_factory.mktemp("keeping") / "model"
     schema = Schema([ColSpec(t, n, required=n in _REQUIRED) for n, t in _TYPES.items()])
     mlflow.pyfunc.save_model(str(path), python_model=Keeping(),
                              signature=ModelSignature(inputs=schema))
+    return path
+
+
+@pytest.fixture(scope="module")
+def unsigned_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model without a signature: pandas infers its frames' dtypes."""
+    path = tmp_path_factory.mktemp("unsigned") / "model"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's advice to log a signature
+        mlflow.pyfunc.save_model(str(path), python_model=Keeping())
     return path
 
 
@@ -99,14 +111,15 @@ def _edges(profile: Profile, name: str) -> list[float]:
 
 def _row(profile: Profile) -> st.SearchStrategy[dict[str, Any]]:
     # Values on the bins' edges (float32 ones too: the cast decides their bin), nulls, absent
-    # optional columns (`...`), and values MLflow refuses (strings for numbers).
+    # optional columns (`...`), and values MLflow converts or refuses (text or a boolean for
+    # a number, a fraction for an integer).
     f32 = _edges(profile, "f32")
     return st.fixed_dictionaries({
-        "x": st.sampled_from([*_edges(profile, "x")[:4], -2.5, 0.0, 7, None, "1.5"]),
+        "x": st.sampled_from([*_edges(profile, "x")[:4], -2.5, 0.0, 7, None, "1.5", True]),
         "f32": st.sampled_from([*f32[:4], *(float(np.float32(e)) for e in f32[:4]),
                                 float(np.nextafter(f32[0], 0.0)), 0.25, None, ...]),
         "n": st.sampled_from([0, 3, 19, 25, -1]),
-        "i": st.sampled_from([0, 2, 4, 9, ...]),
+        "i": st.sampled_from([0, 2, 4, 9, 2.5, 3.0, ...]),
         "city": st.sampled_from([*_CITIES, "", None, ...]),
         "flag": st.sampled_from([True, False, ...]),
         "note": st.sampled_from(["a", "b", ...]),
@@ -148,8 +161,10 @@ def _seen_rows(frames: list[pd.DataFrame]) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.mark.parametrize("coerce", ["strict", "lossy"])
+@pytest.mark.parametrize("signed", [True, False], ids=["signature", "no-signature"])
 def test_every_named_shape_and_column_type_counts_what_the_model_received(
-    profile: Profile, model_path: Path
+    profile: Profile, model_path: Path, unsigned_path: Path, coerce: str, signed: bool
 ) -> None:
     @settings(max_examples=80, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -158,7 +173,7 @@ def test_every_named_shape_and_column_type_counts_what_the_model_received(
                              min_size=1, max_size=6))
     def check(requests: list[tuple[str, list[dict[str, Any]]]]) -> None:
         monitor = DriftMonitor(profile, window=10_000)
-        served = _served(model_path, monitor)
+        served = _served(model_path if signed else unsigned_path, monitor, coerce)
         keeping = served.model.unwrap_python_model()
         answered = 0
         for shape, rows in requests:
@@ -218,7 +233,7 @@ def test_documents_it_cannot_read_as_the_frame_holds_them_are_left_to_the_frame(
     profile: Profile, doc: Any
 ) -> None:
     columns = [ColumnSpec(n, t, n in _REQUIRED) for n, t in _TYPES.items()]
-    reader = drift_reader(columns, DriftMonitor(profile), strict=True)
+    reader = drift_reader(columns, DriftMonitor(profile))
     assert reader is not None
     assert reader.rows(doc) is None
 
@@ -228,28 +243,39 @@ def test_a_model_whose_signature_does_not_say_how_a_feature_reads_reads_frames(
 ) -> None:
     monitor = DriftMonitor(profile)
     columns = [ColumnSpec(n, t) for n, t in _TYPES.items()]
-    assert drift_reader(columns, monitor, strict=True) is not None
-    assert drift_reader(columns, monitor, strict=False) is None  # MLflow converts values
-    assert drift_reader(None, monitor, strict=True) is None  # no column signature
+    assert drift_reader(columns, monitor) is not None
+    assert drift_reader(None, monitor) is not None  # no signature: pandas infers as JSON reads
+    assert drift_reader(None, monitor, tensors=True) is None  # MLflow builds arrays
     for name, kind in (("x", "string"), ("city", "long"), ("flag", "double"),
                        ("n", "datetime")):
         other = [ColumnSpec(n, kind if n == name else t) for n, t in _TYPES.items()]
-        assert drift_reader(other, monitor, strict=True) is None, name
+        assert drift_reader(other, monitor) is None, name
     without = [c for c in columns if c.name != "i"]  # a feature the signature lacks
-    assert drift_reader(without, monitor, strict=True) is None
+    assert drift_reader(without, monitor) is None
 
 
-def test_lossy_coercion_counts_the_values_mlflow_converted(
-    profile: Profile, model_path: Path
+def test_with_lossy_coercion_a_value_mlflow_converts_sends_the_request_to_the_frame(
+    profile: Profile, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monitor = DriftMonitor(profile, window=100)
     served = _served(model_path, monitor, coerce="lossy")
-    row = {"x": 0.5, "f32": 0.25, "n": 3, "i": 1.0, "city": "c1", "flag": True, "note": "a"}
-    answer = served.invoke(json.dumps({"dataframe_records": [row]}).encode(), JSON)
-    assert answer.status == 200, answer.body
+    framed: list[Any] = []
+    observe_columns = monitor.observe_columns
+
+    def spy(columns: Any, predictions: Any = None) -> None:
+        framed.append(columns)
+        observe_columns(columns, predictions)
+
+    monkeypatch.setattr(monitor, "observe_columns", spy)
+    row = {"x": 0.5, "f32": 0.25, "n": 3, "i": 1, "city": "c1", "flag": True, "note": "a"}
+    for i, value in enumerate((1, 2.7)):  # as sent, then converted by MLflow (a fraction)
+        answer = served.invoke(json.dumps({"dataframe_records": [{**row, "i": value}]}).encode(),
+                               JSON)
+        assert answer.status == 200, answer.body
+        assert len(framed) == i  # the JSON stood for the frame the first time only
     keeping = served.model.unwrap_python_model()
     assert {n: c.tolist() for n, c in monitor.totals().items()} == (
-        recount(profile, _seen_rows(keeping.seen[-1:])))
+        recount(profile, _seen_rows(keeping.seen)))
 
 
 @pytest.mark.parametrize("features", [("city",), ("x",), ("x", "city"), ("n", "x", "city"),
@@ -259,7 +285,7 @@ def test_a_profile_of_any_few_features_reads_them_in_its_own_order(features: tup
     frame = _training()[list(features)]
     monitor = DriftMonitor(load_profile(build_profile(frame)))
     columns = [ColumnSpec(n, t) for n, t in _TYPES.items()]
-    reader = drift_reader(columns, monitor, strict=True)
+    reader = drift_reader(columns, monitor)
     assert reader is not None
     row = {"x": 0.5, "f32": 0.25, "n": 3, "i": 1, "city": "c1", "flag": True, "note": "a"}
     for shape in _SHAPES:
@@ -273,7 +299,7 @@ def test_a_profile_of_any_few_features_reads_them_in_its_own_order(features: tup
 
 def test_a_request_of_no_rows_reads_as_no_rows(profile: Profile) -> None:
     columns = [ColumnSpec(n, t) for n, t in _TYPES.items()]
-    reader = drift_reader(columns, DriftMonitor(profile), strict=True)
+    reader = drift_reader(columns, DriftMonitor(profile))
     assert reader is not None
     for doc in ({"dataframe_split": {"columns": list(_TYPES), "data": []}},
                 {"inputs": {"x": [], "city": []}}):

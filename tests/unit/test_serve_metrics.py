@@ -220,6 +220,8 @@ def reference(worker):
                       "matched labels (regression)", registry=registry)
     outcomes.labels(names.MATCHED)
     outcomes.labels(names.UNMATCHED)
+    for code in ("200", *metrics.SERVER_ERROR_CODES):  # at 0 from the start
+        requests_total.labels(code)
     Gauge(names.FEATURE_DRIFT,
           "Drift of an input feature: PSI (numeric) or Jensen-Shannon distance (categorical)",
           [names.FEATURE_LABEL, names.STATISTIC_LABEL], registry=registry,
@@ -373,7 +375,11 @@ def test_a_fresh_server_exposes_its_successful_requests_at_zero() -> None:
     page = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                           text=True, env={k: v for k, v in os.environ.items()
                                           if k != "PROMETHEUS_MULTIPROC_DIR"}).stdout
-    assert 'mlops_requests_total{code="200"} 0.0' in page.splitlines()
+    lines = page.splitlines()
+    assert 'mlops_requests_total{code="200"} 0.0' in lines
+    # And its errors: the first ones count in rate() (the 5xx ratio, canary check, burn rate).
+    for code in ("500", "503", "504"):
+        assert f'mlops_requests_total{{code="{code}"}} 0.0' in lines
 
 
 def test_a_fresh_server_exposes_its_feedback_counters_at_zero() -> None:

@@ -120,6 +120,30 @@ def test_the_stand_in_is_alive_unready_and_refuses_scoring_with_retry_after() ->
         server.server_close()
 
 
+def test_with_a_metrics_port_the_stand_in_answers_metrics_there_alone() -> None:
+    server = WaitingServer(_listen("127.0.0.1", 0), "waiting", retry_after=10,
+                           metrics_listen=_listen("127.0.0.1", 0))
+    assert server.metrics is not None
+    url, metrics = f"http://127.0.0.1:{server.port}", f"http://127.0.0.1:{server.metrics.port}"
+    try:
+        page = requests.get(metrics + "/metrics", timeout=5)
+        assert page.status_code == 200 and "mlops_model_loaded 0.0" in page.text
+        for path in ("/ping", "/health", "/v2/health/live"):
+            assert requests.get(metrics + path, timeout=5).status_code == 404, path
+        assert requests.post(metrics + "/invocations", data=b"{}", timeout=5).status_code == 404
+        assert requests.get(url + "/metrics", timeout=5).status_code == 404
+        assert requests.get(url + "/ping", timeout=5).status_code == 200
+        assert requests.post(url + "/invocations", data=b"{}", timeout=5).status_code == 503
+        # Both sockets are handed over, still listening.
+        handed = server.hand_over_metrics()
+        assert handed is not None and handed.getsockname()[1] == server.metrics.port
+        handed.close()
+        server.hand_over().close()
+    finally:
+        server.server_close()
+        server.metrics.server_close()
+
+
 def serve(url: str, uri: str, *extra: str, timeout: float = 60,
           ) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": "u",

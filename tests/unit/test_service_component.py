@@ -144,7 +144,8 @@ def test_a_rolling_service_declares_one_deployment_behind_one_service() -> None:
     assert svc["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert svc["ports"] == [{"name": "http", "port": 80, "targetPort": "http",
                              "protocol": "TCP"}]
-    assert server(rec)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert server(rec)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                                    {"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
 
 
 def test_outputs_and_public_attributes() -> None:
@@ -261,8 +262,8 @@ def test_updates_surge_never_drop_below_desired_and_fail_past_the_deadline() -> 
 
 
 def test_scrape_hints_are_on_the_pods_and_the_service() -> None:
-    rec = service(port=9000)
-    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": "9000",
+    rec = service(port=9000, metrics_port=9001)
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": "9001",
               "prometheus.io/path": "/metrics"}
 
     assert scrape.items() <= pod(rec)["metadata"]["annotations"].items()

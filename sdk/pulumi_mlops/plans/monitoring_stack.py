@@ -48,7 +48,7 @@ from pulumi_mlops.plans.registry import RegistryPlan
 from pulumi_mlops.plans.retrain import RetrainPlan
 from pulumi_mlops.plans.service import ServicePlan
 from pulumi_mlops.plans.target import DockerTarget, KubernetesTarget
-from pulumi_mlops.plans.workload import Workload
+from pulumi_mlops.plans.workload import METRICS_PORT_NAME, Workload
 
 __all__ = [
     "DASHBOARD_LABEL",
@@ -257,9 +257,9 @@ def plan_monitoring(name: str, args: MonitoringStackArgs, services: Sequence[Ser
         for track in service.tracks:
             labels = {SERVICE_LABEL: service.name, TRACK_LABEL: track.track}
             pods.append(PodScrape(track.object_name, dict(track.selector), labels,
-                                  service.scrape.port, path=service.scrape.path))
+                                  service.scrape.port, METRICS_PORT_NAME, service.scrape.path))
             version = track.model.version or "unresolved"
-            scraped.append(Scraped("mlops-service", f"{track.object_name}:{service.port}",
+            scraped.append(Scraped("mlops-service", f"{track.object_name}:{service.scrape.port}",
                                    {**labels, VERSION_LABEL: version},
                                    service.scrape.path))
     standalone = args.prometheus.mode == "standalone"

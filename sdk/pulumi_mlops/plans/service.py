@@ -222,6 +222,10 @@ class ModelServiceArgs(ArgsModel):
             publishes no image, so none is implied.
         port: Container port of ``mlops serve``. On Docker also the published host port.
             Default: 8080.
+        metrics_port: Container port of the server's ``/metrics``, which answers nothing else
+            (and the serving port does not answer ``/metrics``): a MonitoringStack admits its
+            Prometheus to this port only, so a scraper never reaches scoring. Not published
+            on Docker. Default: 9102.
         workers: Server worker processes per replica. Default: 1. Each holds at most
             ``mlops serve --max-concurrency`` scoring requests at once, sized so that request
             bodies fit in
@@ -269,6 +273,7 @@ class ModelServiceArgs(ArgsModel):
     autoscaling: Autoscaling | None = None
     image: Any
     port: Annotated[int, Field(ge=1024, le=65535)] = 8080
+    metrics_port: Annotated[int, Field(ge=1024, le=65535)] = 9102
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     coerce: Coercion = Coercion.STRICT
     allow_pickle: bool = False
@@ -309,6 +314,10 @@ class ModelServiceArgs(ArgsModel):
         """Rules that span several inputs."""
         found: list[Problem] = []
         kind = self.rollout.kind
+        if self.metrics_port == self.port:
+            found.append(Problem("metrics_port", "must differ from `port`", self.metrics_port,
+                                 "choose another `metrics_port` (default 9102).",
+                                 related=("port",)))
         if kind == RolloutKind.BLUE_GREEN and self.rollout.active and self.model_uri:
             found.append(Problem("model_uri",
                                  "Only one of `model_uri` or `rollout.active` can be provided",
@@ -501,6 +510,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         "--model-uri", model.serving_uri,
         "--host", "0.0.0.0",
         "--port", str(args.port),
+        "--metrics-port", str(args.metrics_port),
         "--workers", str(args.workers),
         "--drain-seconds", str(DRAIN_SECONDS),
     )
@@ -522,6 +532,7 @@ def serve_workload(model: ModelRef, args: ModelServiceArgs, *, tracking_uri: Env
         command=command,
         env=env,
         port=args.port,
+        metrics_port=args.metrics_port,
         health=HttpCheck("/health"),
         liveness=HttpCheck("/ping"),
         mounts=(Mount("tmp", "/tmp", "scratch", args.scratch_size),),
@@ -564,7 +575,7 @@ def plan_service(
     selector = {k: base[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
     stable_replicas = args.autoscaling.min_replicas if args.autoscaling else args.replicas
     warnings: list[str] = []
-    scrape = ScrapeTarget(args.port)
+    scrape = ScrapeTarget(args.metrics_port)
     # A rollout that never becomes ready fails `pulumi up` (the old pods keep serving); with
     # maxSurge 1 an update replaces pods one after another, each within the deadline.
     deadline = args.model_load_timeout + 120

@@ -21,6 +21,7 @@ from pulumi_mlops.errors import InputError
 __all__ = [
     "DRAIN_SECONDS",
     "INIT_RESOURCES",
+    "METRICS_PORT_NAME",
     "PIDS_LIMIT",
     "UNHEALTHY_EXIT_SECONDS",
     "ConfigFile",
@@ -105,6 +106,10 @@ class SecretRef:
 
 
 EnvValue = str | SecretRef
+
+
+METRICS_PORT_NAME = "metrics"
+"""The name of a workload's `Workload.metrics_port` among its pod's ports (Kubernetes)."""
 
 
 @dataclass(frozen=True)
@@ -222,8 +227,11 @@ class Workload:
             digest reference).
         command: The full argument vector (entrypoint included).
         env: Environment; values are literals or secret references.
-        port: The one TCP port the container listens on; None for a run-to-completion (batch)
+        port: The TCP port the container serves on; None for a run-to-completion (batch)
             container, which listens on nothing.
+        metrics_port: A second port answering its metrics only (a model server's), which
+            Prometheus is admitted to instead of ``port``; None when the metrics, if any,
+            are on ``port``.
         health: How to tell the container is ready to serve (startup and readiness); None
             for a batch container, whose exit status is its health.
         liveness: How to tell it is alive. Default: ``health``.
@@ -254,6 +262,7 @@ class Workload:
     env: Mapping[str, EnvValue]
     port: int | None
     health: HttpCheck | ExecCheck | None
+    metrics_port: int | None = None
     liveness: HttpCheck | ExecCheck | None = None
     files: tuple[ConfigFile, ...] = ()
     mounts: tuple[Mount, ...] = ()

@@ -77,6 +77,10 @@ class ScoringApp:
         model: The model.
         limits: The request bounds. Default: `Limits()`.
         prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
+        metrics_port: The port of its own ``/metrics`` is served on (``mlops serve
+            --metrics-port``): requests to it get ``/metrics`` only, and requests to any
+            other port everything but ``/metrics``. Default: none, ``/metrics`` beside the
+            rest.
 
     Attributes:
         ready: False while loading or draining; ``/ping`` and ``/health`` answer 503 then.
@@ -87,8 +91,9 @@ class ScoringApp:
     """
 
     def __init__(self, model: ServedModel, *, limits: Limits | None = None,
-                 prediction_log_rate: float = 0.0) -> None:
+                 prediction_log_rate: float = 0.0, metrics_port: int | None = None) -> None:
         self.model = model
+        self.metrics_port = metrics_port
         self.limits = limits or Limits()
         self.prediction_log_rate = prediction_log_rate
         self.server_version = str(__version__)
@@ -121,6 +126,13 @@ class ScoringApp:
             # left for the shutdown to cut while a client is about to reuse it.
             send = _closing(send)
         path, method = scope["path"], scope["method"]
+        if self.metrics_port is not None and (
+                (scope.get("server") or (None, None))[1] == self.metrics_port) != (
+                path == "/metrics"):
+            # The metrics port answers metrics only, so a peer admitted to it (Prometheus)
+            # cannot score; the serving port does not answer them.
+            await respond(send, 404, error_body(404, f"no route {path} on this port"))
+            return
         if path == "/v2" or path.startswith("/v2/"):
             from pulumi_mlops.runtime.serve import v2
 

@@ -12,8 +12,11 @@ This reads them only where the values are, beyond doubt, the ones the frame hold
 MLflow's schema enforcement (`drift_reader` decides once per model, `DriftReader.rows` per
 request), and answers None anywhere else, where the caller reads the frame as before:
 
-- ``strict`` coercion only (`find_lossy` has refused every value MLflow would change), and a
-  column signature naming every input feature of the profile;
+- no value MLflow would change in converting it to its column's type (`find_lossy` finds none:
+  with ``strict`` coercion such a request is refused anyway; with ``lossy`` the caller checks),
+  and a column signature naming every input feature of the profile, or no signature at all
+  (pandas then infers the frame's dtypes from the same JSON values: numbers as float64 or
+  int64, text as text);
 - numeric features of a numeric type (``float`` values pass through float32, as the frame's
   column holds them); categorical features of type ``string`` holding strings or nulls, or
   ``boolean`` holding booleans (compared as ``str(value)``, as the frame's are);
@@ -37,13 +40,12 @@ import numpy as np
 import numpy.typing as npt
 
 from pulumi_mlops.runtime.drift import DriftMonitor
-from pulumi_mlops.runtime.serve.payload import ColumnSpec
+from pulumi_mlops.runtime.serve.payload import FORMATS, ColumnSpec
 
 __all__ = ["DriftReader", "drift_reader"]
 
 _NUMERIC_TYPES: Final = frozenset({"double", "float", "long", "integer"})
 _CATEGORY_TYPES: Final = {"string": str, "boolean": bool}
-_FORMATS: Final = frozenset({"dataframe_split", "dataframe_records", "instances", "inputs"})
 _JSON_NUMBERS: Final = frozenset({int, float, type(None)})
 _TEXT: Final = frozenset({str, type(None)})
 
@@ -52,16 +54,22 @@ Rows = tuple[npt.NDArray[np.float64], tuple[npt.NDArray[Any] | None, ...]]
 matrix, and the categorical features' arrays (None for one not sent)."""
 
 
-def drift_reader(columns: list[ColumnSpec] | None, drift: DriftMonitor,
-                 strict: bool) -> DriftReader | None:
+def drift_reader(columns: list[ColumnSpec] | None, drift: DriftMonitor, *,
+                 tensors: bool = False) -> DriftReader | None:
     """How a model's JSON requests feed ``drift``, or None when they cannot (see the module's
-    docstring): then the frame MLflow builds is read instead."""
-    if not strict or columns is None:
-        return None
-    types = {c.name: c.type for c in columns}
+    docstring): then the frame MLflow builds is read instead.
+
+    Args:
+        columns: The model's column signature; None for none (or a tensor signature).
+        drift: The monitor.
+        tensors: Whether the signature is a tensor signature (MLflow builds arrays, not a
+            frame, of its requests).
+    """
     numeric, categorical = drift.numeric_inputs, drift.categorical_inputs
-    if not (numeric or categorical):
+    if tensors or not (numeric or categorical):
         return None
+    types = ({c.name: c.type for c in columns} if columns is not None
+             else {**{n: "double" for n in numeric}, **{n: "string" for n in categorical}})
     if any(types.get(name) not in _NUMERIC_TYPES for name in numeric):
         return None
     if any(types.get(name) not in _CATEGORY_TYPES for name in categorical):
@@ -143,7 +151,7 @@ class DriftReader:
         """The rows of a document in a named shape; None for any other."""
         if type(doc) is not dict:
             return None
-        formats = [key for key in doc if key in _FORMATS]
+        formats = [key for key in FORMATS if key in doc]
         if len(formats) != 1:
             return None
         fmt = formats[0]

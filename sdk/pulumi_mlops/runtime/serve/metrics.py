@@ -3,7 +3,7 @@
 
 | metric | type | labels |
 |---|---|---|
-| ``mlops_requests_total`` | counter | ``code`` (HTTP status; ``200`` from the start) |
+| ``mlops_requests_total`` | counter | ``code`` (HTTP status; ``200`` and the 5xx from the start) |
 | ``mlops_request_duration_seconds`` | histogram | |
 | ``mlops_batch_rows`` | histogram | |
 | ``mlops_predictions_total`` | counter | ``class`` (classification outputs, bounded) |
@@ -87,11 +87,13 @@ from pulumi_mlops.runtime.drift.prediction import dtype_kind
 from pulumi_mlops.runtime.serve.fetch import ModelInfo
 from pulumi_mlops.runtime.serve.waiting import model_loaded_family
 
-__all__ = ["FLUSH_SECONDS", "OTHER_CLASS", "exposition", "flush", "limit_class_labels",
-           "model_info", "observe_feedback", "observe_predictions", "observe_request",
-           "predicts_classes"]
+__all__ = ["FLUSH_SECONDS", "OTHER_CLASS", "SERVER_ERROR_CODES", "exposition", "flush",
+           "limit_class_labels", "model_info", "observe_feedback", "observe_predictions",
+           "observe_request", "predicts_classes"]
 
 FLUSH_SECONDS = 0.5
+SERVER_ERROR_CODES = ("500", "503", "504")
+"""The 5xx statuses the server answers, counted from 0 from the start like ``200``."""
 _FLUSH_REQUESTS = 512
 _FLUSH_ROWS = 65536
 _LATENCY_BUCKETS = names.DURATION_BUCKETS
@@ -207,8 +209,11 @@ REQUESTS = _LabelledCounter(names.REQUESTS, "Scoring requests by HTTP status cod
                             names.CODE_LABEL)
 # Exposed at 0 from the start: a series that first appears at its first scrape with the
 # requests already counted never increases in `rate()`, and a service whose first requests fit
-# between two scrapes would have no traffic, and its SLIs 0 / 0.
-REQUESTS.child("200")
+# between two scrapes would have no traffic, and its SLIs 0 / 0. The same for the 5xx the
+# server answers (a model that fails, unready, a prediction past its deadline): else the first
+# errors of a service are lost to its error ratio, its canary check and its burn-rate alerts.
+for _code in ("200", *SERVER_ERROR_CODES):
+    REQUESTS.child(_code)
 LATENCY = _Histogram(names.REQUEST_DURATION, "Time to answer /invocations", _LATENCY_BUCKETS)
 BATCH = _Histogram(names.BATCH_ROWS, "Rows per scoring request", _ROW_BUCKETS)
 CLASSES = _LabelledCounter(names.PREDICTIONS, "Predicted classes (classification models)",

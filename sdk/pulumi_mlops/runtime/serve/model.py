@@ -280,8 +280,8 @@ class ServedModel:
             self._loaded.set()
         # How the general path's JSON requests feed the drift monitor without reading the
         # frame MLflow builds of them.
-        self._drift_reader = (None if drift is None
-                              else drift_reader(self.columns, drift, self.strict))
+        self._drift_reader = (None if drift is None else drift_reader(
+            self.columns, drift, tensors=signature.tensors is not None))
         # Columns of the signature that feed the drift monitor's numeric matrix.
         self._drift_index: list[int] | slice | None = None
         if drift is not None and self.columns is not None and not drift.categorical_inputs:
@@ -385,14 +385,16 @@ class ServedModel:
     def _answer_doc(self, doc: Any, body: bytes, content_type: str,
                     max_rows: int | None) -> Answer:
         """The general path's answer to a decoded JSON document."""
-        if self.strict:
+        reader = self._drift_reader
+        if self.strict or reader is not None:
             why = find_lossy(doc, self.columns, self.signature.tensors)
-            if why is not None:
+            if why is not None and self.strict:
                 raise PayloadError(400, why)
+            if why is not None:
+                reader = None  # MLflow converts a value: its frame holds what the JSON does not
         # Anything but an object: MLflow's parser explains what is wrong with it.
         if not isinstance(doc, dict):
             return self._general(body, content_type, max_rows)
-        reader = self._drift_reader
         return self._general(doc, content_type, max_rows,
                              None if reader is None else (doc, reader))
 

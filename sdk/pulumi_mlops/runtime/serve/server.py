@@ -109,6 +109,9 @@ class ServeOptions:
         alias_poll_seconds: While the registered model or alias a ``models:/name@alias`` URI
             names does not exist yet, poll the registry this often (listening meanwhile:
             ``/ping`` 200, ``/health`` and scoring 503). Default: 10.
+        metrics_port: A second TCP port answering ``GET /metrics`` only, which the serving
+            port then does not answer: Prometheus is admitted to it and never reaches
+            ``/invocations``. Default: none, ``/metrics`` on ``port``.
     """
 
     model_uri: str
@@ -126,6 +129,7 @@ class ServeOptions:
     coerce: str = "strict"
     exit_when_unhealthy_seconds: float = 0.0
     alias_poll_seconds: float = DEFAULT_ALIAS_POLL_SECONDS
+    metrics_port: int | None = None
 
 
 def _watchdog(options: ServeOptions, port: int,
@@ -186,9 +190,15 @@ def _flush_periodically(drift: DriftMonitor, seconds: float) -> None:
     threading.Thread(target=loop, name="drift-flush", daemon=True).start()
 
 
-def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: ServeOptions,
+Listener = socket.socket | Callable[[], socket.socket]
+"""A listening socket, or what a worker calls for its own (`_worker_listeners`)."""
+
+
+def _run_worker(listens: tuple[Listener, ...], options: ServeOptions,
                 model: ServedModel, workers_alive: Callable[[], bool] | None = None,
                 watchdog: HealthWatchdog | None = None) -> None:
+    """Serve on the serving port's listener and, with ``--metrics-port``, the metrics
+    port's (second)."""
     import uvicorn
 
     from pulumi_mlops.runtime.serve import metrics
@@ -201,7 +211,8 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
     if options.workers > 1 and model.drift is not None:
         _flush_periodically(model.drift, _DRIFT_FLUSH_SECONDS)
     app = ScoringApp(model, limits=options.limits,
-                     prediction_log_rate=options.prediction_log_rate)
+                     prediction_log_rate=options.prediction_log_rate,
+                     metrics_port=_bound_port(listens[1]) if len(listens) > 1 else None)
     if workers_alive is not None:
         app.workers_alive = workers_alive
     config = uvicorn.Config(app, loop="uvloop", http=bounded_protocol(options.limits),
@@ -240,7 +251,8 @@ def _run_worker(listen: socket.socket | Callable[[], socket.socket], options: Se
         watchdog.start()
     try:
         DrainingServer(config).run(
-            sockets=[listen if isinstance(listen, socket.socket) else listen()])
+            sockets=[listen if isinstance(listen, socket.socket) else listen()
+                     for listen in listens])
     finally:
         metrics.flush()  # the last requests' figures, for a scrape of the remaining workers
 
@@ -259,10 +271,13 @@ def serve(options: ServeOptions) -> int:
     from pulumi_mlops.runtime.serve.fetch import ModelLoadError, fetch_model, read_mlmodel
     from pulumi_mlops.runtime.serve.waiting import STOPPED, WaitingServer, wait_for_alias
 
+    metrics_port = options.metrics_port
     waiting = wait_for_alias(options.model_uri,
                              functools.partial(_listen, options.host, options.port),
-                             options.alias_poll_seconds)
-    handed_over: socket.socket | None = None
+                             options.alias_poll_seconds,
+                             None if metrics_port is None
+                             else functools.partial(_listen, options.host, metrics_port))
+    handed_over: tuple[Listener, ...] = ()
     if waiting == STOPPED:
         return 0
     # Start-up allocates much and frees little: collections would only cost cold-start time.
@@ -290,45 +305,49 @@ def serve(options: ServeOptions) -> int:
         if isinstance(waiting, WaitingServer):
             # The scoring server takes the stand-in's socket over: no connection is refused in
             # between (several workers share it, as where SO_REUSEPORT is missing).
-            handed_over = waiting.hand_over()
+            metrics = waiting.hand_over_metrics()
+            handed_over = (waiting.hand_over(), *(() if metrics is None else (metrics,)))
     # The loaded objects go to a permanent generation, so forked workers keep sharing their
     # memory pages instead of dirtying them when a collection walks them.
     gc.freeze()
     if options.workers > 1 and model.drift is not None:
         model.drift.share_across_processes()
-    listen: socket.socket | Callable[[], socket.socket]
-    if handed_over is not None:
-        listen = handed_over
+    ports = (options.port, *(() if metrics_port is None else (metrics_port,)))
+    listens: tuple[Listener, ...]
+    if handed_over:
+        listens = handed_over
     elif options.workers == 1:
-        listen = _listen(options.host, options.port)
+        listens = tuple(_listen(options.host, port) for port in ports)
     else:
-        listen = _worker_listeners(options.host, options.port)
-    log.info("serving %s (version %s, fast path %s) on http://%s:%d with %d worker(s)",
+        listens = tuple(_worker_listeners(options.host, port) for port in ports)
+    log.info("serving %s (version %s, fast path %s) on http://%s:%d with %d worker(s)%s",
              options.model_uri, model.info.version, model.fast_predict is not None,
-             options.host, _bound_port(listen), options.workers)
+             options.host, _bound_port(listens[0]), options.workers,
+             f", metrics on port {_bound_port(listens[1])}" if len(listens) > 1 else "")
     if options.workers == 1:
-        _run_worker(listen, options, model, watchdog=_watchdog(options, _bound_port(listen)))
+        _run_worker(listens, options, model,
+                    watchdog=_watchdog(options, _bound_port(listens[0])))
         return 0
-    return _Supervisor(listen, options, model).run()
+    return _Supervisor(listens, options, model).run()
 
 
 class _Supervisor:
     """The master of several workers: starts them, restarts the ones that die, forwards stop
     signals, and reports through shared memory how many run (for readiness)."""
 
-    def __init__(self, listen: socket.socket | Callable[[], socket.socket],
-                 options: ServeOptions, model: ServedModel) -> None:
+    def __init__(self, listens: tuple[Listener, ...], options: ServeOptions,
+                 model: ServedModel) -> None:
         import multiprocessing
 
         # A shared socket stays open in the master too: a worker started again needs it.
-        self._listen = listen
+        self._listens = listens
         self._options = options
         self._model = model
         self._alive = multiprocessing.get_context("fork").RawValue("i", 0)
         self._children: dict[int, tuple[int, float]] = {}  # pid: (slot, started)
         self._quick_deaths = 0
         self._stopping = False
-        self._watchdog = _watchdog(options, _bound_port(listen), self._unhealthy)
+        self._watchdog = _watchdog(options, _bound_port(listens[0]), self._unhealthy)
 
     def run(self) -> int:
         """Serve until a stop signal (exit 0) or until workers keep dying (exit 1)."""
@@ -373,7 +392,7 @@ class _Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(self._listen, self._options, self._model, self._all_alive)
+                _run_worker(self._listens, self._options, self._model, self._all_alive)
             except BaseException:
                 log.exception("worker failed")
                 code = 1
@@ -409,7 +428,7 @@ class _Supervisor:
             self._children.pop(pid, None)
 
 
-def _bound_port(listen: socket.socket | Callable[[], socket.socket]) -> int:
+def _bound_port(listen: Listener) -> int:
     """The port the server listens on (known also when it was asked for port 0)."""
     if isinstance(listen, socket.socket):
         return int(listen.getsockname()[1])

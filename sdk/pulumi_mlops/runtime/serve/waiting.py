@@ -122,14 +122,20 @@ class WaitingServer(ThreadingHTTPServer):
             no connection is refused between the two.
         message: What ``/health`` and the 503 answers say.
         retry_after: Seconds a client is told to wait (``Retry-After``).
+        metrics_listen: The metrics port's listening socket (``mlops serve --metrics-port``),
+            answering ``/metrics`` only (which ``listen`` then does not), handed over too.
+            Default: none, ``/metrics`` on ``listen``.
 
     Attributes:
         message: What ``/health`` and the 503 answers say (may be changed while serving).
     """
 
     daemon_threads = True
+    routes: str = "all"
+    """``all``, ``no-metrics`` (beside a metrics port) or ``metrics`` (the metrics port)."""
 
-    def __init__(self, listen: socket.socket, message: str, retry_after: float) -> None:
+    def __init__(self, listen: socket.socket, message: str, retry_after: float,
+                 metrics_listen: socket.socket | None = None) -> None:
         self.message = message
         self.retry_after = str(max(1, round(retry_after)))
         self.address_family = listen.family
@@ -137,6 +143,11 @@ class WaitingServer(ThreadingHTTPServer):
         self.socket.close()
         self.socket = listen
         self.server_address = listen.getsockname()
+        self.metrics: WaitingServer | None = None
+        if metrics_listen is not None:
+            self.routes = "no-metrics"
+            self.metrics = WaitingServer(metrics_listen, message, retry_after)
+            self.metrics.routes = "metrics"
         self._thread = threading.Thread(target=self.serve_forever, name="waiting-server",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
@@ -148,14 +159,22 @@ class WaitingServer(ThreadingHTTPServer):
 
     def hand_over(self) -> socket.socket:
         """Stop accepting and return the listening socket, still open: connections that
-        arrive from now on wait in its queue for the scoring server."""
+        arrive from now on wait in its queue for the scoring server (get the metrics port's
+        with `hand_over_metrics`)."""
         self.shutdown()
         self._thread.join()
         return self.socket
 
+    def hand_over_metrics(self) -> socket.socket | None:
+        """As `hand_over`, for the metrics port's socket; None without one."""
+        return None if self.metrics is None else self.metrics.hand_over()
+
     def close(self) -> None:
-        """Stop answering and close the listening socket."""
+        """Stop answering and close the listening sockets."""
         self.hand_over().close()
+        metrics = self.hand_over_metrics()
+        if metrics is not None:
+            metrics.close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -164,7 +183,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        if path in _LIVE:
+        routes = self.server.routes
+        if routes != "all" and (routes == "metrics") != (path == _METRICS):
+            self._answer(404, error_body(404, f"no route {path} on this port"),
+                         "application/json")
+        elif path in _LIVE:
             self._answer(200, b"\n", "text/plain; charset=utf-8")
         elif path in _READY:
             self._answer(503, f"{self.server.message}\n".encode(), "text/plain; charset=utf-8")
@@ -177,6 +200,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        if self.server.routes == "metrics":
+            self._answer(404, error_body(404, "this port answers GET /metrics only"),
+                         "application/json")
+            return
         length = self.headers.get("content-length", "")
         if length.isdigit() and int(length) <= _MAX_DRAINED_BYTES:
             left = int(length)
@@ -219,10 +246,11 @@ def _alias_ref(uri: str) -> ModelRef | None:
 
 def wait_for_alias(uri: str, listen: Callable[[], socket.socket],
                    poll_seconds: float = DEFAULT_ALIAS_POLL_SECONDS,
+                   metrics_listen: Callable[[], socket.socket] | None = None,
                    ) -> WaitingServer | str | None:
     """If ``uri`` names an alias (or a registered model) that does not exist yet, answer
-    unready on the socket ``listen()`` binds and poll the registry every ``poll_seconds``
-    until it does.
+    unready on the socket ``listen()`` binds (and metrics on ``metrics_listen()``'s, when
+    given) and poll the registry every ``poll_seconds`` until it does.
 
     Returns:
         None when there was nothing to wait for; the `WaitingServer`, still answering (the
@@ -239,7 +267,8 @@ def wait_for_alias(uri: str, listen: Callable[[], socket.socket],
     if rest is None or not alias_missing(rest, ref.name, ref.alias):
         return None
     waiting = f"waiting for {uri}: the alias does not exist yet"
-    server = WaitingServer(listen(), waiting, poll_seconds)
+    server = WaitingServer(listen(), waiting, poll_seconds,
+                           None if metrics_listen is None else metrics_listen())
     log.warning("%s; polling the registry every %g s (mlops serve --alias-poll-seconds), "
                 "unready on port %d", waiting, poll_seconds, server.port)
     stop = threading.Event()

@@ -19,6 +19,7 @@ from pulumi_mlops.plans.registry import Peer
 from pulumi_mlops.plans.registry_ref import RegistryPeer
 from pulumi_mlops.plans.target import KubernetesTarget
 from pulumi_mlops.plans.workload import (
+    METRICS_PORT_NAME,
     RUN_AS_USER,
     ExecCheck,
     HttpCheck,
@@ -222,6 +223,10 @@ def _container(workload: Workload, secret_name: str, mounts: list[dict[str, Any]
     if workload.port is not None:
         container["ports"] = [{"name": _port_name(workload, sidecar),
                                "container_port": workload.port, "protocol": "TCP"}]
+    if workload.metrics_port is not None:
+        container.setdefault("ports", []).append(
+            {"name": METRICS_PORT_NAME, "container_port": workload.metrics_port,
+             "protocol": "TCP"})
     return container
 
 

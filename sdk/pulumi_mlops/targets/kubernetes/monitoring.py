@@ -307,7 +307,7 @@ def _standalone(plan: MonitoringPlan, workload: Workload, target: KubernetesTarg
             metadata=meta(target, f"{plan.name}-{pods.name}", labels),
             spec={"cluster_ip": "None", "publish_not_ready_addresses": True,
                   "selector": dict(pods.selector),
-                  "ports": [{"name": "http", "port": pods.port, "target_port": pods.port,
+                  "ports": [{"name": pods.port_name, "port": pods.port, "target_port": pods.port,
                              "protocol": "TCP"}]},
             opts=opts)
         for pods in plan.pods)
