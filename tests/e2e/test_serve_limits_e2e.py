@@ -386,7 +386,7 @@ def test_workers_that_keep_dying_make_the_master_exit_1(tmp_path: Path) -> None:
         "server._run_worker = lambda *a, **k: os._exit(7)\n"
         "options = server.ServeOptions(model_uri='unused', workers=2)\n"
         "listen = socket.socket(); listen.bind(('127.0.0.1', 0))\n"
-        "sys.exit(server._Supervisor(listen, options, None).run())\n")
+        "sys.exit(server._Supervisor((listen,), options, None).run())\n")
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 1, done.stderr

@@ -24,8 +24,9 @@ request), and answers None anywhere else, where the caller reads the frame as be
   ``instances``/``inputs`` as records or as columns (lists of equal length) without nulls
   (MLflow's arrays of those turn a null into a value of the column's type).
 
-A differential test runs the same payloads through MLflow's own scoring function and the
-frame path, and checks that both count the same.
+A differential test (``tests/unit/test_serve_drift_input.py``) sends payloads through MLflow's
+own scoring function and checks the counts equal a value-by-value recount of the frames the
+model received, with a signature and without, under strict and lossy coercion.
 """
 
 from __future__ import annotations
