@@ -95,7 +95,6 @@ class RegistryResolver:
             # service on that port): as good as unreachable.
             return None
 
-
     def promotion(self, name: str, alias: str) -> dict[str, str | bool | None] | None:
         """What the version ``alias`` resolved to carries about being served through it
         (`~pulumi_mlops.contracts.lineage.promotion_record`); None when it was not resolved."""

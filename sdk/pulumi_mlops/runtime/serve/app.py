@@ -77,7 +77,7 @@ class ScoringApp:
         model: The model.
         limits: The request bounds. Default: `Limits()`.
         prediction_log_rate: Share of requests logged as JSON lines on stdout (0 to 1).
-        metrics_port: The port of its own ``/metrics`` is served on (``mlops serve
+        metrics_port: The port that serves ``/metrics`` alone (``mlops serve
             --metrics-port``): requests to it get ``/metrics`` only, and requests to any
             other port everything but ``/metrics``. Default: none, ``/metrics`` beside the
             rest.
