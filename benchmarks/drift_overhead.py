@@ -132,7 +132,7 @@ def _json_per_row_us(profile: Profile, requests: list[np.ndarray], names: list[s
     columns = [ColumnSpec(n, "double" if i < numeric else "string")
                for i, n in enumerate(names)]
     monitor = DriftMonitor(profile, window=1_000)
-    reader = drift_reader(columns, monitor, strict=True)
+    reader = drift_reader(columns, monitor)
     assert reader is not None
     docs = [
         orjson.loads(json.dumps({"dataframe_split": {"columns": names, "data": [
