@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+def reply(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+    """Answer ``handler``'s request with ``status`` and ``body`` (JSON of it, or bytes as
+    they are), with its Content-Type and Content-Length."""
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 @contextlib.contextmanager

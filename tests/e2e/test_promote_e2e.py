@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 
 from pulumi_mlops import DockerTarget, Gates, RegistryEndpoint
+from pulumi_mlops.contracts import lineage
 from pulumi_mlops.local import run_job
 from pulumi_mlops.plans.retrain import RetrainScheduleArgs, plan_retrain
 from pulumi_mlops.runtime import promote
@@ -176,16 +177,16 @@ def test_promote_copies_model_signature_drift_profile_and_lineage(
     for key, value in source.tags.items():
         assert tags[key] == value, key
     assert tags["mlops.run_id"] == source.run_id  # the lineage names the training run
-    assert tags[promote.ORIGIN_REGISTRY_TAG] == promote.registry_identity(staging.url)
-    assert tags[promote.ORIGIN_MODEL_TAG] == MODEL
-    assert tags[promote.ORIGIN_VERSION_TAG] == source.version
-    assert tags[promote.ORIGIN_RUN_TAG] == source.run_id
-    assert tags[promote.APPROVAL_BY_TAG] == "alice"
-    assert tags[promote.APPROVAL_REASON_TAG] == "CHG-42 passed staging soak"
-    assert tags[promote.APPROVAL_ALIAS_TAG] == "champion"
-    assert tags[promote.APPROVAL_AT_TAG].endswith("+00:00")
+    assert tags[lineage.ORIGIN_REGISTRY_TAG] == promote.registry_identity(staging.url)
+    assert tags[lineage.ORIGIN_MODEL_TAG] == MODEL
+    assert tags[lineage.ORIGIN_VERSION_TAG] == source.version
+    assert tags[lineage.ORIGIN_RUN_TAG] == source.run_id
+    assert tags[lineage.APPROVAL_BY_TAG] == "alice"
+    assert tags[lineage.APPROVAL_REASON_TAG] == "CHG-42 passed staging soak"
+    assert tags[lineage.APPROVAL_ALIAS_TAG] == "champion"
+    assert tags[lineage.APPROVAL_AT_TAG].endswith("+00:00")
     run_tags = dst.get_run(copied.run_id).data.tags
-    assert run_tags[promote.ORIGIN_VERSION_TAG] == source.version
+    assert run_tags[lineage.ORIGIN_VERSION_TAG] == source.version
 
 
 def _same_tree(left: Path, right: Path) -> bool:
@@ -214,7 +215,7 @@ def test_second_promotion_registers_nothing_and_only_moves_the_alias(
     assert _versions(client) == ["1"]
     assert {k: str(v) for k, v in client.get_registered_model(MODEL).aliases.items()} == \
         {"champion": "1", "canary": "1"}
-    assert client.get_model_version(MODEL, "1").tags[promote.APPROVAL_BY_TAG] == "bob"
+    assert client.get_model_version(MODEL, "1").tags[lineage.APPROVAL_BY_TAG] == "bob"
     experiment = client.get_experiment_by_name(promote.DEFAULT_EXPERIMENT)
     assert experiment is not None
     assert len(client.search_runs([experiment.experiment_id])) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import http.server
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -34,6 +33,7 @@ from pulumi_mlops.runtime.canary_check import (
     queries,
 )
 from tests.e2e.ports import free_port
+from tests.loopback import reply
 
 T = Tolerances()
 HEALTHY = TrackStats(seen=True, requests=1000, error_ratio=0.001, latency=0.020)
@@ -206,12 +206,7 @@ class _Stub(http.server.BaseHTTPRequestHandler):
         type(self).seen.append((self.path, urllib.parse.parse_qs(body),
                                 self.headers.get("Authorization")))
         status, answer = type(self).answers.pop(0)
-        data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, status, answer)
 
     def log_message(self, *args: Any) -> None:
         pass

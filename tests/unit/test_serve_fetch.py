@@ -34,6 +34,7 @@ from pulumi_mlops.runtime.serve.fetch import (
 from pulumi_mlops.runtime.serve.loading import load_drift_monitor, load_served_model
 from tests.e2e.ports import free_port
 from tests.e2e.serving import MLOPS
+from tests.loopback import reply
 from tests.unit.serving_data import COLUMNS, training_frame
 
 USER, PASSWORD = "reader", "not-for-other-origins"
@@ -170,12 +171,6 @@ class FakeRegistry:
                 handler.wfile.write(b"z" * 16384)
 
 
-def reply(handler: BaseHTTPRequestHandler, status: int, body: Any) -> None:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    handler.send_response(status)
-    handler.send_header("Content-Length", str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 @pytest.fixture

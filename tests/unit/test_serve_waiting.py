@@ -4,7 +4,6 @@ answers, and that other load failures still exit as before."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from pulumi_mlops.runtime.serve.server import EXIT_LOAD_FAILED, _listen
 from pulumi_mlops.runtime.serve.waiting import WaitingServer, alias_missing
 from tests.e2e.ports import free_port
 from tests.e2e.serving import MLOPS
+from tests.loopback import reply
 
 # path -> (status, JSON body)
 Routes = dict[str, tuple[int, dict[str, Any]]]
@@ -42,12 +42,7 @@ def fake_registry(routes: Routes) -> Iterator[str]:
         def do_GET(self) -> None:
             status, body = routes.get(self.path.split("?", 1)[0],
                                       (404, {"error_code": "ENDPOINT_NOT_FOUND"}))
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, status, body)
 
         def log_message(self, *args: Any) -> None:
             pass

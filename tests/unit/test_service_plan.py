@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.server
-import json
 import re
 import socket
 import threading
@@ -35,6 +34,7 @@ from pulumi_mlops.plans.service import (
 )
 from pulumi_mlops.plans.target import GatewayRef
 from pulumi_mlops.plans.workload import HttpCheck, SecretRef
+from tests.loopback import reply
 from tests.recording import RUNTIME_IMAGE
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -501,12 +501,7 @@ class _Registry(http.server.BaseHTTPRequestHandler):
             self._send(404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "no alias"})
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, status, body)
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -16,15 +16,15 @@ def environment(variables: Mapping[str, str | None]) -> Iterator[None]:
     """Set (a value) or unset (None) ``variables`` in ``os.environ``; restore them after."""
     saved = {key: os.environ.get(key) for key in variables}
     try:
-        for key, value in variables.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(variables)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _apply(saved)
+
+
+def _apply(variables: Mapping[str, str | None]) -> None:
+    for key, value in variables.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

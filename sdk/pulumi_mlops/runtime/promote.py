@@ -5,12 +5,13 @@ What is copied, all through MLflow's client and each registry's artifact proxy: 
 model directory (byte for byte, so its ``MLmodel`` signature, requirements and files are the
 source's), the drift profile its run carries (``PROFILE_ARTIFACT_PATH``, which the serving
 runtime reads from the version's run), and the version's tags (its lineage). Added on the copy
-and on the run that holds it: `ORIGIN_TAGS`, naming the source registry, model, version and run.
+and on the run that holds it: `~pulumi_mlops.contracts.lineage.ORIGIN_TAGS`, naming the source
+registry, model, version and run.
 
 Idempotent: a source version already copied (found by its origin tags) is not copied again;
 only the alias is (re)moved. Moving a protected alias (default ``champion``) takes an approval
-(``--approved-by``, ``--reason``), recorded as `APPROVAL_TAGS` on the version before the alias
-moves to it.
+(``--approved-by``, ``--reason``), recorded as `~pulumi_mlops.contracts.lineage.APPROVAL_TAGS`
+on the version before the alias moves to it.
 
 Credentials: MLflow's client reads ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` (and the other
 ``MLFLOW_TRACKING_*`` variables) from the environment at every request, and one set cannot
@@ -46,22 +47,15 @@ from pulumi_mlops.contracts.lineage import (
     APPROVAL_AT_TAG,
     APPROVAL_BY_TAG,
     APPROVAL_REASON_TAG,
-    APPROVAL_TAGS,
     ORIGIN_MODEL_TAG,
     ORIGIN_REGISTRY_TAG,
     ORIGIN_RUN_TAG,
-    ORIGIN_TAGS,
     ORIGIN_VERSION_TAG,
 )
 from pulumi_mlops.contracts.model_uri import ModelUriError, parse_model_uri
 from pulumi_mlops.runtime.environ import environment
 
 __all__ = [
-    "APPROVAL_ALIAS_TAG",
-    "APPROVAL_AT_TAG",
-    "APPROVAL_BY_TAG",
-    "APPROVAL_REASON_TAG",
-    "APPROVAL_TAGS",
     "DEFAULT_EXPERIMENT",
     "DEFAULT_PROTECTED_ALIASES",
     "EXIT_APPROVAL_REQUIRED",
@@ -69,11 +63,6 @@ __all__ = [
     "EXIT_NOT_FOUND",
     "EXIT_OK",
     "EXIT_USAGE",
-    "ORIGIN_MODEL_TAG",
-    "ORIGIN_REGISTRY_TAG",
-    "ORIGIN_RUN_TAG",
-    "ORIGIN_TAGS",
-    "ORIGIN_VERSION_TAG",
     "SIDE_VARIABLES",
     "Approval",
     "Origin",
@@ -229,7 +218,7 @@ class Origin:
     run_id: str
 
     def tags(self) -> dict[str, str]:
-        """The `ORIGIN_TAGS` of a copy of this version."""
+        """The `~pulumi_mlops.contracts.lineage.ORIGIN_TAGS` of a copy of this version."""
         return {ORIGIN_REGISTRY_TAG: self.registry, ORIGIN_MODEL_TAG: self.model,
                 ORIGIN_VERSION_TAG: self.version, ORIGIN_RUN_TAG: self.run_id}
 
@@ -263,7 +252,8 @@ class Approval:
     reason: str
 
     def tags(self, alias: str, at: datetime.datetime) -> dict[str, str]:
-        """The `APPROVAL_TAGS` recording this approval of moving ``alias`` at ``at``."""
+        """The `~pulumi_mlops.contracts.lineage.APPROVAL_TAGS` recording this approval of
+        moving ``alias`` at ``at``."""
         return {APPROVAL_BY_TAG: self.by, APPROVAL_REASON_TAG: self.reason,
                 APPROVAL_AT_TAG: at.astimezone(datetime.UTC).isoformat(timespec="seconds"),
                 APPROVAL_ALIAS_TAG: alias}

@@ -226,20 +226,19 @@ class DriftMonitor:
         if x.dtype.kind not in "biuf":
             raise TypeError(f"drift: observe_matrix expects a numeric array; got dtype {x.dtype}.")
         if categorical is not None:
-            shape, given = (x.shape[0],), False
+            # A loop, not `any()`/`all()` generators: this runs on every request.
+            shape, given, fits = (x.shape[0],), False, True
             for column in categorical:
                 if column is not None:
                     given = True
-                    if column.shape != shape:
-                        break
-            else:
-                if len(categorical) == len(self._categorical_inputs):
-                    self._enqueue_rows(x, categorical if given else None, predictions)
-                    return
-            raise ValueError(
-                f"drift: observe_matrix expects `categorical` of {x.shape[0]} rows for each of "
-                f"{list(self._categorical_inputs)} (None where absent).")
-        self._enqueue_rows(x, None, predictions)
+                    fits = fits and column.shape == shape
+            if not fits or len(categorical) != len(self._categorical_inputs):
+                raise ValueError(
+                    f"drift: observe_matrix expects `categorical` of {x.shape[0]} rows for each "
+                    f"of {list(self._categorical_inputs)} (None where absent).")
+            if not given:
+                categorical = None
+        self._enqueue_rows(x, categorical, predictions)
 
     def observe_columns(self, columns: Mapping[str, Any] | pd.DataFrame,
                         predictions: Any = None) -> None:
